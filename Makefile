@@ -1,0 +1,57 @@
+# hr_migrations — run `make help` for the list of targets.
+# Every target that needs them installs its own dependencies (scripts/ensure-deps.sh)
+# and starts its own throwaway PostgreSQL on 127.0.0.1 as the `postgres` OS user.
+
+SHELL       := /bin/bash
+PG_CONFIG   ?= /usr/lib/postgresql/15/bin/pg_config
+SCALE       ?= 10000
+DATABASE_URL ?=
+KEYRING     ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help # list the targets
+help:
+	@grep -E '^\.PHONY: [a-z-]+ # ' $(MAKEFILE_LIST) | sed -E 's/^\.PHONY: ([a-z-]+) # (.*)/  make \1\t\2/' | expand -t 22
+
+.PHONY: deps # install apt packages, cargo-pgrx 0.18.1 and run `cargo pgrx init` when missing
+deps:
+	@scripts/ensure-deps.sh
+
+.PHONY: build # compile the extension (release)
+build: deps
+	cargo build --release
+
+.PHONY: install # build and install the extension into the system PostgreSQL 15
+install: deps
+	cargo pgrx install --release --pg-config $(PG_CONFIG) $(if $(filter 0,$(shell id -u)),,--sudo)
+
+.PHONY: test # every test layer (unit, pg_test, pg_regress, integration); ends with "N passed, N failed"
+test: deps
+	@scripts/test-all.sh
+
+.PHONY: installcheck # pg_regress scenarios against a throwaway cluster with the installed extension
+installcheck: install
+	@scripts/test-all.sh regress
+
+.PHONY: demo # throwaway cluster under .demo/, sample data, all migrations through their phases, status
+demo: install
+	@scripts/demo.sh $(SCALE)
+
+.PHONY: migrate # apply sql/migrations/ to DATABASE_URL (KEYRING: keyring file, for migration 3)
+migrate:
+	@test -n "$(DATABASE_URL)" || { echo "make migrate DATABASE_URL=postgres://... [KEYRING=/path]"; exit 2; }
+	@for f in sql/migrations/*.sql; do \
+	    echo "== $$f"; \
+	    psql "$(DATABASE_URL)" -X -v ON_ERROR_STOP=1 -f "$$f" || exit 1; \
+	done
+
+.PHONY: lint # rustfmt and clippy, warnings are errors
+lint: deps
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+.PHONY: clean # remove build output, the demo cluster and test leftovers
+clean:
+	-scripts/pg-cluster.sh stop .demo 2>/dev/null
+	rm -rf target .demo tests/regress/results

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Runs every test layer and ends with one line "N passed, N failed" adding
+# them all up; exits non-zero when anything failed or a layer could not run.
+#
+#   scripts/test-all.sh                 all layers
+#   scripts/test-all.sh unit regress    only those (unit, regress, integration)
+#
+# Layers:
+#   unit         cargo pgrx test: pure-Rust #[test]s and #[pg_test]s (own cluster)
+#   regress      pg_regress scenarios in tests/regress against a throwaway cluster
+#   integration  Rust tests in tests/integration, each starting its own cluster
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+PGXS=$("$PG_CONFIG" --pkglibdir)/pgxs
+layers=("$@")
+[ ${#layers[@]} -gt 0 ] || layers=(unit regress integration)
+
+work=$(mktemp -d /tmp/hrm-test.XXXXXX)
+chmod 755 "$work"
+[ "$(id -u)" = 0 ] && chown postgres: "$work"
+trap 'scripts/pg-cluster.sh stop "$work/regress-cluster" >/dev/null 2>&1; rm -rf "$work"' EXIT
+
+passed=0; failed=0
+summary=()
+
+# Adds up cargo's "test result: ... N passed; M failed" lines from a log.
+count_cargo() {
+    local log=$1 p f
+    p=$(grep -oE 'test result: [A-Za-z]+\. [0-9]+ passed' "$log" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+    f=$(grep -oE '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+    echo "$p $f"
+}
+
+record() {  # layer status passed failed
+    local layer=$1 status=$2 p=$3 f=$4
+    if [ "$status" != 0 ] && [ "$f" = 0 ]; then
+        f=1  # the layer failed without a test failing: a build or setup error
+        echo "!! $layer exited with status $status before reporting a failing test" >&2
+    fi
+    passed=$((passed + p)); failed=$((failed + f))
+    summary+=("$(printf '%-12s %5d passed, %d failed' "$layer" "$p" "$f")")
+}
+
+run_unit() {
+    local log=$work/unit.log status
+    echo "== unit: cargo pgrx test (pure Rust #[test]s and #[pg_test]s)"
+    if [ "$(id -u)" = 0 ]; then
+        cargo pgrx test pg15 --runas postgres --pgdata "$work/pgrx-data" 2>&1 | tee "$log" | grep -E '^test |test result|panicked' ; status=${PIPESTATUS[0]}
+    else
+        cargo pgrx test pg15 2>&1 | tee "$log" | grep -E '^test |test result|panicked'; status=${PIPESTATUS[0]}
+    fi
+    read -r p f < <(count_cargo "$log")
+    record unit "$status" "$p" "$f"
+}
+
+installed=no
+install_release() {
+    [ "$installed" = yes ] && return 0
+    echo "== installing the release build of the extension"
+    local sudo=()
+    [ "$(id -u)" = 0 ] || sudo=(--sudo)
+    cargo pgrx install --release --pg-config "$PG_CONFIG" "${sudo[@]}" >"$work/install.log" 2>&1 || {
+        tail -n 30 "$work/install.log" >&2
+        record install 1 0 0
+        return 1
+    }
+    installed=yes
+}
+
+run_regress() {
+    echo "== regress: pg_regress scenarios"
+    local dir=$work/regress-cluster port status
+    port=$(scripts/pg-cluster.sh start "$dir") || { record regress 1 0 0; return; }
+    local tests
+    tests=$(cd tests/regress/sql && ls *.sql | sed 's/\.sql$//' | sort)
+    mkdir -p "$work/regress-out" && chmod 777 "$work/regress-out"
+    # Scenarios find the repository through the environment (see tests/regress/README.md).
+    HRM_ROOT=$PWD PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres \
+    "$PGXS/src/test/regress/pg_regress" \
+        --bindir="$("$PG_CONFIG" --bindir)" \
+        --host=127.0.0.1 --port="$port" --user=postgres \
+        --inputdir=tests/regress --outputdir="$work/regress-out" \
+        --dbname=hr_regress $tests 2>&1 | tee "$work/regress.log"
+    status=${PIPESTATUS[0]}
+    local p f
+    p=$(grep -E '^(test | ?ok )' "$work/regress.log" | grep -vc 'FAILED\|failed')
+    f=$(grep -cE 'FAILED|failed \(' "$work/regress.log")
+    if [ -f "$work/regress-out/regression.diffs" ] && [ "$status" != 0 ]; then
+        head -n 200 "$work/regress-out/regression.diffs"
+    fi
+    record regress "$status" "$p" "$f"
+    scripts/pg-cluster.sh stop "$dir"
+}
+
+run_integration() {
+    echo "== integration: tests/integration against real servers"
+    local log=$work/integration.log status
+    cargo test -p hr_migrations_it -- --test-threads=2 2>&1 | tee "$log" | grep -E '^test |test result|panicked|assert'
+    status=${PIPESTATUS[0]}
+    read -r p f < <(count_cargo "$log")
+    record integration "$status" "$p" "$f"
+}
+
+for layer in "${layers[@]}"; do
+    case "$layer" in
+        unit) run_unit ;;
+        regress) install_release && run_regress ;;
+        integration) install_release && run_integration ;;
+        *) echo "unknown layer $layer" >&2; exit 2 ;;
+    esac
+done
+
+echo
+printf '%s\n' "${summary[@]}"
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]

@@ -1,0 +1,47 @@
+//! `hr_migrations`: three security migrations for a multi-tenant HR schema,
+//! carried out inside PostgreSQL (see `DESIGN.md` in the shared folder and
+//! `docs/`).
+//!
+//! Pure modules know nothing of Postgres and carry their own unit tests:
+//! - [`token`]: token hash v1 and generated tokens.
+//!
+//! Thin SQL modules expose them:
+//! - `tokens`: migration 1 (`reference_tokens`).
+//! - `operations`: phases, status and the batch procedures of every migration.
+//!
+//! Support: `error` (one enum, one SQLSTATE per variant), `gucs` (every
+//! setting), `random` (the per-backend CSPRNG, reseeded after fork).
+
+use pgrx::prelude::*;
+
+mod error;
+mod gucs;
+mod operations;
+mod random;
+pub mod token;
+mod tokens;
+
+::pgrx::pg_module_magic!(name, version);
+
+/// Runs when the library is loaded: in the postmaster when it is listed in
+/// `shared_preload_libraries`, otherwise in each backend on first use.
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::init();
+    // Seeding here is deliberate: under shared_preload_libraries this state is
+    // inherited by every forked backend, and `random` must notice and reseed.
+    // The fork test in tests/integration keeps that promise honest.
+    random::init();
+}
+
+/// Settings for the `#[pg_test]` harness: the library is preloaded, so the
+/// tests also run in the configuration where fork safety matters.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec!["shared_preload_libraries = 'hr_migrations'"]
+    }
+}

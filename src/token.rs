@@ -1,0 +1,220 @@
+//! Token hash v1 and generated tokens (DESIGN.md §3). Pure Rust, no Postgres.
+//!
+//! A v1 hash is `base64_standard_padded(salt[16] || SHA-256(salt[16] || utf8(token)))`,
+//! always 64 characters. The plan's `hashToken` encoded `salt || token` and so
+//! stored the token itself; here only the digest is kept.
+//!
+//! Randomness is the caller's: [`hash_with_salt`] and [`encode_token`] take
+//! the random bytes as arguments, so this module is deterministic and can be
+//! checked against vectors made by other tools.
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Bytes of salt at the front of a v1 hash.
+pub const SALT_LEN: usize = 16;
+/// Bytes of SHA-256 output.
+pub const DIGEST_LEN: usize = 32;
+/// Characters of a v1 hash: base64 of 48 bytes, which needs no padding.
+pub const HASH_V1_LEN: usize = 64;
+/// Random bytes behind a generated token.
+pub const TOKEN_BYTES: usize = 32;
+/// Characters of a generated token (base64url without padding of 32 bytes).
+pub const TOKEN_LEN: usize = 43;
+
+/// A stored hash that is not a v1 hash. Carries no part of the input on purpose:
+/// the stored value may be a plaintext token written into the wrong column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("stored hash is not a token hash v1 (expected 64 characters of standard base64 encoding 48 bytes)")]
+pub struct MalformedHash;
+
+fn digest(salt: &[u8; SALT_LEN], token: &str) -> [u8; DIGEST_LEN] {
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(token.as_bytes());
+    h.finalize().into()
+}
+
+/// Hashes `token` with the given salt into the v1 format.
+pub fn hash_with_salt(token: &str, salt: &[u8; SALT_LEN]) -> String {
+    let mut raw = [0u8; SALT_LEN + DIGEST_LEN];
+    raw[..SALT_LEN].copy_from_slice(salt);
+    raw[SALT_LEN..].copy_from_slice(&digest(salt, token));
+    STANDARD.encode(raw)
+}
+
+/// Splits a v1 hash into salt and digest, refusing anything that is not one.
+pub fn parse_hash(stored: &str) -> Result<([u8; SALT_LEN], [u8; DIGEST_LEN]), MalformedHash> {
+    if stored.len() != HASH_V1_LEN {
+        return Err(MalformedHash);
+    }
+    let mut raw = [0u8; SALT_LEN + DIGEST_LEN];
+    match STANDARD.decode_slice(stored.as_bytes(), &mut raw) {
+        Ok(n) if n == raw.len() => {}
+        _ => return Err(MalformedHash),
+    }
+    let mut salt = [0u8; SALT_LEN];
+    let mut dig = [0u8; DIGEST_LEN];
+    salt.copy_from_slice(&raw[..SALT_LEN]);
+    dig.copy_from_slice(&raw[SALT_LEN..]);
+    Ok((salt, dig))
+}
+
+/// Checks `token` against a v1 hash. The digests are compared in constant
+/// time so the comparison does not tell an attacker how many bytes matched.
+pub fn verify(token: &str, stored: &str) -> Result<bool, MalformedHash> {
+    let (salt, expected) = parse_hash(stored)?;
+    Ok(digest(&salt, token).ct_eq(&expected).into())
+}
+
+/// Compares a presented token with a stored plaintext token in time that does
+/// not depend on where they differ nor on the stored token's length: both
+/// sides are hashed first, then the digests are compared in constant time.
+pub fn plaintext_matches(presented: &str, stored: &str) -> bool {
+    let a: [u8; DIGEST_LEN] = Sha256::digest(presented.as_bytes()).into();
+    let b: [u8; DIGEST_LEN] = Sha256::digest(stored.as_bytes()).into();
+    a.ct_eq(&b).into()
+}
+
+/// Encodes 32 random bytes as a token: base64url without padding, 43 characters.
+pub fn encode_token(bytes: &[u8; TOKEN_BYTES]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Whether `s` has the shape of a v1 hash (used by CHECK constraints).
+pub fn is_hash_v1(s: &str) -> bool {
+    parse_hash(s).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Vectors made by `tests/fixtures/make_token_vectors.py` with Python's
+    /// hashlib and base64, independent of this code. Columns: salt (hex),
+    /// token (hex of its UTF-8 bytes), expected hash.
+    const VECTORS: &str = include_str!("../tests/fixtures/token_hash_v1_vectors.tsv");
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn vectors() -> Vec<([u8; SALT_LEN], String, String)> {
+        VECTORS
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                let salt: [u8; SALT_LEN] = hex(f[0]).try_into().unwrap();
+                let token = String::from_utf8(hex(f[1])).unwrap();
+                (salt, token, f[2].to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn known_answer_vectors_hash() {
+        let v = vectors();
+        assert!(v.len() >= 8, "fixture has too few vectors");
+        for (salt, token, expected) in v {
+            assert_eq!(hash_with_salt(&token, &salt), expected);
+        }
+    }
+
+    #[test]
+    fn known_answer_vectors_verify() {
+        for (_, token, expected) in vectors() {
+            assert_eq!(verify(&token, &expected), Ok(true));
+            assert_eq!(verify(&format!("{token}x"), &expected), Ok(false));
+        }
+    }
+
+    #[test]
+    fn hash_does_not_contain_the_token() {
+        // The plan's bug: base64(salt || token). Our output must not decode to it.
+        let token = "A".repeat(32);
+        let h = hash_with_salt(&token, &[7u8; SALT_LEN]);
+        let raw = STANDARD.decode(&h).unwrap();
+        assert!(!raw.windows(token.len()).any(|w| w == token.as_bytes()));
+        assert_eq!(h.len(), HASH_V1_LEN);
+    }
+
+    #[test]
+    fn malformed_hashes_are_refused() {
+        let good = hash_with_salt("t", &[1u8; SALT_LEN]);
+        for bad in [
+            String::new(),
+            "plaintext-token".to_string(),
+            good[..63].to_string(),
+            format!("{good}="),
+            good.replace(|_c: char| true, "*"),
+            // the base64url alphabet is not the standard one
+            format!("{}-", &good[..63]),
+            format!("_{}", &good[1..]),
+            "é".repeat(32),
+        ] {
+            assert_eq!(verify("t", &bad), Err(MalformedHash), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn error_text_echoes_nothing() {
+        let msg = MalformedHash.to_string();
+        assert!(!msg.contains("secret-token"));
+        assert!(msg.contains("v1"));
+    }
+
+    #[test]
+    fn plaintext_comparison() {
+        assert!(plaintext_matches("abc", "abc"));
+        assert!(!plaintext_matches("abc", "abd"));
+        assert!(!plaintext_matches("abc", "abcd"));
+        assert!(plaintext_matches("", ""));
+        assert!(!plaintext_matches("", " "));
+    }
+
+    #[test]
+    fn generated_token_shape() {
+        let t = encode_token(&[0xffu8; TOKEN_BYTES]);
+        assert_eq!(t.len(), TOKEN_LEN);
+        assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    }
+
+    proptest! {
+        #[test]
+        fn hash_then_verify(token in ".*", salt in any::<[u8; SALT_LEN]>()) {
+            let h = hash_with_salt(&token, &salt);
+            prop_assert_eq!(h.len(), HASH_V1_LEN);
+            prop_assert_eq!(verify(&token, &h), Ok(true));
+        }
+
+        #[test]
+        fn another_token_fails(a in ".*", b in ".*", salt in any::<[u8; SALT_LEN]>()) {
+            prop_assume!(a != b);
+            prop_assert_eq!(verify(&b, &hash_with_salt(&a, &salt)), Ok(false));
+        }
+
+        #[test]
+        fn any_flipped_bit_is_false_or_malformed(
+            token in ".{0,64}",
+            salt in any::<[u8; SALT_LEN]>(),
+            pos in 0usize..HASH_V1_LEN,
+            bit in 0u8..8,
+        ) {
+            let h = hash_with_salt(&token, &salt);
+            let mut bytes = h.into_bytes();
+            bytes[pos] ^= 1 << bit;
+            // A flip may leave invalid UTF-8; that never reaches us from SQL text.
+            if let Ok(s) = String::from_utf8(bytes) {
+                let r = verify(&token, &s);
+                prop_assert!(r == Ok(false) || r == Err(MalformedHash), "got {:?}", r);
+            }
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! SQL surface of migration 1 (`reference_tokens`): token functions.
+//!
+//! The table-facing parts (trigger, dual-path verification, backfill) are SQL
+//! in `src/sql/reference_tokens.sql`; they call the functions below.
+
+use pgrx::prelude::*;
+
+use crate::error::{Error, SqlResult};
+use crate::{random, token};
+
+/// `hr_generate_token() RETURNS text` — VOLATILE PARALLEL SAFE.
+///
+/// A new token: 32 bytes from the per-backend CSPRNG, base64url without
+/// padding (43 characters). Raises 58000 if the OS gives no entropy.
+#[pg_extern(volatile, parallel_safe)]
+fn hr_generate_token() -> SqlResult<String> {
+    let bytes = random::bytes::<{ token::TOKEN_BYTES }>()?;
+    Ok(token::encode_token(&bytes))
+}
+
+/// `hr_hash_token(token text) RETURNS text` — VOLATILE STRICT PARALLEL SAFE.
+///
+/// Token hash v1 with a fresh 16-byte salt: 64 characters. NULL gives NULL.
+/// Volatile because every call draws a new salt.
+#[pg_extern(volatile, strict, parallel_safe)]
+fn hr_hash_token(token: &str) -> SqlResult<String> {
+    let salt = random::bytes::<{ token::SALT_LEN }>()?;
+    Ok(token::hash_with_salt(token, &salt))
+}
+
+/// `hr_verify_token(token text, stored_hash text) RETURNS boolean` —
+/// IMMUTABLE STRICT PARALLEL SAFE.
+///
+/// `true` when `token` hashes to `stored_hash` (digests compared in constant
+/// time), `false` otherwise; NULL in, NULL out. A `stored_hash` that is not a
+/// v1 hash raises 22023, and the message quotes neither argument.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn hr_verify_token(token: &str, stored_hash: &str) -> SqlResult<bool> {
+    Ok(token::verify(token, stored_hash).map_err(Error::from)?)
+}
+
+/// `hr_token_plaintext_matches(presented text, stored text) RETURNS boolean` —
+/// IMMUTABLE STRICT PARALLEL SAFE.
+///
+/// Constant-time equality of a presented token and a legacy plaintext token,
+/// for the dual path of `hr_verify_reference_token`. SQL's `=` stops at the
+/// first differing byte; this does not, nor does it leak the stored length.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn hr_token_plaintext_matches(presented: &str, stored: &str) -> bool {
+    token::plaintext_matches(presented, stored)
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn proc_flags(name: &str) -> (String, bool, String) {
+        let row = Spi::get_three::<String, bool, String>(&format!(
+            "SELECT provolatile::text, proisstrict, proparallel::text \
+             FROM pg_proc WHERE proname = '{name}'"
+        ))
+        .unwrap();
+        (row.0.unwrap(), row.1.unwrap(), row.2.unwrap())
+    }
+
+    /// DESIGN.md §4 fixes volatility, strictness and parallel safety.
+    #[pg_test]
+    fn declared_function_properties() {
+        for (name, vol, strict, par) in [
+            // no arguments: pgrx marks it STRICT, which changes nothing
+            ("hr_generate_token", "v", true, "s"),
+            ("hr_hash_token", "v", true, "s"),
+            ("hr_verify_token", "i", true, "s"),
+            ("hr_token_plaintext_matches", "i", true, "s"),
+        ] {
+            assert_eq!(
+                proc_flags(name),
+                (vol.to_string(), strict, par.to_string()),
+                "{name}"
+            );
+        }
+    }
+
+    #[pg_test]
+    fn nulls_give_null() {
+        for q in [
+            "SELECT hr_hash_token(NULL) IS NULL",
+            "SELECT hr_verify_token(NULL, hr_hash_token('x')) IS NULL",
+            "SELECT hr_verify_token('x', NULL) IS NULL",
+        ] {
+            assert_eq!(Spi::get_one::<bool>(q), Ok(Some(true)), "{q}");
+        }
+    }
+
+    #[pg_test]
+    fn round_trips_for_awkward_tokens() {
+        for token_sql in [
+            "''",
+            "'Grüße, Zoë — 東京 🚀'",
+            "repeat('x', 1024 * 1024)",
+            "repeat('é', 300000)",
+            "E'tab\\tnew\\nline'",
+        ] {
+            let q = format!(
+                "WITH t AS (SELECT {token_sql} AS tok), h AS (SELECT tok, hr_hash_token(tok) AS h FROM t) \
+                 SELECT length(h) = 64 AND hr_verify_token(tok, h) \
+                        AND NOT hr_verify_token(tok || 'x', h) FROM h"
+            );
+            assert_eq!(Spi::get_one::<bool>(&q), Ok(Some(true)), "{token_sql}");
+        }
+    }
+
+    #[pg_test]
+    fn salts_are_fresh_per_call() {
+        let q = "SELECT count(DISTINCT hr_hash_token('same')) = 1000 FROM generate_series(1, 1000)";
+        assert_eq!(Spi::get_one::<bool>(q), Ok(Some(true)));
+    }
+
+    #[pg_test]
+    fn generated_tokens_have_the_design_shape() {
+        let q = "SELECT bool_and(t ~ '^[A-Za-z0-9_-]{43}$') AND count(DISTINCT t) = 500 \
+                 FROM (SELECT hr_generate_token() AS t FROM generate_series(1, 500)) s";
+        assert_eq!(Spi::get_one::<bool>(q), Ok(Some(true)));
+    }
+
+    /// A malformed stored hash raises 22023 and echoes neither argument. The
+    /// error is caught in PL/pgSQL so its SQLSTATE and text can be asserted.
+    #[pg_test]
+    fn malformed_hash_is_22023_without_values() {
+        for stored in [
+            "plaintext-secret-token",
+            "",
+            "short",
+            "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
+        ] {
+            let q = format!(
+                "DO $$ BEGIN \
+                   PERFORM hr_verify_token('presented-secret-value', '{stored}'); \
+                   RAISE EXCEPTION 'no error'; \
+                 EXCEPTION WHEN invalid_parameter_value THEN \
+                   IF position('presented-secret-value' IN SQLERRM) > 0 \
+                      OR ('{stored}' <> '' AND position('{stored}' IN SQLERRM) > 0) THEN \
+                     RAISE EXCEPTION 'message echoes a value: %', SQLERRM; \
+                   END IF; \
+                 END $$"
+            );
+            Spi::run(&q).unwrap();
+        }
+    }
+
+    #[pg_test]
+    fn plaintext_comparison_matches_equality() {
+        let q = "SELECT hr_token_plaintext_matches('abc', 'abc') \
+                 AND NOT hr_token_plaintext_matches('abc', 'abd') \
+                 AND NOT hr_token_plaintext_matches('abc', 'abcd') \
+                 AND hr_token_plaintext_matches('', '')";
+        assert_eq!(Spi::get_one::<bool>(q), Ok(Some(true)));
+    }
+}

@@ -1,0 +1,138 @@
+//! Test support: throwaway PostgreSQL clusters on 127.0.0.1 and helpers to
+//! load the fixtures and run the migration scripts with psql, as a DBA would.
+//!
+//! Clusters come from `scripts/pg-cluster.sh` (the same script the demo and
+//! pg_regress use) and are stopped when the [`Cluster`] is dropped. The
+//! extension must be installed (`make install`; `make test` does it).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub use postgres::{Client, NoTls};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+pub struct Cluster {
+    dir: PathBuf,
+    pub port: u16,
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+impl Cluster {
+    /// Starts a new cluster; `conf` entries are `name=value` lines for postgresql.conf.
+    pub fn start(conf: &[&str]) -> Cluster {
+        let dir = std::env::temp_dir().join(format!(
+            "hrm-it-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = Command::new(repo().join("scripts/pg-cluster.sh"))
+            .arg("start")
+            .arg(&dir)
+            .args(conf)
+            .output()
+            .expect("run pg-cluster.sh");
+        assert!(
+            out.status.success(),
+            "cluster did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = String::from_utf8_lossy(&out.stdout).trim().parse().expect("port");
+        Cluster { dir, port }
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("host=127.0.0.1 port={} user=postgres dbname={db}", self.port)
+    }
+
+    pub fn connect(&self, db: &str) -> Client {
+        Client::connect(&self.url(db), NoTls).expect("connect")
+    }
+
+    /// Connects as `user` (a LOGIN role without password; the cluster trusts loopback).
+    pub fn connect_as(&self, db: &str, user: &str) -> Client {
+        let url = format!("host=127.0.0.1 port={} user={user} dbname={db}", self.port);
+        Client::connect(&url, NoTls).expect("connect as user")
+    }
+
+    /// Runs a SQL file with psql as a DBA would: ON_ERROR_STOP, no psqlrc.
+    pub fn psql_file(&self, db: &str, file: &Path, vars: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new("psql");
+        cmd.arg(self.url(db)).args(["-X", "-v", "ON_ERROR_STOP=1", "-f"]).arg(file);
+        for (k, v) in vars {
+            cmd.arg("-v").arg(format!("{k}={v}"));
+        }
+        cmd.output().expect("run psql")
+    }
+
+    /// Like [`Cluster::psql_file`] but panics, with psql's output, on failure.
+    pub fn psql_ok(&self, db: &str, file: &Path, vars: &[(&str, &str)]) -> String {
+        let out = self.psql_file(db, file, vars);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "psql -f {} failed:\n{text}", file.display());
+        text
+    }
+
+    /// Creates `db` with the pre-migration fixture at `scale` and the
+    /// extension in schema `extensions` (the Supabase layout).
+    pub fn fixture_db(&self, db: &str, scale: u32) {
+        let mut c = self.connect("postgres");
+        c.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
+        self.psql_ok(db, &repo().join("tests/fixtures/schema.sql"), &[]);
+        self.psql_ok(db, &repo().join("tests/fixtures/generate.sql"), &[("scale", &scale.to_string())]);
+        let mut c = self.connect(db);
+        c.batch_execute("CREATE EXTENSION hr_migrations SCHEMA extensions").unwrap();
+        c.batch_execute(&format!("ALTER DATABASE {db} SET search_path = public, extensions")).unwrap();
+    }
+
+    /// The server log so far (for log-hygiene assertions).
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// Applies a migration script from sql/migrations.
+    pub fn migrate(&self, db: &str, script: &str, vars: &[(&str, &str)]) -> String {
+        self.psql_ok(db, &repo().join("sql/migrations").join(script), vars)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/pg-cluster.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The one-row status of a migration: (phase, total, migrated, pending, blocked, note).
+pub fn status(c: &mut Client, migration: &str) -> (String, i64, i64, i64, i64, String) {
+    let r = c
+        .query_one(
+            "SELECT phase, total, migrated, pending, blocked, note \
+             FROM hr_migration_status() WHERE migration = $1",
+            &[&migration],
+        )
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))
+}
+
+/// One value of a one-row, one-column query.
+pub fn one<T: for<'a> postgres::types::FromSql<'a>>(c: &mut Client, sql: &str) -> T {
+    c.query_one(sql, &[])
+        .unwrap_or_else(|e| panic!("{sql}: {}", e.as_db_error().map_or(e.to_string(), |d| d.to_string())))
+        .get(0)
+}
