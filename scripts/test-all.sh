@@ -87,7 +87,10 @@ run_regress() {
     local p f
     p=$(grep -E '^(test | ?ok )' "$work/regress.log" | grep -vc 'FAILED\|failed')
     f=$(grep -cE 'FAILED|failed \(' "$work/regress.log")
+    # Keep the results where tests/regress/README.md says to look for them.
+    rm -rf tests/regress/results && cp -r "$work/regress-out/results" tests/regress/results 2>/dev/null
     if [ -f "$work/regress-out/regression.diffs" ] && [ "$status" != 0 ]; then
+        cp "$work/regress-out/regression.diffs" tests/regress/regression.diffs
         head -n 200 "$work/regress-out/regression.diffs"
     fi
     record regress "$status" "$p" "$f"
