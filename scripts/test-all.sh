@@ -76,22 +76,28 @@ run_regress() {
     local tests
     tests=$(cd tests/regress/sql && ls *.sql | sed 's/\.sql$//' | sort)
     mkdir -p "$work/regress-out" && chmod 777 "$work/regress-out"
-    # Scenarios find the repository through the environment (see tests/regress/README.md).
-    HRM_ROOT=$PWD PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres \
-    "$PGXS/src/test/regress/pg_regress" \
-        --bindir="$("$PG_CONFIG" --bindir)" \
-        --host=127.0.0.1 --port="$port" --user=postgres \
-        --inputdir=tests/regress --outputdir="$work/regress-out" \
-        --dbname=hr_regress $tests 2>&1 | tee "$work/regress.log"
-    status=${PIPESTATUS[0]}
+    # One database per scenario (pg_regress creates it); scenarios find the
+    # repository through HRM_ROOT (see tests/regress/README.md).
+    status=0
+    : >"$work/regress.log"
+    for t in $tests; do
+        HRM_ROOT=$PWD "$PGXS/src/test/regress/pg_regress" \
+            --bindir="$("$PG_CONFIG" --bindir)" \
+            --host=127.0.0.1 --port="$port" --user=postgres \
+            --inputdir=tests/regress --outputdir="$work/regress-out" \
+            --dbname="hr_regress_$t" "$t" 2>&1 | tee -a "$work/regress.log"
+        [ "${PIPESTATUS[0]}" = 0 ] || status=1
+        [ -f "$work/regress-out/regression.diffs" ] && cat "$work/regress-out/regression.diffs" >>"$work/all.diffs"
+    done
     local p f
     p=$(grep -E '^(test | ?ok )' "$work/regress.log" | grep -vc 'FAILED\|failed')
     f=$(grep -cE 'FAILED|failed \(' "$work/regress.log")
     # Keep the results where tests/regress/README.md says to look for them.
     rm -rf tests/regress/results && cp -r "$work/regress-out/results" tests/regress/results 2>/dev/null
-    if [ -f "$work/regress-out/regression.diffs" ] && [ "$status" != 0 ]; then
-        cp "$work/regress-out/regression.diffs" tests/regress/regression.diffs
-        head -n 200 "$work/regress-out/regression.diffs"
+    rm -f tests/regress/regression.diffs
+    if [ -f "$work/all.diffs" ]; then
+        cp "$work/all.diffs" tests/regress/regression.diffs
+        head -n 200 "$work/all.diffs"
     fi
     record regress "$status" "$p" "$f"
     scripts/pg-cluster.sh stop "$dir"

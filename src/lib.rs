@@ -4,9 +4,11 @@
 //!
 //! Pure modules know nothing of Postgres and carry their own unit tests:
 //! - [`token`]: token hash v1 and generated tokens.
+//! - [`claims`]: JWT claims -> organization id.
 //!
 //! Thin SQL modules expose them:
 //! - `tokens`: migration 1 (`reference_tokens`).
+//! - `tenancy`: migration 2 (`portal_sessions`).
 //! - `operations`: phases, status and the batch procedures of every migration.
 //!
 //! Support: `error` (one enum, one SQLSTATE per variant), `gucs` (every
@@ -14,11 +16,13 @@
 
 use pgrx::prelude::*;
 
+pub mod claims;
 mod error;
 mod gucs;
 mod operations;
 mod random;
 pub mod token;
+mod tenancy;
 mod tokens;
 
 ::pgrx::pg_module_magic!(name, version);

@@ -10,3 +10,4 @@ extension_sql_file!("sql/operations.sql", name = "operations", bootstrap);
 // PL/pgSQL resolves names when a function runs, not when it is created, so
 // these files need no ordering beyond running after the bootstrap file.
 extension_sql_file!("sql/reference_tokens.sql", name = "reference_tokens");
+extension_sql_file!("sql/portal_sessions.sql", name = "portal_sessions");

@@ -120,6 +120,10 @@ BEGIN
                 SELECT s.total, s.migrated, s.pending, s.blocked, s.note
                   INTO total, migrated, pending, blocked, note
                   FROM @extschema@.hr_reference_tokens_status(phase) s;
+            WHEN 'portal_sessions' THEN
+                SELECT s.total, s.migrated, s.pending, s.blocked, s.note
+                  INTO total, migrated, pending, blocked, note
+                  FROM @extschema@.hr_portal_sessions_status(phase) s;
             ELSE
                 total := NULL; migrated := NULL; pending := NULL; blocked := NULL;
                 note := 'not available in this version of hr_migrations';
@@ -161,6 +165,8 @@ BEGIN
     CASE migration
         WHEN 'reference_tokens' THEN
             PERFORM @extschema@.hr_reference_tokens_set_phase(current_phase, phase);
+        WHEN 'portal_sessions' THEN
+            PERFORM @extschema@.hr_portal_sessions_set_phase(current_phase, phase);
         ELSE
             RAISE EXCEPTION 'migration % is not available in this version of hr_migrations', migration
                 USING ERRCODE = 'feature_not_supported';
@@ -173,6 +179,42 @@ BEGIN
 END
 $$;
 
+-- The keyset cursor of a migration's backfill, locked for this transaction:
+-- the row lock keeps two backfills of one migration from running at once
+-- (the second waits for the first batch to commit). NULL = start of table.
+CREATE FUNCTION hr_backfill_cursor(migration text) RETURNS uuid
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c uuid;
+BEGIN
+    INSERT INTO @extschema@.hr_backfill_progress AS p (migration)
+    VALUES (hr_backfill_cursor.migration)
+    ON CONFLICT ON CONSTRAINT hr_backfill_progress_pkey DO NOTHING;
+    SELECT p.last_id INTO c
+      FROM @extschema@.hr_backfill_progress p
+     WHERE p.migration = hr_backfill_cursor.migration
+       FOR UPDATE;
+    RETURN c;
+END
+$$;
+
+-- Records a finished batch: the new cursor (NULL after a pass that found
+-- nothing, so the next one starts over) and the rows it changed.
+CREATE FUNCTION hr_backfill_advance(migration text, next_cursor uuid, batch_rows bigint) RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    UPDATE @extschema@.hr_backfill_progress p
+       SET last_id = next_cursor,
+           batches = p.batches + (batch_rows > 0)::int,
+           rows_done = p.rows_done + batch_rows,
+           started_at = coalesce(p.started_at, clock_timestamp()),
+           updated_at = clock_timestamp()
+     WHERE p.migration = hr_backfill_advance.migration;
+END;
+
 -- One batch of a migration's backfill (dispatch by key).
 CREATE FUNCTION hr_backfill_batch(migration text, batch_size integer) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
@@ -183,6 +225,8 @@ BEGIN
     CASE migration
         WHEN 'reference_tokens' THEN
             RETURN @extschema@.hr_backfill_reference_token_hashes(coalesce(batch_size, 5000));
+        WHEN 'portal_sessions' THEN
+            RETURN @extschema@.hr_backfill_portal_session_organizations(coalesce(batch_size, 5000));
         ELSE
             RAISE EXCEPTION 'migration % is not available in this version of hr_migrations', migration
                 USING ERRCODE = 'feature_not_supported';
@@ -200,8 +244,11 @@ $$;
 -- Must be CALLed outside an explicit transaction block (it COMMITs), so it
 -- cannot be SECURITY DEFINER; its callee batch functions are.
 -- max_batches stops early (for tests and for spreading work over windows).
+-- promote => false leaves the phase alone (a script that still has steps to
+-- run after the backfill promotes it itself); a promotion that is refused
+-- becomes a WARNING, since the batches are committed either way.
 CREATE PROCEDURE hr_run_backfill(migration text, batch_size integer DEFAULT NULL,
-                                 max_batches integer DEFAULT NULL)
+                                 max_batches integer DEFAULT NULL, promote boolean DEFAULT true)
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -209,6 +256,7 @@ DECLARE
     batches integer := 0;
     done bigint := 0;
     started timestamptz := clock_timestamp();
+    batch_started timestamptz;
     elapsed double precision;
     st record;
     retries integer := 0;
@@ -220,14 +268,18 @@ BEGIN
     END IF;
     LOOP
         LOOP
+            batch_started := clock_timestamp();
             n := @extschema@.hr_backfill_batch(migration, batch_size);
             COMMIT;
             EXIT WHEN n = 0;
             batches := batches + 1;
             done := done + n;
             elapsed := greatest(extract(epoch FROM clock_timestamp() - started), 0.001);
-            RAISE NOTICE '%: batch % done, % rows this batch, % rows so far (% rows/s)',
-                migration, batches, n, done, round(done / elapsed);
+            -- The batch's duration bounds how long its row locks were held.
+            RAISE NOTICE '%: batch % done, % rows in % ms, % rows so far (% rows/s)',
+                migration, batches, n,
+                round(extract(epoch FROM clock_timestamp() - batch_started)::numeric * 1000, 1),
+                done, round(done / elapsed);
             IF max_batches IS NOT NULL AND batches >= max_batches THEN
                 RAISE NOTICE '%: stopped after % batches as asked; CALL again to resume', migration, batches;
                 RETURN;
@@ -244,8 +296,12 @@ BEGIN
     RAISE NOTICE '%: backfill finished: % rows in % batches, % s', migration, done, batches,
         round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
     IF st.pending = 0 AND st.blocked = 0 THEN
-        IF st.phase = 'dual' THEN
-            PERFORM @extschema@.hr_set_phase(migration, 'migrated');
+        IF st.phase = 'dual' AND promote THEN
+            BEGIN
+                PERFORM @extschema@.hr_set_phase(migration, 'migrated');
+            EXCEPTION WHEN object_not_in_prerequisite_state THEN
+                RAISE WARNING '%: backfill complete but phase stays dual: %', migration, SQLERRM;
+            END;
             COMMIT;
         END IF;
     ELSE
@@ -257,5 +313,6 @@ END
 $$;
 
 REVOKE EXECUTE ON FUNCTION hr_migration_status(), hr_set_phase(text, text),
-    hr_backfill_batch(text, integer) FROM PUBLIC;
-REVOKE EXECUTE ON PROCEDURE hr_run_backfill(text, integer, integer) FROM PUBLIC;
+    hr_backfill_batch(text, integer), hr_backfill_cursor(text),
+    hr_backfill_advance(text, uuid, bigint) FROM PUBLIC;
+REVOKE EXECUTE ON PROCEDURE hr_run_backfill(text, integer, integer, boolean) FROM PUBLIC;

@@ -100,12 +100,7 @@ BEGIN
     END IF;
     PERFORM @extschema@.hr_require_applied('reference_tokens');
 
-    INSERT INTO @extschema@.hr_backfill_progress (migration) VALUES ('reference_tokens')
-    ON CONFLICT (migration) DO NOTHING;
-    SELECT p.last_id INTO after_id
-      FROM @extschema@.hr_backfill_progress p
-     WHERE p.migration = 'reference_tokens'
-       FOR UPDATE;
+    after_id := @extschema@.hr_backfill_cursor('reference_tokens');
 
     PERFORM set_config('hr_migrations.backfill_in_progress', 'on', true);
     LOOP
@@ -138,13 +133,7 @@ BEGIN
     END LOOP;
     PERFORM set_config('hr_migrations.backfill_in_progress', 'off', true);
 
-    UPDATE @extschema@.hr_backfill_progress p
-       SET last_id = next_cursor,
-           batches = p.batches + (n > 0)::int,
-           rows_done = p.rows_done + n,
-           started_at = coalesce(p.started_at, clock_timestamp()),
-           updated_at = clock_timestamp()
-     WHERE p.migration = 'reference_tokens';
+    PERFORM @extschema@.hr_backfill_advance('reference_tokens', next_cursor, n);
     RETURN n;
 END
 $$;

@@ -136,3 +136,77 @@ pub fn one<T: for<'a> postgres::types::FromSql<'a>>(c: &mut Client, sql: &str) -
         .unwrap_or_else(|e| panic!("{sql}: {}", e.as_db_error().map_or(e.to_string(), |d| d.to_string())))
         .get(0)
 }
+
+/// Debian's pgbouncer in transaction pooling mode in front of a cluster, on
+/// 127.0.0.1, with one server connection per database/user pair, so every
+/// client transaction is served by the same backend in turn.
+pub struct Bouncer {
+    dir: PathBuf,
+    pub port: u16,
+}
+
+impl Bouncer {
+    pub fn start(cluster: &Cluster, db: &str, users: &[&str]) -> Bouncer {
+        let dir = std::env::temp_dir().join(format!(
+            "hrm-bouncer-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let userlist: String = users.iter().map(|u| format!("\"{u}\" \"\"\n")).collect();
+        std::fs::write(dir.join("userlist.txt"), userlist).unwrap();
+        let ini = format!(
+            "[databases]\n{db} = host=127.0.0.1 port={pg} dbname={db}\n\
+             [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
+             unix_socket_dir =\nauth_type = trust\nauth_file = {dir}/userlist.txt\n\
+             pool_mode = transaction\ndefault_pool_size = 1\nmax_client_conn = 50\n\
+             ignore_startup_parameters = extra_float_digits,options\n\
+             logfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n",
+            pg = cluster.port,
+            dir = dir.display(),
+        );
+        std::fs::write(dir.join("pgbouncer.ini"), ini).unwrap();
+        let mut cmd = if is_root() {
+            let _ = Command::new("chown").args(["-R", "postgres:"]).arg(&dir).status();
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", "pgbouncer"]);
+            c
+        } else {
+            Command::new("pgbouncer")
+        };
+        let st = cmd.arg("-d").arg(dir.join("pgbouncer.ini")).status().expect("run pgbouncer");
+        assert!(st.success(), "pgbouncer did not start");
+        // Wait until it accepts connections.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Bouncer { dir, port };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("pgbouncer is not listening on {port}");
+    }
+
+    pub fn connect_as(&self, db: &str, user: &str) -> Client {
+        let url = format!("host=127.0.0.1 port={} user={user} dbname={db}", self.port);
+        Client::connect(&url, NoTls).expect("connect through pgbouncer")
+    }
+}
+
+impl Drop for Bouncer {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("pgbouncer.pid")) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
