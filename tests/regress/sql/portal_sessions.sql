@@ -10,9 +10,9 @@ SET client_min_messages = warning;
 \i :hrm_root/tests/fixtures/generate.sql
 CREATE EXTENSION hr_migrations SCHEMA extensions;
 SET search_path = public, extensions;
--- Fixed names for the three organizations, in id order.
+-- Short names for the three organizations ('Organization 1' is org_a).
 CREATE TEMP TABLE orgs AS
-SELECT id, (ARRAY['org_a', 'org_b', 'org_c'])[row_number() OVER (ORDER BY id)] AS name
+SELECT id, (ARRAY['org_a', 'org_b', 'org_c'])[row_number() OVER (ORDER BY name)] AS name
   FROM pf_organizations;
 GRANT SELECT ON orgs TO authenticated;
 \set ECHO all
