@@ -7,6 +7,8 @@
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::PgSqlErrorCode;
 
+use crate::envelope::EnvelopeError;
+use crate::keyring::KeyringError;
 use crate::token::MalformedHash;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +20,25 @@ pub enum Error {
     /// 58000 system_error: the kernel would not give us entropy.
     #[error("could not read random bytes from the operating system: {0}")]
     Entropy(String),
+
+    /// 22P02 (malformed) or 22023 (failed authentication).
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+
+    /// F0000 config_file_error, for every keyring problem below: each names
+    /// the setting to fix.
+    #[error("hr_migrations.keyring_file is not set")]
+    KeyringNotConfigured,
+    #[error("could not read the keyring file named by hr_migrations.keyring_file: {0}")]
+    KeyringUnreadable(String),
+    #[error("the keyring file named by hr_migrations.keyring_file is invalid: {0}")]
+    KeyringInvalid(#[from] KeyringError),
+    #[error("hr_migrations.active_key_version is not set")]
+    NoActiveKeyVersion,
+    #[error("key version {0} is not in the keyring file named by hr_migrations.keyring_file")]
+    UnknownKeyVersion(u32),
+    #[error("key version {0} in the keyring file named by hr_migrations.keyring_file is not the key first used under that version (key check value mismatch)")]
+    KeyMismatch(u32),
 }
 
 impl Error {
@@ -25,6 +46,18 @@ impl Error {
         match self {
             Error::MalformedTokenHash(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             Error::Entropy(_) => PgSqlErrorCode::ERRCODE_SYSTEM_ERROR,
+            Error::Envelope(EnvelopeError::Malformed) => {
+                PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION
+            }
+            Error::Envelope(EnvelopeError::Authentication) => {
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+            }
+            Error::KeyringNotConfigured
+            | Error::KeyringUnreadable(_)
+            | Error::KeyringInvalid(_)
+            | Error::NoActiveKeyVersion
+            | Error::UnknownKeyVersion(_)
+            | Error::KeyMismatch(_) => PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR,
         }
     }
 
@@ -34,6 +67,24 @@ impl Error {
                 Some("stored hashes must be values returned by hr_hash_token()")
             }
             Error::Entropy(_) => None,
+            Error::Envelope(EnvelopeError::Malformed) => {
+                Some("envelopes are values returned by hr_encrypt_credential()")
+            }
+            Error::Envelope(EnvelopeError::Authentication) => {
+                Some("pass the associated data the envelope was sealed with, e.g. hr_credential_aad(organization_id, id)")
+            }
+            Error::KeyringNotConfigured | Error::KeyringUnreadable(_) | Error::KeyringInvalid(_) => {
+                Some("set hr_migrations.keyring_file in postgresql.conf to a readable keyring and reload (docs/key-management.md)")
+            }
+            Error::NoActiveKeyVersion => {
+                Some("set hr_migrations.active_key_version in postgresql.conf to a version in the keyring and reload")
+            }
+            Error::UnknownKeyVersion(_) => {
+                Some("add that version's key to the keyring file named by hr_migrations.keyring_file and reload")
+            }
+            Error::KeyMismatch(_) => Some(
+                "restore the original key for this version in hr_migrations.keyring_file; a new key needs a new version",
+            ),
         }
     }
 }

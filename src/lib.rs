@@ -5,10 +5,14 @@
 //! Pure modules know nothing of Postgres and carry their own unit tests:
 //! - [`token`]: token hash v1 and generated tokens.
 //! - [`claims`]: JWT claims -> organization id.
+//! - [`keyring`]: keyring file parsing, key check values.
+//! - [`envelope`]: credential envelope v1 (AES-256-GCM).
 //!
 //! Thin SQL modules expose them:
 //! - `tokens`: migration 1 (`reference_tokens`).
 //! - `tenancy`: migration 2 (`portal_sessions`).
+//! - `credentials`: migration 3 (`integration_credentials`), over `keystore`
+//!   (the backend's keyring cache and key schedules).
 //! - `operations`: phases, status and the batch procedures of every migration.
 //!
 //! Support: `error` (one enum, one SQLSTATE per variant), `gucs` (every
@@ -17,8 +21,12 @@
 use pgrx::prelude::*;
 
 pub mod claims;
+mod credentials;
+pub mod envelope;
 mod error;
 mod gucs;
+pub mod keyring;
+mod keystore;
 mod operations;
 mod random;
 pub mod token;

@@ -109,7 +109,8 @@ $$;
 DROP TRIGGER IF EXISTS update_hr_references_updated_at ON public.hr_references;
 CREATE OR REPLACE TRIGGER hr_references_touch_updated_at
     BEFORE UPDATE ON public.hr_references
-    FOR EACH ROW EXECUTE FUNCTION :"hr_schema".hr_touch_updated_at();
+    FOR EACH ROW WHEN (current_setting('hr_migrations.backfill_in_progress', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION :"hr_schema".hr_touch_updated_at();
 CREATE OR REPLACE TRIGGER hr_references_token
     BEFORE INSERT OR UPDATE OF access_token ON public.hr_references
     FOR EACH ROW EXECUTE FUNCTION :"hr_schema".hr_references_token_trigger();

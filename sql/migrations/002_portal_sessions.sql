@@ -9,11 +9,11 @@
 -- Steps and locks (each DDL under lock_timeout = 3s; on a timeout, run the
 -- file again: every step is idempotent):
 --   1. ADD COLUMN organization_id uuid (nullable)     ACCESS EXCLUSIVE, catalog only
---   2. FK -> pf_organizations NOT VALID               SHARE ROW EXCLUSIVE on both tables, brief
---   3. VALIDATE the FK                                SHARE UPDATE EXCLUSIVE + ROW SHARE: reads and writes go on
---   4. trigger hr_portal_sessions_org, updated_at     SHARE ROW EXCLUSIVE, brief
+--   2. trigger hr_portal_sessions_org, updated_at     SHARE ROW EXCLUSIVE, brief
 --      (before the backfill, so rows written meanwhile are covered)
---   5. phase not_applied -> dual; backfill in committed batches (row locks on one batch)
+--   3. phase not_applied -> dual; backfill in committed batches (row locks on one batch)
+--   4. FK -> pf_organizations NOT VALID               SHARE ROW EXCLUSIVE on both tables, brief
+--   5. VALIDATE the FK                                SHARE UPDATE EXCLUSIVE + ROW SHARE: reads and writes go on
 --   6. CREATE INDEX CONCURRENTLY on organization_id   SHARE UPDATE EXCLUSIVE: reads and writes go on
 --      (after the backfill: one bulk build instead of index churn on every
 --      backfilled row; an INVALID leftover of an interrupted run is dropped first)
@@ -52,6 +52,28 @@ COMMENT ON COLUMN public.hr_candidate_portal_sessions.organization_id IS
     'Tenant of the session, derived from hr_candidates by trigger hr_portal_sessions_org; RLS isolates on it.';
 
 -- Step 2 ---------------------------------------------------------------------
+DROP TRIGGER IF EXISTS update_hr_candidate_portal_sessions_updated_at ON public.hr_candidate_portal_sessions;
+CREATE OR REPLACE TRIGGER hr_candidate_portal_sessions_touch_updated_at
+    BEFORE UPDATE ON public.hr_candidate_portal_sessions
+    FOR EACH ROW WHEN (current_setting('hr_migrations.backfill_in_progress', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION :"hr_schema".hr_touch_updated_at();
+CREATE OR REPLACE TRIGGER hr_portal_sessions_org
+    BEFORE INSERT OR UPDATE OF candidate_id, organization_id ON public.hr_candidate_portal_sessions
+    FOR EACH ROW WHEN (current_setting('hr_migrations.backfill_in_progress', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION :"hr_schema".hr_portal_sessions_org_trigger();
+
+-- Step 3 ---------------------------------------------------------------------
+SELECT :"hr_schema".hr_set_phase('portal_sessions', 'dual')
+ WHERE :"hr_schema".hr_migration_phase('portal_sessions') = 'not_applied';
+RESET lock_timeout;
+CALL :"hr_schema".hr_run_backfill('portal_sessions', :batch_size, promote => false);
+
+-- Step 4 ---------------------------------------------------------------------
+-- After the backfill: the FK then checks the backfilled rows in one
+-- VALIDATE scan instead of one lookup per updated row. Nothing is lost
+-- meanwhile: the values come from hr_candidates.organization_id, itself a
+-- foreign key to pf_organizations.
+SET lock_timeout = '3s';
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_constraint
@@ -65,27 +87,11 @@ BEGIN
 END
 $$;
 
--- Step 3 ---------------------------------------------------------------------
+-- Step 5 ---------------------------------------------------------------------
 ALTER TABLE public.hr_candidate_portal_sessions
     VALIDATE CONSTRAINT fk_hr_candidate_portal_sessions_organization_id;
 
--- Step 4 ---------------------------------------------------------------------
-DROP TRIGGER IF EXISTS update_hr_candidate_portal_sessions_updated_at ON public.hr_candidate_portal_sessions;
-CREATE OR REPLACE TRIGGER hr_candidate_portal_sessions_touch_updated_at
-    BEFORE UPDATE ON public.hr_candidate_portal_sessions
-    FOR EACH ROW EXECUTE FUNCTION :"hr_schema".hr_touch_updated_at();
-CREATE OR REPLACE TRIGGER hr_portal_sessions_org
-    BEFORE INSERT OR UPDATE OF candidate_id, organization_id ON public.hr_candidate_portal_sessions
-    FOR EACH ROW EXECUTE FUNCTION :"hr_schema".hr_portal_sessions_org_trigger();
-
--- Step 5 ---------------------------------------------------------------------
-SELECT :"hr_schema".hr_set_phase('portal_sessions', 'dual')
- WHERE :"hr_schema".hr_migration_phase('portal_sessions') = 'not_applied';
-RESET lock_timeout;
-CALL :"hr_schema".hr_run_backfill('portal_sessions', :batch_size, promote => false);
-
 -- Step 6 ---------------------------------------------------------------------
-SET lock_timeout = '3s';
 SELECT format('DROP INDEX CONCURRENTLY %s', i.indexrelid::regclass)
   FROM pg_index i
  WHERE i.indexrelid = to_regclass('public.idx_hr_candidate_portal_sessions_organization_id')

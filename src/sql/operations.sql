@@ -124,9 +124,10 @@ BEGIN
                 SELECT s.total, s.migrated, s.pending, s.blocked, s.note
                   INTO total, migrated, pending, blocked, note
                   FROM @extschema@.hr_portal_sessions_status(phase) s;
-            ELSE
-                total := NULL; migrated := NULL; pending := NULL; blocked := NULL;
-                note := 'not available in this version of hr_migrations';
+            WHEN 'integration_credentials' THEN
+                SELECT s.total, s.migrated, s.pending, s.blocked, s.note
+                  INTO total, migrated, pending, blocked, note
+                  FROM @extschema@.hr_integration_credentials_status(phase) s;
         END CASE;
         RETURN NEXT;
     END LOOP;
@@ -167,9 +168,8 @@ BEGIN
             PERFORM @extschema@.hr_reference_tokens_set_phase(current_phase, phase);
         WHEN 'portal_sessions' THEN
             PERFORM @extschema@.hr_portal_sessions_set_phase(current_phase, phase);
-        ELSE
-            RAISE EXCEPTION 'migration % is not available in this version of hr_migrations', migration
-                USING ERRCODE = 'feature_not_supported';
+        WHEN 'integration_credentials' THEN
+            PERFORM @extschema@.hr_integration_credentials_set_phase(current_phase, phase);
     END CASE;
 
     UPDATE @extschema@.hr_migration_phases m
@@ -227,9 +227,8 @@ BEGIN
             RETURN @extschema@.hr_backfill_reference_token_hashes(coalesce(batch_size, 5000));
         WHEN 'portal_sessions' THEN
             RETURN @extschema@.hr_backfill_portal_session_organizations(coalesce(batch_size, 5000));
-        ELSE
-            RAISE EXCEPTION 'migration % is not available in this version of hr_migrations', migration
-                USING ERRCODE = 'feature_not_supported';
+        WHEN 'integration_credentials' THEN
+            RETURN (SELECT m.migrated FROM @extschema@.hr_migrate_integrations(coalesce(batch_size, 1000)) m);
     END CASE;
 END
 $$;

@@ -21,6 +21,11 @@ BEGIN
         RAISE EXCEPTION 'hr_portal_sessions_org_trigger() must be a BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger'
             USING ERRCODE = 'trigger_protocol_violated';
     END IF;
+    -- The backfill sets organization_id from the same lookup in the same
+    -- statement; the flag is superuser-only, so only the extension sets it.
+    IF coalesce(current_setting('hr_migrations.backfill_in_progress', true), 'off') IN ('on', 'true') THEN
+        RETURN NEW;
+    END IF;
     IF TG_OP = 'UPDATE'
        AND NEW.candidate_id IS NOT DISTINCT FROM OLD.candidate_id
        AND NEW.organization_id IS NOT DISTINCT FROM OLD.organization_id THEN

@@ -1,0 +1,146 @@
+//! SQL surface of migration 3 (`integration_credentials`): envelopes.
+//!
+//! The table-facing parts (migration batches, the sync trigger, dual read,
+//! rollback, rewrap, status) are SQL in `src/sql/integration_credentials.sql`.
+
+use pgrx::prelude::*;
+
+use pgrx::pg_sys::panic::ErrorReport;
+
+use crate::error::{Error, SqlResult};
+use crate::{envelope, keystore, random};
+
+/// `hr_encrypt_credential(plaintext text, associated_data text DEFAULT '') RETURNS text`
+/// — VOLATILE STRICT PARALLEL RESTRICTED. EXECUTE: service_role (revoked from PUBLIC).
+///
+/// Parallel restricted because the first use of a key version in a backend
+/// may record its check value (an INSERT, which a parallel worker cannot do).
+///
+/// A credential envelope v1 of `plaintext` under the key of
+/// `hr_migrations.active_key_version`, with a fresh random nonce, binding
+/// `associated_data` (use `hr_credential_aad(organization_id, id)` for
+/// `pf_credentials`). NULL in, NULL out. Errors: F0000 when the keyring or
+/// the active version is not usable (the message names the setting).
+#[pg_extern(volatile, strict, parallel_restricted)]
+fn hr_encrypt_credential(plaintext: &str, associated_data: default!(&str, "''")) -> SqlResult<String> {
+    let version = keystore::active_version()?;
+    let nonce = random::bytes::<{ envelope::NONCE_LEN }>()?;
+    Ok(keystore::with_cipher(version, |c| {
+        envelope::seal(c, version, &nonce, plaintext, associated_data)
+    })?)
+}
+
+/// `hr_decrypt_credential(envelope text, associated_data text DEFAULT '') RETURNS text`
+/// — STABLE STRICT PARALLEL RESTRICTED (never IMMUTABLE: the result depends
+/// on the keyring; restricted for the same reason as encryption).
+/// EXECUTE: service_role (revoked from PUBLIC).
+///
+/// Opens an envelope with the key of the version in its header. Errors:
+/// 22P02 when it is not an envelope v1; 22023 when it fails authentication
+/// (wrong associated data — another row or organization — or altered);
+/// F0000 when the key is missing or differs from the one first used under
+/// its version. No message contains the envelope or the plaintext.
+#[pg_extern(stable, strict, parallel_restricted)]
+fn hr_decrypt_credential(envelope: &str, associated_data: default!(&str, "''")) -> SqlResult<String> {
+    let parsed = envelope::parse(envelope).map_err(Error::from)?;
+    let opened = keystore::with_cipher(parsed.version, |c| envelope::open(c, &parsed, associated_data))?;
+    Ok(opened.map_err(Error::from)?)
+}
+
+/// `hr_credential_aad(organization_id uuid, credential_id uuid) RETURNS text`
+/// — IMMUTABLE STRICT PARALLEL SAFE.
+///
+/// `'pf_credentials:' || organization_id || ':' || credential_id`: the
+/// associated data of a `pf_credentials` row, so a ciphertext copied to
+/// another row or organization does not decrypt.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn hr_credential_aad(organization_id: pgrx::Uuid, credential_id: pgrx::Uuid) -> String {
+    format!("pf_credentials:{organization_id}:{credential_id}")
+}
+
+/// `hr_envelope_key_version(envelope text) RETURNS integer` — IMMUTABLE
+/// STRICT PARALLEL SAFE. The key version in an envelope's header, or NULL
+/// when it is not an envelope v1 (for CHECK constraints, rewrap and status).
+#[pg_extern(immutable, strict, parallel_safe)]
+fn hr_envelope_key_version(envelope: &str) -> Option<i32> {
+    envelope::parse(envelope).ok().and_then(|p| i32::try_from(p.version).ok())
+}
+
+/// `hr_keyring_versions() RETURNS TABLE(key_version integer, active boolean)`
+/// — VOLATILE. EXECUTE revoked from PUBLIC. The versions in the keyring
+/// file (never the keys) and which one is active; the preflight of
+/// migration 3 calls it so a bad keyring stops the script before any DDL.
+#[pg_extern(volatile)]
+fn hr_keyring_versions(
+) -> Result<TableIterator<'static, (name!(key_version, i32), name!(active, bool))>, ErrorReport> {
+    let active = keystore::active_version()?;
+    let versions = keystore::versions()?;
+    if !versions.contains(&active) {
+        return Err(Error::UnknownKeyVersion(active).into());
+    }
+    // Opening the active key records or checks its check value now.
+    keystore::with_cipher(active, |_| ())?;
+    Ok(TableIterator::new(
+        versions.into_iter().map(move |v| (v as i32, v == active)),
+    ))
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn credential_functions_properties() {
+        for (name, vol, strict, par) in [
+            ("hr_encrypt_credential", "v", true, "r"),
+            ("hr_decrypt_credential", "s", true, "r"),
+            ("hr_credential_aad", "i", true, "s"),
+            ("hr_envelope_key_version", "i", true, "s"),
+        ] {
+            let r = Spi::get_three::<String, bool, String>(&format!(
+                "SELECT provolatile::text, proisstrict, proparallel::text FROM pg_proc WHERE proname = '{name}'"
+            ))
+            .unwrap();
+            assert_eq!(r, (Some(vol.into()), Some(strict), Some(par.into())), "{name}");
+        }
+    }
+
+    #[pg_test]
+    fn aad_format() {
+        let q = "SELECT hr_credential_aad('0b5c6e2a-9d1f-4c3e-8a7b-1234567890ab', '00000000-0000-4000-8000-000000000001')";
+        assert_eq!(
+            Spi::get_one::<String>(q),
+            Ok(Some("pf_credentials:0b5c6e2a-9d1f-4c3e-8a7b-1234567890ab:00000000-0000-4000-8000-000000000001".into()))
+        );
+    }
+
+    /// Without a keyring the error is F0000 and names the setting.
+    #[pg_test]
+    fn missing_keyring_names_the_setting() {
+        Spi::run(
+            "DO $$ BEGIN
+               PERFORM hr_encrypt_credential('secret-value');
+               RAISE EXCEPTION 'no error';
+             EXCEPTION WHEN config_file_error THEN
+               IF position('hr_migrations.' IN SQLERRM) = 0 OR position('secret-value' IN SQLERRM) > 0 THEN
+                 RAISE EXCEPTION 'bad message: %', SQLERRM;
+               END IF;
+             END $$",
+        )
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn malformed_envelope_is_22p02() {
+        Spi::run(
+            "DO $$ BEGIN
+               PERFORM hr_decrypt_credential('{\"api_key\":\"plain-secret\"}');
+               RAISE EXCEPTION 'no error';
+             EXCEPTION WHEN invalid_text_representation THEN
+               IF position('plain-secret' IN SQLERRM) > 0 THEN RAISE EXCEPTION 'echoed'; END IF;
+             END $$",
+        )
+        .unwrap();
+    }
+}
