@@ -72,7 +72,14 @@ install_release() {
 run_regress() {
     echo "== regress: pg_regress scenarios"
     local dir=$work/regress-cluster port status
-    port=$(scripts/pg-cluster.sh start "$dir") || { record regress 1 0 0; return; }
+    # A throwaway keyring for the credentials scenario (docs/key-management.md).
+    mkdir -p "$work/keys"
+    echo "1 $(head -c 32 /dev/urandom | base64)" >"$work/keys/keyring"
+    [ "$(id -u)" = 0 ] && chown -R postgres: "$work/keys"
+    chmod 0400 "$work/keys/keyring"
+    port=$(scripts/pg-cluster.sh start "$dir" shared_preload_libraries=hr_migrations \
+        hr_migrations.keyring_file="$work/keys/keyring" hr_migrations.active_key_version=1) \
+        || { record regress 1 0 0; return; }
     local tests
     tests=$(cd tests/regress/sql && ls *.sql | sed 's/\.sql$//' | sort)
     mkdir -p "$work/regress-out" && chmod 777 "$work/regress-out"

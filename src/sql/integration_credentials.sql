@@ -110,9 +110,10 @@ BEGIN
         RETURN NEW;
     END IF;
     IF @extschema@.hr_migration_phase('integration_credentials') = 'enforced' THEN
-        RAISE EXCEPTION 'hr_job_board_integrations no longer accepts plaintext credentials (integration % )', NEW.id
+        RAISE EXCEPTION 'hr_job_board_integrations no longer accepts plaintext credentials: integration_credentials is enforced'
             USING ERRCODE = 'check_violation', TABLE = 'hr_job_board_integrations',
-                  HINT = 'integration_credentials is enforced: store the secret in pf_credentials with hr_encrypt_credential() and set credential_id';
+                  DETAIL = format('integration %s', NEW.id),
+                  HINT = 'store the secret in pf_credentials with hr_encrypt_credential() and set credential_id';
     END IF;
     IF coalesce(current_setting('hr_migrations.backfill_in_progress', true), 'off') IN ('on', 'true') THEN
         RETURN NEW;

@@ -25,7 +25,7 @@ static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 impl Cluster {
     /// Starts a new cluster; `conf` entries are `name=value` lines for postgresql.conf.
-    pub fn start(conf: &[&str]) -> Cluster {
+    pub fn start<S: AsRef<str>>(conf: &[S]) -> Cluster {
         let dir = std::env::temp_dir().join(format!(
             "hrm-it-{}-{}",
             std::process::id(),
@@ -35,7 +35,7 @@ impl Cluster {
         let out = Command::new(repo().join("scripts/pg-cluster.sh"))
             .arg("start")
             .arg(&dir)
-            .args(conf)
+            .args(conf.iter().map(|c| c.as_ref()))
             .output()
             .expect("run pg-cluster.sh");
         assert!(
@@ -209,4 +209,44 @@ fn is_root() -> bool {
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A keyring file readable only by the server's OS user (mode 0400), with
+/// the given versions and keys; returns its path. Keys are never logged.
+pub fn write_keyring(keys: &[(u32, [u8; 32])]) -> PathBuf {
+    use base64::Engine;
+    let dir = std::env::temp_dir().join(format!(
+        "hrm-keyring-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("keyring");
+    let mut text = String::from("# hr_migrations keyring (test)\n");
+    for (v, k) in keys {
+        text.push_str(&format!("{v} {}\n", base64::engine::general_purpose::STANDARD.encode(k)));
+    }
+    std::fs::write(&path, text).unwrap();
+    if is_root() {
+        let _ = Command::new("chown").args(["-R", "postgres:"]).arg(&dir).status();
+    }
+    let _ = Command::new("chmod").args(["0400"]).arg(&path).status();
+    let _ = Command::new("chmod").args(["0755"]).arg(&dir).status();
+    path
+}
+
+/// 32 bytes from the OS.
+pub fn random_key() -> [u8; 32] {
+    use std::io::Read;
+    let mut k = [0u8; 32];
+    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut k).unwrap();
+    k
+}
+
+/// postgresql.conf lines that point the extension at a keyring.
+pub fn keyring_conf(path: &Path, active: u32) -> Vec<String> {
+    vec![
+        format!("hr_migrations.keyring_file={}", path.display()),
+        format!("hr_migrations.active_key_version={active}"),
+    ]
 }

@@ -41,7 +41,7 @@ fn blocked_sessions(c: &mut Client) -> i64 {
 
 #[test]
 fn migration_2_end_to_end_with_blocked_sessions() {
-    let cl = Cluster::start(&[]);
+    let cl = Cluster::start::<&str>(&[]);
     cl.fixture_db("hr", 10_000);
     let mut c = cl.connect("hr");
     c.batch_execute(
@@ -302,7 +302,7 @@ fn migrated_small_world(cl: &Cluster) -> World {
 
 #[test]
 fn isolation_matrix_direct() {
-    let cl = Cluster::start(&[]);
+    let cl = Cluster::start::<&str>(&[]);
     let w = migrated_small_world(&cl);
     let mut c = cl.connect_as("hr", "authenticator");
     isolation_matrix(&mut c, &w);
@@ -313,7 +313,7 @@ fn isolation_matrix_direct() {
 
 #[test]
 fn isolation_matrix_through_pgbouncer() {
-    let cl = Cluster::start(&[]);
+    let cl = Cluster::start::<&str>(&[]);
     let w = migrated_small_world(&cl);
     let pgb = Bouncer::start(&cl, "hr", &["authenticator"]);
 
@@ -343,7 +343,7 @@ fn isolation_matrix_through_pgbouncer() {
 /// no application statement waited past its lock_timeout.
 #[test]
 fn backfill_races_application_writers() {
-    let cl = Cluster::start(&[]);
+    let cl = Cluster::start::<&str>(&[]);
     cl.fixture_db("hr", 20_000);
     let stop = Arc::new(AtomicBool::new(false));
     let url = cl.url("hr");
@@ -409,7 +409,7 @@ fn backfill_races_application_writers() {
 /// the claim once (an InitPlan), not once per row.
 #[test]
 fn tenant_query_plan_uses_index_and_initplan() {
-    let cl = Cluster::start(&[]);
+    let cl = Cluster::start::<&str>(&[]);
     cl.fixture_db("hr", 100_000);
     cl.migrate("hr", "002_portal_sessions.sql", &[]);
     let mut c = cl.connect("hr");

@@ -60,7 +60,7 @@ fn verify(c: &mut Client, id: &str, token: &str) -> bool {
 
 #[test]
 fn migration_1_end_to_end() {
-    let cl = Cluster::start(&[]);
+    let cl = Cluster::start::<&str>(&[]);
     cl.fixture_db("hr", SCALE);
     let mut c = cl.connect("hr");
     keep_oracle(&mut c);
@@ -214,7 +214,7 @@ fn migration_1_end_to_end() {
 
 #[test]
 fn backfill_killed_midway_resumes() {
-    let cl = Cluster::start(&[]);
+    let cl = Cluster::start::<&str>(&[]);
     cl.fixture_db("hr", SCALE);
     let mut c = cl.connect("hr");
     keep_oracle(&mut c);

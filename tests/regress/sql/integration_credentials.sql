@@ -1,0 +1,74 @@
+-- Scenario: migration 3 (integration_credentials), plaintext job-board
+-- credentials -> AES-256-GCM envelopes in pf_credentials.
+-- 60 integrations from the fixture generator; the runner configured a
+-- throwaway keyring (hr_migrations.keyring_file, active_key_version = 1).
+\getenv hrm_root HRM_ROOT
+\set SHOW_CONTEXT never
+\set ECHO none
+SET client_min_messages = warning;
+\i :hrm_root/tests/fixtures/schema.sql
+\set scale 60
+\i :hrm_root/tests/fixtures/generate.sql
+CREATE EXTENSION hr_migrations SCHEMA extensions;
+SET search_path = public, extensions;
+CREATE TEMP TABLE old_integrations AS
+SELECT id, organization_id, api_key, api_secret, refresh_token FROM hr_job_board_integrations;
+\set ECHO all
+
+-- The keyring: versions only, never keys.
+SELECT * FROM hr_keyring_versions();
+
+-- An envelope: header, version, then nonce || ciphertext || tag, base64url.
+SELECT e ~ '^hrc1\.1\.[A-Za-z0-9_-]+$' AS shape, length(e) AS length,
+       hr_decrypt_credential(e, 'aad') AS opened
+  FROM hr_encrypt_credential('twelve bytes', 'aad') AS e;
+-- Two encryptions of one value differ (fresh nonce each time).
+SELECT hr_encrypt_credential('same', '') <> hr_encrypt_credential('same', '') AS differ;
+
+-- Apply the migration file (output hidden: it holds timings).
+\set ECHO none
+\o /dev/null
+\i :hrm_root/sql/migrations/003_integration_credentials.sql
+\o
+\set ON_ERROR_STOP off
+\set ECHO all
+
+SELECT migration, phase, total, migrated, pending, blocked, note
+  FROM hr_migration_status() WHERE migration = 'integration_credentials';
+
+-- Every secret reads back equal through the dual read, now from pf_credentials.
+SELECT count(*) FILTER (WHERE hr_integration_secret(id) = jsonb_build_object(
+           'api_key', api_key, 'api_secret', api_secret, 'refresh_token', refresh_token)) AS equal,
+       count(*) FILTER (WHERE hr_integration_secret(id) IS NULL) AS without_secret
+  FROM old_integrations;
+-- What pf_credentials and the audit log hold.
+SELECT credential_type, name, count(*), bool_and(encrypted_value LIKE 'hrc1.1.%') AS envelopes
+  FROM pf_credentials GROUP BY 1, 2 ORDER BY 1;
+SELECT table_name, migrated_by, notes, count(*) FROM pf_credential_migrations GROUP BY 1, 2, 3;
+
+-- A ciphertext copied to another row does not decrypt there.
+SELECT hr_decrypt_credential(a.encrypted_value, hr_credential_aad(b.organization_id, b.id))
+  FROM (SELECT * FROM pf_credentials ORDER BY id LIMIT 1) a,
+       (SELECT * FROM pf_credentials ORDER BY id OFFSET 1 LIMIT 1) b;
+\echo :LAST_ERROR_SQLSTATE
+SELECT hr_decrypt_credential('{"api_key":"written by the plan''s script"}');
+\echo :LAST_ERROR_SQLSTATE
+
+-- Enforce: the plaintext columns are checked against their credentials, then cleared.
+SELECT hr_set_phase('integration_credentials', 'enforced');
+SELECT count(*) FILTER (WHERE api_key IS NOT NULL OR api_secret IS NOT NULL OR refresh_token IS NOT NULL) AS with_plaintext
+  FROM hr_job_board_integrations;
+\set VERBOSITY terse
+UPDATE hr_job_board_integrations SET refresh_token = 'new-refresh-token'
+ WHERE id = (SELECT id FROM old_integrations ORDER BY id LIMIT 1);
+\echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY default
+
+-- Roll back (dual first): plaintext restored byte for byte, credentials removed.
+SELECT hr_set_phase('integration_credentials', 'dual');
+SELECT hr_rollback_integrations(1000);
+SELECT count(*) AS restored_exactly FROM old_integrations o JOIN hr_job_board_integrations i USING (id)
+ WHERE i.api_key IS NOT DISTINCT FROM o.api_key AND i.api_secret IS NOT DISTINCT FROM o.api_secret
+   AND i.refresh_token IS NOT DISTINCT FROM o.refresh_token AND i.credential_id IS NULL;
+SELECT count(*) AS credentials_left FROM pf_credentials;
+SELECT phase, pending FROM hr_migration_status() WHERE migration = 'integration_credentials';
