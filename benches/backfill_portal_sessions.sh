@@ -36,9 +36,11 @@ fin=$(grep -oE 'backfill finished: [0-9]+ rows in [0-9]+ batches, [0-9.]+ s' "$d
 rows=$(echo "$fin" | grep -oE 'finished: [0-9]+' | grep -oE '[0-9]+')
 secs=$(echo "$fin" | grep -oE '[0-9.]+ s$' | grep -oE '[0-9.]+')
 maxms=$(grep -oE 'rows in [0-9.]+ ms' "$dir/out" | grep -oE '[0-9.]+' | sort -g | tail -n 1)
-awk -v br="$base_rows" -v bms="$base" -v r="$rows" -v s="$secs" -v m="$maxms" -v b="$batch" -v n="$scale" 'BEGIN {
+medms=$(grep -oE 'rows in [0-9.]+ ms' "$dir/out" | grep -oE '[0-9.]+' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+grep -E "rows in ${maxms} ms" "$dir/out" | sed 's/^.*NOTICE:  /longest: /' || true
+awk -v br="$base_rows" -v bms="$base" -v r="$rows" -v s="$secs" -v m="$maxms" -v b="$batch" -v n="$scale" -v med="$medms" 'BEGIN {
     printf "%-44s %10s %10s %12s %18s\n", "portal_sessions backfill (" n " sessions)", "rows", "seconds", "rows/s", "longest row lock";
     printf "%-44s %10d %10.2f %12.0f %15.0f ms\n", "plan: one UPDATE ... FROM hr_candidates", br, bms / 1000, br / (bms / 1000), bms;
     printf "%-44s %10d %10.2f %12.0f %15.1f ms\n", "hr_run_backfill, batch " b, r, s, r / s, m;
-    printf "ratio (ours / plan, rows/s): %.2f\n", (r / s) / (br / (bms / 1000));
+    printf "ratio (ours / plan, rows/s): %.2f; median batch %s ms\n", (r / s) / (br / (bms / 1000)), med;
 }'

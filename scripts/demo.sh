@@ -12,7 +12,14 @@ db=hr_demo
 
 scripts/pg-cluster.sh stop "$dir" >/dev/null 2>&1 || true
 rm -rf "$dir"
-port=$(scripts/pg-cluster.sh start "$dir")
+# A throwaway keyring for migration 3: one random key, version 1, readable
+# only by the server (docs/key-management.md). Never reuse it for real data.
+mkdir -p "$dir/keys"
+echo "1 $(head -c 32 /dev/urandom | base64)" >"$dir/keys/keyring"
+[ "$(id -u)" = 0 ] && chown -R postgres: "$dir"
+chmod 0400 "$dir/keys/keyring"
+port=$(scripts/pg-cluster.sh start "$dir" shared_preload_libraries=hr_migrations \
+    hr_migrations.keyring_file="$dir/keys/keyring" hr_migrations.active_key_version=1)
 url="host=127.0.0.1 port=$port user=postgres dbname=$db"
 run() { psql "$url" -X -v ON_ERROR_STOP=1 "$@"; }
 status() {
@@ -36,6 +43,16 @@ for f in sql/migrations/*.sql; do
     run -q -f "$f"
 done
 status "after sql/migrations (phase migrated where every row could be)"
+
+# portal_sessions stays dual: the fixture has sessions whose candidate is
+# missing or has no organization. Resolve them the way the runbook says
+# (here: delete them; a real DBA decides per row), then finish the backfill.
+echo
+echo "== portal_sessions: blocked sessions (fixture) are resolved, then the backfill is finished"
+run -q -c "DELETE FROM hr_candidate_portal_sessions s USING hr_candidate_portal_sessions x
+            LEFT JOIN hr_candidates c ON c.id = x.candidate_id
+           WHERE s.id = x.id AND c.organization_id IS NULL" \
+       -c "CALL hr_run_backfill('portal_sessions')"
 
 echo
 echo "== phase 3: hr_set_phase(<migration>, 'enforced') for each applied migration"
