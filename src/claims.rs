@@ -77,17 +77,51 @@ mod tests {
     #[test]
     fn table_of_cases() {
         let cases: &[(&str, Option<[u8; 16]>)] = &[
-            (&format!(r#"{{"organization_id":"{ORG}"}}"#), Some(ORG_BYTES)),
-            (&format!(r#"{{"app_metadata":{{"organization_id":"{ORG}"}}}}"#), Some(ORG_BYTES)),
-            (&format!(r#"{{"organization_id":null,"app_metadata":{{"organization_id":"{ORG}"}}}}"#), Some(ORG_BYTES)),
+            (
+                &format!(r#"{{"organization_id":"{ORG}"}}"#),
+                Some(ORG_BYTES),
+            ),
+            (
+                &format!(r#"{{"app_metadata":{{"organization_id":"{ORG}"}}}}"#),
+                Some(ORG_BYTES),
+            ),
+            (
+                &format!(
+                    r#"{{"organization_id":null,"app_metadata":{{"organization_id":"{ORG}"}}}}"#
+                ),
+                Some(ORG_BYTES),
+            ),
             // top-level wins over app_metadata
-            (&format!(r#"{{"organization_id":"{ORG}","app_metadata":{{"organization_id":"{OTHER}"}}}}"#), Some(ORG_BYTES)),
+            (
+                &format!(
+                    r#"{{"organization_id":"{ORG}","app_metadata":{{"organization_id":"{OTHER}"}}}}"#
+                ),
+                Some(ORG_BYTES),
+            ),
             // a malformed top-level value does not fall back
-            (&format!(r#"{{"organization_id":"nope","app_metadata":{{"organization_id":"{OTHER}"}}}}"#), None),
-            (&format!(r#"{{"organization_id":42,"app_metadata":{{"organization_id":"{OTHER}"}}}}"#), None),
+            (
+                &format!(
+                    r#"{{"organization_id":"nope","app_metadata":{{"organization_id":"{OTHER}"}}}}"#
+                ),
+                None,
+            ),
+            (
+                &format!(
+                    r#"{{"organization_id":42,"app_metadata":{{"organization_id":"{OTHER}"}}}}"#
+                ),
+                None,
+            ),
             // never user_metadata
-            (&format!(r#"{{"user_metadata":{{"organization_id":"{ORG}"}}}}"#), None),
-            (&format!(r#"{{"app_metadata":{{}},"user_metadata":{{"organization_id":"{ORG}"}}}}"#), None),
+            (
+                &format!(r#"{{"user_metadata":{{"organization_id":"{ORG}"}}}}"#),
+                None,
+            ),
+            (
+                &format!(
+                    r#"{{"app_metadata":{{}},"user_metadata":{{"organization_id":"{ORG}"}}}}"#
+                ),
+                None,
+            ),
             // empty, blank, null, wrong shapes
             ("", None),
             ("   \n\t", None),
@@ -105,17 +139,35 @@ mod tests {
             (r#"{"app_metadata":"organization_id"}"#, None),
             (r#"{"app_metadata":{"organization_id":null}}"#, None),
             // UUID spelling
-            (&format!(r#"{{"organization_id":"{}"}}"#, ORG.to_uppercase()), Some(ORG_BYTES)),
+            (
+                &format!(r#"{{"organization_id":"{}"}}"#, ORG.to_uppercase()),
+                Some(ORG_BYTES),
+            ),
             (&format!(r#"{{"organization_id":" {ORG}"}}"#), None),
             (&format!(r#"{{"organization_id":"{ORG} "}}"#), None),
             (&format!(r#"{{"organization_id":"{{{ORG}}}"}}"#), None),
-            (&format!(r#"{{"organization_id":"{}"}}"#, ORG.replace('-', "")), None),
-            (r#"{"organization_id":"0b5c6e2a-9d1f-4c3e-8a7b-1234567890ag"}"#, None),
-            (r#"{"organization_id":"0b5c6e2a-9d1f-4c3e-8a7b-1234567890a"}"#, None),
-            (r#"{"organization_id":"0b5c6e2a+9d1f-4c3e-8a7b-1234567890ab"}"#, None),
+            (
+                &format!(r#"{{"organization_id":"{}"}}"#, ORG.replace('-', "")),
+                None,
+            ),
+            (
+                r#"{"organization_id":"0b5c6e2a-9d1f-4c3e-8a7b-1234567890ag"}"#,
+                None,
+            ),
+            (
+                r#"{"organization_id":"0b5c6e2a-9d1f-4c3e-8a7b-1234567890a"}"#,
+                None,
+            ),
+            (
+                r#"{"organization_id":"0b5c6e2a+9d1f-4c3e-8a7b-1234567890ab"}"#,
+                None,
+            ),
             (r#"{"organization_id":""}"#, None),
             // JSON whitespace around the document and inside it is fine
-            (&format!("  \n{{ \"organization_id\" : \"{ORG}\" }}\n "), Some(ORG_BYTES)),
+            (
+                &format!("  \n{{ \"organization_id\" : \"{ORG}\" }}\n "),
+                Some(ORG_BYTES),
+            ),
         ];
         for (claims, expected) in cases {
             assert_eq!(org(claims), *expected, "claims: {claims}");

@@ -22,7 +22,10 @@ use crate::{envelope, keystore, random};
 /// `pf_credentials`). NULL in, NULL out. Errors: F0000 when the keyring or
 /// the active version is not usable (the message names the setting).
 #[pg_extern(volatile, strict, parallel_restricted)]
-fn hr_encrypt_credential(plaintext: &str, associated_data: default!(&str, "''")) -> SqlResult<String> {
+fn hr_encrypt_credential(
+    plaintext: &str,
+    associated_data: default!(&str, "''"),
+) -> SqlResult<String> {
     let version = keystore::active_version()?;
     let nonce = random::bytes::<{ envelope::NONCE_LEN }>()?;
     Ok(keystore::with_cipher(version, |c| {
@@ -41,9 +44,14 @@ fn hr_encrypt_credential(plaintext: &str, associated_data: default!(&str, "''"))
 /// F0000 when the key is missing or differs from the one first used under
 /// its version. No message contains the envelope or the plaintext.
 #[pg_extern(stable, strict, parallel_restricted)]
-fn hr_decrypt_credential(envelope: &str, associated_data: default!(&str, "''")) -> SqlResult<String> {
+fn hr_decrypt_credential(
+    envelope: &str,
+    associated_data: default!(&str, "''"),
+) -> SqlResult<String> {
     let parsed = envelope::parse(envelope).map_err(Error::from)?;
-    let opened = keystore::with_cipher(parsed.version, |c| envelope::open(c, &parsed, associated_data))?;
+    let opened = keystore::with_cipher(parsed.version, |c| {
+        envelope::open(c, &parsed, associated_data)
+    })?;
     Ok(opened.map_err(Error::from)?)
 }
 
@@ -63,7 +71,9 @@ fn hr_credential_aad(organization_id: pgrx::Uuid, credential_id: pgrx::Uuid) -> 
 /// when it is not an envelope v1 (for CHECK constraints, rewrap and status).
 #[pg_extern(immutable, strict, parallel_safe)]
 fn hr_envelope_key_version(envelope: &str) -> Option<i32> {
-    envelope::parse(envelope).ok().and_then(|p| i32::try_from(p.version).ok())
+    envelope::parse(envelope)
+        .ok()
+        .and_then(|p| i32::try_from(p.version).ok())
 }
 
 /// `hr_keyring_versions() RETURNS TABLE(key_version integer, active boolean)`
@@ -102,7 +112,11 @@ mod tests {
                 "SELECT provolatile::text, proisstrict, proparallel::text FROM pg_proc WHERE proname = '{name}'"
             ))
             .unwrap();
-            assert_eq!(r, (Some(vol.into()), Some(strict), Some(par.into())), "{name}");
+            assert_eq!(
+                r,
+                (Some(vol.into()), Some(strict), Some(par.into())),
+                "{name}"
+            );
         }
     }
 

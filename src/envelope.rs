@@ -39,10 +39,14 @@ fn aad(version: u32, associated_data: &str) -> Vec<u8> {
 
 /// Splits an envelope into version and payload; checks shape only.
 pub fn parse(envelope: &str) -> Result<Parsed, EnvelopeError> {
-    let rest = envelope.strip_prefix(PREFIX).ok_or(EnvelopeError::Malformed)?;
+    let rest = envelope
+        .strip_prefix(PREFIX)
+        .ok_or(EnvelopeError::Malformed)?;
     let (v, b64) = rest.split_once('.').ok_or(EnvelopeError::Malformed)?;
     let version = parse_version(v).ok_or(EnvelopeError::Malformed)?;
-    let payload = URL_SAFE_NO_PAD.decode(b64).map_err(|_| EnvelopeError::Malformed)?;
+    let payload = URL_SAFE_NO_PAD
+        .decode(b64)
+        .map_err(|_| EnvelopeError::Malformed)?;
     if payload.len() < NONCE_LEN + TAG_LEN {
         return Err(EnvelopeError::Malformed);
     }
@@ -59,7 +63,13 @@ pub fn seal(
 ) -> String {
     let aad = aad(version, associated_data);
     let ct = cipher
-        .encrypt(Nonce::from_slice(nonce), Payload { msg: plaintext.as_bytes(), aad: &aad })
+        .encrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: plaintext.as_bytes(),
+                aad: &aad,
+            },
+        )
         .expect("AES-GCM encryption cannot fail for inputs under 64 GiB");
     let mut payload = Vec::with_capacity(NONCE_LEN + ct.len());
     payload.extend_from_slice(nonce);
@@ -69,7 +79,11 @@ pub fn seal(
 
 /// Decrypts a parsed envelope with `cipher` (the key of `parsed.version`).
 /// The plaintext must be UTF-8 (it was text when sealed).
-pub fn open(cipher: &Aes256Gcm, parsed: &Parsed, associated_data: &str) -> Result<String, EnvelopeError> {
+pub fn open(
+    cipher: &Aes256Gcm,
+    parsed: &Parsed,
+    associated_data: &str,
+) -> Result<String, EnvelopeError> {
     let (nonce, ct) = parsed.payload.split_at(NONCE_LEN);
     let aad = aad(parsed.version, associated_data);
     let pt = cipher
@@ -90,7 +104,10 @@ mod tests {
     const VECTORS: &str = include_str!("../tests/fixtures/envelope_v1_vectors.tsv");
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     struct Vector {
@@ -138,7 +155,10 @@ mod tests {
     #[test]
     fn seals_byte_for_byte_like_python() {
         for x in vectors() {
-            assert_eq!(seal(&cipher(&x.key), x.version, &x.nonce, &x.plaintext, &x.ad), x.envelope);
+            assert_eq!(
+                seal(&cipher(&x.key), x.version, &x.nonce, &x.plaintext, &x.ad),
+                x.envelope
+            );
         }
     }
 
@@ -151,7 +171,9 @@ mod tests {
                 for delta in [1u8, 0x20, 0x80] {
                     let mut m = env.to_vec();
                     m[i] ^= delta;
-                    let Ok(s) = String::from_utf8(m) else { continue };
+                    let Ok(s) = String::from_utf8(m) else {
+                        continue;
+                    };
                     if s == x.envelope {
                         continue;
                     }
@@ -170,17 +192,36 @@ mod tests {
         let x = &vectors()[1];
         let c = cipher(&x.key);
         let p = parse(&x.envelope).unwrap();
-        assert_eq!(open(&c, &p, &format!("{}x", x.ad)), Err(EnvelopeError::Authentication));
-        let moved = Parsed { version: x.version + 1, payload: p.payload.clone() };
+        assert_eq!(
+            open(&c, &p, &format!("{}x", x.ad)),
+            Err(EnvelopeError::Authentication)
+        );
+        let moved = Parsed {
+            version: x.version + 1,
+            payload: p.payload.clone(),
+        };
         assert_eq!(open(&c, &moved, &x.ad), Err(EnvelopeError::Authentication));
-        assert_eq!(open(&cipher(&[9u8; 32]), &p, &x.ad), Err(EnvelopeError::Authentication));
+        assert_eq!(
+            open(&cipher(&[9u8; 32]), &p, &x.ad),
+            Err(EnvelopeError::Authentication)
+        );
     }
 
     #[test]
     fn malformed_envelopes() {
-        for bad in ["", "hrc1", "hrc1.", "hrc1.1", "hrc1.1.", "hrc2.1.AAAA", "hrc1.01.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-                    "hrc1.0.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "hrc1.1.AAAA", "hrc1.1.not base64!",
-                    "{\"api_key\":\"plaintext\"}"] {
+        for bad in [
+            "",
+            "hrc1",
+            "hrc1.",
+            "hrc1.1",
+            "hrc1.1.",
+            "hrc2.1.AAAA",
+            "hrc1.01.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "hrc1.0.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "hrc1.1.AAAA",
+            "hrc1.1.not base64!",
+            "{\"api_key\":\"plaintext\"}",
+        ] {
             assert_eq!(parse(bad), Err(EnvelopeError::Malformed), "{bad:?}");
         }
     }

@@ -62,5 +62,7 @@ pub fn keyring_file() -> Option<String> {
 
 /// `hr_migrations.active_key_version`, when set (> 0).
 pub fn active_key_version() -> Option<u32> {
-    u32::try_from(ACTIVE_KEY_VERSION.get()).ok().filter(|&v| v > 0)
+    u32::try_from(ACTIVE_KEY_VERSION.get())
+        .ok()
+        .filter(|&v| v > 0)
 }

@@ -107,16 +107,31 @@ mod tests {
     fn errors_name_the_line_not_the_content() {
         let secretish = "c2VjcmV0LWtleS1tYXRlcmlhbC10aGF0LWxlYWtz";
         for (text, err) in [
-            (format!("1 {K1}\n{secretish}\n"), KeyringError::Syntax { line: 2 }),
+            (
+                format!("1 {K1}\n{secretish}\n"),
+                KeyringError::Syntax { line: 2 },
+            ),
             (format!("01 {K1}\n"), KeyringError::BadVersion { line: 1 }),
             (format!("0 {K1}\n"), KeyringError::BadVersion { line: 1 }),
             (format!("-1 {K1}\n"), KeyringError::BadVersion { line: 1 }),
             (format!("x {K1}\n"), KeyringError::BadVersion { line: 1 }),
-            (format!("99999999999 {K1}\n"), KeyringError::BadVersion { line: 1 }),
+            (
+                format!("99999999999 {K1}\n"),
+                KeyringError::BadVersion { line: 1 },
+            ),
             (format!("1 {secretish}\n"), KeyringError::BadKey { line: 1 }),
-            ("1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHg==\n".to_string(), KeyringError::BadKey { line: 1 }),
+            (
+                "1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHg==\n".to_string(),
+                KeyringError::BadKey { line: 1 },
+            ),
             (format!("1 {K1} extra\n"), KeyringError::Syntax { line: 1 }),
-            (format!("1 {K1}\n1 {K1}\n"), KeyringError::Duplicate { line: 2, version: 1 }),
+            (
+                format!("1 {K1}\n1 {K1}\n"),
+                KeyringError::Duplicate {
+                    line: 2,
+                    version: 1,
+                },
+            ),
             ("# only comments\n\n".to_string(), KeyringError::Empty),
         ] {
             assert_eq!(parse(text.as_bytes()).unwrap_err(), err, "{text:?}");

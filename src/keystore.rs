@@ -37,7 +37,12 @@ fn load(path: &str) -> Result<Keystore, Error> {
         std::fs::read(path).map_err(|e| Error::KeyringUnreadable(e.kind().to_string()))?,
     );
     let keys = keyring::parse(&bytes)?;
-    Ok(Keystore { path: path.to_owned(), keys, ciphers: HashMap::new(), checked: HashSet::new() })
+    Ok(Keystore {
+        path: path.to_owned(),
+        keys,
+        ciphers: HashMap::new(),
+        checked: HashSet::new(),
+    })
 }
 
 /// Records the check value on a version's first use, or compares with the
@@ -80,7 +85,10 @@ pub fn with_cipher<R>(version: u32, f: impl FnOnce(&Aes256Gcm) -> R) -> Result<R
             *slot = Some(load(&path)?);
         }
         let ks = slot.as_mut().expect("keystore was just loaded");
-        let key = ks.keys.get(&version).ok_or(Error::UnknownKeyVersion(version))?;
+        let key = ks
+            .keys
+            .get(&version)
+            .ok_or(Error::UnknownKeyVersion(version))?;
         if !ks.checked.contains(&version) {
             verify_check_value(version, key)?;
             ks.checked.insert(version);

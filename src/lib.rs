@@ -29,8 +29,8 @@ pub mod keyring;
 mod keystore;
 mod operations;
 mod random;
-pub mod token;
 mod tenancy;
+pub mod token;
 mod tokens;
 
 ::pgrx::pg_module_magic!(name, version);

@@ -11,6 +11,9 @@ extension_sql_file!("sql/operations.sql", name = "operations", bootstrap);
 // these files need no ordering beyond running after the bootstrap file.
 extension_sql_file!("sql/reference_tokens.sql", name = "reference_tokens");
 extension_sql_file!("sql/portal_sessions.sql", name = "portal_sessions");
-extension_sql_file!("sql/integration_credentials.sql", name = "integration_credentials");
+extension_sql_file!(
+    "sql/integration_credentials.sql",
+    name = "integration_credentials"
+);
 // Last: REVOKE/GRANT on functions generated from Rust as well as SQL ones.
 extension_sql_file!("sql/grants.sql", name = "grants", finalize);

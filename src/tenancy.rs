@@ -58,13 +58,25 @@ mod tests {
 
     #[pg_test]
     fn jwt_claims_setting_is_read() {
-        assert_eq!(org_for(Some(&format!(r#"{{"organization_id":"{ORG}"}}"#))).as_deref(), Some(ORG));
         assert_eq!(
-            org_for(Some(&format!(r#"{{"app_metadata":{{"organization_id":"{}"}}}}"#, ORG.to_uppercase()))).as_deref(),
+            org_for(Some(&format!(r#"{{"organization_id":"{ORG}"}}"#))).as_deref(),
             Some(ORG)
         );
-        for bad in ["", "not json", "{}", r#"{"organization_id":"x"}"#,
-                    &format!(r#"{{"user_metadata":{{"organization_id":"{ORG}"}}}}"#)] {
+        assert_eq!(
+            org_for(Some(&format!(
+                r#"{{"app_metadata":{{"organization_id":"{}"}}}}"#,
+                ORG.to_uppercase()
+            )))
+            .as_deref(),
+            Some(ORG)
+        );
+        for bad in [
+            "",
+            "not json",
+            "{}",
+            r#"{"organization_id":"x"}"#,
+            &format!(r#"{{"user_metadata":{{"organization_id":"{ORG}"}}}}"#),
+        ] {
             assert_eq!(org_for(Some(bad)), None, "claims {bad:?}");
         }
     }

@@ -183,7 +183,9 @@ mod tests {
     fn generated_token_shape() {
         let t = encode_token(&[0xffu8; TOKEN_BYTES]);
         assert_eq!(t.len(), TOKEN_LEN);
-        assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(t
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
     }
 
     proptest! {

@@ -13,7 +13,10 @@ pub use postgres::{Client, NoTls};
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 pub struct Cluster {
@@ -43,12 +46,18 @@ impl Cluster {
             "cluster did not start: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = String::from_utf8_lossy(&out.stdout).trim().parse().expect("port");
+        let port = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("port");
         Cluster { dir, port }
     }
 
     pub fn url(&self, db: &str) -> String {
-        format!("host=127.0.0.1 port={} user=postgres dbname={db}", self.port)
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={db}",
+            self.port
+        )
     }
 
     pub fn connect(&self, db: &str) -> Client {
@@ -64,7 +73,9 @@ impl Cluster {
     /// Runs a SQL file with psql as a DBA would: ON_ERROR_STOP, no psqlrc.
     pub fn psql_file(&self, db: &str, file: &Path, vars: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new("psql");
-        cmd.arg(self.url(db)).args(["-X", "-v", "ON_ERROR_STOP=1", "-f"]).arg(file);
+        cmd.arg(self.url(db))
+            .args(["-X", "-v", "ON_ERROR_STOP=1", "-f"])
+            .arg(file);
         for (k, v) in vars {
             cmd.arg("-v").arg(format!("{k}={v}"));
         }
@@ -79,7 +90,11 @@ impl Cluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(out.status.success(), "psql -f {} failed:\n{text}", file.display());
+        assert!(
+            out.status.success(),
+            "psql -f {} failed:\n{text}",
+            file.display()
+        );
         text
     }
 
@@ -89,10 +104,18 @@ impl Cluster {
         let mut c = self.connect("postgres");
         c.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
         self.psql_ok(db, &repo().join("tests/fixtures/schema.sql"), &[]);
-        self.psql_ok(db, &repo().join("tests/fixtures/generate.sql"), &[("scale", &scale.to_string())]);
+        self.psql_ok(
+            db,
+            &repo().join("tests/fixtures/generate.sql"),
+            &[("scale", &scale.to_string())],
+        );
         let mut c = self.connect(db);
-        c.batch_execute("CREATE EXTENSION hr_migrations SCHEMA extensions").unwrap();
-        c.batch_execute(&format!("ALTER DATABASE {db} SET search_path = public, extensions")).unwrap();
+        c.batch_execute("CREATE EXTENSION hr_migrations SCHEMA extensions")
+            .unwrap();
+        c.batch_execute(&format!(
+            "ALTER DATABASE {db} SET search_path = public, extensions"
+        ))
+        .unwrap();
     }
 
     /// The server log so far (for log-hygiene assertions).
@@ -133,7 +156,12 @@ pub fn status(c: &mut Client, migration: &str) -> (String, i64, i64, i64, i64, S
 /// One value of a one-row, one-column query.
 pub fn one<T: for<'a> postgres::types::FromSql<'a>>(c: &mut Client, sql: &str) -> T {
     c.query_one(sql, &[])
-        .unwrap_or_else(|e| panic!("{sql}: {}", e.as_db_error().map_or(e.to_string(), |d| d.to_string())))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{sql}: {}",
+                e.as_db_error().map_or(e.to_string(), |d| d.to_string())
+            )
+        })
         .get(0)
 }
 
@@ -168,14 +196,21 @@ impl Bouncer {
         );
         std::fs::write(dir.join("pgbouncer.ini"), ini).unwrap();
         let mut cmd = if is_root() {
-            let _ = Command::new("chown").args(["-R", "postgres:"]).arg(&dir).status();
+            let _ = Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(&dir)
+                .status();
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--", "pgbouncer"]);
             c
         } else {
             Command::new("pgbouncer")
         };
-        let st = cmd.arg("-d").arg(dir.join("pgbouncer.ini")).status().expect("run pgbouncer");
+        let st = cmd
+            .arg("-d")
+            .arg(dir.join("pgbouncer.ini"))
+            .status()
+            .expect("run pgbouncer");
         assert!(st.success(), "pgbouncer did not start");
         // Wait until it accepts connections.
         for _ in 0..100 {
@@ -203,12 +238,20 @@ impl Drop for Bouncer {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
 }
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A keyring file readable only by the server's OS user (mode 0400), with
@@ -224,11 +267,17 @@ pub fn write_keyring(keys: &[(u32, [u8; 32])]) -> PathBuf {
     let path = dir.join("keyring");
     let mut text = String::from("# hr_migrations keyring (test)\n");
     for (v, k) in keys {
-        text.push_str(&format!("{v} {}\n", base64::engine::general_purpose::STANDARD.encode(k)));
+        text.push_str(&format!(
+            "{v} {}\n",
+            base64::engine::general_purpose::STANDARD.encode(k)
+        ));
     }
     std::fs::write(&path, text).unwrap();
     if is_root() {
-        let _ = Command::new("chown").args(["-R", "postgres:"]).arg(&dir).status();
+        let _ = Command::new("chown")
+            .args(["-R", "postgres:"])
+            .arg(&dir)
+            .status();
     }
     let _ = Command::new("chmod").args(["0400"]).arg(&path).status();
     let _ = Command::new("chmod").args(["0755"]).arg(&dir).status();
@@ -239,7 +288,10 @@ pub fn write_keyring(keys: &[(u32, [u8; 32])]) -> PathBuf {
 pub fn random_key() -> [u8; 32] {
     use std::io::Read;
     let mut k = [0u8; 32];
-    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut k).unwrap();
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut k)
+        .unwrap();
     k
 }
 

@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 use hr_migrations_it::*;
 
 fn message(e: &postgres::Error) -> String {
-    e.as_db_error().map_or_else(|| e.to_string(), |d| format!("{} (hint: {:?})", d.message(), d.hint()))
+    e.as_db_error().map_or_else(
+        || e.to_string(),
+        |d| format!("{} (hint: {:?})", d.message(), d.hint()),
+    )
 }
 
 fn sqlstate(e: &postgres::Error) -> String {
@@ -63,12 +66,21 @@ fn migration_3_end_to_end() {
     assert!(with_plaintext > 9000 && with_plaintext < 10_000);
 
     let out = cl.migrate("hr", "003_integration_credentials.sql", &[]);
-    assert!(out.contains(&format!("backfill finished: {with_plaintext} rows")), "{out}");
+    assert!(
+        out.contains(&format!("backfill finished: {with_plaintext} rows")),
+        "{out}"
+    );
     let (phase, total, migrated, pending, blocked, _) = status(&mut c, "integration_credentials");
-    assert_eq!((phase.as_str(), total, migrated, pending, blocked), ("migrated", 10_000, with_plaintext, 0, 0));
+    assert_eq!(
+        (phase.as_str(), total, migrated, pending, blocked),
+        ("migrated", 10_000, with_plaintext, 0, 0)
+    );
     // One credential and one log row per migrated integration; envelopes only.
     let creds: i64 = one(&mut c, "SELECT count(*) FROM public.pf_credentials");
-    let logs: i64 = one(&mut c, "SELECT count(DISTINCT record_id) FROM public.pf_credential_migrations");
+    let logs: i64 = one(
+        &mut c,
+        "SELECT count(DISTINCT record_id) FROM public.pf_credential_migrations",
+    );
     assert_eq!((creds, logs), (with_plaintext, with_plaintext));
     let not_envelopes: i64 = one(
         &mut c,
@@ -81,12 +93,19 @@ fn migration_3_end_to_end() {
         "SELECT convalidated FROM pg_constraint WHERE conname = 'pf_credentials_encrypted_value_envelope_v1'",
     );
     assert!(validated);
-    assert_eq!(secrets_differing(&mut c), 0, "hr_integration_secret differs from the original");
+    assert_eq!(
+        secrets_differing(&mut c),
+        0,
+        "hr_integration_secret differs from the original"
+    );
 
     // A re-run migrates nothing.
     let out = cl.migrate("hr", "003_integration_credentials.sql", &[]);
     assert!(out.contains("backfill finished: 0 rows"), "{out}");
-    assert_eq!(one::<i64>(&mut c, "SELECT count(*) FROM public.pf_credentials"), with_plaintext);
+    assert_eq!(
+        one::<i64>(&mut c, "SELECT count(*) FROM public.pf_credentials"),
+        with_plaintext
+    );
 
     // Old code rotates a refresh token in dual: the credential follows, once.
     let id: String = one(
@@ -111,7 +130,10 @@ fn migration_3_end_to_end() {
     let after = envelope(&mut c);
     assert_ne!(before, after);
     let rt: String = c
-        .query_one("SELECT hr_integration_secret($1::text::uuid) ->> 'refresh_token'", &[&id])
+        .query_one(
+            "SELECT hr_integration_secret($1::text::uuid) ->> 'refresh_token'",
+            &[&id],
+        )
         .unwrap()
         .get(0);
     assert_eq!(rt, "rotated-☃-token");
@@ -124,8 +146,16 @@ fn migration_3_end_to_end() {
         &[&id],
     )
     .unwrap();
-    assert_eq!(envelope(&mut c), after, "an upsert of the same values encrypted again");
-    assert_eq!(one::<i64>(&mut c, "SELECT count(*) FROM public.pf_credentials"), with_plaintext, "upsert left a credential");
+    assert_eq!(
+        envelope(&mut c),
+        after,
+        "an upsert of the same values encrypted again"
+    );
+    assert_eq!(
+        one::<i64>(&mut c, "SELECT count(*) FROM public.pf_credentials"),
+        with_plaintext,
+        "upsert left a credential"
+    );
     c.execute("UPDATE oracle.integrations SET refresh_token = 'rotated-☃-token' WHERE id = $1::text::uuid", &[&id])
         .unwrap();
 
@@ -159,7 +189,8 @@ fn migration_3_end_to_end() {
     assert_eq!(secrets_differing(&mut c), 0);
 
     // Enforced: plaintext cleared (each checked first), reads go on, writes of plaintext refused.
-    c.batch_execute("SELECT hr_set_phase('integration_credentials', 'enforced')").unwrap();
+    c.batch_execute("SELECT hr_set_phase('integration_credentials', 'enforced')")
+        .unwrap();
     let plaintext: i64 = one(
         &mut c,
         "SELECT count(*) FROM public.hr_job_board_integrations
@@ -174,9 +205,17 @@ fn migration_3_end_to_end() {
     assert!(!message(&err).contains("leak-me"));
 
     // Rollback puts the plaintext back byte for byte and unlinks.
-    let err = c.batch_execute("SELECT hr_rollback_integrations()").unwrap_err();
-    assert_eq!(sqlstate(&err), "55000", "rollback while enforced: {}", message(&err));
-    c.batch_execute("SELECT hr_set_phase('integration_credentials', 'dual')").unwrap();
+    let err = c
+        .batch_execute("SELECT hr_rollback_integrations()")
+        .unwrap_err();
+    assert_eq!(
+        sqlstate(&err),
+        "55000",
+        "rollback while enforced: {}",
+        message(&err)
+    );
+    c.batch_execute("SELECT hr_set_phase('integration_credentials', 'dual')")
+        .unwrap();
     loop {
         let n: i64 = one(&mut c, "SELECT hr_rollback_integrations(3000)");
         if n == 0 {
@@ -193,8 +232,14 @@ fn migration_3_end_to_end() {
              OR (i.refresh_token IS NULL) <> (o.refresh_token IS NULL)
              OR i.credential_id IS NOT NULL",
     );
-    assert_eq!(differing, 0, "rollback did not restore the plaintext exactly");
-    assert_eq!(one::<i64>(&mut c, "SELECT count(*) FROM public.pf_credentials"), 0);
+    assert_eq!(
+        differing, 0,
+        "rollback did not restore the plaintext exactly"
+    );
+    assert_eq!(
+        one::<i64>(&mut c, "SELECT count(*) FROM public.pf_credentials"),
+        0
+    );
 
     // Re-applying works.
     cl.migrate("hr", "003_integration_credentials.sql", &[]);
@@ -210,7 +255,10 @@ fn tampering_moved_envelopes_and_key_problems() {
     cl.migrate("hr", "003_integration_credentials.sql", &[]);
     let mut c = cl.connect("hr");
     let ids: Vec<String> = c
-        .query("SELECT id::text FROM public.pf_credentials ORDER BY organization_id, id LIMIT 3", &[])
+        .query(
+            "SELECT id::text FROM public.pf_credentials ORDER BY organization_id, id LIMIT 3",
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|r| r.get(0))
@@ -245,8 +293,20 @@ fn tampering_moved_envelopes_and_key_problems() {
     .unwrap();
     assert_eq!(sqlstate(&decrypt(&mut c, &ids[2]).unwrap_err()), "22023");
     // Any one-character change of a stored envelope fails (22023 or 22P02).
-    let env: String = one(&mut c, &format!("SELECT encrypted_value FROM public.pf_credentials WHERE id = '{}'", ids[0]));
-    let org0: String = one(&mut c, &format!("SELECT organization_id::text FROM public.pf_credentials WHERE id = '{}'", ids[0]));
+    let env: String = one(
+        &mut c,
+        &format!(
+            "SELECT encrypted_value FROM public.pf_credentials WHERE id = '{}'",
+            ids[0]
+        ),
+    );
+    let org0: String = one(
+        &mut c,
+        &format!(
+            "SELECT organization_id::text FROM public.pf_credentials WHERE id = '{}'",
+            ids[0]
+        ),
+    );
     for i in (0..env.len()).step_by(3) {
         let mut b = env.clone().into_bytes();
         b[i] = if b[i] == b'A' { b'B' } else { b'A' };
@@ -259,39 +319,65 @@ fn tampering_moved_envelopes_and_key_problems() {
             &[&changed, &org0, &ids[0]],
         );
         let e = r.expect_err(&format!("a changed envelope opened (position {i})"));
-        assert!(["22023", "22P02", "F0000"].contains(&sqlstate(&e).as_str()), "{}", message(&e));
+        assert!(
+            ["22023", "22P02", "F0000"].contains(&sqlstate(&e).as_str()),
+            "{}",
+            message(&e)
+        );
     }
     // An unknown key version names the setting.
     let e = c
-        .query_one("SELECT hr_decrypt_credential('hrc1.9.' || split_part($1, '.', 3))", &[&env])
+        .query_one(
+            "SELECT hr_decrypt_credential('hrc1.9.' || split_part($1, '.', 3))",
+            &[&env],
+        )
         .unwrap_err();
     assert_eq!(sqlstate(&e), "F0000");
-    assert!(message(&e).contains("hr_migrations.keyring_file"), "{}", message(&e));
+    assert!(
+        message(&e).contains("hr_migrations.keyring_file"),
+        "{}",
+        message(&e)
+    );
 
     // Another key under version 1 is reported as a key problem, not as bad ciphertext.
     let mut other = key;
     other[0] ^= 0xff;
     std::fs::remove_file(&keyring).ok();
     let swapped = write_keyring(&[(1, other)]);
-    c.batch_execute(&format!("ALTER SYSTEM SET hr_migrations.keyring_file = '{}'", swapped.display()))
-        .unwrap();
+    c.batch_execute(&format!(
+        "ALTER SYSTEM SET hr_migrations.keyring_file = '{}'",
+        swapped.display()
+    ))
+    .unwrap();
     c.batch_execute("SELECT pg_reload_conf()").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let mut fresh = cl.connect("hr");
     let e = decrypt(&mut fresh, &ids[0]).unwrap_err();
     assert_eq!(sqlstate(&e), "F0000", "{}", message(&e));
-    assert!(message(&e).contains("key check value mismatch"), "{}", message(&e));
+    assert!(
+        message(&e).contains("key check value mismatch"),
+        "{}",
+        message(&e)
+    );
     assert!(message(&e).contains("hr_migrations.keyring_file"));
 
     // A missing keyring names the setting.
-    fresh.batch_execute("ALTER SYSTEM SET hr_migrations.keyring_file = '/nonexistent/keyring'").unwrap();
+    fresh
+        .batch_execute("ALTER SYSTEM SET hr_migrations.keyring_file = '/nonexistent/keyring'")
+        .unwrap();
     fresh.batch_execute("SELECT pg_reload_conf()").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let mut fresh = cl.connect("hr");
     let e = decrypt(&mut fresh, &ids[0]).unwrap_err();
     assert_eq!(sqlstate(&e), "F0000");
-    assert!(message(&e).contains("hr_migrations.keyring_file"), "{}", message(&e));
-    let e = fresh.query_one("SELECT hr_encrypt_credential('x')", &[]).unwrap_err();
+    assert!(
+        message(&e).contains("hr_migrations.keyring_file"),
+        "{}",
+        message(&e)
+    );
+    let e = fresh
+        .query_one("SELECT hr_encrypt_credential('x')", &[])
+        .unwrap_err();
     assert_eq!(sqlstate(&e), "F0000");
 }
 
@@ -301,7 +387,10 @@ fn tampering_moved_envelopes_and_key_problems() {
 fn nonces_never_repeat_across_preloaded_backends() {
     let (cl, _, _) = cluster_with_keyring(&["shared_preload_libraries=hr_migrations"]);
     let mut c = cl.connect("postgres");
-    c.batch_execute("CREATE EXTENSION hr_migrations; CREATE UNLOGGED TABLE nonces (pid int, nonce text)").unwrap();
+    c.batch_execute(
+        "CREATE EXTENSION hr_migrations; CREATE UNLOGGED TABLE nonces (pid int, nonce text)",
+    )
+    .unwrap();
     let barrier = Arc::new(Barrier::new(4));
     let handles: Vec<_> = (0..4)
         .map(|_| {
@@ -322,7 +411,12 @@ fn nonces_never_repeat_across_preloaded_backends() {
     for h in handles {
         h.join().unwrap();
     }
-    let r = c.query_one("SELECT count(*), count(DISTINCT nonce), count(DISTINCT pid) FROM nonces", &[]).unwrap();
+    let r = c
+        .query_one(
+            "SELECT count(*), count(DISTINCT nonce), count(DISTINCT pid) FROM nonces",
+            &[],
+        )
+        .unwrap();
     let (n, distinct, pids): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
     assert_eq!((n, pids), (400_000, 4));
     assert_eq!(distinct, n, "a nonce repeated");
@@ -354,7 +448,8 @@ fn concurrent_migrators_and_an_application_writer() {
         let stop = stop.clone();
         std::thread::spawn(move || {
             let mut c = Client::connect(&url, NoTls).unwrap();
-            c.batch_execute("SET lock_timeout = '5s'; SET ROLE service_role").unwrap();
+            c.batch_execute("SET lock_timeout = '5s'; SET ROLE service_role")
+                .unwrap();
             let mut n = 0;
             let deadline = Instant::now() + Duration::from_secs(120);
             while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
@@ -376,10 +471,14 @@ fn concurrent_migrators_and_an_application_writer() {
             std::thread::spawn(move || {
                 let mut c = Client::connect(&url, NoTls).unwrap();
                 if k == 0 {
-                    c.batch_execute("CALL hr_run_backfill('integration_credentials', 100)").unwrap();
+                    c.batch_execute("CALL hr_run_backfill('integration_credentials', 100)")
+                        .unwrap();
                 } else {
                     loop {
-                        let n: i64 = c.query_one("SELECT migrated FROM hr_migrate_integrations(150)", &[]).unwrap().get(0);
+                        let n: i64 = c
+                            .query_one("SELECT migrated FROM hr_migrate_integrations(150)", &[])
+                            .unwrap()
+                            .get(0);
                         if n == 0 {
                             break;
                         }
@@ -406,7 +505,8 @@ fn concurrent_migrators_and_an_application_writer() {
             &[],
         )
         .unwrap();
-    let (creds, linked, logged_twice, orphans): (i64, i64, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+    let (creds, linked, logged_twice, orphans): (i64, i64, i64, i64) =
+        (r.get(0), r.get(1), r.get(2), r.get(3));
     assert_eq!(creds, migrated, "one credential per migrated integration");
     assert_eq!(linked, migrated);
     assert_eq!(logged_twice, 0, "an integration was migrated twice");
@@ -432,10 +532,16 @@ fn privileges_of_app_roles() {
     cl.fixture_db("hr", 300);
     cl.migrate("hr", "003_integration_credentials.sql", &[]);
     let mut admin = cl.connect("hr");
-    let env: String = one(&mut admin, "SELECT encrypted_value FROM public.pf_credentials LIMIT 1");
+    let env: String = one(
+        &mut admin,
+        "SELECT encrypted_value FROM public.pf_credentials LIMIT 1",
+    );
     let integration: String =
         one(&mut admin, "SELECT id::text FROM public.hr_job_board_integrations WHERE credential_id IS NOT NULL LIMIT 1");
-    let org: String = one(&mut admin, "SELECT id::text FROM public.pf_organizations ORDER BY id LIMIT 1");
+    let org: String = one(
+        &mut admin,
+        "SELECT id::text FROM public.pf_organizations ORDER BY id LIMIT 1",
+    );
     let mut a = cl.connect_as("hr", "authenticator");
     for role in ["anon", "authenticated"] {
         for sql in [
@@ -447,8 +553,11 @@ fn privileges_of_app_roles() {
             format!("SELECT hr_integration_secret('{integration}')"),
             "SELECT * FROM hr_keyring_versions()".to_string(),
         ] {
-            a.batch_execute(&format!("BEGIN; SET LOCAL ROLE {role}")).unwrap();
-            let e = a.batch_execute(&sql).expect_err(&format!("{role} ran {sql}"));
+            a.batch_execute(&format!("BEGIN; SET LOCAL ROLE {role}"))
+                .unwrap();
+            let e = a
+                .batch_execute(&sql)
+                .expect_err(&format!("{role} ran {sql}"));
             assert_eq!(sqlstate(&e), "42501", "{role}: {sql}: {}", message(&e));
             a.batch_execute("ROLLBACK").unwrap();
         }
@@ -457,24 +566,39 @@ fn privileges_of_app_roles() {
             "BEGIN; SET LOCAL ROLE {role}; SELECT set_config('request.jwt.claims', '{{\"organization_id\":\"{org}\"}}', true)"
         ))
         .unwrap();
-        let n: i64 = a.query_one("SELECT count(*) FROM public.pf_credentials", &[]).unwrap().get(0);
+        let n: i64 = a
+            .query_one("SELECT count(*) FROM public.pf_credentials", &[])
+            .unwrap()
+            .get(0);
         assert_eq!(n, 0, "{role} read credentials");
         // The keyring settings are hidden.
-        let e = a.batch_execute("SHOW hr_migrations.keyring_file").unwrap_err();
+        let e = a
+            .batch_execute("SHOW hr_migrations.keyring_file")
+            .unwrap_err();
         assert_eq!(sqlstate(&e), "42501", "{role} saw the keyring path");
         a.batch_execute("ROLLBACK").unwrap();
-        a.batch_execute(&format!("BEGIN; SET LOCAL ROLE {role}")).unwrap();
+        a.batch_execute(&format!("BEGIN; SET LOCAL ROLE {role}"))
+            .unwrap();
         let visible: i64 = a
-            .query_one("SELECT count(*) FROM pg_settings WHERE name LIKE 'hr_migrations.%key%'", &[])
+            .query_one(
+                "SELECT count(*) FROM pg_settings WHERE name LIKE 'hr_migrations.%key%'",
+                &[],
+            )
             .unwrap()
             .get(0);
         assert_eq!(visible, 0, "{role} sees keyring settings in pg_settings");
         a.batch_execute("ROLLBACK").unwrap();
     }
     // service_role can.
-    a.batch_execute("BEGIN; SET LOCAL ROLE service_role").unwrap();
-    let s: Option<String> =
-        a.query_one(&format!("SELECT hr_integration_secret('{integration}')::text"), &[]).unwrap().get(0);
+    a.batch_execute("BEGIN; SET LOCAL ROLE service_role")
+        .unwrap();
+    let s: Option<String> = a
+        .query_one(
+            &format!("SELECT hr_integration_secret('{integration}')::text"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
     assert!(s.is_some_and(|s| s.contains("api_key")));
     a.batch_execute("ROLLBACK").unwrap();
 }
@@ -502,8 +626,10 @@ fn server_log_holds_no_secret() {
     ] {
         let _ = c.batch_execute(sql);
     }
-    c.batch_execute("SELECT hr_set_phase('integration_credentials', 'enforced')").unwrap();
-    let _ = c.batch_execute("UPDATE public.hr_job_board_integrations SET api_key = api_key WHERE false");
+    c.batch_execute("SELECT hr_set_phase('integration_credentials', 'enforced')")
+        .unwrap();
+    let _ = c
+        .batch_execute("UPDATE public.hr_job_board_integrations SET api_key = api_key WHERE false");
     let secrets: Vec<String> = c
         .query(
             "SELECT v FROM oracle.integrations, LATERAL (VALUES (api_key), (api_secret), (refresh_token)) t(v)
@@ -517,13 +643,22 @@ fn server_log_holds_no_secret() {
     assert!(secrets.len() > 4000);
     std::thread::sleep(Duration::from_millis(300));
     let log = cl.server_log();
-    assert!(log.contains("hr_decrypt_credential"), "log_statement did not log");
-    assert!(log.contains("ERROR"), "the failing decrypts were not logged");
+    assert!(
+        log.contains("hr_decrypt_credential"),
+        "log_statement did not log"
+    );
+    assert!(
+        log.contains("ERROR"),
+        "the failing decrypts were not logged"
+    );
     for s in &secrets {
         assert!(!log.contains(s.as_str()), "a secret is in the server log");
     }
     use base64::Engine;
-    assert!(!log.contains(&base64::engine::general_purpose::STANDARD.encode(key)), "the key is in the log");
+    assert!(
+        !log.contains(&base64::engine::general_purpose::STANDARD.encode(key)),
+        "the key is in the log"
+    );
 }
 
 /// Rotation: a second key, active_key_version raised, then rewrap in batches.
@@ -538,9 +673,13 @@ fn key_rotation_rewraps_under_the_new_version() {
     cl.migrate("hr", "003_integration_credentials.sql", &[]);
     let n: i64 = one(&mut c, "SELECT count(*) FROM public.pf_credentials");
     let path2 = write_keyring(&[(1, k1), (2, random_key())]);
-    c.batch_execute(&format!("ALTER SYSTEM SET hr_migrations.keyring_file = '{}'", path2.display()))
+    c.batch_execute(&format!(
+        "ALTER SYSTEM SET hr_migrations.keyring_file = '{}'",
+        path2.display()
+    ))
+    .unwrap();
+    c.batch_execute("ALTER SYSTEM SET hr_migrations.active_key_version = 2")
         .unwrap();
-    c.batch_execute("ALTER SYSTEM SET hr_migrations.active_key_version = 2").unwrap();
     c.batch_execute("SELECT pg_reload_conf()").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let mut c = cl.connect("hr");
@@ -557,7 +696,10 @@ fn key_rotation_rewraps_under_the_new_version() {
     }
     assert_eq!(total, n);
     let note = status(&mut c, "integration_credentials").5;
-    assert!(note.contains(&format!("{n} under key version 2")) && !note.contains("key version 1"), "{note}");
+    assert!(
+        note.contains(&format!("{n} under key version 2")) && !note.contains("key version 1"),
+        "{note}"
+    );
     assert_eq!(secrets_differing(&mut c), 0);
 }
 
@@ -591,10 +733,23 @@ fn python_opens_our_envelopes() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("python3 with cryptography (scripts/ensure-deps.sh installs python3-cryptography)");
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
-    let got: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect();
+    assert!(
+        out.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
     assert_eq!(got, expected);
     let distinct: HashSet<&String> = got.iter().collect();
     assert_eq!(distinct.len(), 4);

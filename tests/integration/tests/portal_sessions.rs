@@ -23,11 +23,14 @@ fn col(c: &mut Client, sql: &str) -> Result<Vec<Option<String>>, postgres::Error
 }
 
 fn sqlstate(e: &postgres::Error) -> String {
-    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no sqlstate: {e}"))
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no sqlstate: {e}"))
 }
 
 fn message(e: &postgres::Error) -> String {
-    e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string())
+    e.as_db_error()
+        .map_or_else(|| e.to_string(), |d| d.message().to_string())
 }
 
 fn blocked_sessions(c: &mut Client) -> i64 {
@@ -58,9 +61,15 @@ fn migration_2_end_to_end_with_blocked_sessions() {
         "no WARNING with the blocked count:\n{out}"
     );
     let (phase, total, migrated, pending, st_blocked, note) = status(&mut c, "portal_sessions");
-    assert_eq!((phase.as_str(), total, pending, st_blocked), ("dual", 10_000, 0, blocked));
+    assert_eq!(
+        (phase.as_str(), total, pending, st_blocked),
+        ("dual", 10_000, 0, blocked)
+    );
     assert_eq!(migrated, 10_000 - blocked);
-    assert!(note.contains(&format!("{blocked} sessions cannot be resolved")), "{note}");
+    assert!(
+        note.contains(&format!("{blocked} sessions cannot be resolved")),
+        "{note}"
+    );
 
     let wrong: i64 = one(
         &mut c,
@@ -68,7 +77,10 @@ fn migration_2_end_to_end_with_blocked_sessions() {
            LEFT JOIN public.hr_candidates c ON c.id = s.candidate_id
           WHERE s.organization_id IS DISTINCT FROM c.organization_id",
     );
-    assert_eq!(wrong, 0, "a session carries another organization than its candidate");
+    assert_eq!(
+        wrong, 0,
+        "a session carries another organization than its candidate"
+    );
     let moved: i64 = one(
         &mut c,
         "SELECT count(*) FROM public.hr_candidate_portal_sessions s JOIN oracle.sessions o USING (id)
@@ -77,9 +89,15 @@ fn migration_2_end_to_end_with_blocked_sessions() {
     assert_eq!(moved, 0, "the backfill changed updated_at");
 
     // Enforcing is refused while sessions are blocked, saying why.
-    let err = c.batch_execute("SELECT hr_set_phase('portal_sessions', 'enforced')").unwrap_err();
+    let err = c
+        .batch_execute("SELECT hr_set_phase('portal_sessions', 'enforced')")
+        .unwrap_err();
     assert_eq!(sqlstate(&err), "55000");
-    assert!(message(&err).contains(&format!("0 sessions pending and {blocked} blocked")), "{}", message(&err));
+    assert!(
+        message(&err).contains(&format!("0 sessions pending and {blocked} blocked")),
+        "{}",
+        message(&err)
+    );
 
     // Fix them the way the note says, re-run the file: migrated.
     c.batch_execute(
@@ -95,7 +113,8 @@ fn migration_2_end_to_end_with_blocked_sessions() {
     assert_eq!(migrated, total);
 
     // Enforced: NOT NULL through a validated CHECK, which is then dropped.
-    c.batch_execute("SELECT hr_set_phase('portal_sessions', 'enforced')").unwrap();
+    c.batch_execute("SELECT hr_set_phase('portal_sessions', 'enforced')")
+        .unwrap();
     let notnull: bool = one(
         &mut c,
         "SELECT attnotnull FROM pg_attribute
@@ -111,10 +130,17 @@ fn migration_2_end_to_end_with_blocked_sessions() {
     let err = c
         .batch_execute("INSERT INTO public.hr_candidate_portal_sessions (candidate_id) VALUES (gen_random_uuid())")
         .unwrap_err();
-    assert_eq!(sqlstate(&err), "23502", "a session without organization must fail: {}", message(&err));
+    assert_eq!(
+        sqlstate(&err),
+        "23502",
+        "a session without organization must fail: {}",
+        message(&err)
+    );
     // Setting the same phase again is a no-op; stepping back drops NOT NULL.
-    c.batch_execute("SELECT hr_set_phase('portal_sessions', 'enforced')").unwrap();
-    c.batch_execute("SELECT hr_set_phase('portal_sessions', 'dual')").unwrap();
+    c.batch_execute("SELECT hr_set_phase('portal_sessions', 'enforced')")
+        .unwrap();
+    c.batch_execute("SELECT hr_set_phase('portal_sessions', 'dual')")
+        .unwrap();
     let notnull: bool = one(
         &mut c,
         "SELECT attnotnull FROM pg_attribute
@@ -142,13 +168,21 @@ struct World {
 
 fn world(c: &mut Client) -> World {
     let orgs: Vec<String> = c
-        .query("SELECT id::text FROM public.pf_organizations ORDER BY id LIMIT 3", &[])
+        .query(
+            "SELECT id::text FROM public.pf_organizations ORDER BY id LIMIT 3",
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
     assert_eq!(orgs.len(), 3);
-    let mut w = World { orgs: orgs.clone(), candidate: vec![], session: vec![], count: vec![] };
+    let mut w = World {
+        orgs: orgs.clone(),
+        candidate: vec![],
+        session: vec![],
+        count: vec![],
+    };
     for o in &orgs {
         let r = c
             .query_one(
@@ -167,12 +201,18 @@ fn world(c: &mut Client) -> World {
 
 /// One PostgREST-style request: a transaction with SET LOCAL ROLE and the
 /// claims set with set_config(..., true), then `body`; always rolled back.
-fn request(c: &mut Client, claims: Option<&str>, body: &str) -> Result<Vec<Option<String>>, postgres::Error> {
+fn request(
+    c: &mut Client,
+    claims: Option<&str>,
+    body: &str,
+) -> Result<Vec<Option<String>>, postgres::Error> {
     c.batch_execute("BEGIN; SET LOCAL ROLE authenticated")?;
     let mut run = || {
         if let Some(cl) = claims {
             let lit = cl.replace('\'', "''");
-            c.batch_execute(&format!("SELECT set_config('request.jwt.claims', '{lit}', true)"))?;
+            c.batch_execute(&format!(
+                "SELECT set_config('request.jwt.claims', '{lit}', true)"
+            ))?;
         }
         col(c, body)
     };
@@ -184,16 +224,34 @@ fn request(c: &mut Client, claims: Option<&str>, body: &str) -> Result<Vec<Optio
 /// The isolation matrix: 3 organizations x 5 kinds of claims x SELECT,
 /// INSERT, UPDATE, DELETE. `c` is an `authenticator` connection.
 fn isolation_matrix(c: &mut Client, w: &World) {
-    let kinds = [Claim::Own, Claim::Other, Claim::Missing, Claim::Empty, Claim::Malformed];
+    let kinds = [
+        Claim::Own,
+        Claim::Other,
+        Claim::Missing,
+        Claim::Empty,
+        Claim::Malformed,
+    ];
     let mut cells = 0;
     for i in 0..3 {
         let j = (i + 1) % 3; // "another" organization
         let k = (i + 2) % 3; // a third one
         for kind in kinds {
             let (claims, eff): (Option<String>, Option<usize>) = match kind {
-                Claim::Own => (Some(format!(r#"{{"role":"authenticated","organization_id":"{}"}}"#, w.orgs[i])), Some(i)),
+                Claim::Own => (
+                    Some(format!(
+                        r#"{{"role":"authenticated","organization_id":"{}"}}"#,
+                        w.orgs[i]
+                    )),
+                    Some(i),
+                ),
                 // the other organization arrives through app_metadata
-                Claim::Other => (Some(format!(r#"{{"app_metadata":{{"organization_id":"{}"}}}}"#, w.orgs[j])), Some(j)),
+                Claim::Other => (
+                    Some(format!(
+                        r#"{{"app_metadata":{{"organization_id":"{}"}}}}"#,
+                        w.orgs[j]
+                    )),
+                    Some(j),
+                ),
                 Claim::Missing => (None, None),
                 Claim::Empty => (Some(String::new()), None),
                 Claim::Malformed => (Some(r#"{"organization_id": "#.to_string()), None),
@@ -204,9 +262,17 @@ fn isolation_matrix(c: &mut Client, w: &World) {
             let eff_count = eff.map_or(0, |e| w.count[e]);
 
             // SELECT: exactly the claimed organization's sessions, or nothing.
-            let rows = request(c, cl, "SELECT organization_id::text FROM public.hr_candidate_portal_sessions").unwrap();
+            let rows = request(
+                c,
+                cl,
+                "SELECT organization_id::text FROM public.hr_candidate_portal_sessions",
+            )
+            .unwrap();
             assert_eq!(rows.len() as i64, eff_count, "{ctx}: SELECT count");
-            assert!(rows.iter().all(|o| *o == eff_org), "{ctx}: SELECT saw another organization");
+            assert!(
+                rows.iter().all(|o| *o == eff_org),
+                "{ctx}: SELECT saw another organization"
+            );
 
             // INSERT a session for organization i's candidate.
             let r = request(
@@ -218,7 +284,9 @@ fn isolation_matrix(c: &mut Client, w: &World) {
                 ),
             );
             match (kind, r) {
-                (Claim::Own, Ok(rows)) => assert_eq!(rows, vec![Some(w.orgs[i].clone())], "{ctx}: INSERT"),
+                (Claim::Own, Ok(rows)) => {
+                    assert_eq!(rows, vec![Some(w.orgs[i].clone())], "{ctx}: INSERT")
+                }
                 (Claim::Own, Err(e)) => panic!("{ctx}: own INSERT refused: {}", message(&e)),
                 (_, Ok(rows)) => panic!("{ctx}: cross-tenant INSERT accepted: {rows:?}"),
                 (_, Err(e)) => assert_eq!(sqlstate(&e), "42501", "{ctx}: INSERT: {}", message(&e)),
@@ -243,7 +311,10 @@ fn isolation_matrix(c: &mut Client, w: &World) {
             )
             .unwrap();
             assert_eq!(rows.len() as i64, eff_count, "{ctx}: UPDATE count");
-            assert!(rows.iter().all(|o| *o == eff_org), "{ctx}: UPDATE touched another organization");
+            assert!(
+                rows.iter().all(|o| *o == eff_org),
+                "{ctx}: UPDATE touched another organization"
+            );
             // UPDATE another organization's session by id: nothing.
             for other in (0..3).filter(|&x| Some(x) != eff) {
                 let rows = request(
@@ -273,9 +344,17 @@ fn isolation_matrix(c: &mut Client, w: &World) {
             }
 
             // DELETE: only the claimed organization's rows, and never another's by id.
-            let rows = request(c, cl, "DELETE FROM public.hr_candidate_portal_sessions RETURNING organization_id::text").unwrap();
+            let rows = request(
+                c,
+                cl,
+                "DELETE FROM public.hr_candidate_portal_sessions RETURNING organization_id::text",
+            )
+            .unwrap();
             assert_eq!(rows.len() as i64, eff_count, "{ctx}: DELETE count");
-            assert!(rows.iter().all(|o| *o == eff_org), "{ctx}: DELETE removed another organization's rows");
+            assert!(
+                rows.iter().all(|o| *o == eff_org),
+                "{ctx}: DELETE removed another organization's rows"
+            );
             for other in (0..3).filter(|&x| Some(x) != eff) {
                 let rows = request(
                     c,
@@ -323,16 +402,32 @@ fn isolation_matrix_through_pgbouncer() {
     let mut b = pgb.connect_as("hr", "authenticator");
     let pid_a = col(&mut a, "SELECT pg_backend_pid()").unwrap();
     let pid_b = col(&mut b, "SELECT pg_backend_pid()").unwrap();
-    assert_eq!(pid_a, pid_b, "pgbouncer should hand both clients the same server connection");
+    assert_eq!(
+        pid_a, pid_b,
+        "pgbouncer should hand both clients the same server connection"
+    );
     a.batch_execute(&format!(
         "BEGIN; SELECT set_config('request.jwt.claims', '{{\"organization_id\":\"{}\"}}', true); COMMIT",
         w.orgs[0]
     ))
     .unwrap();
     let leftover = col(&mut b, "SELECT current_setting('request.jwt.claims', true)").unwrap();
-    assert_eq!(leftover, vec![Some(String::new())], "the pooled connection should read ''");
-    let seen = request(&mut b, None, "SELECT count(*) FROM public.hr_candidate_portal_sessions").unwrap();
-    assert_eq!(seen, vec![Some("0".to_string())], "'' must give zero rows, not an error");
+    assert_eq!(
+        leftover,
+        vec![Some(String::new())],
+        "the pooled connection should read ''"
+    );
+    let seen = request(
+        &mut b,
+        None,
+        "SELECT count(*) FROM public.hr_candidate_portal_sessions",
+    )
+    .unwrap();
+    assert_eq!(
+        seen,
+        vec![Some("0".to_string())],
+        "'' must give zero rows, not an error"
+    );
 
     isolation_matrix(&mut a, &w);
     isolation_matrix(&mut b, &w);
@@ -351,7 +446,8 @@ fn backfill_races_application_writers() {
         let stop = stop.clone();
         std::thread::spawn(move || {
             let mut c = Client::connect(&url, NoTls).unwrap();
-            c.batch_execute("SET lock_timeout = '2s'; SET ROLE service_role").unwrap();
+            c.batch_execute("SET lock_timeout = '2s'; SET ROLE service_role")
+                .unwrap();
             let (mut inserts, mut updates) = (0u32, 0u32);
             let deadline = Instant::now() + Duration::from_secs(120);
             while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
@@ -390,7 +486,11 @@ fn backfill_races_application_writers() {
         .unwrap();
     stop.store(true, Ordering::SeqCst);
     let (inserts, updates) = writer.join().expect("the writer failed");
-    assert!(out.status.success(), "002 failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "002 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(inserts > 0 && updates > 0);
 
     let mut c = cl.connect("hr");
@@ -400,7 +500,10 @@ fn backfill_races_application_writers() {
            JOIN public.hr_candidates c ON c.id = s.candidate_id
           WHERE c.organization_id IS NOT NULL AND s.organization_id IS DISTINCT FROM c.organization_id",
     );
-    assert_eq!(wrong, 0, "a resolvable session lacks its candidate's organization");
+    assert_eq!(
+        wrong, 0,
+        "a resolvable session lacks its candidate's organization"
+    );
     let (_, _, _, pending, _, _) = status(&mut c, "portal_sessions");
     assert_eq!(pending, 0);
 }
@@ -413,8 +516,12 @@ fn tenant_query_plan_uses_index_and_initplan() {
     cl.fixture_db("hr", 100_000);
     cl.migrate("hr", "002_portal_sessions.sql", &[]);
     let mut c = cl.connect("hr");
-    c.batch_execute("ANALYZE public.hr_candidate_portal_sessions").unwrap();
-    let org: String = one(&mut c, "SELECT id::text FROM public.pf_organizations ORDER BY id LIMIT 1");
+    c.batch_execute("ANALYZE public.hr_candidate_portal_sessions")
+        .unwrap();
+    let org: String = one(
+        &mut c,
+        "SELECT id::text FROM public.pf_organizations ORDER BY id LIMIT 1",
+    );
     let mut a = cl.connect_as("hr", "authenticator");
     let plan = request(
         &mut a,
@@ -426,7 +533,16 @@ fn tenant_query_plan_uses_index_and_initplan() {
     .flatten()
     .collect::<Vec<_>>()
     .join("\n");
-    assert!(plan.contains("InitPlan"), "claim not evaluated once:\n{plan}");
-    assert!(plan.contains("idx_hr_candidate_portal_sessions_organization_id"), "index not used:\n{plan}");
-    assert!(!plan.contains("Seq Scan on hr_candidate_portal_sessions"), "{plan}");
+    assert!(
+        plan.contains("InitPlan"),
+        "claim not evaluated once:\n{plan}"
+    );
+    assert!(
+        plan.contains("idx_hr_candidate_portal_sessions_organization_id"),
+        "index not used:\n{plan}"
+    );
+    assert!(
+        !plan.contains("Seq Scan on hr_candidate_portal_sessions"),
+        "{plan}"
+    );
 }

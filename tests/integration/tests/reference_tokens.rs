@@ -13,7 +13,10 @@ use hr_migrations_it::*;
 const SCALE: u32 = 10_000;
 
 fn tokens_in_fixture(c: &mut Client) -> i64 {
-    one(c, "SELECT count(*) FROM oracle.refs WHERE access_token IS NOT NULL")
+    one(
+        c,
+        "SELECT count(*) FROM oracle.refs WHERE access_token IS NOT NULL",
+    )
 }
 
 fn keep_oracle(c: &mut Client) {
@@ -53,9 +56,12 @@ fn stored(c: &mut Client, id: &str) -> (Option<String>, Option<String>) {
 }
 
 fn verify(c: &mut Client, id: &str, token: &str) -> bool {
-    c.query_one("SELECT hr_verify_reference_token($1::text::uuid, $2)", &[&id, &token])
-        .unwrap()
-        .get(0)
+    c.query_one(
+        "SELECT hr_verify_reference_token($1::text::uuid, $2)",
+        &[&id, &token],
+    )
+    .unwrap()
+    .get(0)
 }
 
 #[test]
@@ -68,9 +74,15 @@ fn migration_1_end_to_end() {
     assert_eq!(status(&mut c, "reference_tokens").0, "not_applied");
 
     let out = cl.migrate("hr", "001_reference_tokens.sql", &[]);
-    assert!(out.contains("backfill finished"), "no progress report:\n{out}");
+    assert!(
+        out.contains("backfill finished"),
+        "no progress report:\n{out}"
+    );
     let samples: Vec<String> = c
-        .query("SELECT access_token FROM oracle.refs WHERE length(access_token) >= 8 LIMIT 300", &[])
+        .query(
+            "SELECT access_token FROM oracle.refs WHERE length(access_token) >= 8 LIMIT 300",
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|r| r.get(0))
@@ -80,7 +92,10 @@ fn migration_1_end_to_end() {
     }
 
     let (phase, total, migrated, pending, blocked, _) = status(&mut c, "reference_tokens");
-    assert_eq!((phase.as_str(), total, migrated, pending, blocked), ("migrated", SCALE as i64, n_tokens, 0, 0));
+    assert_eq!(
+        (phase.as_str(), total, migrated, pending, blocked),
+        ("migrated", SCALE as i64, n_tokens, 0, 0)
+    );
 
     // The backfill left updated_at alone and stored hashes, not tokens.
     let moved: i64 = one(
@@ -109,14 +124,20 @@ fn migration_1_end_to_end() {
         &mut c,
         "SELECT count(*) FROM public.hr_reference_token_validations WHERE method = 'hash' AND success",
     );
-    assert_eq!(by_hash, n_tokens, "old tokens should verify through the hash");
+    assert_eq!(
+        by_hash, n_tokens,
+        "old tokens should verify through the hash"
+    );
     let wrong: i64 = one(
         &mut c,
         "SELECT count(*) FILTER (WHERE hr_verify_reference_token(id, access_token || 'x'))
            FROM (SELECT * FROM oracle.refs WHERE access_token IS NOT NULL LIMIT 500) s",
     );
     assert_eq!(wrong, 0);
-    let unknown: bool = one(&mut c, "SELECT hr_verify_reference_token(gen_random_uuid(), 'anything')");
+    let unknown: bool = one(
+        &mut c,
+        "SELECT hr_verify_reference_token(gen_random_uuid(), 'anything')",
+    );
     assert!(!unknown);
     let nulls: bool = one(&mut c, "SELECT hr_verify_reference_token(NULL, NULL)");
     assert!(!nulls, "NULL input must give false, not NULL");
@@ -138,7 +159,11 @@ fn migration_1_end_to_end() {
     // Old-style code writes a plaintext token: the trigger hashes it.
     let legacy = insert_legacy_reference(&mut c, "legacy-plaintext-token-1");
     let (plain, hash) = stored(&mut c, &legacy);
-    assert_eq!(plain.as_deref(), Some("legacy-plaintext-token-1"), "dual keeps the plaintext");
+    assert_eq!(
+        plain.as_deref(),
+        Some("legacy-plaintext-token-1"),
+        "dual keeps the plaintext"
+    );
     assert_eq!(hash.as_ref().map(|h| h.len()), Some(64));
     assert!(verify(&mut c, &legacy, "legacy-plaintext-token-1"));
     // ... and rotating it by writing the column rehashes it.
@@ -151,7 +176,8 @@ fn migration_1_end_to_end() {
     assert!(!verify(&mut c, &legacy, "legacy-plaintext-token-1"));
 
     // Enforced: plaintext is neither stored nor accepted.
-    c.batch_execute("SELECT hr_set_phase('reference_tokens', 'enforced')").unwrap();
+    c.batch_execute("SELECT hr_set_phase('reference_tokens', 'enforced')")
+        .unwrap();
     let fresh = insert_legacy_reference(&mut c, "enforced-token-3");
     let (plain, hash) = stored(&mut c, &fresh);
     assert_eq!(plain, None, "enforced stores no plaintext");
@@ -160,7 +186,8 @@ fn migration_1_end_to_end() {
     // A row written with triggers disabled keeps only plaintext: not accepted.
     let bypass: String = {
         let mut tx = c.transaction().unwrap();
-        tx.batch_execute("SET LOCAL session_replication_role = replica").unwrap();
+        tx.batch_execute("SET LOCAL session_replication_role = replica")
+            .unwrap();
         let id: String = tx
             .query_one(
                 "INSERT INTO public.hr_references (candidate_id, referee_name, access_token)
@@ -173,27 +200,44 @@ fn migration_1_end_to_end() {
         tx.commit().unwrap();
         id
     };
-    assert!(!verify(&mut c, &bypass, "bypass-token-4"), "enforced accepted a plaintext token");
+    assert!(
+        !verify(&mut c, &bypass, "bypass-token-4"),
+        "enforced accepted a plaintext token"
+    );
     let m: String = one(
         &mut c,
         "SELECT method FROM public.hr_reference_token_validations ORDER BY id DESC LIMIT 1",
     );
     assert_eq!(m, "none");
-    assert_eq!(status(&mut c, "reference_tokens").3, 1, "the bypassed row is pending");
+    assert_eq!(
+        status(&mut c, "reference_tokens").3,
+        1,
+        "the bypassed row is pending"
+    );
 
     // Back to dual: plaintext accepted again where it still exists; the note
     // counts the rows that no longer have one.
-    c.batch_execute("SELECT hr_set_phase('reference_tokens', 'dual')").unwrap();
+    c.batch_execute("SELECT hr_set_phase('reference_tokens', 'dual')")
+        .unwrap();
     assert!(verify(&mut c, &bypass, "bypass-token-4"));
     let m: String = one(
         &mut c,
         "SELECT method FROM public.hr_reference_token_validations ORDER BY id DESC LIMIT 1",
     );
     assert_eq!(m, "plaintext");
-    assert!(verify(&mut c, &fresh, "enforced-token-3"), "hash-only rows still verify");
+    assert!(
+        verify(&mut c, &fresh, "enforced-token-3"),
+        "hash-only rows still verify"
+    );
     let note = status(&mut c, "reference_tokens").5;
-    assert!(note.contains("1 references have no plaintext token left"), "note: {note}");
-    assert!(note.contains("1 plaintext tokens have no hash yet"), "note: {note}");
+    assert!(
+        note.contains("1 references have no plaintext token left"),
+        "note: {note}"
+    );
+    assert!(
+        note.contains("1 plaintext tokens have no hash yet"),
+        "note: {note}"
+    );
 
     // enforced is refused while a token lacks its hash, saying why.
     let err = c
@@ -201,13 +245,18 @@ fn migration_1_end_to_end() {
         .unwrap_err();
     let db = err.as_db_error().expect("a database error");
     assert_eq!(db.code().code(), "55000");
-    assert!(db.message().contains("1 plaintext tokens have no hash yet"), "{}", db.message());
+    assert!(
+        db.message().contains("1 plaintext tokens have no hash yet"),
+        "{}",
+        db.message()
+    );
 
     // Re-running the script finishes the straggler and never moves back a phase.
     cl.migrate("hr", "001_reference_tokens.sql", &[]);
     let (phase, _, _, pending, _, _) = status(&mut c, "reference_tokens");
     assert_eq!((phase.as_str(), pending), ("migrated", 0));
-    c.batch_execute("SELECT hr_set_phase('reference_tokens', 'enforced')").unwrap();
+    c.batch_execute("SELECT hr_set_phase('reference_tokens', 'enforced')")
+        .unwrap();
     cl.migrate("hr", "001_reference_tokens.sql", &[]);
     assert_eq!(status(&mut c, "reference_tokens").0, "enforced");
 }
@@ -247,13 +296,22 @@ fn backfill_killed_midway_resumes() {
         std::thread::sleep(Duration::from_millis(20));
     };
     // A real crash: SIGKILL makes the postmaster reset every backend.
-    let killed = Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
-    assert!(!psql.wait().unwrap().success(), "psql should see its backend die");
+    assert!(
+        !psql.wait().unwrap().success(),
+        "psql should see its backend die"
+    );
     drop(c);
 
     let mut c = loop {
-        assert!(Instant::now() < deadline, "server did not come back after the crash");
+        assert!(
+            Instant::now() < deadline,
+            "server did not come back after the crash"
+        );
         match Client::connect(&cl.url("hr"), NoTls) {
             Ok(c) => break c,
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
@@ -261,22 +319,34 @@ fn backfill_killed_midway_resumes() {
     };
     let (phase, _, done_before, pending_before, _, _) = status(&mut c, "reference_tokens");
     assert_eq!(phase, "dual");
-    assert!(done_before >= 1000 && pending_before > 0, "{done_before} done, {pending_before} pending");
+    assert!(
+        done_before >= 1000 && pending_before > 0,
+        "{done_before} done, {pending_before} pending"
+    );
     let cursor: Option<String> = one(
         &mut c,
         "SELECT last_id::text FROM extensions.hr_backfill_progress WHERE migration = 'reference_tokens'",
     );
-    assert!(cursor.is_some(), "the cursor was not committed with the batches");
+    assert!(
+        cursor.is_some(),
+        "the cursor was not committed with the batches"
+    );
 
     // Re-running the file resumes and finishes; nothing is hashed twice.
     let out = cl.migrate("hr", "001_reference_tokens.sql", &[]);
-    let finished = out.lines().find(|l| l.contains("backfill finished")).expect("finish line");
+    let finished = out
+        .lines()
+        .find(|l| l.contains("backfill finished"))
+        .expect("finish line");
     assert!(
         finished.contains(&format!("backfill finished: {pending_before} rows")),
         "resumed run hashed a different number of rows than were pending: {finished}"
     );
     let (phase, _, migrated, pending, _, _) = status(&mut c, "reference_tokens");
-    assert_eq!((phase.as_str(), migrated, pending), ("migrated", n_tokens, 0));
+    assert_eq!(
+        (phase.as_str(), migrated, pending),
+        ("migrated", n_tokens, 0)
+    );
     let ok: i64 = one(
         &mut c,
         "SELECT count(*) FROM oracle.refs o JOIN public.hr_references r USING (id)
@@ -293,7 +363,10 @@ fn backfill_killed_midway_resumes() {
 fn salts_never_repeat_across_preloaded_backends() {
     let cl = Cluster::start(&["shared_preload_libraries=hr_migrations"]);
     let mut c = cl.connect("postgres");
-    assert_eq!(one::<String>(&mut c, "SHOW shared_preload_libraries"), "hr_migrations");
+    assert_eq!(
+        one::<String>(&mut c, "SHOW shared_preload_libraries"),
+        "hr_migrations"
+    );
     c.batch_execute("CREATE EXTENSION hr_migrations").unwrap();
 
     const BACKENDS: usize = 6;
@@ -332,7 +405,19 @@ fn salts_never_repeat_across_preloaded_backends() {
         tokens.insert(t);
         salts.extend(s);
     }
-    assert_eq!(pids.len(), BACKENDS, "each thread should have its own backend");
-    assert_eq!(tokens.len(), BACKENDS, "two backends generated the same token");
-    assert_eq!(salts.len(), BACKENDS * PER_BACKEND as usize, "a salt repeated across backends");
+    assert_eq!(
+        pids.len(),
+        BACKENDS,
+        "each thread should have its own backend"
+    );
+    assert_eq!(
+        tokens.len(),
+        BACKENDS,
+        "two backends generated the same token"
+    );
+    assert_eq!(
+        salts.len(),
+        BACKENDS * PER_BACKEND as usize,
+        "a salt repeated across backends"
+    );
 }

@@ -34,11 +34,20 @@ fn rollback_scripts_undo_every_migration_and_allow_redo() {
          CREATE TABLE oracle.sessions AS SELECT * FROM public.hr_candidate_portal_sessions;",
     )
     .unwrap();
-    for f in ["001_reference_tokens.sql", "002_portal_sessions.sql", "003_integration_credentials.sql"] {
+    for f in [
+        "001_reference_tokens.sql",
+        "002_portal_sessions.sql",
+        "003_integration_credentials.sql",
+    ] {
         cl.migrate("hr", f, &[]);
     }
-    for m in ["reference_tokens", "portal_sessions", "integration_credentials"] {
-        c.batch_execute(&format!("SELECT hr_set_phase('{m}', 'enforced')")).unwrap();
+    for m in [
+        "reference_tokens",
+        "portal_sessions",
+        "integration_credentials",
+    ] {
+        c.batch_execute(&format!("SELECT hr_set_phase('{m}', 'enforced')"))
+            .unwrap();
     }
 
     // 001's rollback refuses while a token exists only as a hash.
@@ -50,8 +59,16 @@ fn rollback_scripts_undo_every_migration_and_allow_redo() {
 
     // Newest first.
     let out = rollback(&cl, "003_integration_credentials.sql", &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!column_exists(&mut c, "hr_job_board_integrations", "credential_id"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!column_exists(
+        &mut c,
+        "hr_job_board_integrations",
+        "credential_id"
+    ));
     let differing: i64 = one(
         &mut c,
         "SELECT count(*) FROM oracle.integrations o JOIN public.hr_job_board_integrations i USING (id)
@@ -59,11 +76,22 @@ fn rollback_scripts_undo_every_migration_and_allow_redo() {
              OR i.refresh_token IS DISTINCT FROM o.refresh_token",
     );
     assert_eq!(differing, 0, "credentials not restored exactly");
-    assert_eq!(one::<i64>(&mut c, "SELECT count(*) FROM public.pf_credentials"), 0);
+    assert_eq!(
+        one::<i64>(&mut c, "SELECT count(*) FROM public.pf_credentials"),
+        0
+    );
 
     let out = rollback(&cl, "002_portal_sessions.sql", &[("disable_rls", "on")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!column_exists(&mut c, "hr_candidate_portal_sessions", "organization_id"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!column_exists(
+        &mut c,
+        "hr_candidate_portal_sessions",
+        "organization_id"
+    ));
     let policies: i64 = one(
         &mut c,
         "SELECT count(*) FROM pg_policy WHERE polrelid = 'public.hr_candidate_portal_sessions'::regclass",
@@ -77,11 +105,25 @@ fn rollback_scripts_undo_every_migration_and_allow_redo() {
     assert_eq!(sessions_changed, 0);
 
     let out = rollback(&cl, "001_reference_tokens.sql", &[]);
-    assert!(!out.status.success(), "001 rollback should refuse while a hash-only token exists");
+    assert!(
+        !out.status.success(),
+        "001 rollback should refuse while a hash-only token exists"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("only as a hash"));
-    assert!(column_exists(&mut c, "hr_references", "access_token_hash"), "refusal must change nothing");
-    let out = rollback(&cl, "001_reference_tokens.sql", &[("drop_hash_only_tokens", "on")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        column_exists(&mut c, "hr_references", "access_token_hash"),
+        "refusal must change nothing"
+    );
+    let out = rollback(
+        &cl,
+        "001_reference_tokens.sql",
+        &[("drop_hash_only_tokens", "on")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!column_exists(&mut c, "hr_references", "access_token_hash"));
     let tokens_changed: i64 = one(
         &mut c,
@@ -90,16 +132,32 @@ fn rollback_scripts_undo_every_migration_and_allow_redo() {
     );
     assert_eq!(tokens_changed, 0);
 
-    for m in ["reference_tokens", "portal_sessions", "integration_credentials"] {
+    for m in [
+        "reference_tokens",
+        "portal_sessions",
+        "integration_credentials",
+    ] {
         assert_eq!(status(&mut c, m).0, "not_applied", "{m}");
     }
 
     // And forward again.
-    for f in ["001_reference_tokens.sql", "002_portal_sessions.sql", "003_integration_credentials.sql"] {
+    for f in [
+        "001_reference_tokens.sql",
+        "002_portal_sessions.sql",
+        "003_integration_credentials.sql",
+    ] {
         cl.migrate("hr", f, &[]);
     }
-    for m in ["reference_tokens", "portal_sessions", "integration_credentials"] {
+    for m in [
+        "reference_tokens",
+        "portal_sessions",
+        "integration_credentials",
+    ] {
         let (phase, _, _, pending, blocked, _) = status(&mut c, m);
-        assert_eq!((phase.as_str(), pending, blocked), ("migrated", 0, 0), "{m}");
+        assert_eq!(
+            (phase.as_str(), pending, blocked),
+            ("migrated", 0, 0),
+            "{m}"
+        );
     }
 }
