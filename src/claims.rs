@@ -52,7 +52,7 @@ pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
             continue;
         }
         let d = (c as char).to_digit(16)? as u8;
-        out[nibbles / 2] |= if nibbles % 2 == 0 { d << 4 } else { d };
+        out[nibbles / 2] |= if nibbles.is_multiple_of(2) { d << 4 } else { d };
         nibbles += 1;
     }
     Some(out)
