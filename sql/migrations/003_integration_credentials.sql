@@ -28,20 +28,7 @@
 -- clears them after checking that every credential decrypts to them.
 -- Undo:   sql/rollback/003_integration_credentials.sql
 -- =============================================================================
-\set ON_ERROR_STOP on
-
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'hr_migrations') THEN
-        RAISE EXCEPTION 'hr_migrations is not installed in this database'
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'CREATE EXTENSION hr_migrations; (or ... SCHEMA extensions;) first';
-    END IF;
-END
-$$;
-SELECT n.nspname AS hr_schema
-  FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
- WHERE e.extname = 'hr_migrations' \gset
+\ir ../preamble.psql
 \if :{?batch_size}
 \else
 \set batch_size 1000
@@ -50,10 +37,12 @@ SELECT n.nspname AS hr_schema
 -- Step 0 ---------------------------------------------------------------------
 SELECT key_version, active FROM :"hr_schema".hr_keyring_versions() ORDER BY key_version;
 
-SET lock_timeout = '3s';
 
 -- Step 1 ---------------------------------------------------------------------
 ALTER TABLE public.hr_job_board_integrations ADD COLUMN IF NOT EXISTS credential_id uuid;
+-- Statistics for the new column (SHARE UPDATE EXCLUSIVE, a 30k-row sample),
+-- so the migration batches are planned as index range scans.
+ANALYZE public.hr_job_board_integrations (credential_id, api_key, api_secret, refresh_token);
 
 -- Step 2 ---------------------------------------------------------------------
 DO $$

@@ -16,7 +16,7 @@
 -- Locks:  brief ACCESS EXCLUSIVE per DDL statement, under lock_timeout = 3s.
 -- Redo:   sql/migrations/001_reference_tokens.sql
 -- =============================================================================
-\ir _common.psql
+\ir ../preamble.psql
 \if :{?drop_hash_only_tokens}
 \else
 \set drop_hash_only_tokens off

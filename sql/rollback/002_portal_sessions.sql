@@ -18,7 +18,7 @@
 -- Locks:  brief ACCESS EXCLUSIVE per DDL statement, under lock_timeout = 3s.
 -- Redo:   sql/migrations/002_portal_sessions.sql
 -- =============================================================================
-\ir _common.psql
+\ir ../preamble.psql
 \if :{?disable_rls}
 \else
 \set disable_rls off

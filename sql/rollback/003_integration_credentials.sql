@@ -17,7 +17,7 @@
 --         locks on one batch for the data, all under lock_timeout = 3s.
 -- Redo:   sql/migrations/003_integration_credentials.sql
 -- =============================================================================
-\ir _common.psql
+\ir ../preamble.psql
 
 SELECT :"hr_schema".hr_set_phase('integration_credentials', 'dual')
  WHERE :"hr_schema".hr_migration_phase('integration_credentials') = 'enforced';

@@ -163,10 +163,7 @@ DECLARE
     r record;
     n bigint := 0;
 BEGIN
-    IF batch_size IS NULL OR batch_size < 1 OR batch_size > 1000000 THEN
-        RAISE EXCEPTION 'batch_size must be between 1 and 1000000 (got %)', coalesce(batch_size::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM @extschema@.hr_check_batch_size(batch_size);
     IF @extschema@.hr_require_applied('integration_credentials') = 'enforced' THEN
         RAISE EXCEPTION 'integration_credentials is enforced: there is no plaintext left to migrate'
             USING ERRCODE = 'object_not_in_prerequisite_state';
@@ -260,10 +257,7 @@ DECLARE
     s jsonb;
     n bigint := 0;
 BEGIN
-    IF batch_size IS NULL OR batch_size < 1 OR batch_size > 1000000 THEN
-        RAISE EXCEPTION 'batch_size must be between 1 and 1000000 (got %)', coalesce(batch_size::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM @extschema@.hr_check_batch_size(batch_size);
     IF @extschema@.hr_require_applied('integration_credentials') = 'enforced' THEN
         RAISE EXCEPTION 'cannot roll back integration_credentials while it is enforced'
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -310,10 +304,7 @@ DECLARE
     aad text;
     n bigint := 0;
 BEGIN
-    IF batch_size IS NULL OR batch_size < 1 OR batch_size > 1000000 THEN
-        RAISE EXCEPTION 'batch_size must be between 1 and 1000000 (got %)', coalesce(batch_size::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM @extschema@.hr_check_batch_size(batch_size);
     SELECT v.key_version INTO active FROM @extschema@.hr_keyring_versions() v WHERE v.active;
     FOR r IN
         SELECT c.id, c.organization_id, c.encrypted_value
@@ -394,18 +385,9 @@ BEGIN
         SELECT 1 FROM pg_attribute WHERE attrelid = tbl AND attname = 'credential_id' AND NOT attisdropped)
       AND (SELECT count(*) FROM pg_trigger WHERE tgrelid = tbl AND NOT tgisinternal
               AND tgname IN ('hr_job_board_integrations_sync_insert', 'hr_job_board_integrations_sync_update')) = 2;
-    IF to_phase = 'not_applied' THEN
-        IF applied THEN
-            RAISE EXCEPTION 'integration_credentials is still applied'
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      HINT = 'run sql/rollback/003_integration_credentials.sql, which sets this phase';
-        END IF;
+    IF @extschema@.hr_check_applied('integration_credentials', applied, to_phase,
+           'public.hr_job_board_integrations has no credential_id column or sync triggers') THEN
         RETURN;
-    END IF;
-    IF NOT applied THEN
-        RAISE EXCEPTION 'cannot move integration_credentials to %: public.hr_job_board_integrations has no credential_id column or sync triggers', to_phase
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'apply sql/migrations/003_integration_credentials.sql first';
     END IF;
     IF to_phase IN ('migrated', 'enforced') THEN
         SELECT * INTO st FROM @extschema@.hr_integration_credentials_status(from_phase);

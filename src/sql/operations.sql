@@ -179,6 +179,51 @@ BEGIN
 END
 $$;
 
+-- Refuses a batch size outside 1..1000000 (22023).
+CREATE FUNCTION hr_check_batch_size(batch_size integer) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF batch_size IS NULL OR batch_size < 1 OR batch_size > 1000000 THEN
+        RAISE EXCEPTION 'batch_size must be between 1 and 1000000 (got %)', coalesce(batch_size::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
+-- The refusals every migration's phase rules share (55000): 'not_applied'
+-- only after the rollback script removed the migration's DDL, any other
+-- phase only while it exists. `applied` says whether it does, `missing` what
+-- is missing when it does not. Returns true when the move is to
+-- 'not_applied' (nothing more to check).
+CREATE FUNCTION hr_check_applied(migration text, applied boolean, to_phase text, missing text) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    script text := CASE migration
+        WHEN 'reference_tokens' THEN '001_reference_tokens.sql'
+        WHEN 'portal_sessions' THEN '002_portal_sessions.sql'
+        ELSE '003_integration_credentials.sql' END;
+BEGIN
+    IF to_phase = 'not_applied' THEN
+        IF applied THEN
+            RAISE EXCEPTION '% is still applied', migration
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = format('run sql/rollback/%s, which sets this phase', script);
+        END IF;
+        RETURN true;
+    END IF;
+    IF NOT applied THEN
+        RAISE EXCEPTION 'cannot move % to %: %', migration, to_phase, missing
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('apply sql/migrations/%s first', script);
+    END IF;
+    RETURN false;
+END
+$$;
+
 -- The keyset cursor of a migration's backfill, locked for this transaction:
 -- the row lock keeps two backfills of one migration from running at once
 -- (the second waits for the first batch to commit). NULL = start of table.
@@ -312,6 +357,6 @@ END
 $$;
 
 REVOKE EXECUTE ON FUNCTION hr_migration_status(), hr_set_phase(text, text),
-    hr_backfill_batch(text, integer), hr_backfill_cursor(text),
+    hr_backfill_batch(text, integer), hr_backfill_cursor(text), hr_check_applied(text, boolean, text, text),
     hr_backfill_advance(text, uuid, bigint) FROM PUBLIC;
 REVOKE EXECUTE ON PROCEDURE hr_run_backfill(text, integer, integer, boolean) FROM PUBLIC;

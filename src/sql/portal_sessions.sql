@@ -64,10 +64,7 @@ DECLARE
     next_cursor uuid;
     n bigint;
 BEGIN
-    IF batch_size IS NULL OR batch_size < 1 OR batch_size > 1000000 THEN
-        RAISE EXCEPTION 'batch_size must be between 1 and 1000000 (got %)', coalesce(batch_size::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM @extschema@.hr_check_batch_size(batch_size);
     PERFORM @extschema@.hr_require_applied('portal_sessions');
     after_id := @extschema@.hr_backfill_cursor('portal_sessions');
 
@@ -163,18 +160,9 @@ BEGIN
       AND EXISTS (
         SELECT 1 FROM pg_trigger
          WHERE tgrelid = tbl AND tgname = 'hr_portal_sessions_org' AND NOT tgisinternal);
-    IF to_phase = 'not_applied' THEN
-        IF applied THEN
-            RAISE EXCEPTION 'portal_sessions is still applied'
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      HINT = 'run sql/rollback/002_portal_sessions.sql, which sets this phase';
-        END IF;
+    IF @extschema@.hr_check_applied('portal_sessions', applied, to_phase,
+           'public.hr_candidate_portal_sessions has no organization_id column or hr_portal_sessions_org trigger') THEN
         RETURN;
-    END IF;
-    IF NOT applied THEN
-        RAISE EXCEPTION 'cannot move portal_sessions to %: public.hr_candidate_portal_sessions has no organization_id column or hr_portal_sessions_org trigger', to_phase
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'apply sql/migrations/002_portal_sessions.sql first';
     END IF;
     IF to_phase IN ('migrated', 'enforced') THEN
         IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = tbl AND relrowsecurity)

@@ -94,10 +94,7 @@ DECLARE
     next_cursor uuid;
     n bigint;
 BEGIN
-    IF batch_size IS NULL OR batch_size < 1 OR batch_size > 1000000 THEN
-        RAISE EXCEPTION 'batch_size must be between 1 and 1000000 (got %)', coalesce(batch_size::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM @extschema@.hr_check_batch_size(batch_size);
     PERFORM @extschema@.hr_require_applied('reference_tokens');
 
     after_id := @extschema@.hr_backfill_cursor('reference_tokens');
@@ -197,18 +194,9 @@ BEGIN
         SELECT 1 FROM pg_trigger
          WHERE tgrelid = to_regclass('public.hr_references')
            AND tgname = 'hr_references_token' AND NOT tgisinternal);
-    IF to_phase = 'not_applied' THEN
-        IF applied THEN
-            RAISE EXCEPTION 'reference_tokens is still applied'
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      HINT = 'run sql/rollback/001_reference_tokens.sql, which sets this phase';
-        END IF;
+    IF @extschema@.hr_check_applied('reference_tokens', applied, to_phase,
+           'public.hr_references has no access_token_hash column or hr_references_token trigger') THEN
         RETURN;
-    END IF;
-    IF NOT applied THEN
-        RAISE EXCEPTION 'cannot move reference_tokens to %: public.hr_references has no access_token_hash column or hr_references_token trigger', to_phase
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'apply sql/migrations/001_reference_tokens.sql first';
     END IF;
     IF to_phase IN ('migrated', 'enforced') THEN
         SELECT * INTO st FROM @extschema@.hr_reference_tokens_status(from_phase);
