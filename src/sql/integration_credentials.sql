@@ -160,8 +160,8 @@ AS $$
 DECLARE
     after_id uuid;
     next_cursor uuid;
+    r record;
     n bigint := 0;
-    bad bigint;
 BEGIN
     PERFORM @extschema@.hr_check_batch_size(batch_size);
     IF @extschema@.hr_require_applied('integration_credentials') = 'enforced' THEN
@@ -177,14 +177,9 @@ BEGIN
         after_id := @extschema@.hr_backfill_cursor('integration_credentials');
         PERFORM set_config('hr_migrations.backfill_in_progress', 'on', true);
         LOOP
-            -- One statement per batch: sealed is materialized once (it is
-            -- read four times), so each integration gets one credential id
-            -- and one envelope; the FK from the link to the new credential
-            -- is checked at the end of the statement, when both exist.
-            WITH batch AS (
+            FOR r IN
                 SELECT i.id, i.organization_id, i.job_board_type, i.created_by,
-                       gen_random_uuid() AS cid,
-                       @extschema@.hr_integration_secret_json(i.api_key, i.api_secret, i.refresh_token) AS secret
+                       i.api_key, i.api_secret, i.refresh_token
                   FROM public.hr_job_board_integrations i
                  WHERE i.id >= coalesce(after_id, '00000000-0000-0000-0000-000000000000'::uuid)
                    AND i.id IS DISTINCT FROM after_id
@@ -193,37 +188,16 @@ BEGIN
                  ORDER BY i.id
                  LIMIT batch_size
                    FOR UPDATE SKIP LOCKED
-            ), sealed AS MATERIALIZED (
-                SELECT b.*, @extschema@.hr_credential_aad(b.organization_id, b.cid) AS aad,
-                       @extschema@.hr_encrypt_credential(b.secret, @extschema@.hr_credential_aad(b.organization_id, b.cid)) AS envelope
-                  FROM batch b
-            ), stored AS (
-                INSERT INTO public.pf_credentials (id, organization_id, credential_type, name, encrypted_value, created_by)
-                SELECT cid, organization_id, 'job_board_' || job_board_type, job_board_type || ' - Migrated', envelope, created_by
-                  FROM sealed
-                RETURNING 1
-            ), linked AS (
+            LOOP
                 UPDATE public.hr_job_board_integrations i
-                   SET credential_id = s.cid
-                  FROM sealed s
-                 WHERE i.id = s.id
-                RETURNING 1
-            ), logged AS (
-                INSERT INTO public.pf_credential_migrations (table_name, record_id, credential_type, migrated_by, notes)
-                SELECT 'hr_job_board_integrations', id, 'job_board_' || job_board_type, NULL,
-                       'hr_migrations: plaintext credentials moved to pf_credentials'
-                  FROM sealed
-                RETURNING 1
-            )
-            SELECT count(*),
-                   (SELECT s2.id FROM sealed s2 ORDER BY s2.id DESC LIMIT 1),
-                   count(*) FILTER (WHERE @extschema@.hr_decrypt_credential(s.envelope, s.aad) IS DISTINCT FROM s.secret)
-              INTO n, next_cursor, bad
-              FROM sealed s;
-            IF bad > 0 THEN
-                RAISE EXCEPTION '% new credentials do not decrypt to the secrets they were made from', bad
-                    USING ERRCODE = 'data_corrupted', HINT = 'the batch was rolled back; check the keyring';
-            END IF;
+                   SET credential_id = @extschema@.hr_store_integration_secret(r.id, r.organization_id,
+                           r.job_board_type, r.created_by,
+                           @extschema@.hr_integration_secret_json(r.api_key, r.api_secret, r.refresh_token),
+                           'hr_migrations: plaintext credentials moved to pf_credentials')
+                 WHERE i.id = r.id;
+                n := n + 1;
+                next_cursor := r.id;
+            END LOOP;
             EXIT WHEN n > 0 OR after_id IS NULL;
             after_id := NULL;
         END LOOP;
