@@ -20,5 +20,7 @@ start=$(date +%s.%N)
 psql "$url" -X -q -v ON_ERROR_STOP=1 -v batch_size="$batch" -f sql/migrations/001_reference_tokens.sql >"$dir/out" 2>&1
 end=$(date +%s.%N)
 grep -o 'backfill finished.*' "$dir/out"
+grep -oE 'rows in [0-9.]+ ms' "$dir/out" | grep -oE '[0-9.]+' | sort -g \
+    | awk '{a[NR]=$1} END {printf "batches: median %s ms, longest %s ms (each batch holds its row locks that long at most)\n", a[int((NR+1)/2)], a[NR]}'
 printf 'reference_tokens: %s references, batch %s: 001_reference_tokens.sql took %.2f s in all\n' \
     "$scale" "$batch" "$(awk -v a="$start" -v b="$end" "BEGIN {print b - a}")"

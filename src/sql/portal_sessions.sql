@@ -70,22 +70,25 @@ BEGIN
 
     PERFORM set_config('hr_migrations.backfill_in_progress', 'on', true);
     LOOP
-        WITH batch AS (
-            SELECT s.id, c.organization_id
-              FROM public.hr_candidate_portal_sessions s
-              JOIN public.hr_candidates c ON c.id = s.candidate_id
-             WHERE s.id >= coalesce(after_id, '00000000-0000-0000-0000-000000000000'::uuid)
-               AND s.id IS DISTINCT FROM after_id
-               AND s.organization_id IS NULL
-               AND c.organization_id IS NOT NULL
-             ORDER BY s.id
-             LIMIT batch_size
-               FOR UPDATE OF s SKIP LOCKED
-        ), updated AS (
+        -- Picked and locked by the ARRAY() sub-select (index range scan on
+        -- the primary key), updated through id = ANY(...) (always an index
+        -- scan) with the organization looked up per row by primary key: no
+        -- plan shape here can scan either table whole.
+        WITH updated AS (
             UPDATE public.hr_candidate_portal_sessions s
-               SET organization_id = batch.organization_id
-              FROM batch
-             WHERE s.id = batch.id
+               SET organization_id = (SELECT c.organization_id FROM public.hr_candidates c
+                                       WHERE c.id = s.candidate_id)
+             WHERE s.id = ANY (ARRAY(
+                    SELECT b.id
+                      FROM public.hr_candidate_portal_sessions b
+                      JOIN public.hr_candidates c ON c.id = b.candidate_id
+                     WHERE b.id >= coalesce(after_id, '00000000-0000-0000-0000-000000000000'::uuid)
+                       AND b.id IS DISTINCT FROM after_id
+                       AND b.organization_id IS NULL
+                       AND c.organization_id IS NOT NULL
+                     ORDER BY b.id
+                     LIMIT batch_size
+                       FOR UPDATE OF b SKIP LOCKED))
             RETURNING s.id
         )
         SELECT count(*), (SELECT u.id FROM updated u ORDER BY u.id DESC LIMIT 1)

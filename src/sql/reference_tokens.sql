@@ -101,23 +101,24 @@ BEGIN
 
     PERFORM set_config('hr_migrations.backfill_in_progress', 'on', true);
     LOOP
-        -- id >= coalesce(...) keeps an index range scan on the primary key in
-        -- both cases; IS DISTINCT FROM turns it into "> after_id" when set.
-        WITH batch AS (
-            SELECT r.id
-              FROM public.hr_references r
-             WHERE r.id >= coalesce(after_id, '00000000-0000-0000-0000-000000000000'::uuid)
-               AND r.id IS DISTINCT FROM after_id
-               AND r.access_token IS NOT NULL
-               AND r.access_token_hash IS NULL
-             ORDER BY r.id
-             LIMIT batch_size
-               FOR UPDATE SKIP LOCKED
-        ), hashed AS (
+        -- The rows are picked and locked by the ARRAY() sub-select (an index
+        -- range scan on the primary key: id >= coalesce(...) stays indexable
+        -- in both cases, IS DISTINCT FROM makes it "> after_id" when set) and
+        -- updated through id = ANY(...), which is always an index scan: a
+        -- join here can turn into a hash join over the whole table.
+        WITH hashed AS (
             UPDATE public.hr_references r
                SET access_token_hash = @extschema@.hr_hash_token(r.access_token)
-              FROM batch
-             WHERE r.id = batch.id
+             WHERE r.id = ANY (ARRAY(
+                    SELECT b.id
+                      FROM public.hr_references b
+                     WHERE b.id >= coalesce(after_id, '00000000-0000-0000-0000-000000000000'::uuid)
+                       AND b.id IS DISTINCT FROM after_id
+                       AND b.access_token IS NOT NULL
+                       AND b.access_token_hash IS NULL
+                     ORDER BY b.id
+                     LIMIT batch_size
+                       FOR UPDATE SKIP LOCKED))
             RETURNING r.id
         )
         SELECT count(*), (SELECT h.id FROM hashed h ORDER BY h.id DESC LIMIT 1)
