@@ -339,11 +339,7 @@ DECLARE
 BEGIN
     blocked := 0;
     IF phase = 'not_applied' THEN
-        IF to_regclass('public.hr_job_board_integrations') IS NULL THEN
-            total := 0;
-        ELSE
-            EXECUTE 'SELECT count(*) FROM public.hr_job_board_integrations' INTO total;
-        END IF;
+        total := @extschema@.hr_row_count('public.hr_job_board_integrations');
         migrated := 0; pending := total;
         note := 'configure the keyring (docs/key-management.md), then apply sql/migrations/003_integration_credentials.sql';
         RETURN;

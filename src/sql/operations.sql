@@ -179,6 +179,22 @@ BEGIN
 END
 $$;
 
+-- Rows of a table that may not exist yet (0 then): status before a
+-- migration's DDL is applied.
+CREATE FUNCTION hr_row_count(table_name text) RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint := 0;
+BEGIN
+    IF to_regclass(table_name) IS NOT NULL THEN
+        EXECUTE format('SELECT count(*) FROM %s', to_regclass(table_name)) INTO n;
+    END IF;
+    RETURN n;
+END
+$$;
+
 -- Refuses a batch size outside 1..1000000 (22023).
 CREATE FUNCTION hr_check_batch_size(batch_size integer) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
@@ -358,5 +374,6 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION hr_migration_status(), hr_set_phase(text, text),
     hr_backfill_batch(text, integer), hr_backfill_cursor(text), hr_check_applied(text, boolean, text, text),
+    hr_row_count(text),
     hr_backfill_advance(text, uuid, bigint) FROM PUBLIC;
 REVOKE EXECUTE ON PROCEDURE hr_run_backfill(text, integer, integer, boolean) FROM PUBLIC;

@@ -114,11 +114,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF phase = 'not_applied' THEN
-        IF to_regclass('public.hr_candidate_portal_sessions') IS NULL THEN
-            total := 0;
-        ELSE
-            EXECUTE 'SELECT count(*) FROM public.hr_candidate_portal_sessions' INTO total;
-        END IF;
+        total := @extschema@.hr_row_count('public.hr_candidate_portal_sessions');
         migrated := 0; pending := total; blocked := 0;
         note := 'apply sql/migrations/002_portal_sessions.sql';
         RETURN;

@@ -149,11 +149,7 @@ DECLARE
 BEGIN
     blocked := 0;
     IF phase = 'not_applied' THEN
-        IF to_regclass('public.hr_references') IS NULL THEN
-            total := 0;
-        ELSE
-            EXECUTE 'SELECT count(*) FROM public.hr_references' INTO total;
-        END IF;
+        total := @extschema@.hr_row_count('public.hr_references');
         migrated := 0; pending := total;
         note := 'apply sql/migrations/001_reference_tokens.sql';
         RETURN;
