@@ -1,0 +1,80 @@
+//! The extension installed in `public` (the default) instead of
+//! `extensions`: all three migration files apply and reach `migrated`. Also
+//! the two halves of `updated_at` handling, and that application roles
+//! cannot set the backfill flag the triggers trust.
+
+use hr_migrations_it::*;
+
+#[test]
+fn migrations_work_with_the_extension_in_public() {
+    let path = write_keyring(&[(1, random_key())]);
+    let mut conf = keyring_conf(&path, 1);
+    conf.push("shared_preload_libraries=hr_migrations".to_string());
+    let cl = Cluster::start(&conf);
+    let mut admin = cl.connect("postgres");
+    admin.batch_execute("CREATE DATABASE hr").unwrap();
+    cl.psql_ok("hr", &repo().join("tests/fixtures/schema.sql"), &[]);
+    cl.psql_ok(
+        "hr",
+        &repo().join("tests/fixtures/generate.sql"),
+        &[("scale", "500")],
+    );
+    let mut c = cl.connect("hr");
+    c.batch_execute("CREATE EXTENSION hr_migrations").unwrap();
+    let schema: String = one(
+        &mut c,
+        "SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+          WHERE e.extname = 'hr_migrations'",
+    );
+    assert_eq!(schema, "public");
+    c.batch_execute(
+        "DELETE FROM hr_candidate_portal_sessions s
+          WHERE NOT EXISTS (SELECT 1 FROM hr_candidates c WHERE c.id = s.candidate_id AND c.organization_id IS NOT NULL)",
+    )
+    .unwrap();
+    for f in [
+        "001_reference_tokens.sql",
+        "002_portal_sessions.sql",
+        "003_integration_credentials.sql",
+    ] {
+        cl.migrate("hr", f, &[]);
+    }
+    for m in [
+        "reference_tokens",
+        "portal_sessions",
+        "integration_credentials",
+    ] {
+        let (phase, _, _, pending, blocked, _) = status(&mut c, m);
+        assert_eq!(
+            (phase.as_str(), pending, blocked),
+            ("migrated", 0, 0),
+            "{m}"
+        );
+    }
+
+    // An application UPDATE moves updated_at; the backfill (tested
+    // elsewhere) does not.
+    let moved: bool = one(
+        &mut c,
+        "WITH u AS (UPDATE hr_references SET status = 'submitted'
+                     WHERE id = (SELECT id FROM hr_references ORDER BY id LIMIT 1)
+                     RETURNING updated_at)
+         SELECT updated_at > timestamptz '2025-12-31' FROM u",
+    );
+    assert!(
+        moved,
+        "hr_touch_updated_at did not set updated_at on an application update"
+    );
+
+    // The flag that makes triggers skip work is superuser-only.
+    let mut a = cl.connect_as("hr", "authenticator");
+    for role in ["authenticated", "service_role"] {
+        a.batch_execute(&format!("BEGIN; SET LOCAL ROLE {role}"))
+            .unwrap();
+        let e = a
+            .batch_execute("SELECT set_config('hr_migrations.backfill_in_progress', 'on', true)")
+            .expect_err("an application role set the backfill flag");
+        assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{role}");
+        a.batch_execute("ROLLBACK").unwrap();
+    }
+}
