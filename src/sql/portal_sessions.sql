@@ -70,10 +70,11 @@ BEGIN
 
     PERFORM set_config('hr_migrations.backfill_in_progress', 'on', true);
     LOOP
-        -- Picked and locked by the ARRAY() sub-select (index range scan on
-        -- the primary key), updated through id = ANY(...) (always an index
-        -- scan) with the organization looked up per row by primary key: no
-        -- plan shape here can scan either table whole.
+        -- Picked and locked by the ARRAY() sub-select (an index range scan on
+        -- the primary key, given the column statistics 002 gathers), then
+        -- updated through id = ANY(...), always an index scan, with the
+        -- organization looked up per row by primary key: the UPDATE cannot
+        -- become a hash join over either table.
         WITH updated AS (
             UPDATE public.hr_candidate_portal_sessions s
                SET organization_id = (SELECT c.organization_id FROM public.hr_candidates c
