@@ -113,6 +113,19 @@ fn migration_2_end_to_end_with_blocked_sessions() {
     assert_eq!(migrated, total);
 
     // Enforced: NOT NULL through a validated CHECK, which is then dropped.
+    // Here the DBA validated the CHECK beforehand, outside (the runbook's
+    // path for big tables; the regress scenario covers the other one), and
+    // hr_set_phase reuses it.
+    c.batch_execute(
+        "ALTER TABLE public.hr_candidate_portal_sessions ADD CONSTRAINT
+             hr_candidate_portal_sessions_organization_id_not_null CHECK (organization_id IS NOT NULL) NOT VALID",
+    )
+    .unwrap();
+    c.batch_execute(
+        "ALTER TABLE public.hr_candidate_portal_sessions
+             VALIDATE CONSTRAINT hr_candidate_portal_sessions_organization_id_not_null",
+    )
+    .unwrap();
     c.batch_execute("SELECT hr_set_phase('portal_sessions', 'enforced')")
         .unwrap();
     let notnull: bool = one(
