@@ -302,3 +302,38 @@ pub fn keyring_conf(path: &Path, active: u32) -> Vec<String> {
         format!("hr_migrations.active_key_version={active}"),
     ]
 }
+
+/// The three migration keys, in order.
+pub const MIGRATIONS: [&str; 3] = [
+    "reference_tokens",
+    "portal_sessions",
+    "integration_credentials",
+];
+
+/// The forward scripts of sql/migrations, in the order a DBA applies them.
+pub const MIGRATION_FILES: [&str; 3] = [
+    "001_reference_tokens.sql",
+    "002_portal_sessions.sql",
+    "003_integration_credentials.sql",
+];
+
+impl Cluster {
+    /// Applies every forward script, in order.
+    pub fn migrate_all(&self, db: &str) {
+        for f in MIGRATION_FILES {
+            self.migrate(db, f, &[]);
+        }
+    }
+}
+
+/// Asserts every migration is `migrated` with nothing pending or blocked.
+pub fn assert_all_migrated(c: &mut Client) {
+    for m in MIGRATIONS {
+        let (phase, _, _, pending, blocked, _) = status(c, m);
+        assert_eq!(
+            (phase.as_str(), pending, blocked),
+            ("migrated", 0, 0),
+            "{m}"
+        );
+    }
+}

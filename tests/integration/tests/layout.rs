@@ -32,25 +32,8 @@ fn migrations_work_with_the_extension_in_public() {
           WHERE NOT EXISTS (SELECT 1 FROM hr_candidates c WHERE c.id = s.candidate_id AND c.organization_id IS NOT NULL)",
     )
     .unwrap();
-    for f in [
-        "001_reference_tokens.sql",
-        "002_portal_sessions.sql",
-        "003_integration_credentials.sql",
-    ] {
-        cl.migrate("hr", f, &[]);
-    }
-    for m in [
-        "reference_tokens",
-        "portal_sessions",
-        "integration_credentials",
-    ] {
-        let (phase, _, _, pending, blocked, _) = status(&mut c, m);
-        assert_eq!(
-            (phase.as_str(), pending, blocked),
-            ("migrated", 0, 0),
-            "{m}"
-        );
-    }
+    cl.migrate_all("hr");
+    assert_all_migrated(&mut c);
 
     // An application UPDATE moves updated_at; the backfill (tested
     // elsewhere) does not.

@@ -34,18 +34,8 @@ fn rollback_scripts_undo_every_migration_and_allow_redo() {
          CREATE TABLE oracle.sessions AS SELECT * FROM public.hr_candidate_portal_sessions;",
     )
     .unwrap();
-    for f in [
-        "001_reference_tokens.sql",
-        "002_portal_sessions.sql",
-        "003_integration_credentials.sql",
-    ] {
-        cl.migrate("hr", f, &[]);
-    }
-    for m in [
-        "reference_tokens",
-        "portal_sessions",
-        "integration_credentials",
-    ] {
+    cl.migrate_all("hr");
+    for m in MIGRATIONS {
         c.batch_execute(&format!("SELECT hr_set_phase('{m}', 'enforced')"))
             .unwrap();
     }
@@ -132,32 +122,11 @@ fn rollback_scripts_undo_every_migration_and_allow_redo() {
     );
     assert_eq!(tokens_changed, 0);
 
-    for m in [
-        "reference_tokens",
-        "portal_sessions",
-        "integration_credentials",
-    ] {
+    for m in MIGRATIONS {
         assert_eq!(status(&mut c, m).0, "not_applied", "{m}");
     }
 
     // And forward again.
-    for f in [
-        "001_reference_tokens.sql",
-        "002_portal_sessions.sql",
-        "003_integration_credentials.sql",
-    ] {
-        cl.migrate("hr", f, &[]);
-    }
-    for m in [
-        "reference_tokens",
-        "portal_sessions",
-        "integration_credentials",
-    ] {
-        let (phase, _, _, pending, blocked, _) = status(&mut c, m);
-        assert_eq!(
-            (phase.as_str(), pending, blocked),
-            ("migrated", 0, 0),
-            "{m}"
-        );
-    }
+    cl.migrate_all("hr");
+    assert_all_migrated(&mut c);
 }
