@@ -8,7 +8,7 @@ use pgrx::prelude::*;
 use pgrx::pg_sys::panic::ErrorReport;
 
 use crate::error::{Error, SqlResult};
-use crate::{envelope, keystore, random};
+use crate::{envelope, keyring, keystore, random, secret};
 
 /// `hr_encrypt_credential(plaintext text, associated_data text DEFAULT '') RETURNS text`
 /// — VOLATILE STRICT PARALLEL RESTRICTED. EXECUTE: service_role (revoked from PUBLIC).
@@ -48,11 +48,7 @@ fn hr_decrypt_credential(
     envelope: &str,
     associated_data: default!(&str, "''"),
 ) -> SqlResult<String> {
-    let parsed = envelope::parse(envelope).map_err(Error::from)?;
-    let opened = keystore::with_cipher(parsed.version, |c| {
-        envelope::open(c, &parsed, associated_data)
-    })?;
-    Ok(opened.map_err(Error::from)?)
+    Ok(open(envelope, associated_data)?.to_string())
 }
 
 /// `hr_credential_aad(organization_id uuid, credential_id uuid) RETURNS text`
@@ -66,6 +62,19 @@ fn hr_credential_aad(organization_id: pgrx::Uuid, credential_id: pgrx::Uuid) -> 
     format!("pf_credentials:{organization_id}:{credential_id}")
 }
 
+extension_sql_file!(
+    "sql/integration_credentials.sql",
+    name = "integration_credentials"
+);
+
+/// `hr_active_key_version() RETURNS integer` — STABLE PARALLEL SAFE.
+/// Internal. `hr_migrations.active_key_version`, or NULL while it is unset
+/// (the rewrap's pending predicate compares envelopes with it).
+#[pg_extern(stable, parallel_safe)]
+fn hr_active_key_version() -> Option<i32> {
+    crate::gucs::active_key_version().map(keyring::version_sql)
+}
+
 /// `hr_envelope_key_version(envelope text) RETURNS integer` — IMMUTABLE
 /// STRICT PARALLEL SAFE. The key version in an envelope's header, or NULL
 /// when it is not an envelope v1 (for CHECK constraints, rewrap and status).
@@ -73,7 +82,92 @@ fn hr_credential_aad(organization_id: pgrx::Uuid, credential_id: pgrx::Uuid) -> 
 fn hr_envelope_key_version(envelope: &str) -> Option<i32> {
     envelope::parse(envelope)
         .ok()
-        .and_then(|p| i32::try_from(p.version).ok())
+        .map(|p| keyring::version_sql(p.version))
+}
+
+fn open(envelope: &str, associated_data: &str) -> Result<zeroize::Zeroizing<String>, Error> {
+    let parsed = envelope::parse(envelope)?;
+    let opened = keystore::with_cipher(parsed.version, |c| {
+        envelope::open(c, &parsed, associated_data)
+    })??;
+    Ok(zeroize::Zeroizing::new(opened))
+}
+
+/// `hr_integration_secret_json(api_key text, api_secret text, refresh_token text) RETURNS text`
+/// — IMMUTABLE PARALLEL SAFE. The job-board secret plaintext (DESIGN.md §3):
+/// a JSON object with exactly these three keys, `null` where NULL.
+#[pg_extern(immutable, parallel_safe)]
+fn hr_integration_secret_json(
+    api_key: Option<&str>,
+    api_secret: Option<&str>,
+    refresh_token: Option<&str>,
+) -> String {
+    secret::to_json(api_key, api_secret, refresh_token)
+}
+
+/// `hr_seal_verified(plaintext text, associated_data text) RETURNS text` —
+/// VOLATILE STRICT PARALLEL RESTRICTED. Internal (definer role, DBA).
+///
+/// `hr_encrypt_credential`, then the envelope is opened again and compared
+/// with `plaintext` before it is returned: every ciphertext the migration
+/// writes is known to decrypt before its transaction commits. XX001 if not.
+#[pg_extern(volatile, strict, parallel_restricted)]
+fn hr_seal_verified(plaintext: &str, associated_data: &str) -> SqlResult<String> {
+    let sealed = hr_encrypt_credential(plaintext, associated_data)?;
+    if open(&sealed, associated_data)?.as_str() != plaintext {
+        return Err(Error::SealCheck.into());
+    }
+    Ok(sealed)
+}
+
+/// `hr_open_secret(envelope text, associated_data text) RETURNS TABLE(api_key
+/// text, api_secret text, refresh_token text)` — STABLE STRICT PARALLEL
+/// RESTRICTED. Internal (definer role, DBA).
+///
+/// Opens a credential and parses the job-board secret in it, strictly
+/// (`src/secret.rs`): 22P02 when the plaintext is not exactly such a secret.
+/// No error quotes the plaintext (a `::jsonb` cast in SQL did, in DETAIL).
+#[pg_extern(stable, strict, parallel_restricted)]
+fn hr_open_secret(
+    envelope: &str,
+    associated_data: &str,
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(api_key, Option<String>),
+            name!(api_secret, Option<String>),
+            name!(refresh_token, Option<String>),
+        ),
+    >,
+    ErrorReport,
+> {
+    let text = open(envelope, associated_data)?;
+    let s = secret::parse(&text).map_err(Error::from)?;
+    let row = (s.api_key.clone(), s.api_secret.clone(), s.refresh_token.clone());
+    Ok(TableIterator::once(row))
+}
+
+/// `hr_secret_matches(envelope text, associated_data text, api_key text,
+/// api_secret text, refresh_token text) RETURNS boolean` — STABLE PARALLEL
+/// RESTRICTED. Internal (definer role, DBA).
+///
+/// Whether the credential holds exactly these plaintext values (NULLs
+/// included). Errors as `hr_open_secret`; NULL envelope or AAD gives false.
+#[pg_extern(stable, parallel_restricted)]
+fn hr_secret_matches(
+    envelope: Option<&str>,
+    associated_data: Option<&str>,
+    api_key: Option<&str>,
+    api_secret: Option<&str>,
+    refresh_token: Option<&str>,
+) -> SqlResult<bool> {
+    let (Some(envelope), Some(ad)) = (envelope, associated_data) else {
+        return Ok(false);
+    };
+    let text = open(envelope, ad)?;
+    let s = secret::parse(&text).map_err(Error::from)?;
+    Ok(s.equals(api_key, api_secret, refresh_token))
 }
 
 /// `hr_keyring_versions() RETURNS TABLE(key_version integer, active boolean)`
@@ -91,7 +185,9 @@ fn hr_keyring_versions(
     // Opening the active key records or checks its check value now.
     keystore::with_cipher(active, |_| ())?;
     Ok(TableIterator::new(
-        versions.into_iter().map(move |v| (v as i32, v == active)),
+        versions
+            .into_iter()
+            .map(move |v| (keyring::version_sql(v), v == active)),
     ))
 }
 

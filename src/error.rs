@@ -9,6 +9,7 @@ use pgrx::PgSqlErrorCode;
 
 use crate::envelope::EnvelopeError;
 use crate::keyring::KeyringError;
+use crate::secret::NotASecret;
 use crate::token::MalformedHash;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,20 @@ pub enum Error {
     UnknownKeyVersion(u32),
     #[error("key version {0} in the keyring file named by hr_migrations.keyring_file is not the key first used under that version (key check value mismatch)")]
     KeyMismatch(u32),
+
+    /// 22P02: decrypted text that is not a job-board secret.
+    #[error(transparent)]
+    NotASecret(#[from] NotASecret),
+
+    /// XX001 data_corrupted: a fresh envelope did not open to what was sealed.
+    #[error("a new credential envelope did not decrypt to the text it was made from")]
+    SealCheck,
+
+    /// 55000: the extension's own catalog state is not usable (not
+    /// installed in this database, its definer role missing, a query on its
+    /// tables failed). Names the object, never a value.
+    #[error("hr_migrations: {0}")]
+    Catalog(String),
 }
 
 impl Error {
@@ -58,6 +73,9 @@ impl Error {
             | Error::NoActiveKeyVersion
             | Error::UnknownKeyVersion(_)
             | Error::KeyMismatch(_) => PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR,
+            Error::NotASecret(_) => PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
+            Error::SealCheck => PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+            Error::Catalog(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
         }
     }
 
@@ -85,6 +103,11 @@ impl Error {
             Error::KeyMismatch(_) => Some(
                 "restore the original key for this version in hr_migrations.keyring_file; a new key needs a new version",
             ),
+            Error::NotASecret(_) => Some(
+                "the credential was not written by hr_migrations; hr_batch_failures lists such rows by id",
+            ),
+            Error::SealCheck => Some("check the keyring file and hr_migrations.active_key_version"),
+            Error::Catalog(_) => Some("ALTER EXTENSION hr_migrations UPDATE, or reinstall it (docs/runbook.md)"),
         }
     }
 }

@@ -1,16 +1,13 @@
 //! Every setting of the extension, in one place.
+//!
+//! All are superuser-only: an application role can neither see the keyring's
+//! path nor change how the DBA's batches run. The `hr_migrations.` prefix is
+//! reserved when the library loads, so no role can create a placeholder
+//! under it that our code might later be tempted to trust.
 
 use std::ffi::CString;
 
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
-
-/// Set to `on` for the current transaction by the extension's batch
-/// functions (SECURITY DEFINER). While it is on, `hr_touch_updated_at()`
-/// leaves `updated_at` alone — a backfill does not make every row look
-/// recently edited (the plan's bug 6) — and the triggers skip work the batch
-/// already did. Superuser-only (SUSET), so an application role cannot set it
-/// to slip a write past a trigger.
-static BACKFILL_IN_PROGRESS: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 /// Path of the keyring file: `<key_version> <base64 of 32 bytes>` per line
 /// (docs/key-management.md). Set in postgresql.conf; reloadable; only
@@ -19,6 +16,22 @@ static KEYRING_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>
 
 /// The key version new envelopes are encrypted under. 0 = not set.
 static ACTIVE_KEY_VERSION: GucSetting<i32> = GucSetting::<i32>::new(0);
+
+/// How long a migration stays `enforced` before `contracted` is allowed
+/// (the plan's 30-day deprecation period). An interval, read by SQL.
+static DEPRECATION_PERIOD: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"30 days"));
+
+/// The batch engine's target duration for one batch, in milliseconds: the
+/// batch size adapts towards it, so row locks are held about this long.
+static BATCH_TARGET_MS: GucSetting<i32> = GucSetting::<i32>::new(100);
+
+/// Pause between two batches of the batch engine, in milliseconds.
+static BATCH_PAUSE_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
+
+/// The batch engine waits while a standby's replay lag is above this, in
+/// milliseconds (0 = do not look at standbys).
+static MAX_REPLICATION_LAG_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 
 pub fn init() {
     GucRegistry::define_string_guc(
@@ -34,22 +47,53 @@ pub fn init() {
         c"hr_migrations.active_key_version",
         c"Key version of the keyring that new credential envelopes are encrypted under.",
         c"0 means unset: encryption is refused until it is set. Raise it to rotate keys, \
-          then run hr_rewrap_credentials().",
+          then CALL hr_run_rewrap().",
         &ACTIVE_KEY_VERSION,
         0,
         i32::MAX,
         GucContext::Sighup,
         GucFlags::SUPERUSER_ONLY,
     );
-    GucRegistry::define_bool_guc(
-        c"hr_migrations.backfill_in_progress",
-        c"Set by hr_migrations batch functions for their own transaction.",
-        c"While on, hr_touch_updated_at() does not change updated_at and the \
-          migration triggers skip work the batch already did. Internal.",
-        &BACKFILL_IN_PROGRESS,
+    GucRegistry::define_string_guc(
+        c"hr_migrations.deprecation_period",
+        c"How long a migration stays enforced before hr_set_phase(..., 'contracted') is allowed.",
+        c"An interval; the plan's deprecation period is 30 days.",
+        &DEPRECATION_PERIOD,
         GucContext::Suset,
-        GucFlags::NO_SHOW_ALL,
+        GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"hr_migrations.batch_target_ms",
+        c"Target duration of one batch of the batch engine, in milliseconds.",
+        c"The batch size adapts so each batch holds its row locks about this long.",
+        &BATCH_TARGET_MS,
+        1,
+        60_000,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"hr_migrations.batch_pause_ms",
+        c"Pause between two batches of the batch engine, in milliseconds.",
+        c"Gives replicas, autovacuum and the application room between batches.",
+        &BATCH_PAUSE_MS,
+        0,
+        600_000,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"hr_migrations.max_replication_lag_ms",
+        c"The batch engine waits while a standby replays more than this far behind, in milliseconds.",
+        c"0 disables the check.",
+        &MAX_REPLICATION_LAG_MS,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    // SAFETY: registers the prefix once, at load. (PostgreSQL 15+.)
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"hr_migrations".as_ptr()) };
 }
 
 /// `hr_migrations.keyring_file`, when set to a non-empty path.

@@ -32,12 +32,24 @@ pub enum KeyringError {
     Empty,
 }
 
-/// Parses a key version: positive decimal, no sign, no leading zeros.
+/// The largest key version: versions are stored in `integer` columns and
+/// set through an `int` setting, so this is the one place that caps them.
+pub const MAX_KEY_VERSION: u32 = i32::MAX as u32;
+
+/// Parses a key version: positive decimal, no sign, no leading zeros, at
+/// most [`MAX_KEY_VERSION`].
 pub fn parse_version(s: &str) -> Option<u32> {
     if s.is_empty() || s.starts_with('0') || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    s.parse::<u32>().ok().filter(|&v| v > 0)
+    s.parse::<u32>()
+        .ok()
+        .filter(|&v| v > 0 && v <= MAX_KEY_VERSION)
+}
+
+/// A parsed key version as SQL's `integer` (lossless: versions are capped).
+pub fn version_sql(v: u32) -> i32 {
+    i32::try_from(v.min(MAX_KEY_VERSION)).unwrap_or(i32::MAX)
 }
 
 /// Parses keyring file contents into version -> key.
@@ -156,8 +168,14 @@ mod tests {
         }
 
         #[test]
-        fn versions_round_trip(v in 1u32..) {
+        fn versions_round_trip(v in 1u32..=MAX_KEY_VERSION) {
             prop_assert_eq!(parse_version(&v.to_string()), Some(v));
+            prop_assert_eq!(version_sql(v) as u32, v);
+        }
+
+        #[test]
+        fn versions_above_the_cap_are_refused(v in (MAX_KEY_VERSION + 1)..) {
+            prop_assert_eq!(parse_version(&v.to_string()), None);
         }
     }
 }

@@ -10,6 +10,13 @@
 //! recorded in `hr_key_checks` (recorded by the first backend to use it), so
 //! a different key under an old version is an error that names the setting,
 //! never an "invalid ciphertext".
+//!
+//! The check runs as the extension's definer role, not as the caller: the
+//! caller may be allowed to encrypt without being allowed to write
+//! `hr_key_checks` (which would let it record a bogus check value for a
+//! version not used yet). Every catalog name in the SQL is qualified, and the
+//! extension's schema is looked up by `pg_catalog` names, so no `pg_temp`
+//! object of the caller's can stand in for either.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -20,6 +27,10 @@ use pgrx::prelude::*;
 use crate::error::Error;
 use crate::gucs;
 use crate::keyring::{self, Key};
+
+/// The NOLOGIN role that owns the extension's SECURITY DEFINER functions
+/// (created by the install script; see docs/security.md).
+pub const DEFINER_ROLE: &std::ffi::CStr = c"hr_migrations_definer";
 
 struct Keystore {
     path: String,
@@ -45,32 +56,82 @@ fn load(path: &str) -> Result<Keystore, Error> {
     })
 }
 
+/// Restores the caller's user id when dropped, on success and on unwind
+/// alike (Postgres also restores it when the (sub)transaction aborts).
+struct AsUser {
+    user: pg_sys::Oid,
+    context: i32,
+}
+
+impl AsUser {
+    /// Runs as `role` until dropped, in a security-restricted operation
+    /// (no temp objects, no SET ROLE), the way Postgres runs index functions
+    /// as a table's owner.
+    fn switch(role: pg_sys::Oid) -> AsUser {
+        let mut user = pg_sys::Oid::INVALID;
+        let mut context = 0i32;
+        // SAFETY: plain getters/setters of backend-local state.
+        unsafe {
+            pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+            pg_sys::SetUserIdAndSecContext(
+                role,
+                context
+                    | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                    | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+            );
+        }
+        AsUser { user, context }
+    }
+}
+
+impl Drop for AsUser {
+    fn drop(&mut self) {
+        // SAFETY: restores what `switch` read.
+        unsafe { pg_sys::SetUserIdAndSecContext(self.user, self.context) };
+    }
+}
+
+fn definer_role() -> Result<pg_sys::Oid, Error> {
+    // SAFETY: a catalog lookup by name; missing_ok returns InvalidOid.
+    let oid = unsafe { pg_sys::get_role_oid(DEFINER_ROLE.as_ptr(), true) };
+    if oid == pg_sys::Oid::INVALID {
+        return Err(Error::Catalog(
+            "role hr_migrations_definer does not exist".into(),
+        ));
+    }
+    Ok(oid)
+}
+
+/// The quoted name of the schema the extension lives in.
+pub fn extension_schema() -> Result<String, Error> {
+    Spi::get_one::<String>(
+        "SELECT pg_catalog.quote_ident(n.nspname) \
+           FROM pg_catalog.pg_extension e \
+           JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace \
+          WHERE e.extname OPERATOR(pg_catalog.=) 'hr_migrations'",
+    )
+    .map_err(|e| Error::Catalog(format!("could not look up the extension's schema ({e})")))?
+    .ok_or_else(|| Error::Catalog("the extension is not installed in this database".into()))
+}
+
 /// Records the check value on a version's first use, or compares with the
-/// recorded one. Runs `hr_key_check()` (SECURITY DEFINER) through SPI.
+/// recorded one, through `hr_key_check()` run as the definer role.
 fn verify_check_value(version: u32, key: &Key) -> Result<(), Error> {
     let kcv = keyring::check_value(key);
-    let v = i32::try_from(version).map_err(|_| Error::UnknownKeyVersion(version))?;
-    let schema = extension_schema();
-    let same = Spi::get_one_with_args::<bool>(
-        &format!("SELECT {schema}.hr_key_check($1, $2)"),
-        &[v.into(), kcv.as_str().into()],
-    )
-    .unwrap_or_else(|e| pgrx::error!("hr_migrations: could not check key version {version}: {e}"));
+    let schema = extension_schema()?;
+    let role = definer_role()?;
+    let same = {
+        let _as = AsUser::switch(role);
+        Spi::get_one_with_args::<bool>(
+            &format!("SELECT {schema}.hr_key_check($1, $2)"),
+            &[keyring::version_sql(version).into(), kcv.as_str().into()],
+        )
+    }
+    .map_err(|e| Error::Catalog(format!("could not check key version {version} ({e})")))?;
     match same {
         Some(false) => Err(Error::KeyMismatch(version)),
         _ => Ok(()),
     }
-}
-
-/// The quoted name of the schema the extension lives in.
-fn extension_schema() -> String {
-    Spi::get_one::<String>(
-        "SELECT quote_ident(n.nspname) FROM pg_extension e \
-         JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'hr_migrations'",
-    )
-    .ok()
-    .flatten()
-    .unwrap_or_else(|| "public".to_string())
 }
 
 /// Runs `f` with the cipher of key `version`.
@@ -106,7 +167,7 @@ pub fn active_version() -> Result<u32, Error> {
     gucs::active_key_version().ok_or(Error::NoActiveKeyVersion)
 }
 
-/// Versions in the keyring file, loading it if needed.
+/// Versions in the keyring file, read from it now.
 pub fn versions() -> Result<Vec<u32>, Error> {
     let path = gucs::keyring_file().ok_or(Error::KeyringNotConfigured)?;
     let ks = load(&path)?;

@@ -4,19 +4,24 @@
 //!
 //! Pure modules know nothing of Postgres and carry their own unit tests:
 //! - [`token`]: token hash v1 and generated tokens.
+//! - [`dual_path`]: the dual-path verification decision of migration 1.
 //! - [`claims`]: JWT claims -> organization id.
 //! - [`keyring`]: keyring file parsing, key check values.
 //! - [`envelope`]: credential envelope v1 (AES-256-GCM).
+//! - [`secret`]: the job-board secret inside an envelope, parsed strictly.
+//! - [`phase`]: the phase rules of every migration.
 //!
-//! Thin SQL modules expose them:
+//! Thin SQL modules expose them, each wiring its migration's SQL file:
 //! - `tokens`: migration 1 (`reference_tokens`).
 //! - `tenancy`: migration 2 (`portal_sessions`).
 //! - `credentials`: migration 3 (`integration_credentials`), over `keystore`
 //!   (the backend's keyring cache and key schedules).
-//! - `operations`: phases, status and the batch procedures of every migration.
+//! - `operations`: the registry, the batch engine, phases and status.
+//! - `privileges`: who may use what (`src/sql/privileges.sql`), applied last.
 //!
 //! Support: `error` (one enum, one SQLSTATE per variant), `gucs` (every
-//! setting), `random` (the per-backend CSPRNG, reseeded after fork).
+//! setting), `random` (the per-backend CSPRNG, reseeded after fork), `flag`
+//! (the backfill flag only the extension's own code can set).
 
 // SQL functions return pgrx's ErrorReport by value: it is how pgrx raises a
 // precise SQLSTATE, and it is large. Boxing it would lose that path.
@@ -26,13 +31,18 @@ use pgrx::prelude::*;
 
 pub mod claims;
 mod credentials;
+pub mod dual_path;
 pub mod envelope;
 mod error;
+mod flag;
 mod gucs;
 pub mod keyring;
 mod keystore;
 mod operations;
+pub mod phase;
+mod privileges;
 mod random;
+pub mod secret;
 mod tenancy;
 pub mod token;
 mod tokens;
@@ -44,6 +54,7 @@ mod tokens;
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
+    flag::init();
     // Seeding here is deliberate: under shared_preload_libraries this state is
     // inherited by every forked backend, and `random` must notice and reseed.
     // The fork test in tests/integration keeps that promise honest.

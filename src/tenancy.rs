@@ -8,6 +8,8 @@ use pgrx::prelude::*;
 
 use crate::claims;
 
+extension_sql_file!("sql/portal_sessions.sql", name = "portal_sessions");
+
 /// `hr_jwt_organization_id() RETURNS uuid` — STABLE PARALLEL SAFE.
 ///
 /// The organization id of the current request, read from the

@@ -6,7 +6,9 @@
 use pgrx::prelude::*;
 
 use crate::error::{Error, SqlResult};
-use crate::{random, token};
+use crate::{dual_path, random, token};
+
+extension_sql_file!("sql/reference_tokens.sql", name = "reference_tokens");
 
 /// `hr_generate_token() RETURNS text` — VOLATILE PARALLEL SAFE.
 ///
@@ -48,6 +50,31 @@ fn hr_verify_token(token: &str, stored_hash: &str) -> SqlResult<bool> {
 #[pg_extern(immutable, strict, parallel_safe)]
 fn hr_token_plaintext_matches(presented: &str, stored: &str) -> bool {
     token::plaintext_matches(presented, stored)
+}
+
+/// `hr_token_verdict(plaintext_accepted boolean, presented text, stored_hash
+/// text, stored_plaintext text) RETURNS TABLE(method text, ok boolean)` —
+/// IMMUTABLE PARALLEL SAFE. Internal (definer role).
+///
+/// The dual-path decision of `hr_verify_reference_token` (`src/dual_path.rs`):
+/// which path accepted the presented token, or which was tried. A NULL
+/// presented token is treated as empty (never verifies). 22023 when the
+/// stored hash is not a v1 hash; no message quotes a value.
+#[pg_extern(immutable, parallel_safe)]
+fn hr_token_verdict(
+    plaintext_accepted: bool,
+    presented: Option<&str>,
+    stored_hash: Option<&str>,
+    stored_plaintext: Option<&str>,
+) -> Result<TableIterator<'static, (name!(method, String), name!(ok, bool))>, pgrx::pg_sys::panic::ErrorReport> {
+    let v = dual_path::decide(
+        plaintext_accepted,
+        presented.unwrap_or(""),
+        stored_hash,
+        stored_plaintext,
+    )
+    .map_err(Error::from)?;
+    Ok(TableIterator::once((v.method.as_str().to_string(), v.ok)))
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -1,8 +1,11 @@
--- Migration 3 (integration_credentials): the table-facing functions.
--- They use public.hr_job_board_integrations.credential_id (added by
--- sql/migrations/003_integration_credentials.sql), public.pf_credentials and
--- public.pf_credential_migrations. Keys never appear here: the envelope
--- functions read them from the keyring file named by hr_migrations.keyring_file.
+-- Kind credential_move (migration integration_credentials): job-board
+-- credentials moved into AES-256-GCM envelopes in a credentials table. A
+-- table of this kind has `id`, `organization_id`, `job_board_type`,
+-- `created_by` and the plaintext columns `api_key`, `api_secret`,
+-- `refresh_token` (the secret format, DESIGN.md §3, fixes those names); its
+-- script adds `credential_id uuid`. The credentials table and the audit log
+-- are named by the registry (pf_credentials, pf_credential_migrations).
+-- Keys never appear here: the envelope functions read the keyring file.
 
 -- Key check values: one row per key version, written on the version's first
 -- use. Not the key: 16 bytes of a domain-separated SHA-256 of it.
@@ -14,13 +17,15 @@ CREATE TABLE hr_key_checks (
 COMMENT ON TABLE hr_key_checks IS
     'hr_migrations: key check value of each keyring version, recorded on first use (never the key)';
 SELECT pg_catalog.pg_extension_config_dump('hr_key_checks', '');
-REVOKE ALL ON hr_key_checks FROM PUBLIC;
 
 -- Records a version's check value on first use; true when it matches the
 -- recorded one. In a read-only transaction a first use cannot be recorded
--- and is accepted; the next writing transaction records it.
+-- and is accepted; the next writing transaction records it. Called by the
+-- Rust keystore as hr_migrations_definer (src/keystore.rs), never by app
+-- roles: one that could call it could record a bogus value for an unused
+-- version and make that key unusable.
 CREATE FUNCTION hr_key_check(key_version integer, check_value text) RETURNS boolean
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -42,34 +47,80 @@ BEGIN
 END
 $$;
 
--- The job-board secret as stored in pf_credentials: the JSON text of an
--- object with exactly api_key, api_secret and refresh_token (null where absent).
-CREATE FUNCTION hr_integration_secret_json(api_key text, api_secret text, refresh_token text) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN pg_catalog.jsonb_build_object('api_key', api_key, 'api_secret', api_secret,
-                                     'refresh_token', refresh_token)::text;
+-- The credentials table and audit log of a credential_move migration.
+CREATE FUNCTION hr_credentials_table(migration text) RETURNS regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT to_regclass(format('%I.%I', r.table_schema, r.objects ->> 'credentials_table'))
+      FROM @extschema@.hr_migration_registry r WHERE r.migration = hr_credentials_table.migration
+$$;
 
--- Creates the pf_credentials row for an integration's plaintext secret and
--- logs the move; returns the new credential id. Verifies that what it wrote
--- decrypts to the secret before returning.
-CREATE FUNCTION hr_store_integration_secret(integration_id uuid, organization_id uuid,
-    job_board_type text, created_by uuid, secret text, note text) RETURNS uuid
+CREATE FUNCTION hr_credential_log_table(migration text) RETURNS regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT to_regclass(format('%I.%I', r.table_schema, r.objects ->> 'log_table'))
+      FROM @extschema@.hr_migration_registry r WHERE r.migration = hr_credential_log_table.migration
+$$;
+
+-- Raises 42501 unless a credential belongs to the integration's
+-- organization. Every read, rollback, rewrap, clearing and link checks it:
+-- a credential_id pointing at another tenant's credential reads nothing.
+CREATE FUNCTION hr_require_same_organization(integration_org uuid, credential_org uuid) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF integration_org IS DISTINCT FROM credential_org THEN
+        RAISE EXCEPTION 'the credential linked to this integration belongs to another organization'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'credential_id must name a credential of the integration''s own organization';
+    END IF;
+    RETURN true;
+END
+$$;
+
+-- Stores a job-board secret for an integration: a new credential (sealed
+-- with AAD hr_credential_aad(organization_id, new id), verified to open,
+-- logged) or, when the integration already has one, that credential
+-- re-encrypted if the secret changed. Returns the credential id.
+CREATE FUNCTION hr_put_secret(migration text, integration_id uuid, organization_id uuid,
+    job_board_type text, created_by uuid, credential_id uuid, secret text, note text) RETURNS uuid
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    cid uuid := gen_random_uuid();
-    aad text := @extschema@.hr_credential_aad(organization_id, cid);
-    envelope text := @extschema@.hr_encrypt_credential(secret, aad);
+    creds regclass := @extschema@.hr_credentials_table(migration);
+    cid uuid := credential_id;
+    corg uuid;
+    envelope text;
+    same boolean;
 BEGIN
-    IF @extschema@.hr_decrypt_credential(envelope, aad) IS DISTINCT FROM secret THEN
-        RAISE EXCEPTION 'integration %: the new credential does not decrypt to the secret it was made from', integration_id
-            USING ERRCODE = 'data_corrupted';
+    IF cid IS NULL THEN
+        cid := gen_random_uuid();
+        EXECUTE format('INSERT INTO %s (id, organization_id, credential_type, name, encrypted_value, created_by)
+                        VALUES ($1, $2, $3, $4, $5, $6)', creds)
+          USING cid, organization_id, 'job_board_' || job_board_type, job_board_type || ' - Migrated',
+                @extschema@.hr_seal_verified(secret, @extschema@.hr_credential_aad(organization_id, cid)), created_by;
+        EXECUTE format('INSERT INTO %s (table_name, record_id, credential_type, migrated_by, notes)
+                        VALUES ($1, $2, $3, NULL, $4)', @extschema@.hr_credential_log_table(migration))
+          USING (@extschema@.hr_migration_entry(migration)).table_name, integration_id,
+                'job_board_' || job_board_type, note;
+        RETURN cid;
     END IF;
-    INSERT INTO public.pf_credentials (id, organization_id, credential_type, name, encrypted_value, created_by)
-    VALUES (cid, organization_id, 'job_board_' || job_board_type, job_board_type || ' - Migrated', envelope, created_by);
-    INSERT INTO public.pf_credential_migrations (table_name, record_id, credential_type, migrated_by, notes)
-    VALUES ('hr_job_board_integrations', integration_id, 'job_board_' || job_board_type, NULL, note);
+    EXECUTE format('SELECT c.organization_id, c.encrypted_value FROM %s c WHERE c.id = $1 FOR UPDATE', creds)
+       INTO corg, envelope USING cid;
+    PERFORM @extschema@.hr_require_same_organization(organization_id, corg);
+    BEGIN
+        same := @extschema@.hr_decrypt_credential(envelope, @extschema@.hr_credential_aad(corg, cid)) = secret;
+    EXCEPTION WHEN invalid_parameter_value OR invalid_text_representation THEN
+        same := false;  -- an envelope that no longer opens is replaced
+    END;
+    IF NOT same THEN
+        EXECUTE format('UPDATE %s c SET encrypted_value = $2, updated_at = now() WHERE c.id = $1', creds)
+          USING cid, @extschema@.hr_seal_verified(secret, @extschema@.hr_credential_aad(corg, cid));
+    END IF;
     RETURN cid;
 END
 $$;
@@ -77,29 +128,39 @@ $$;
 -- Keeps old code paths correct during the transition. Installed twice by
 -- 003: AFTER INSERT (so an upsert that turns into an UPDATE never creates a
 -- credential for the row it did not insert) and BEFORE UPDATE OF the
--- plaintext columns. A write carrying plaintext:
---   - in phase 'enforced' is refused (23514);
---   - with no credential yet, moves the secret to a new pf_credentials row
---     and links it (phase 'dual': "new plaintext is moved at once");
---   - with a credential, re-encrypts it only if the secret changed, so an
---     upsert or a restore of the same values never encrypts twice.
+-- plaintext columns and credential_id, both WHEN (NOT
+-- hr_backfill_in_progress()). In every phase, linking a credential of
+-- another organization is refused (42501). A write carrying plaintext:
+--   - from phase enforced on is refused (23514);
+--   - with no credential yet, moves the secret to a new credential and
+--     links it (phase dual: "new plaintext is moved at once");
+--   - with a credential, re-encrypts it only if the secret changed.
 -- Setting all three columns to NULL clears the plaintext copy; it is not a
--- credential change. The extension's own batches (rollback, enforce) set
--- hr_migrations.backfill_in_progress and are not synced back.
--- SECURITY DEFINER: the writer needs no access to pf_credentials or keys.
+-- credential change.
+-- SECURITY DEFINER (owner hr_migrations_definer): writers need no access
+-- to the credentials table or keys. EXECUTE is granted to nobody, and
+-- hr_trigger_migration() refuses any table but its own.
 CREATE FUNCTION hr_job_board_integrations_trigger() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    secret text;
-    cred record;
-    aad text;
+    m text;
+    corg uuid;
     cid uuid;
 BEGIN
     IF TG_LEVEL <> 'ROW' OR NOT ((TG_WHEN = 'AFTER' AND TG_OP = 'INSERT') OR (TG_WHEN = 'BEFORE' AND TG_OP = 'UPDATE')) THEN
         RAISE EXCEPTION 'hr_job_board_integrations_trigger() must be an AFTER INSERT or BEFORE UPDATE ... FOR EACH ROW trigger'
             USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
+    m := @extschema@.hr_trigger_migration(TG_RELID, 'credential_move');
+    IF @extschema@.hr_backfill_in_progress() THEN
+        RETURN NEW;
+    END IF;
+    IF NEW.credential_id IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.credential_id IS DISTINCT FROM OLD.credential_id) THEN
+        EXECUTE format('SELECT c.organization_id FROM %s c WHERE c.id = $1', @extschema@.hr_credentials_table(m))
+           INTO corg USING NEW.credential_id;
+        PERFORM @extschema@.hr_require_same_organization(NEW.organization_id, corg);
     END IF;
     IF NEW.api_key IS NULL AND NEW.api_secret IS NULL AND NEW.refresh_token IS NULL THEN
         RETURN NEW;
@@ -109,316 +170,481 @@ BEGIN
        AND NEW.refresh_token IS NOT DISTINCT FROM OLD.refresh_token THEN
         RETURN NEW;
     END IF;
-    IF @extschema@.hr_migration_phase('integration_credentials') = 'enforced' THEN
-        RAISE EXCEPTION 'hr_job_board_integrations no longer accepts plaintext credentials: integration_credentials is enforced'
-            USING ERRCODE = 'check_violation', TABLE = 'hr_job_board_integrations',
-                  DETAIL = format('integration %s', NEW.id),
-                  HINT = 'store the secret in pf_credentials with hr_encrypt_credential() and set credential_id';
+    IF NOT @extschema@.hr_phase_accepts_plaintext(@extschema@.hr_migration_phase(m)) THEN
+        RAISE EXCEPTION '% no longer accepts plaintext credentials: % is enforced', TG_TABLE_NAME, m
+            USING ERRCODE = 'check_violation', TABLE = TG_TABLE_NAME,
+                  HINT = 'store the secret with hr_set_integration_secret(id, secret) instead';
     END IF;
-    IF coalesce(current_setting('hr_migrations.backfill_in_progress', true), 'off') IN ('on', 'true') THEN
-        RETURN NEW;
-    END IF;
-
-    secret := @extschema@.hr_integration_secret_json(NEW.api_key, NEW.api_secret, NEW.refresh_token);
-    IF NEW.credential_id IS NULL THEN
-        cid := @extschema@.hr_store_integration_secret(NEW.id, NEW.organization_id, NEW.job_board_type,
-            NEW.created_by, secret, 'hr_migrations: plaintext written by the application, moved at once');
-        IF TG_OP = 'INSERT' THEN
-            UPDATE public.hr_job_board_integrations SET credential_id = cid WHERE id = NEW.id;
-        ELSE
-            NEW.credential_id := cid;
+    cid := @extschema@.hr_put_secret(m, NEW.id, NEW.organization_id, NEW.job_board_type, NEW.created_by,
+        NEW.credential_id,
+        @extschema@.hr_integration_secret_json(NEW.api_key, NEW.api_secret, NEW.refresh_token),
+        'hr_migrations: plaintext written by the application, moved at once');
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.credential_id IS NULL THEN
+            PERFORM @extschema@.hr_set_backfill_flag(true);  -- our own write: the triggers skip it
+            EXECUTE format('UPDATE %s i SET credential_id = $1 WHERE i.id = $2', TG_RELID::regclass)
+              USING cid, NEW.id;
+            PERFORM @extschema@.hr_set_backfill_flag(false);
         END IF;
     ELSE
-        SELECT c.id, c.organization_id, c.encrypted_value INTO cred
-          FROM public.pf_credentials c WHERE c.id = NEW.credential_id FOR UPDATE;
-        aad := @extschema@.hr_credential_aad(cred.organization_id, cred.id);
-        IF @extschema@.hr_decrypt_credential(cred.encrypted_value, aad) IS DISTINCT FROM secret THEN
-            UPDATE public.pf_credentials
-               SET encrypted_value = @extschema@.hr_encrypt_credential(secret, aad), updated_at = now()
-             WHERE id = cred.id;
-        END IF;
+        NEW.credential_id := cid;
     END IF;
     RETURN NEW;
 END
 $$;
 
--- One batch of the migration: integrations without credential_id and with
--- any plaintext column set, in id order after the saved cursor, FOR UPDATE
--- SKIP LOCKED. For each: a new credential id, the JSON secret encrypted with
--- hr_credential_aad(organization_id, id), a pf_credentials row, the link,
--- and a pf_credential_migrations row; what was written is decrypted and
--- compared first. Any failure rolls back the whole batch. Plaintext columns
--- stay as they are until the phase is enforced (rollback needs them).
--- migrated: rows moved by this call (with dry_run: rows the next batch
--- would move, nothing written); skipped: integrations with no plaintext and
--- no credential (nothing to move); remaining: integrations still to move.
-CREATE FUNCTION hr_migrate_integrations(batch_size integer DEFAULT 1000, dry_run boolean DEFAULT false)
-RETURNS TABLE (migrated bigint, skipped bigint, remaining bigint)
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    after_id uuid;
-    next_cursor uuid;
-    r record;
-    n bigint := 0;
-BEGIN
-    PERFORM @extschema@.hr_check_batch_size(batch_size);
-    IF @extschema@.hr_require_applied('integration_credentials') = 'enforced' THEN
-        RAISE EXCEPTION 'integration_credentials is enforced: there is no plaintext left to migrate'
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
-    IF dry_run THEN
-        SELECT count(*) INTO n FROM public.hr_job_board_integrations i
-         WHERE i.credential_id IS NULL
-           AND (i.api_key IS NOT NULL OR i.api_secret IS NOT NULL OR i.refresh_token IS NOT NULL);
-        migrated := least(n, batch_size::bigint);
-    ELSE
-        after_id := @extschema@.hr_backfill_cursor('integration_credentials');
-        PERFORM set_config('hr_migrations.backfill_in_progress', 'on', true);
-        LOOP
-            FOR r IN
-                SELECT i.id, i.organization_id, i.job_board_type, i.created_by,
-                       i.api_key, i.api_secret, i.refresh_token
-                  FROM public.hr_job_board_integrations i
-                 WHERE i.id >= coalesce(after_id, '00000000-0000-0000-0000-000000000000'::uuid)
-                   AND i.id IS DISTINCT FROM after_id
-                   AND i.credential_id IS NULL
-                   AND (i.api_key IS NOT NULL OR i.api_secret IS NOT NULL OR i.refresh_token IS NOT NULL)
-                 ORDER BY i.id
-                 LIMIT batch_size
-                   FOR UPDATE SKIP LOCKED
-            LOOP
-                UPDATE public.hr_job_board_integrations i
-                   SET credential_id = @extschema@.hr_store_integration_secret(r.id, r.organization_id,
-                           r.job_board_type, r.created_by,
-                           @extschema@.hr_integration_secret_json(r.api_key, r.api_secret, r.refresh_token),
-                           'hr_migrations: plaintext credentials moved to pf_credentials')
-                 WHERE i.id = r.id;
-                n := n + 1;
-                next_cursor := r.id;
-            END LOOP;
-            EXIT WHEN n > 0 OR after_id IS NULL;
-            after_id := NULL;
-        END LOOP;
-        PERFORM set_config('hr_migrations.backfill_in_progress', 'off', true);
-        PERFORM @extschema@.hr_backfill_advance('integration_credentials', next_cursor, n);
-        migrated := n;
-    END IF;
-    SELECT count(*) FILTER (WHERE i.api_key IS NULL AND i.api_secret IS NULL AND i.refresh_token IS NULL),
-           count(*) FILTER (WHERE i.api_key IS NOT NULL OR i.api_secret IS NOT NULL OR i.refresh_token IS NOT NULL)
-      INTO skipped, remaining
-      FROM public.hr_job_board_integrations i
-     WHERE i.credential_id IS NULL;
-    RETURN NEXT;
-END
-$$;
-
--- Dual read of an integration's secret: from its credential when linked,
--- else (unless the phase is enforced) from the plaintext columns. NULL when
--- the integration does not exist or holds no secret.
+-- Dual read of an integration's secret (DESIGN.md §4): from its credential
+-- when linked (which must belong to the integration's organization), else,
+-- before enforced, from the plaintext columns. NULL when the integration
+-- does not exist or holds no secret. The secret is parsed in Rust
+-- (hr_open_secret), so no error can quote it.
+-- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
 CREATE FUNCTION hr_integration_secret(integration_id uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    phase text := @extschema@.hr_require_applied('integration_credentials');
     i record;
     c record;
+    s record;
 BEGIN
-    SELECT x.credential_id, x.api_key, x.api_secret, x.refresh_token INTO i
-      FROM public.hr_job_board_integrations x WHERE x.id = integration_id;
+    IF @extschema@.hr_phase_accepts_plaintext(phase) THEN
+        SELECT x.organization_id, x.credential_id, x.api_key, x.api_secret, x.refresh_token INTO i
+          FROM public.hr_job_board_integrations x WHERE x.id = integration_id;
+    ELSE
+        SELECT x.organization_id, x.credential_id, NULL::text AS api_key, NULL::text AS api_secret,
+               NULL::text AS refresh_token INTO i
+          FROM public.hr_job_board_integrations x WHERE x.id = integration_id;
+    END IF;
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
     IF i.credential_id IS NOT NULL THEN
         SELECT y.id, y.organization_id, y.encrypted_value INTO c
           FROM public.pf_credentials y WHERE y.id = i.credential_id;
-        RETURN @extschema@.hr_decrypt_credential(c.encrypted_value,
-                   @extschema@.hr_credential_aad(c.organization_id, c.id))::jsonb;
+        PERFORM @extschema@.hr_require_same_organization(i.organization_id, c.organization_id);
+        SELECT * INTO s FROM @extschema@.hr_open_secret(c.encrypted_value,
+                                 @extschema@.hr_credential_aad(c.organization_id, c.id));
+        RETURN jsonb_build_object('api_key', s.api_key, 'api_secret', s.api_secret, 'refresh_token', s.refresh_token);
     END IF;
-    IF @extschema@.hr_migration_phase('integration_credentials') = 'enforced'
-       OR (i.api_key IS NULL AND i.api_secret IS NULL AND i.refresh_token IS NULL) THEN
+    IF i.api_key IS NULL AND i.api_secret IS NULL AND i.refresh_token IS NULL THEN
         RETURN NULL;
     END IF;
-    RETURN @extschema@.hr_integration_secret_json(i.api_key, i.api_secret, i.refresh_token)::jsonb;
+    RETURN jsonb_build_object('api_key', i.api_key, 'api_secret', i.api_secret, 'refresh_token', i.refresh_token);
 END
 $$;
 
--- One batch of the plan's rollback: for linked integrations, writes the
--- plaintext back from the credential byte for byte, unlinks it, deletes the
--- credential (it was made for this integration) and logs it. Refused while
--- the phase is enforced: step back to dual first. Returns rows rolled back.
-CREATE FUNCTION hr_rollback_integrations(batch_size integer DEFAULT 1000) RETURNS bigint
+-- Stores an integration's secret the new way (the enforced phase refuses
+-- plaintext columns): secret is a JSON object with exactly api_key,
+-- api_secret and refresh_token, each a string or null. Encrypts it into the
+-- integration's credential (created and linked if it has none) and returns
+-- the credential id. Before enforced the plaintext columns are kept equal
+-- to it (old code still reads them); from enforced on they stay NULL.
+-- 22023 for a secret of another shape (the message quotes no value), P0002
+-- for an unknown integration.
+-- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
+CREATE FUNCTION hr_set_integration_secret(integration_id uuid, secret jsonb) RETURNS uuid
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    r record;
-    s jsonb;
-    n bigint := 0;
+    phase text := @extschema@.hr_require_applied('integration_credentials');
+    i record;
+    cid uuid;
 BEGIN
-    PERFORM @extschema@.hr_check_batch_size(batch_size);
-    IF @extschema@.hr_require_applied('integration_credentials') = 'enforced' THEN
-        RAISE EXCEPTION 'cannot roll back integration_credentials while it is enforced'
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'SELECT hr_set_phase(''integration_credentials'', ''dual'') first';
+    IF secret IS NULL OR jsonb_typeof(secret) <> 'object'
+       OR (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(secret) k) IS DISTINCT FROM
+          ARRAY['api_key', 'api_secret', 'refresh_token']
+       OR EXISTS (SELECT 1 FROM jsonb_each(secret) e WHERE jsonb_typeof(e.value) NOT IN ('string', 'null')) THEN
+        RAISE EXCEPTION 'secret must be a JSON object with exactly the keys api_key, api_secret and refresh_token, each a string or null'
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM set_config('hr_migrations.backfill_in_progress', 'on', true);
-    FOR r IN
-        SELECT i.id, i.job_board_type, c.id AS cid, c.organization_id AS corg, c.encrypted_value
-          FROM public.hr_job_board_integrations i
-          JOIN public.pf_credentials c ON c.id = i.credential_id
-         ORDER BY i.id
-         LIMIT batch_size
-           FOR UPDATE OF i SKIP LOCKED
-    LOOP
-        s := @extschema@.hr_decrypt_credential(r.encrypted_value,
-                 @extschema@.hr_credential_aad(r.corg, r.cid))::jsonb;
-        UPDATE public.hr_job_board_integrations
-           SET api_key = s ->> 'api_key', api_secret = s ->> 'api_secret',
-               refresh_token = s ->> 'refresh_token', credential_id = NULL
-         WHERE id = r.id;
-        DELETE FROM public.pf_credentials c
-         WHERE c.id = r.cid
-           AND NOT EXISTS (SELECT 1 FROM public.hr_job_board_integrations o WHERE o.credential_id = r.cid);
-        INSERT INTO public.pf_credential_migrations (table_name, record_id, credential_type, migrated_by, notes)
-        VALUES ('hr_job_board_integrations', r.id, 'job_board_' || r.job_board_type, NULL,
-                'hr_migrations: rolled back, plaintext restored from pf_credentials');
-        n := n + 1;
-    END LOOP;
-    PERFORM set_config('hr_migrations.backfill_in_progress', 'off', true);
-    RETURN n;
-END
-$$;
-
--- One batch of re-encryption under hr_migrations.active_key_version:
--- credentials whose envelope names another version are decrypted and
--- encrypted again with the AAD rebuilt from the row. Returns rows rewrapped.
-CREATE FUNCTION hr_rewrap_credentials(batch_size integer DEFAULT 1000) RETURNS bigint
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    active integer;
-    r record;
-    aad text;
-    n bigint := 0;
-BEGIN
-    PERFORM @extschema@.hr_check_batch_size(batch_size);
-    SELECT v.key_version INTO active FROM @extschema@.hr_keyring_versions() v WHERE v.active;
-    FOR r IN
-        SELECT c.id, c.organization_id, c.encrypted_value
-          FROM public.pf_credentials c
-         WHERE @extschema@.hr_envelope_key_version(c.encrypted_value) <> active
-         ORDER BY c.id
-         LIMIT batch_size
-           FOR UPDATE SKIP LOCKED
-    LOOP
-        aad := @extschema@.hr_credential_aad(r.organization_id, r.id);
-        UPDATE public.pf_credentials
-           SET encrypted_value = @extschema@.hr_encrypt_credential(
-                   @extschema@.hr_decrypt_credential(r.encrypted_value, aad), aad)
-         WHERE id = r.id;
-        n := n + 1;
-    END LOOP;
-    RETURN n;
-END
-$$;
-
--- Counts for hr_migration_status(). migrated: integrations with a
--- credential; pending: without one and with plaintext; blocked: none (any
--- plaintext can be encrypted once the keyring is configured).
-CREATE FUNCTION hr_integration_credentials_status(phase text,
-    OUT total bigint, OUT migrated bigint, OUT pending bigint, OUT blocked bigint, OUT note text)
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    plaintext_left bigint;
-    versions text;
-BEGIN
-    blocked := 0;
-    IF phase = 'not_applied' THEN
-        total := @extschema@.hr_row_count('public.hr_job_board_integrations');
-        migrated := 0; pending := total;
-        note := 'configure the keyring (docs/key-management.md), then apply sql/migrations/003_integration_credentials.sql';
-        RETURN;
+    SELECT x.id, x.organization_id, x.job_board_type, x.created_by, x.credential_id INTO i
+      FROM public.hr_job_board_integrations x WHERE x.id = integration_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no integration with that id' USING ERRCODE = 'no_data_found';
     END IF;
-    SELECT count(*),
-           count(*) FILTER (WHERE i.credential_id IS NOT NULL),
-           count(*) FILTER (WHERE i.credential_id IS NULL AND (i.api_key IS NOT NULL OR i.api_secret IS NOT NULL OR i.refresh_token IS NOT NULL)),
-           count(*) FILTER (WHERE i.api_key IS NOT NULL OR i.api_secret IS NOT NULL OR i.refresh_token IS NOT NULL)
-      INTO total, migrated, pending, plaintext_left
-      FROM public.hr_job_board_integrations i;
-    SELECT string_agg(format('%s under key version %s', cnt, coalesce(v::text, '(not an envelope)')), ', ' ORDER BY v)
-      INTO versions
-      FROM (SELECT @extschema@.hr_envelope_key_version(c.encrypted_value) AS v, count(*) AS cnt
-              FROM public.pf_credentials c GROUP BY 1) s;
-    note := concat_ws('; ',
-        CASE WHEN pending > 0 THEN
-            format('%s integrations still have plaintext only: CALL hr_run_backfill(''integration_credentials'')', pending) END,
-        CASE WHEN phase <> 'enforced' AND plaintext_left > 0 THEN
-            format('%s integrations still hold plaintext columns (cleared when enforced)', plaintext_left) END,
-        CASE WHEN phase = 'enforced' THEN 'plaintext columns cleared and refused' END,
-        'credentials: ' || coalesce(versions, 'none'));
+    cid := @extschema@.hr_put_secret('integration_credentials', i.id, i.organization_id, i.job_board_type,
+        i.created_by, i.credential_id,
+        @extschema@.hr_integration_secret_json(secret ->> 'api_key', secret ->> 'api_secret', secret ->> 'refresh_token'),
+        'hr_migrations: secret set with hr_set_integration_secret()');
+    PERFORM @extschema@.hr_set_backfill_flag(true);  -- our own write: the triggers skip it
+    IF @extschema@.hr_phase_accepts_plaintext(phase) THEN
+        UPDATE public.hr_job_board_integrations x
+           SET credential_id = cid, api_key = secret ->> 'api_key', api_secret = secret ->> 'api_secret',
+               refresh_token = secret ->> 'refresh_token', updated_at = now()
+         WHERE x.id = integration_id;
+    ELSE
+        UPDATE public.hr_job_board_integrations x SET credential_id = cid, updated_at = now()
+         WHERE x.id = integration_id;
+    END IF;
+    PERFORM @extschema@.hr_set_backfill_flag(false);
+    RETURN cid;
 END
 $$;
 
--- Phase rules for integration_credentials, called by hr_set_phase() under its lock.
--- enforced: every integration with plaintext must have a credential that
--- decrypts to exactly that plaintext; then the plaintext columns are cleared.
-CREATE FUNCTION hr_integration_credentials_set_phase(from_phase text, to_phase text) RETURNS void
+-- One batch of the move (DESIGN.md §4), through the engine. migrated: rows
+-- moved by this call (with dry_run, rows the next batch would move; nothing
+-- written); skipped: integrations with neither plaintext nor credential;
+-- remaining: integrations still to move (a count: CALL hr_run_backfill
+-- does not count per batch).
+CREATE FUNCTION hr_migrate_integrations(batch_size integer DEFAULT 1000, dry_run boolean DEFAULT false)
+RETURNS TABLE (migrated bigint, skipped bigint, remaining bigint)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    tbl regclass := to_regclass('public.hr_job_board_integrations');
-    applied boolean;
-    st record;
-    differing bigint;
+    c record;
 BEGIN
-    applied := EXISTS (
-        SELECT 1 FROM pg_attribute WHERE attrelid = tbl AND attname = 'credential_id' AND NOT attisdropped)
-      AND (SELECT count(*) FROM pg_trigger WHERE tgrelid = tbl AND NOT tgisinternal
-              AND tgname IN ('hr_job_board_integrations_sync_insert', 'hr_job_board_integrations_sync_update')) = 2;
-    IF @extschema@.hr_check_applied('integration_credentials', applied, to_phase,
-           'public.hr_job_board_integrations has no credential_id column or sync triggers') THEN
+    PERFORM @extschema@.hr_check_batch_size(batch_size);
+    IF NOT dry_run THEN
+        migrated := @extschema@.hr_engine_batch('integration_credentials', 'backfill', batch_size);
+    END IF;
+    SELECT * INTO c FROM @extschema@.hr_operation_counts('integration_credentials', 'backfill');
+    IF dry_run THEN
+        migrated := least(c.pending, batch_size::bigint);
+    END IF;
+    remaining := c.pending;
+    skipped := c.total - c.migrated - c.pending - c.blocked;
+    RETURN NEXT;
+END
+$$;
+
+-- One batch of the plan's rollback, through the engine; rows whose
+-- credential cannot be restored exactly are skipped and recorded.
+CREATE FUNCTION hr_rollback_integrations(batch_size integer DEFAULT 1000) RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT @extschema@.hr_engine_batch('integration_credentials', 'rollback', batch_size) $$;
+
+-- One batch of re-encryption under hr_migrations.active_key_version, through
+-- the engine: a cursor over the credentials table, failures recorded.
+CREATE FUNCTION hr_rewrap_credentials(batch_size integer DEFAULT 1000) RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT @extschema@.hr_engine_batch('integration_credentials', 'rewrap', batch_size) $$;
+
+-- Rewrap to the end, one committed batch at a time (docs/key-management.md).
+CREATE PROCEDURE hr_run_rewrap(batch_size integer DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    CALL @extschema@.hr_run_batches('integration_credentials', 'rewrap', batch_size);
+END
+$$;
+
+-- The engine's view of a credential_move migration:
+--   backfill  rows with plaintext and no credential;
+--   clear     (enforced) rows with a credential that still hold plaintext;
+--   rollback  rows with a credential (refused from enforced on);
+--   rewrap    credentials (of the credentials table) under another key version.
+CREATE FUNCTION hr_credential_move_spec(migration text, operation text,
+    OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
+    OUT action text, OUT writes regclass[])
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+    creds regclass := @extschema@.hr_credentials_table(migration);
+    logt regclass := @extschema@.hr_credential_log_table(migration);
+    plaintext text := CASE WHEN @extschema@.hr_column_exists(t, 'api_key')
+        THEN '(t.api_key IS NOT NULL OR t.api_secret IS NOT NULL OR t.refresh_token IS NOT NULL)'
+        ELSE 'false' END;
+BEGIN
+    IF t IS NULL OR creds IS NULL THEN
         RETURN;
     END IF;
-    IF to_phase IN ('migrated', 'enforced') THEN
-        SELECT * INTO st FROM @extschema@.hr_integration_credentials_status(from_phase);
-        IF st.pending > 0 THEN
-            RAISE EXCEPTION 'cannot move integration_credentials to %: % integrations have plaintext and no credential', to_phase, st.pending
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      HINT = 'CALL hr_run_backfill(''integration_credentials'') first';
-        END IF;
+    blocked := 'false';
+    migrated := 't.credential_id IS NOT NULL';
+    CASE operation
+        WHEN 'backfill' THEN
+            pending := 't.credential_id IS NULL AND ' || plaintext;
+            action := '@extschema@.hr_credential_move_backfill';
+            writes := ARRAY[t, creds, logt];
+        WHEN 'clear' THEN
+            pending := 't.credential_id IS NOT NULL AND ' || plaintext;
+            action := '@extschema@.hr_credential_move_clear';
+            writes := ARRAY[t];
+        WHEN 'rollback' THEN
+            IF NOT @extschema@.hr_phase_accepts_plaintext(@extschema@.hr_migration_phase(migration)) THEN
+                RAISE EXCEPTION 'cannot roll back % while it is %', migration, @extschema@.hr_migration_phase(migration)
+                    USING ERRCODE = 'object_not_in_prerequisite_state',
+                          HINT = format('SELECT hr_set_phase(%L, ''dual'') first (not possible once contracted)', migration);
+            END IF;
+            pending := 't.credential_id IS NOT NULL';
+            migrated := 'false';
+            action := '@extschema@.hr_credential_move_rollback';
+            writes := ARRAY[t, creds, logt];
+        WHEN 'rewrap' THEN
+            PERFORM @extschema@.hr_keyring_versions();  -- F0000 now, naming the setting, if the keyring is not usable
+            pending := format('%s.hr_envelope_key_version(t.encrypted_value) <> %s.hr_active_key_version()',
+                              '@extschema@', '@extschema@');
+            migrated := format('%s.hr_envelope_key_version(t.encrypted_value) = %s.hr_active_key_version()',
+                               '@extschema@', '@extschema@');
+            action := '@extschema@.hr_credential_move_rewrap';
+            writes := ARRAY[creds];
+            tbl := creds;
+            RETURN;
+        ELSE
+            RETURN;
+    END CASE;
+    tbl := t;
+END
+$$;
+
+CREATE FUNCTION hr_credential_move_phase_operation(migration text, phase text) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE phase WHEN 'dual' THEN 'backfill' WHEN 'migrated' THEN 'backfill' WHEN 'enforced' THEN 'clear' END
+$$;
+
+-- Row action of the move, set-based: per integration a new credential id,
+-- the JSON secret sealed with hr_credential_aad(organization_id, id) and
+-- opened again before the batch commits (hr_seal_verified), the credential
+-- row, the link and the audit row, in one statement. Plaintext columns stay
+-- as they are until enforced (rollback needs them).
+CREATE FUNCTION hr_credential_move_backfill(migration text, ids uuid[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format($q$
+        WITH src AS MATERIALIZED (
+            SELECT i.id, i.organization_id, i.job_board_type, i.created_by, gen_random_uuid() AS cid,
+                   %1$s.hr_integration_secret_json(i.api_key, i.api_secret, i.refresh_token) AS secret
+              FROM %2$s i WHERE i.id = ANY ($1)
+        ), sealed AS MATERIALIZED (
+            SELECT s.id, s.organization_id, s.job_board_type, s.created_by, s.cid,
+                   %1$s.hr_seal_verified(s.secret, %1$s.hr_credential_aad(s.organization_id, s.cid)) AS envelope
+              FROM src s
+        ), created AS (
+            INSERT INTO %3$s (id, organization_id, credential_type, name, encrypted_value, created_by)
+            SELECT s.cid, s.organization_id, 'job_board_' || s.job_board_type,
+                   s.job_board_type || ' - Migrated', s.envelope, s.created_by
+              FROM sealed s
+        ), logged AS (
+            INSERT INTO %4$s (table_name, record_id, credential_type, migrated_by, notes)
+            SELECT %5$L, s.id, 'job_board_' || s.job_board_type, NULL,
+                   'hr_migrations: plaintext credentials moved to pf_credentials'
+              FROM sealed s
+        )
+        UPDATE %2$s i SET credential_id = s.cid FROM sealed s WHERE i.id = s.id$q$,
+        '@extschema@', @extschema@.hr_migration_table(migration), @extschema@.hr_credentials_table(migration),
+        @extschema@.hr_credential_log_table(migration), (@extschema@.hr_migration_entry(migration)).table_name)
+      USING ids;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Raises unless the credential holds exactly the integration's plaintext
+-- (55000), belongs to its organization (42501) and opens (22023/22P02).
+CREATE FUNCTION hr_require_secret_matches(envelope text, credential_id uuid, credential_org uuid,
+    integration_org uuid, api_key text, api_secret text, refresh_token text) RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM @extschema@.hr_require_same_organization(integration_org, credential_org);
+    IF NOT @extschema@.hr_secret_matches(envelope, @extschema@.hr_credential_aad(credential_org, credential_id),
+                                         api_key, api_secret, refresh_token) THEN
+        RAISE EXCEPTION 'the plaintext columns differ from the integration''s credential: not cleared'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'write the secret again with hr_set_integration_secret(), then SELECT hr_retry_failures(''integration_credentials'')';
     END IF;
+    RETURN true;
+END
+$$;
+
+-- Row action of enforced: clears the plaintext columns of integrations
+-- whose credential decrypts to exactly that plaintext.
+CREATE FUNCTION hr_credential_move_clear(migration text, ids uuid[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format($q$
+        UPDATE %2$s i SET api_key = NULL, api_secret = NULL, refresh_token = NULL
+          FROM %3$s c
+         WHERE i.id = ANY ($1) AND c.id = i.credential_id
+           AND %1$s.hr_require_secret_matches(c.encrypted_value, c.id, c.organization_id, i.organization_id,
+                                              i.api_key, i.api_secret, i.refresh_token)$q$,
+        '@extschema@', @extschema@.hr_migration_table(migration), @extschema@.hr_credentials_table(migration))
+      USING ids;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Row action of the rollback: the plaintext written back from the
+-- credential exactly (hr_open_secret refuses anything it could not restore
+-- byte for byte), the link cleared, the credential deleted when no other
+-- integration uses it, the rollback logged. A row that fails leaves its
+-- credential untouched and is recorded by the engine.
+CREATE FUNCTION hr_credential_move_rollback(migration text, ids uuid[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format($q$
+        WITH src AS MATERIALIZED (
+            SELECT i.id, i.job_board_type, c.id AS cid, s.api_key, s.api_secret, s.refresh_token
+              FROM %2$s i
+              JOIN %3$s c ON c.id = i.credential_id
+             CROSS JOIN LATERAL %1$s.hr_open_secret(c.encrypted_value,
+                                                    %1$s.hr_credential_aad(c.organization_id, c.id)) s
+             WHERE i.id = ANY ($1)
+               AND %1$s.hr_require_same_organization(i.organization_id, c.organization_id)
+        ), restored AS (
+            UPDATE %2$s i
+               SET api_key = s.api_key, api_secret = s.api_secret, refresh_token = s.refresh_token,
+                   credential_id = NULL
+              FROM src s WHERE i.id = s.id
+            RETURNING i.id
+        ), deleted AS (
+            DELETE FROM %3$s c USING src s
+             WHERE c.id = s.cid
+               AND NOT EXISTS (SELECT 1 FROM %2$s o WHERE o.credential_id = s.cid AND o.id <> ALL ($1))
+        ), logged AS (
+            INSERT INTO %4$s (table_name, record_id, credential_type, migrated_by, notes)
+            SELECT %5$L, s.id, 'job_board_' || s.job_board_type, NULL,
+                   'hr_migrations: rolled back, plaintext restored from pf_credentials'
+              FROM src s
+        )
+        SELECT count(*) FROM restored$q$,
+        '@extschema@', @extschema@.hr_migration_table(migration), @extschema@.hr_credentials_table(migration),
+        @extschema@.hr_credential_log_table(migration), (@extschema@.hr_migration_entry(migration)).table_name)
+      INTO n USING ids;
+    RETURN n;
+END
+$$;
+
+-- Row action of the rewrap: each credential opened with the AAD rebuilt
+-- from its row and sealed again under the active version; refused (42501)
+-- when an integration of another organization links to it.
+CREATE FUNCTION hr_credential_move_rewrap(migration text, ids uuid[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format($q$
+        UPDATE %3$s c
+           SET encrypted_value = %1$s.hr_seal_verified(
+                   %1$s.hr_decrypt_credential(c.encrypted_value, %1$s.hr_credential_aad(c.organization_id, c.id)),
+                   %1$s.hr_credential_aad(c.organization_id, c.id)),
+               updated_at = now()
+         WHERE c.id = ANY ($1)
+           AND NOT EXISTS (SELECT 1 FROM %2$s i
+                            WHERE i.credential_id = c.id
+                              AND NOT %1$s.hr_require_same_organization(i.organization_id, c.organization_id))$q$,
+        '@extschema@', @extschema@.hr_migration_table(migration), @extschema@.hr_credentials_table(migration))
+      USING ids;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- applied: credential_id and both sync triggers exist (after the contract
+-- phase dropped the triggers, credential_id alone). ready: the updated_at
+-- trigger too.
+CREATE FUNCTION hr_credential_move_state(migration text, OUT applied boolean, OUT ready boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+    o jsonb := (@extschema@.hr_migration_entry(migration)).objects;
+    contracted boolean := @extschema@.hr_migration_phase(migration) = 'contracted';
+BEGIN
+    applied := @extschema@.hr_column_exists(t, 'credential_id')
+        AND (contracted OR (@extschema@.hr_trigger_exists(t, o ->> 'sync_insert_trigger')
+                            AND @extschema@.hr_trigger_exists(t, o ->> 'sync_update_trigger')));
+    ready := applied AND @extschema@.hr_trigger_exists(t, o ->> 'touch_trigger');
+END
+$$;
+
+-- Brief work of a phase move. Into enforced: wait for every transaction
+-- that has written the table to end (hr_wait_for_writers), so plaintext
+-- written before the move is visible to the clearing batches and none
+-- escapes them.
+CREATE FUNCTION hr_credential_move_enter(migration text, from_phase text, to_phase text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
     IF to_phase = 'enforced' THEN
-        SELECT count(*) INTO differing
-          FROM public.hr_job_board_integrations i
-          JOIN public.pf_credentials c ON c.id = i.credential_id
-         WHERE (i.api_key IS NOT NULL OR i.api_secret IS NOT NULL OR i.refresh_token IS NOT NULL)
-           AND @extschema@.hr_decrypt_credential(c.encrypted_value, @extschema@.hr_credential_aad(c.organization_id, c.id))
-               IS DISTINCT FROM @extschema@.hr_integration_secret_json(i.api_key, i.api_secret, i.refresh_token);
-        IF differing > 0 THEN
-            RAISE EXCEPTION 'cannot enforce integration_credentials: the plaintext of % integrations differs from their credential', differing
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      HINT = 'write the plaintext again (the sync trigger re-encrypts it) or roll those integrations back';
-        END IF;
-        PERFORM set_config('hr_migrations.backfill_in_progress', 'on', true);
-        UPDATE public.hr_job_board_integrations
-           SET api_key = NULL, api_secret = NULL, refresh_token = NULL
-         WHERE api_key IS NOT NULL OR api_secret IS NOT NULL OR refresh_token IS NOT NULL;
-        PERFORM set_config('hr_migrations.backfill_in_progress', 'off', true);
+        PERFORM @extschema@.hr_wait_for_writers(@extschema@.hr_migration_table(migration));
     END IF;
 END
 $$;
 
-REVOKE EXECUTE ON FUNCTION hr_key_check(integer, text),
-    hr_store_integration_secret(uuid, uuid, text, uuid, text, text),
-    hr_migrate_integrations(integer, boolean),
-    hr_integration_secret(uuid),
-    hr_rollback_integrations(integer),
-    hr_rewrap_credentials(integer),
-    hr_integration_credentials_status(text),
-    hr_integration_credentials_set_phase(text, text) FROM PUBLIC;
+-- Closing DDL. contracted: drop the sync triggers (they served the
+-- transition) and the three plaintext columns.
+CREATE PROCEDURE hr_credential_move_finish(migration text, phase text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+BEGIN
+    IF phase <> 'contracted' OR NOT @extschema@.hr_column_exists(t, 'api_key') THEN
+        RETURN;
+    END IF;
+    PERFORM pg_catalog.set_config('lock_timeout', '3s', true);
+    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS %I ON %s',
+                              @extschema@.hr_migration_object(migration, 'sync_insert_trigger'), t);
+    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS %I ON %s',
+                              @extschema@.hr_migration_object(migration, 'sync_update_trigger'), t);
+    EXECUTE pg_catalog.format('ALTER TABLE %s DROP COLUMN IF EXISTS api_key, DROP COLUMN IF EXISTS api_secret, DROP COLUMN IF EXISTS refresh_token', t);
+    RAISE NOTICE '%: plaintext columns dropped (VACUUM the table; old row versions, WAL and backups still hold what they held: rotate the job-board keys upstream)', migration;
+    COMMIT;
+END
+$$;
+
+CREATE FUNCTION hr_credential_move_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+    plaintext_left bigint := 0;
+    versions text;
+    note text;
+BEGIN
+    IF @extschema@.hr_column_exists(t, 'api_key') THEN
+        EXECUTE format('SELECT count(*) FROM %s t WHERE t.api_key IS NOT NULL OR t.api_secret IS NOT NULL OR t.refresh_token IS NOT NULL', t)
+           INTO plaintext_left;
+    END IF;
+    EXECUTE format('SELECT string_agg(format(''%%s under key version %%s'', cnt, coalesce(v::text, ''(not an envelope)'')), '', '' ORDER BY v)
+                      FROM (SELECT %s.hr_envelope_key_version(c.encrypted_value) AS v, count(*) AS cnt
+                              FROM %s c GROUP BY 1) s', '@extschema@', @extschema@.hr_credentials_table(migration))
+       INTO versions;
+    note := concat_ws('; ',
+        CASE WHEN pending > 0 AND phase IN ('dual', 'migrated') THEN
+            format('%s integrations still have plaintext only: CALL hr_run_backfill(%L)', pending, migration) END,
+        CASE WHEN phase IN ('dual', 'migrated') AND plaintext_left > 0 THEN
+            format('%s integrations still hold plaintext columns (cleared once enforced)', plaintext_left) END,
+        CASE WHEN phase = 'enforced' AND pending > 0 THEN
+            format('plaintext refused and no longer read; %s integrations still hold plaintext: CALL hr_run_backfill(%L) clears it', pending, migration)
+             WHEN phase = 'enforced' THEN 'plaintext columns cleared and refused' END,
+        CASE WHEN phase = 'contracted' AND @extschema@.hr_column_exists(t, 'api_key') THEN
+            format('CALL hr_run_backfill(%L) drops the plaintext columns', migration)
+             WHEN phase = 'contracted' THEN 'plaintext columns dropped' END,
+        CASE WHEN other_failures > 0 THEN
+            format('%s rows failed a rewrap or rollback: SELECT * FROM hr_batch_failures WHERE migration = %L', other_failures, migration) END,
+        CASE WHEN phase = 'enforced' THEN @extschema@.hr_contract_eta(migration) END,
+        'credentials: ' || coalesce(versions, 'none'));
+    RETURN note;
+END
+$$;

@@ -1,70 +1,235 @@
--- Operations layer shared by every migration (DESIGN.md §4, "Operations").
+-- The operations layer shared by every migration (DESIGN.md §4): the
+-- definer role, the migration registry, the batch engine, phases, status and
+-- the procedures a DBA CALLs.
 --
 -- @extschema@ is the schema the extension was created in (the extension is
--- not relocatable, so Postgres substitutes it). Functions that touch app
--- tables name them as public.<table>; every SECURITY DEFINER function pins
--- search_path to pg_catalog, pg_temp and qualifies everything else.
+-- not relocatable, so Postgres substitutes it). Every function pins
+-- search_path to pg_catalog, pg_temp and names everything else by schema:
+-- extension objects as @extschema@.x, application tables by the names the
+-- registry holds, quoted with format('%I').
+--
+-- Who runs what (docs/security.md has the full table):
+--   * SECURITY DEFINER functions are owned by hr_migrations_definer, a
+--     NOLOGIN role that is not a superuser (src/sql/privileges.sql makes it
+--     their owner). It has BYPASSRLS and exactly the table privileges the
+--     migration scripts grant it.
+--   * DDL (phase changes, contract) and the procedures run as the DBA who
+--     calls them; nobody else may execute them.
+--   * Tables the definer writes are closed to planted code: app roles lose
+--     TRIGGER, TRUNCATE and REFERENCES on them (the migration scripts), and
+--     every batch refuses to run while a table it writes has a trigger owned
+--     by anyone but a superuser or the table's owner.
 
--- Where each migration stands. A missing row means 'not_applied': no rows are
--- seeded, so pg_dump (pg_extension_config_dump below) restores cleanly on top
--- of a fresh CREATE EXTENSION.
+-- -----------------------------------------------------------------------------
+-- The definer role. Roles are cluster-wide: a second database reuses it. A
+-- role of that name that can log in, is a superuser, or has members was not
+-- made by us (someone could SET ROLE to it): refuse to install.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    SELECT rolsuper, rolcanlogin, rolbypassrls,
+           EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m WHERE m.roleid = a.oid) AS has_members
+      INTO r
+      FROM pg_catalog.pg_roles a WHERE a.rolname = 'hr_migrations_definer';
+    IF NOT FOUND THEN
+        CREATE ROLE hr_migrations_definer NOLOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE BYPASSRLS;
+    ELSIF r.rolsuper OR r.rolcanlogin OR r.has_members OR NOT r.rolbypassrls THEN
+        RAISE EXCEPTION 'role hr_migrations_definer exists but is not the role hr_migrations creates'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'it must be NOLOGIN, NOSUPERUSER, BYPASSRLS and have no members',
+                  HINT = 'drop or fix that role (docs/security.md), then CREATE EXTENSION again';
+    END IF;
+END
+$$;
+COMMENT ON ROLE hr_migrations_definer IS
+    'hr_migrations: owner of the extension''s SECURITY DEFINER functions; NOLOGIN, never a superuser';
+GRANT USAGE ON SCHEMA @extschema@ TO hr_migrations_definer;
+
+-- -----------------------------------------------------------------------------
+-- The registry: the one place that says, for each migration, its key, order,
+-- kind, table, default batch size and the names of the objects its script
+-- creates. Scripts, checks, status, rollbacks and tests read it. A kind is a
+-- shape of migration with its own functions (hr_<kind>_spec, _state, _enter,
+-- _finish, _note); the column names a kind works on are fixed by the kind
+-- (docs/sql-reference.md, "Registry"). Its script is
+-- sql/migrations/<position as 3 digits>_<migration>.sql, its rollback the
+-- same name under sql/rollback/.
+CREATE TABLE hr_migration_registry (
+    migration          text PRIMARY KEY CHECK (migration ~ '^[a-z][a-z0-9_]{0,40}$'),
+    position           integer NOT NULL UNIQUE CHECK (position BETWEEN 1 AND 999),
+    kind               text NOT NULL CHECK (kind IN ('token_hash', 'tenant_column', 'credential_move')),
+    table_schema       text NOT NULL DEFAULT 'public',
+    table_name         text NOT NULL,
+    default_batch_size integer NOT NULL CHECK (default_batch_size BETWEEN 1 AND 1000000),
+    objects            jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(objects) = 'object'),
+    builtin            boolean NOT NULL DEFAULT false,
+    UNIQUE (table_schema, table_name)
+);
+COMMENT ON TABLE hr_migration_registry IS
+    'hr_migrations: every migration, its kind, table, batch size and the names of the objects its script creates';
+
+INSERT INTO hr_migration_registry (migration, position, kind, table_name, default_batch_size, objects, builtin) VALUES
+('reference_tokens', 1, 'token_hash', 'hr_references', 5000, '{
+    "token_trigger": "hr_references_token",
+    "touch_trigger": "hr_references_touch_updated_at",
+    "hash_check": "hr_references_access_token_hash_v1",
+    "log_table": "hr_reference_token_validations",
+    "legacy_triggers": ["update_hr_references_updated_at"]
+ }', true),
+('portal_sessions', 2, 'tenant_column', 'hr_candidate_portal_sessions', 5000, '{
+    "org_trigger": "hr_portal_sessions_org",
+    "touch_trigger": "hr_candidate_portal_sessions_touch_updated_at",
+    "fk": "fk_hr_candidate_portal_sessions_organization_id",
+    "index": "idx_hr_candidate_portal_sessions_organization_id",
+    "not_null_check": "hr_candidate_portal_sessions_organization_id_not_null",
+    "policy_select": "hr_portal_sessions_select",
+    "policy_insert": "hr_portal_sessions_insert",
+    "policy_update": "hr_portal_sessions_update",
+    "policy_delete": "hr_portal_sessions_delete",
+    "legacy_policies": ["Sessions org isolation"],
+    "legacy_triggers": ["update_hr_candidate_portal_sessions_updated_at"]
+ }', true),
+('integration_credentials', 3, 'credential_move', 'hr_job_board_integrations', 1000, '{
+    "sync_insert_trigger": "hr_job_board_integrations_sync_insert",
+    "sync_update_trigger": "hr_job_board_integrations_sync_update",
+    "touch_trigger": "hr_job_board_integrations_touch_updated_at",
+    "fk": "fk_hr_job_board_integrations_credential_id",
+    "index": "idx_hr_job_board_integrations_credential_id",
+    "credentials_table": "pf_credentials",
+    "envelope_check": "pf_credentials_encrypted_value_envelope_v1",
+    "log_table": "pf_credential_migrations",
+    "log_policy": "pf_credential_migrations_select",
+    "legacy_triggers": ["update_hr_job_board_integrations_updated_at"]
+ }', true);
+
+-- Where each migration stands. A missing row means 'not_applied'.
 CREATE TABLE hr_migration_phases (
-    migration  text PRIMARY KEY
-               CHECK (migration IN ('reference_tokens', 'portal_sessions', 'integration_credentials')),
+    migration  text PRIMARY KEY REFERENCES hr_migration_registry (migration) ON DELETE CASCADE,
     phase      text NOT NULL
-               CHECK (phase IN ('not_applied', 'dual', 'migrated', 'enforced')),
+               CHECK (phase IN ('not_applied', 'dual', 'migrated', 'enforced', 'contracted')),
     changed_at timestamptz NOT NULL DEFAULT now(),
     changed_by text NOT NULL DEFAULT session_user
 );
 COMMENT ON TABLE hr_migration_phases IS
     'hr_migrations: current phase of each migration; change it only with hr_set_phase()';
 
--- Keyset cursor of each backfill, committed with every batch, so a backfill
--- that was killed resumes where it stopped instead of rescanning the table.
-CREATE TABLE hr_backfill_progress (
-    migration  text PRIMARY KEY
-               CHECK (migration IN ('reference_tokens', 'portal_sessions', 'integration_credentials')),
-    last_id    uuid,
-    batches    bigint NOT NULL DEFAULT 0,
-    rows_done  bigint NOT NULL DEFAULT 0,
-    started_at timestamptz,
-    updated_at timestamptz
+-- The batch engine's state, one row per (migration, operation): the keyset
+-- cursor (committed with every batch, so a killed run resumes where it
+-- stopped), counters, the current batch size and the last error.
+CREATE TABLE hr_batch_progress (
+    migration      text NOT NULL REFERENCES hr_migration_registry (migration) ON DELETE CASCADE,
+    operation      text NOT NULL CHECK (operation IN ('backfill', 'clear', 'erase', 'rollback', 'rewrap')),
+    last_id        uuid,
+    batches        bigint NOT NULL DEFAULT 0,
+    rows_done      bigint NOT NULL DEFAULT 0,
+    rows_failed    bigint NOT NULL DEFAULT 0,
+    batch_size     integer,
+    last_batch_ms  double precision,
+    rows_expected  bigint,
+    running_pid    integer,
+    started_at     timestamptz,
+    updated_at     timestamptz,
+    finished_at    timestamptz,
+    last_error     text,
+    PRIMARY KEY (migration, operation)
 );
-COMMENT ON TABLE hr_backfill_progress IS
-    'hr_migrations: resume point of each batched backfill (last_id NULL = start of table)';
+COMMENT ON TABLE hr_batch_progress IS
+    'hr_migrations: cursor and counters of each batch operation (last_id NULL = start of table)';
 
+-- Rows a batch operation could not process: recorded by id with the
+-- SQLSTATE and a reason that never quotes row data, skipped by later
+-- batches, counted as blocked by hr_migration_status(). Fix the row, then
+-- SELECT hr_retry_failures(migration) and run the operation again.
+CREATE TABLE hr_batch_failures (
+    migration  text NOT NULL REFERENCES hr_migration_registry (migration) ON DELETE CASCADE,
+    operation  text NOT NULL,
+    row_id     uuid NOT NULL,
+    sqlstate   text NOT NULL,
+    reason     text NOT NULL,
+    failed_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (migration, operation, row_id)
+);
+COMMENT ON TABLE hr_batch_failures IS
+    'hr_migrations: rows a batch operation skipped, by id, with SQLSTATE and reason (never a value)';
+
+-- pg_dump keeps these rows (the extension's own rows are re-created by
+-- CREATE EXTENSION; registered migrations are not).
+SELECT pg_catalog.pg_extension_config_dump('hr_migration_registry', 'WHERE NOT builtin');
 SELECT pg_catalog.pg_extension_config_dump('hr_migration_phases', '');
-SELECT pg_catalog.pg_extension_config_dump('hr_backfill_progress', '');
+SELECT pg_catalog.pg_extension_config_dump('hr_batch_progress', '');
+SELECT pg_catalog.pg_extension_config_dump('hr_batch_failures', '');
 
-REVOKE ALL ON hr_migration_phases, hr_backfill_progress FROM PUBLIC;
--- Triggers run as the writing role and read the phase; the phase is no secret.
-GRANT SELECT ON hr_migration_phases TO PUBLIC;
+-- -----------------------------------------------------------------------------
+-- Registry lookups.
 
+-- The migration keys, in order.
 CREATE FUNCTION hr_migration_keys() RETURNS SETOF text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN unnest(ARRAY['reference_tokens', 'portal_sessions', 'integration_credentials']);
-COMMENT ON FUNCTION hr_migration_keys() IS 'hr_migrations: the three migration keys, in order';
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT r.migration FROM @extschema@.hr_migration_registry r ORDER BY r.position $$;
 
--- The current phase of one migration ('not_applied' when it has no row).
--- Raises 22023 for an unknown key so a typo never reads as 'not_applied'.
+-- The registry row of a migration; 22023 for a key that is not registered,
+-- so a typo never reads as 'not_applied'.
+CREATE FUNCTION hr_migration_entry(migration text) RETURNS @extschema@.hr_migration_registry
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r @extschema@.hr_migration_registry;
+BEGIN
+    SELECT * INTO r FROM @extschema@.hr_migration_registry m WHERE m.migration = hr_migration_entry.migration;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown migration %', coalesce(quote_literal(migration), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'SELECT migration FROM hr_migration_status() lists them';
+    END IF;
+    RETURN r;
+END
+$$;
+
+-- The migration's table, or NULL while it does not exist.
+CREATE FUNCTION hr_migration_table(migration text) RETURNS regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT to_regclass(format('%I.%I', r.table_schema, r.table_name))
+      FROM @extschema@.hr_migration_registry r WHERE r.migration = hr_migration_table.migration
+$$;
+
+-- One object name from the registry entry (NULL when the kind has none).
+CREATE FUNCTION hr_migration_object(migration text, object text) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT r.objects ->> object FROM @extschema@.hr_migration_registry r
+     WHERE r.migration = hr_migration_object.migration
+$$;
+
+-- The script that applies a migration, relative to sql/migrations/ (or sql/rollback/).
+CREATE FUNCTION hr_migration_script(migration text) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('%s_%s.sql', lpad(r.position::text, 3, '0'), r.migration)
+      FROM @extschema@.hr_migration_registry r WHERE r.migration = hr_migration_script.migration
+$$;
+
+-- The current phase ('not_applied' when it has no row); 22023 for an unknown key.
 CREATE FUNCTION hr_migration_phase(migration text) RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     p text;
 BEGIN
-    IF migration IS NULL OR migration NOT IN (SELECT @extschema@.hr_migration_keys()) THEN
-        RAISE EXCEPTION 'unknown migration %', coalesce(quote_literal(migration), 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'use reference_tokens, portal_sessions or integration_credentials';
-    END IF;
+    PERFORM @extschema@.hr_migration_entry(migration);
     SELECT m.phase INTO p FROM @extschema@.hr_migration_phases m WHERE m.migration = hr_migration_phase.migration;
     RETURN coalesce(p, 'not_applied');
 END
 $$;
 
--- Raises 55000 unless the migration's DDL has been applied.
+-- Raises 55000 unless the migration's DDL has been applied; returns the phase.
 CREATE FUNCTION hr_require_applied(migration text) RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -75,127 +240,128 @@ BEGIN
     IF p = 'not_applied' THEN
         RAISE EXCEPTION 'migration % is not applied', migration
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = format('apply sql/migrations/ for %s first (see docs/runbook.md)', migration);
+                  HINT = format('apply sql/migrations/%s first (docs/runbook.md)', @extschema@.hr_migration_script(migration));
     END IF;
     RETURN p;
 END
 $$;
 
--- Generic updated_at maintenance for every table (replaces the plan's one
--- function per table). While a backfill runs (hr_migrations.backfill_in_progress
--- set for its transaction) updated_at is left alone: the plan's backfill
--- bumped it on every row.
-CREATE FUNCTION hr_touch_updated_at() RETURNS trigger
-LANGUAGE plpgsql
-AS $$
-BEGIN
-    IF TG_WHEN <> 'BEFORE' OR TG_OP <> 'UPDATE' OR TG_LEVEL <> 'ROW' THEN
-        RAISE EXCEPTION 'hr_touch_updated_at() must be a BEFORE UPDATE ... FOR EACH ROW trigger (on %)', TG_TABLE_NAME
-            USING ERRCODE = 'trigger_protocol_violated';
-    END IF;
-    IF coalesce(current_setting('hr_migrations.backfill_in_progress', true), 'off') NOT IN ('on', 'true') THEN
-        NEW.updated_at := now();
-    END IF;
-    RETURN NEW;
-END
-$$;
-
--- One row per migration. Counts are exact (they scan the tables), so call it
--- for reporting, not in a hot path. SECURITY DEFINER so RLS does not hide rows
--- from the count; EXECUTE is revoked from PUBLIC below.
-CREATE FUNCTION hr_migration_status()
-RETURNS TABLE (migration text, phase text, total bigint, migrated bigint,
-               pending bigint, blocked bigint, note text)
-LANGUAGE plpgsql STABLE SECURITY DEFINER
+-- Catalog facts the kinds ask about their tables (false for a NULL table).
+CREATE FUNCTION hr_column_exists(tbl regclass, col text) RETURNS boolean
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    key text;
-BEGIN
-    FOR key IN SELECT * FROM @extschema@.hr_migration_keys() LOOP
-        migration := key;
-        phase := @extschema@.hr_migration_phase(key);
-        CASE key
-            WHEN 'reference_tokens' THEN
-                SELECT s.total, s.migrated, s.pending, s.blocked, s.note
-                  INTO total, migrated, pending, blocked, note
-                  FROM @extschema@.hr_reference_tokens_status(phase) s;
-            WHEN 'portal_sessions' THEN
-                SELECT s.total, s.migrated, s.pending, s.blocked, s.note
-                  INTO total, migrated, pending, blocked, note
-                  FROM @extschema@.hr_portal_sessions_status(phase) s;
-            WHEN 'integration_credentials' THEN
-                SELECT s.total, s.migrated, s.pending, s.blocked, s.note
-                  INTO total, migrated, pending, blocked, note
-                  FROM @extschema@.hr_integration_credentials_status(phase) s;
-        END CASE;
-        RETURN NEXT;
-    END LOOP;
-END
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid = tbl AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped)
 $$;
 
--- Moves a migration to another phase, performing that phase's contract, or
--- refuses (55000) saying why. Setting the current phase again is a no-op.
--- Phase changes are serialised by a row lock on the migration's phase row.
-CREATE FUNCTION hr_set_phase(migration text, phase text) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+CREATE FUNCTION hr_column_not_null(tbl regclass, col text) RETURNS boolean
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    current_phase text;
-BEGIN
-    PERFORM @extschema@.hr_migration_phase(migration);  -- validates the key
-    IF phase IS NULL OR phase NOT IN ('not_applied', 'dual', 'migrated', 'enforced') THEN
-        RAISE EXCEPTION 'unknown phase %', coalesce(quote_literal(phase), 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'use not_applied, dual, migrated or enforced';
-    END IF;
-
-    INSERT INTO @extschema@.hr_migration_phases AS m (migration, phase)
-    VALUES (hr_set_phase.migration, 'not_applied')
-    ON CONFLICT ON CONSTRAINT hr_migration_phases_pkey DO NOTHING;
-    SELECT m.phase INTO current_phase
-      FROM @extschema@.hr_migration_phases m
-     WHERE m.migration = hr_set_phase.migration
-       FOR UPDATE;
-
-    IF current_phase = phase THEN
-        RETURN;
-    END IF;
-
-    CASE migration
-        WHEN 'reference_tokens' THEN
-            PERFORM @extschema@.hr_reference_tokens_set_phase(current_phase, phase);
-        WHEN 'portal_sessions' THEN
-            PERFORM @extschema@.hr_portal_sessions_set_phase(current_phase, phase);
-        WHEN 'integration_credentials' THEN
-            PERFORM @extschema@.hr_integration_credentials_set_phase(current_phase, phase);
-    END CASE;
-
-    UPDATE @extschema@.hr_migration_phases m
-       SET phase = hr_set_phase.phase, changed_at = now(), changed_by = session_user
-     WHERE m.migration = hr_set_phase.migration;
-    RAISE NOTICE '%: phase % -> %', migration, current_phase, phase;
-END
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid = tbl AND a.attname = col AND a.attnotnull AND NOT a.attisdropped)
 $$;
 
--- Rows of a table that may not exist yet (0 then): status before a
--- migration's DDL is applied.
-CREATE FUNCTION hr_row_count(table_name text) RETURNS bigint
+CREATE FUNCTION hr_trigger_exists(tbl regclass, trigger_name text) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t
+                    WHERE t.tgrelid = tbl AND t.tgname = trigger_name AND NOT t.tgisinternal)
+$$;
+
+-- When an enforced migration may be contracted (for its status note).
+CREATE FUNCTION hr_contract_eta(migration text) RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    n bigint := 0;
+    since timestamptz;
+    period interval;
 BEGIN
-    IF to_regclass(table_name) IS NOT NULL THEN
-        EXECUTE format('SELECT count(*) FROM %s', to_regclass(table_name)) INTO n;
+    SELECT m.changed_at INTO since FROM @extschema@.hr_migration_phases m
+     WHERE m.migration = hr_contract_eta.migration AND m.phase = 'enforced';
+    IF since IS NULL THEN
+        RETURN NULL;
     END IF;
-    RETURN n;
+    PERFORM @extschema@.hr_backfill_in_progress();  -- loads the library, which defines the setting
+    period := coalesce(current_setting('hr_migrations.deprecation_period', true), '30 days')::interval;
+    IF since + period <= now() THEN
+        RETURN format('contracted is possible now: SELECT hr_set_phase(%L, ''contracted'')', migration);
+    END IF;
+    RETURN format('contracted is possible from %s (hr_migrations.deprecation_period = %s)',
+                  to_char(since + period, 'YYYY-MM-DD HH24:MI:SS TZ'), period);
 END
 $$;
 
--- Refuses a batch size outside 1..1000000 (22023).
+-- A millisecond setting of the extension as a number (current_setting
+-- would give '100ms'); the default when the library is not loaded yet.
+CREATE FUNCTION hr_setting_ms(name text, fallback double precision) RETURNS double precision
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v double precision;
+BEGIN
+    PERFORM @extschema@.hr_backfill_in_progress();  -- loads the library, which defines the settings
+    SELECT s.setting::double precision INTO v FROM pg_catalog.pg_settings s WHERE s.name = hr_setting_ms.name;
+    RETURN coalesce(v, fallback);
+END
+$$;
+
+-- Calls a kind's function hr_<kind>_<what>(migration, ...): dispatch by the
+-- registry's kind, so adding a migration of an existing kind adds no code.
+CREATE FUNCTION hr_kind_function(migration text, what text) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('%s.%I', '@extschema@', 'hr_' || r.kind || '_' || what)
+      FROM @extschema@.hr_migration_registry r WHERE r.migration = hr_kind_function.migration
+$$;
+
+-- What the batch engine needs to know about one operation of a migration,
+-- from its kind (hr_<kind>_spec): the table it walks, the predicate of the
+-- rows it still has to do ("pending", read by both the batch selection and
+-- the status count), the predicate of rows it cannot do ("blocked"), the
+-- predicate of rows that are done ("migrated", for status), the function
+-- that acts on one batch of ids, and every table that function writes.
+-- Predicates are SQL over the alias t; NULL table = not an operation of this kind.
+CREATE FUNCTION hr_operation_spec(migration text, operation text,
+    OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
+    OUT action text, OUT writes regclass[])
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('SELECT * FROM %s($1, $2)', @extschema@.hr_kind_function(migration, 'spec'))
+       INTO tbl, pending, blocked, migrated, action, writes
+      USING migration, operation;
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION '% has no operation % (or its table does not exist)', migration, coalesce(operation, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
+-- The operation whose batches are the pending work of a phase, or NULL.
+CREATE FUNCTION hr_phase_operation(migration text, phase text) RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    op text;
+BEGIN
+    EXECUTE format('SELECT %s($1, $2)', @extschema@.hr_kind_function(migration, 'phase_operation'))
+       INTO op USING migration, phase;
+    RETURN op;
+END
+$$;
+
+-- -----------------------------------------------------------------------------
+-- Guards of the batch engine.
+
+-- Refuses (22023) a batch size outside 1..1000000.
 CREATE FUNCTION hr_check_batch_size(batch_size integer) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -208,172 +374,681 @@ BEGIN
 END
 $$;
 
--- The refusals every migration's phase rules share (55000): 'not_applied'
--- only after the rollback script removed the migration's DDL, any other
--- phase only while it exists. `applied` says whether it does, `missing` what
--- is missing when it does not. Returns true when the move is to
--- 'not_applied' (nothing more to check).
-CREATE FUNCTION hr_check_applied(migration text, applied boolean, to_phase text, missing text) RETURNS boolean
-LANGUAGE plpgsql IMMUTABLE
+-- Triggers on the given tables whose function is owned by a role that is
+-- neither a superuser nor the table's owner: code someone else planted,
+-- which would run with the rights of whoever writes the table (the definer
+-- role during a batch, a superuser running a migration).
+CREATE FUNCTION hr_foreign_triggers(tables regclass[])
+RETURNS TABLE (table_name regclass, trigger_name name, function_name regprocedure, function_owner name)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT t.tgrelid::regclass, t.tgname, p.oid::regprocedure, o.rolname
+      FROM pg_catalog.pg_trigger t
+      JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+      JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+      JOIN pg_catalog.pg_roles o ON o.oid = p.proowner
+     WHERE t.tgrelid = ANY (tables)
+       AND NOT t.tgisinternal
+       AND NOT o.rolsuper
+       AND p.proowner <> c.relowner
+       -- the extension's own trigger functions (owned by its definer role)
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                        WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid
+                          AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
+                          AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'hr_migrations'))
+     ORDER BY 1, 2
+$$;
+
+-- Raises 55000 naming the first foreign trigger on the given tables. The
+-- caller has locked those tables (ROW EXCLUSIVE conflicts with CREATE
+-- TRIGGER), so none can appear between this check and its batch.
+CREATE FUNCTION hr_refuse_foreign_triggers(tables regclass[]) RETURNS void
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    script text := CASE migration
-        WHEN 'reference_tokens' THEN '001_reference_tokens.sql'
-        WHEN 'portal_sessions' THEN '002_portal_sessions.sql'
-        ELSE '003_integration_credentials.sql' END;
+    f record;
 BEGIN
-    IF to_phase = 'not_applied' THEN
-        IF applied THEN
-            RAISE EXCEPTION '% is still applied', migration
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      HINT = format('run sql/rollback/%s, which sets this phase', script);
-        END IF;
-        RETURN true;
-    END IF;
-    IF NOT applied THEN
-        RAISE EXCEPTION 'cannot move % to %: %', migration, to_phase, missing
+    SELECT * INTO f FROM @extschema@.hr_foreign_triggers(tables) LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'refusing to write %: trigger % runs function % owned by role %, which is neither a superuser nor the table''s owner',
+                f.table_name, quote_ident(f.trigger_name), f.function_name, quote_ident(f.function_owner)
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = format('apply sql/migrations/%s first', script);
+                  HINT = 'a trigger planted by another role would run with the extension''s rights; inspect it, drop it (or have the table''s owner own its function), then run again (docs/runbook.md, "Foreign triggers")';
     END IF;
-    RETURN false;
 END
 $$;
 
--- The keyset cursor of a migration's backfill, locked for this transaction:
--- the row lock keeps two backfills of one migration from running at once
--- (the second waits for the first batch to commit). NULL = start of table.
-CREATE FUNCTION hr_backfill_cursor(migration text) RETURNS uuid
+-- Only SQLSTATEs whose messages we write (and which never quote row data)
+-- are recorded with their message; anything else is recorded by SQLSTATE
+-- alone, since a server message can quote the value that failed to parse.
+CREATE FUNCTION hr_failure_reason(state text, message text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+        WHEN state IN ('22023', '22P02', 'F0000', 'XX001', '55000', '23514', '42501')
+            THEN left(message, 500)
+        ELSE format('error with SQLSTATE %s (message withheld: it may quote row data)', state)
+    END
+$$;
+
+-- Closes an application table the extension writes to planted code, and
+-- gives the definer role what its SECURITY DEFINER code needs there. Every
+-- role but the owner loses TRIGGER, TRUNCATE and REFERENCES (a trigger it
+-- planted would run as whoever writes the table: the definer role, or a
+-- superuser running a migration); SELECT, INSERT, UPDATE and DELETE stay as
+-- the application had them. The migration scripts call it for each table
+-- they make the extension write. Runs as the DBA (it must own the table).
+CREATE FUNCTION hr_secure_table(tbl regclass, definer_privileges text) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    c uuid;
+    g record;
 BEGIN
-    INSERT INTO @extschema@.hr_backfill_progress AS p (migration)
-    VALUES (hr_backfill_cursor.migration)
-    ON CONFLICT ON CONSTRAINT hr_backfill_progress_pkey DO NOTHING;
-    SELECT p.last_id INTO c
-      FROM @extschema@.hr_backfill_progress p
-     WHERE p.migration = hr_backfill_cursor.migration
-       FOR UPDATE;
-    RETURN c;
+    IF definer_privileges !~ '^(SELECT|INSERT|UPDATE|DELETE)(, (SELECT|INSERT|UPDATE|DELETE))*$' THEN
+        RAISE EXCEPTION 'definer_privileges must list SELECT, INSERT, UPDATE or DELETE' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    EXECUTE format('REVOKE TRIGGER, TRUNCATE, REFERENCES ON %s FROM PUBLIC', tbl);
+    FOR g IN SELECT DISTINCT r.rolname
+               FROM pg_catalog.pg_class c, aclexplode(c.relacl) x
+               JOIN pg_catalog.pg_roles r ON r.oid = x.grantee
+              WHERE c.oid = tbl AND x.grantee <> c.relowner
+                AND x.privilege_type IN ('TRIGGER', 'TRUNCATE', 'REFERENCES') LOOP
+        EXECUTE format('REVOKE TRIGGER, TRUNCATE, REFERENCES ON %s FROM %I', tbl, g.rolname);
+    END LOOP;
+    EXECUTE format('GRANT %s ON %s TO hr_migrations_definer', definer_privileges, tbl);
 END
 $$;
 
--- Records a finished batch: the new cursor (NULL after a pass that found
--- nothing, so the next one starts over) and the rows it changed.
-CREATE FUNCTION hr_backfill_advance(migration text, next_cursor uuid, batch_rows bigint) RETURNS void
-LANGUAGE sql VOLATILE
+-- Tables a migration creates for the extension alone (audit logs): nobody
+-- but the owner, then exactly the given readers (roles that do not exist
+-- are skipped) and the definer role's privileges.
+CREATE FUNCTION hr_secure_own_table(tbl regclass, readers text[], definer_privileges text) RETURNS void
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
-    UPDATE @extschema@.hr_backfill_progress p
-       SET last_id = next_cursor,
-           batches = p.batches + (batch_rows > 0)::int,
-           rows_done = p.rows_done + batch_rows,
-           started_at = coalesce(p.started_at, clock_timestamp()),
-           updated_at = clock_timestamp()
-     WHERE p.migration = hr_backfill_advance.migration;
-END;
+AS $$
+DECLARE
+    g record;
+    r text;
+BEGIN
+    EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', tbl);
+    FOR g IN SELECT DISTINCT o.rolname
+               FROM pg_catalog.pg_class c, aclexplode(c.relacl) x
+               JOIN pg_catalog.pg_roles o ON o.oid = x.grantee
+              WHERE c.oid = tbl AND x.grantee <> c.relowner LOOP
+        EXECUTE format('REVOKE ALL ON %s FROM %I', tbl, g.rolname);
+    END LOOP;
+    FOREACH r IN ARRAY readers LOOP
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles o WHERE o.rolname = r) THEN
+            EXECUTE format('GRANT SELECT ON %s TO %I', tbl, r);
+        END IF;
+    END LOOP;
+    PERFORM @extschema@.hr_secure_table(tbl, definer_privileges);
+END
+$$;
 
--- One batch of a migration's backfill (dispatch by key).
-CREATE FUNCTION hr_backfill_batch(migration text, batch_size integer) RETURNS bigint
+-- -----------------------------------------------------------------------------
+-- The batch engine: one batch of one operation of one migration.
+--
+--   1. lock every table the operation writes (ROW EXCLUSIVE) and refuse
+--      foreign triggers on them;
+--   2. lock the operation's cursor row (two runs of one operation never
+--      overlap: the second waits for the first batch to commit);
+--   3. pick up to batch_size ids after the cursor that match the pending
+--      predicate and have not failed before, FOR UPDATE SKIP LOCKED, in id
+--      order (an index range scan on the primary key); at the end of the
+--      table wrap around once, for rows that were locked on the way;
+--   4. with the backfill flag on, run the operation's action on all of them
+--      in a subtransaction; if it fails, run it row by row, each in its own
+--      subtransaction, and record the rows that fail (id, SQLSTATE, reason);
+--   5. advance the cursor and the counters.
+-- A batch whose rows all failed is followed by the next one in the same
+-- call, so 0 always means "nothing left to do". Returns the rows done.
+CREATE FUNCTION hr_engine_batch(migration text, operation text, batch_size integer) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    spec record;
+    after_id uuid;
+    ids uuid[];
+    done bigint := 0;
+    failed bigint := 0;
+    n bigint;
+    one uuid;
+    st text;
+    msg text;
+    started timestamptz := clock_timestamp();
+    wrapped boolean := false;
+BEGIN
+    PERFORM @extschema@.hr_check_batch_size(batch_size);
+    PERFORM @extschema@.hr_require_applied(migration);
+    SELECT * INTO spec FROM @extschema@.hr_operation_spec(migration, operation);
+    PERFORM @extschema@.hr_lock_tables(spec.writes);
+    PERFORM @extschema@.hr_refuse_foreign_triggers(spec.writes);
+
+    INSERT INTO @extschema@.hr_batch_progress AS p (migration, operation)
+    VALUES (hr_engine_batch.migration, hr_engine_batch.operation)
+    ON CONFLICT ON CONSTRAINT hr_batch_progress_pkey DO NOTHING;
+    SELECT p.last_id INTO after_id FROM @extschema@.hr_batch_progress p
+     WHERE p.migration = hr_engine_batch.migration AND p.operation = hr_engine_batch.operation
+       FOR UPDATE;
+
+    PERFORM @extschema@.hr_set_backfill_flag(true);
+    LOOP
+        EXECUTE format(
+            'SELECT array_agg(s.id ORDER BY s.id) FROM (
+                 SELECT t.id FROM %s t
+                  WHERE ($1 IS NULL OR t.id > $1)
+                    AND (%s)
+                    AND NOT EXISTS (SELECT 1 FROM %s.hr_batch_failures f
+                                     WHERE f.migration = $3 AND f.operation = $4 AND f.row_id = t.id)
+                  ORDER BY t.id
+                  LIMIT $2
+                    FOR UPDATE OF t SKIP LOCKED) s',
+            spec.tbl, spec.pending, '@extschema@')
+          INTO ids USING after_id, batch_size, migration, operation;
+
+        IF ids IS NULL THEN
+            -- End of the table: wrap around once for rows skipped on the way.
+            EXIT WHEN after_id IS NULL OR wrapped;
+            after_id := NULL;
+            wrapped := true;
+            CONTINUE;
+        END IF;
+
+        BEGIN
+            EXECUTE format('SELECT %s($1, $2)', spec.action) INTO n USING migration, ids;
+            done := done + n;
+        EXCEPTION WHEN OTHERS THEN
+            -- One bad row must not stop the others: find it row by row.
+            FOREACH one IN ARRAY ids LOOP
+                BEGIN
+                    EXECUTE format('SELECT %s($1, $2)', spec.action) INTO n USING migration, ARRAY[one];
+                    done := done + n;
+                EXCEPTION WHEN OTHERS THEN
+                    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+                    INSERT INTO @extschema@.hr_batch_failures AS f (migration, operation, row_id, sqlstate, reason)
+                    VALUES (hr_engine_batch.migration, hr_engine_batch.operation, one, st,
+                            @extschema@.hr_failure_reason(st, msg))
+                    ON CONFLICT ON CONSTRAINT hr_batch_failures_pkey
+                    DO UPDATE SET sqlstate = excluded.sqlstate, reason = excluded.reason, failed_at = now();
+                    failed := failed + 1;
+                END;
+            END LOOP;
+        END;
+        after_id := ids[array_upper(ids, 1)];
+        EXIT WHEN done > 0;
+    END LOOP;
+    PERFORM @extschema@.hr_set_backfill_flag(false);
+
+    UPDATE @extschema@.hr_batch_progress p
+       SET last_id = CASE WHEN ids IS NULL THEN NULL ELSE after_id END,
+           batches = p.batches + (done + failed > 0)::int,
+           rows_done = p.rows_done + done,
+           rows_failed = p.rows_failed + failed,
+           batch_size = hr_engine_batch.batch_size,
+           last_batch_ms = extract(epoch FROM clock_timestamp() - started) * 1000,
+           started_at = coalesce(p.started_at, started),
+           updated_at = clock_timestamp(),
+           finished_at = CASE WHEN ids IS NULL THEN clock_timestamp() END,
+           last_error = CASE WHEN failed > 0
+                             THEN format('%s rows failed in the last batch; SELECT * FROM hr_batch_failures', failed)
+                             ELSE p.last_error END
+     WHERE p.migration = hr_engine_batch.migration AND p.operation = hr_engine_batch.operation;
+    RETURN done;
+END
+$$;
+
+-- ROW EXCLUSIVE on each table, in a stable order (what the batch's own
+-- UPDATEs take anyway; taken first so the trigger check cannot race).
+CREATE FUNCTION hr_lock_tables(tables regclass[]) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass;
+BEGIN
+    FOR t IN SELECT x FROM unnest(tables) x ORDER BY x::oid LOOP
+        EXECUTE format('LOCK TABLE %s IN ROW EXCLUSIVE MODE', t);
+    END LOOP;
+END
+$$;
+
+-- Counts of one operation, from the same predicates the batches select
+-- with: pending (to do, not failed before), blocked (cannot be done, or
+-- failed before), migrated (done), total rows of its table.
+CREATE FUNCTION hr_operation_counts(migration text, operation text,
+    OUT total bigint, OUT migrated bigint, OUT pending bigint, OUT blocked bigint)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    spec record;
+BEGIN
+    SELECT * INTO spec FROM @extschema@.hr_operation_spec(migration, operation);
+    EXECUTE format(
+        'SELECT count(*),
+                count(*) FILTER (WHERE %s),
+                count(*) FILTER (WHERE (%s) AND NOT failed),
+                count(*) FILTER (WHERE (%s) OR ((%s) AND failed))
+           FROM (SELECT t.*, EXISTS (SELECT 1 FROM %s.hr_batch_failures f
+                                      WHERE f.migration = $1 AND f.operation = $2 AND f.row_id = t.id) AS failed
+                   FROM %s t) t',
+        spec.migrated, spec.pending, spec.blocked, spec.pending, '@extschema@', spec.tbl)
+      INTO total, migrated, pending, blocked USING migration, operation;
+END
+$$;
+
+-- Forgets the recorded failures of a migration (one operation or all), so
+-- the next run tries those rows again. Returns how many were forgotten.
+CREATE FUNCTION hr_retry_failures(migration text, operation text DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    PERFORM @extschema@.hr_migration_entry(migration);
+    DELETE FROM @extschema@.hr_batch_failures f
+     WHERE f.migration = hr_retry_failures.migration
+       AND (hr_retry_failures.operation IS NULL OR f.operation = hr_retry_failures.operation);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- -----------------------------------------------------------------------------
+-- Status.
+
+-- One row per migration. Counts are exact (they scan the tables): call it
+-- for reporting, not in a hot path. pending and blocked are those of the
+-- phase's operation (the backfill until migrated, the clearing or erasing
+-- after), plus rows other operations (rewrap, rollback) recorded as failed.
+CREATE FUNCTION hr_migration_status()
+RETURNS TABLE (migration text, phase text, total bigint, migrated bigint,
+               pending bigint, blocked bigint, note text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    op text;
+    c record;
+    other_failures bigint;
+BEGIN
+    FOR r IN SELECT * FROM @extschema@.hr_migration_registry ORDER BY position LOOP
+        migration := r.migration;
+        phase := @extschema@.hr_migration_phase(r.migration);
+        IF phase = 'not_applied' THEN
+            total := @extschema@.hr_row_count(@extschema@.hr_migration_table(r.migration));
+            migrated := 0; pending := total; blocked := 0;
+            note := format('apply sql/migrations/%s', @extschema@.hr_migration_script(r.migration));
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        op := coalesce(@extschema@.hr_phase_operation(r.migration, phase), 'backfill');
+        SELECT * INTO c FROM @extschema@.hr_operation_counts(r.migration, op);
+        SELECT count(*) INTO other_failures FROM @extschema@.hr_batch_failures f
+         WHERE f.migration = r.migration AND f.operation <> op;
+        total := c.total;
+        migrated := c.migrated;
+        IF @extschema@.hr_phase_operation(r.migration, phase) IS NULL AND phase NOT IN ('dual', 'migrated') THEN
+            pending := 0;
+            blocked := other_failures;
+        ELSE
+            pending := c.pending;
+            blocked := c.blocked + other_failures;
+        END IF;
+        EXECUTE format('SELECT %s($1, $2, $3, $4, $5)', @extschema@.hr_kind_function(r.migration, 'note'))
+           INTO note USING r.migration, phase, pending, blocked, other_failures;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+-- Rows of a table that may not exist yet (0 then). Before its migration
+-- script granted the definer role SELECT, the planner's estimate.
+CREATE FUNCTION hr_row_count(tbl regclass) RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint := 0;
+BEGIN
+    IF tbl IS NULL THEN
+        RETURN 0;
+    ELSIF has_table_privilege(tbl, 'SELECT') THEN
+        EXECUTE format('SELECT count(*) FROM %s', tbl) INTO n;
+    ELSE
+        SELECT greatest(c.reltuples, 0)::bigint INTO n FROM pg_catalog.pg_class c WHERE c.oid = tbl;
+    END IF;
+    RETURN n;
+END
+$$;
+
+-- What hr_migration_progress shows: each batch operation that ran, with
+-- its rate, current batch size and an ETA from the rows it expected.
+CREATE VIEW hr_migration_progress AS
+SELECT p.migration,
+       p.operation,
+       CASE WHEN p.running_pid IS NOT NULL
+                 AND EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = p.running_pid)
+            THEN 'running'
+            WHEN p.finished_at IS NOT NULL THEN 'finished'
+            ELSE 'stopped' END AS state,
+       p.rows_done,
+       p.rows_failed,
+       round((p.rows_done / greatest(extract(epoch FROM p.updated_at - p.started_at), 0.001))::numeric, 1)
+           AS rows_per_second,
+       p.batch_size,
+       round(p.last_batch_ms::numeric, 1) AS last_batch_ms,
+       p.batches,
+       CASE WHEN p.rows_expected IS NOT NULL AND p.rows_done > 0 AND p.finished_at IS NULL
+            THEN make_interval(secs => greatest(p.rows_expected - p.rows_done, 0)
+                                       * extract(epoch FROM p.updated_at - p.started_at) / p.rows_done)
+       END AS eta,
+       p.started_at,
+       p.updated_at,
+       p.last_error
+  FROM @extschema@.hr_batch_progress p;
+COMMENT ON VIEW hr_migration_progress IS
+    'hr_migrations: rows done, rate, batch size and duration, ETA and last error of each batch operation';
+
+-- -----------------------------------------------------------------------------
+-- Phases.
+
+-- Moves a migration to another phase, or refuses (55000) saying why. The
+-- rules are src/phase.rs (hr_phase_refusal); the kind does the brief DDL of
+-- the move (hr_<kind>_enter); the work a phase leaves (clearing plaintext,
+-- validating NOT NULL, erasing and dropping legacy columns) is done in
+-- committed batches by CALL hr_run_backfill(migration), or all at once by
+-- CALL hr_run_phase(migration, phase). Setting the current phase again is a
+-- no-op. Phase changes are serialised by a row lock on the phase row.
+-- Runs as the caller (it does DDL on the application's tables): the DBA.
+CREATE FUNCTION hr_set_phase(migration text, phase text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    current_phase text;
+    state record;
+    pending bigint := 0;
+    blocked bigint := 0;
+    cleanup_pending bigint := 0;
+    cleanup_blocked bigint := 0;
+    cleanup_op text;
+    refusal record;
+    enforced_for double precision;
+    period interval;
+BEGIN
+    PERFORM @extschema@.hr_migration_entry(migration);
+    PERFORM @extschema@.hr_phase_accepts_plaintext(phase);  -- 22023 for an unknown phase
+    INSERT INTO @extschema@.hr_migration_phases AS m (migration, phase)
+    VALUES (hr_set_phase.migration, 'not_applied')
+    ON CONFLICT ON CONSTRAINT hr_migration_phases_pkey DO NOTHING;
+    SELECT m.phase, extract(epoch FROM now() - m.changed_at) INTO current_phase, enforced_for
+      FROM @extschema@.hr_migration_phases m
+     WHERE m.migration = hr_set_phase.migration
+       FOR UPDATE;
+    IF current_phase = phase THEN
+        RETURN;
+    END IF;
+
+    EXECUTE format('SELECT * FROM %s($1)', @extschema@.hr_kind_function(migration, 'state'))
+       INTO state USING migration;
+    IF state.applied AND phase IN ('migrated', 'enforced') THEN
+        SELECT c.pending, c.blocked INTO pending, blocked
+          FROM @extschema@.hr_operation_counts(migration, 'backfill') c;
+    END IF;
+    IF state.applied AND phase = 'contracted' THEN
+        cleanup_op := @extschema@.hr_phase_operation(migration, 'enforced');
+        IF cleanup_op IS NOT NULL THEN
+            SELECT c.pending, c.blocked INTO cleanup_pending, cleanup_blocked
+              FROM @extschema@.hr_operation_counts(migration, cleanup_op) c;
+        END IF;
+    END IF;
+    PERFORM @extschema@.hr_backfill_in_progress();  -- loads the library, which defines the setting below
+    period := coalesce(current_setting('hr_migrations.deprecation_period', true), '30 days')::interval;
+    SELECT * INTO refusal
+      FROM @extschema@.hr_phase_refusal(migration, current_phase, phase, state.applied, state.ready,
+               pending, blocked, cleanup_pending, cleanup_blocked,
+               CASE WHEN current_phase = 'enforced' THEN enforced_for END,
+               extract(epoch FROM period));
+    IF FOUND THEN
+        RAISE EXCEPTION '%', refusal.reason
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = refusal.hint;
+    END IF;
+
+    EXECUTE format('SELECT %s($1, $2, $3)', @extschema@.hr_kind_function(migration, 'enter'))
+      USING migration, current_phase, phase;
+
+    UPDATE @extschema@.hr_migration_phases m
+       SET phase = hr_set_phase.phase, changed_at = now(), changed_by = session_user
+     WHERE m.migration = hr_set_phase.migration;
+    -- A new phase starts its operation from the start of the table.
+    DELETE FROM @extschema@.hr_batch_progress p
+     WHERE p.migration = hr_set_phase.migration
+       AND p.operation = @extschema@.hr_phase_operation(hr_set_phase.migration, hr_set_phase.phase)
+       AND p.finished_at IS NOT NULL;
+    RAISE NOTICE '%: phase % -> %', migration, current_phase, phase;
+END
+$$;
+
+-- Waits (under a short lock_timeout) until every transaction that has
+-- written the table has ended: SHARE conflicts with the ROW EXCLUSIVE lock
+-- every writer holds until it commits. Used when a phase stops accepting
+-- plaintext, so nothing written before the move escapes it. The lock is
+-- held until the caller's transaction ends (the phase change commits).
+CREATE FUNCTION hr_wait_for_writers(tbl regclass) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM @extschema@.hr_migration_phase(migration);
-    CASE migration
-        WHEN 'reference_tokens' THEN
-            RETURN @extschema@.hr_backfill_reference_token_hashes(coalesce(batch_size, 5000));
-        WHEN 'portal_sessions' THEN
-            RETURN @extschema@.hr_backfill_portal_session_organizations(coalesce(batch_size, 5000));
-        WHEN 'integration_credentials' THEN
-            RETURN (SELECT m.migrated FROM @extschema@.hr_migrate_integrations(coalesce(batch_size, 1000)) m);
-    END CASE;
+    PERFORM set_config('lock_timeout', coalesce(nullif(current_setting('lock_timeout'), '0'), '3s'), true);
+    EXECUTE format('LOCK TABLE %s IN SHARE MODE', tbl);
 END
 $$;
 
--- Runs a migration's backfill to the end: one batch per transaction, COMMIT
--- between batches (row locks are held for one batch only), a NOTICE per
--- batch. Resumes from hr_backfill_progress after a crash or cancel; re-running
--- when nothing is pending does nothing. When no row is pending or blocked and
--- the phase is 'dual', moves it to 'migrated'; otherwise leaves 'dual' and
--- raises a WARNING with counts (never values).
---
--- Must be CALLed outside an explicit transaction block (it COMMITs), so it
--- cannot be SECURITY DEFINER; its callee batch functions are.
--- max_batches stops early (for tests and for spreading work over windows).
--- promote => false leaves the phase alone (a script that still has steps to
--- run after the backfill promotes it itself); a promotion that is refused
--- becomes a WARNING, since the batches are committed either way.
-CREATE PROCEDURE hr_run_backfill(migration text, batch_size integer DEFAULT NULL,
-                                 max_batches integer DEFAULT NULL, promote boolean DEFAULT true)
+-- -----------------------------------------------------------------------------
+-- Procedures: batches in their own transactions. They COMMIT, so CALL them
+-- outside an explicit transaction block. They cannot be SECURITY DEFINER
+-- nor pin search_path (a procedure with a SET clause cannot COMMIT); they
+-- name every extension object by schema, and their batches are SECURITY
+-- DEFINER with a pinned search_path.
+
+-- Runs one operation of a migration to the end: one batch per
+-- transaction, a NOTICE per batch, resumable after a crash or cancel (the
+-- cursor is committed with each batch). With batch_size NULL the size
+-- starts at the registry's default and adapts so each batch takes about
+-- hr_migrations.batch_target_ms; hr_migrations.batch_pause_ms pauses between
+-- batches; while a standby replays more than
+-- hr_migrations.max_replication_lag_ms behind, it waits. Rows that other
+-- transactions held locked are retried a few times at the end. Statistics
+-- of the written tables are refreshed after the first batch when they were
+-- never gathered (a cached plan made while a table was empty would scan it
+-- for every row afterwards). max_batches stops early; CALL again to resume.
+CREATE PROCEDURE hr_run_batches(migration text, operation text, batch_size integer DEFAULT NULL,
+                                max_batches integer DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 DECLARE
+    entry @extschema@.hr_migration_registry := @extschema@.hr_migration_entry(migration);
+    spec record;
+    size integer;
+    adaptive boolean := batch_size IS NULL;
+    min_size integer := 10;
+    max_size integer;
+    target_ms double precision;
+    pause_ms double precision;
+    max_lag_ms double precision;
     n bigint;
     batches integer := 0;
     done bigint := 0;
     started timestamptz := clock_timestamp();
     batch_started timestamptz;
-    elapsed double precision;
-    st record;
+    ms double precision;
+    c record;
     retries integer := 0;
+    lag_ms double precision;
+    analyzed boolean := false;
+    t regclass;
 BEGIN
     PERFORM @extschema@.hr_require_applied(migration);
     IF max_batches IS NOT NULL AND max_batches < 1 THEN
         RAISE EXCEPTION 'max_batches must be at least 1 (got %)', max_batches
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    SELECT * INTO spec FROM @extschema@.hr_operation_spec(migration, operation);
+    size := coalesce(batch_size, entry.default_batch_size);
+    PERFORM @extschema@.hr_check_batch_size(size);
+    max_size := greatest(size, least(entry.default_batch_size * 10, 1000000));
+    target_ms := @extschema@.hr_setting_ms('hr_migrations.batch_target_ms', 100);
+    pause_ms := @extschema@.hr_setting_ms('hr_migrations.batch_pause_ms', 0);
+    max_lag_ms := @extschema@.hr_setting_ms('hr_migrations.max_replication_lag_ms', 10000);
+
+    SELECT * INTO c FROM @extschema@.hr_operation_counts(migration, operation);
+    INSERT INTO @extschema@.hr_batch_progress AS p (migration, operation)
+    VALUES (hr_run_batches.migration, hr_run_batches.operation)
+    ON CONFLICT ON CONSTRAINT hr_batch_progress_pkey DO NOTHING;
+    UPDATE @extschema@.hr_batch_progress p
+       SET running_pid = pg_backend_pid(), rows_expected = p.rows_done + c.pending,
+           finished_at = NULL, started_at = coalesce(p.started_at, clock_timestamp())
+     WHERE p.migration = hr_run_batches.migration AND p.operation = hr_run_batches.operation;
+    COMMIT;
+
     LOOP
         LOOP
+            IF max_lag_ms > 0 THEN
+                LOOP
+                    SELECT max(extract(epoch FROM r.replay_lag) * 1000) INTO lag_ms FROM pg_catalog.pg_stat_replication r;
+                    EXIT WHEN lag_ms IS NULL OR lag_ms <= max_lag_ms;
+                    RAISE NOTICE '%: %: a standby replays % ms behind (limit hr_migrations.max_replication_lag_ms = %); waiting',
+                        migration, operation, round(lag_ms::numeric), max_lag_ms;
+                    PERFORM pg_sleep(1);
+                END LOOP;
+            END IF;
             batch_started := clock_timestamp();
-            n := @extschema@.hr_backfill_batch(migration, batch_size);
+            n := @extschema@.hr_engine_batch(migration, operation, size);
             COMMIT;
+            ms := extract(epoch FROM clock_timestamp() - batch_started) * 1000;
             EXIT WHEN n = 0;
             batches := batches + 1;
             done := done + n;
-            elapsed := greatest(extract(epoch FROM clock_timestamp() - started), 0.001);
-            -- The batch's duration bounds how long its row locks were held.
-            RAISE NOTICE '%: batch % done, % rows in % ms, % rows so far (% rows/s)',
-                migration, batches, n,
-                round(extract(epoch FROM clock_timestamp() - batch_started)::numeric * 1000, 1),
-                done, round(done / elapsed);
+            RAISE NOTICE '%: %: batch % done, % rows in % ms (batch size %), % rows so far (% rows/s)',
+                migration, operation, batches, n, round(ms::numeric, 1), size, done,
+                round(done / greatest(extract(epoch FROM clock_timestamp() - started), 0.001));
+            IF NOT analyzed THEN
+                -- Statistics for tables that never had any: the first batch
+                -- made them non-empty, and cached plans (foreign-key checks
+                -- among them) are made again once they change.
+                FOR t IN SELECT x FROM unnest(spec.writes) x
+                          JOIN pg_catalog.pg_class k ON k.oid = x
+                         WHERE k.reltuples < 0 OR k.relpages = 0 LOOP
+                    EXECUTE format('ANALYZE %s', t);
+                END LOOP;
+                COMMIT;
+                analyzed := true;
+            END IF;
+            IF adaptive AND ms > 0 THEN
+                -- GitLab's batch optimizer: scale towards the target
+                -- duration, at most x2 / x0.5 per step, within bounds.
+                size := greatest(min_size, least(max_size,
+                            (size * greatest(0.5, least(2.0, target_ms / ms)))::integer));
+            END IF;
             IF max_batches IS NOT NULL AND batches >= max_batches THEN
-                RAISE NOTICE '%: stopped after % batches as asked; CALL again to resume', migration, batches;
+                RAISE NOTICE '%: %: stopped after % batches as asked; CALL again to resume', migration, operation, batches;
+                UPDATE @extschema@.hr_batch_progress p SET running_pid = NULL
+                 WHERE p.migration = hr_run_batches.migration AND p.operation = hr_run_batches.operation;
+                COMMIT;
                 RETURN;
             END IF;
+            IF pause_ms > 0 THEN
+                PERFORM pg_sleep(pause_ms / 1000.0);
+            END IF;
         END LOOP;
-        SELECT * INTO st FROM @extschema@.hr_migration_status() s WHERE s.migration = hr_run_backfill.migration;
-        -- Rows another transaction held locked were skipped (SKIP LOCKED);
+        SELECT * INTO c FROM @extschema@.hr_operation_counts(migration, operation);
+        -- Rows other transactions held locked were skipped (SKIP LOCKED):
         -- give them a few chances before reporting them as pending.
-        EXIT WHEN st.pending = 0 OR retries >= 5;
+        EXIT WHEN c.pending = 0 OR retries >= 5;
         retries := retries + 1;
         PERFORM pg_sleep(0.2 * retries);
     END LOOP;
 
-    RAISE NOTICE '%: backfill finished: % rows in % batches, % s', migration, done, batches,
+    UPDATE @extschema@.hr_batch_progress p SET running_pid = NULL
+     WHERE p.migration = hr_run_batches.migration AND p.operation = hr_run_batches.operation;
+    COMMIT;
+    RAISE NOTICE '%: %: finished: % rows in % batches, % s', migration, operation, done, batches,
         round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
-    IF st.pending = 0 AND st.blocked = 0 THEN
-        IF st.phase = 'dual' AND promote THEN
+    IF c.pending > 0 OR c.blocked > 0 THEN
+        RAISE WARNING '%: %: % rows pending and % rows blocked remain', migration, operation, c.pending, c.blocked
+            USING HINT = 'SELECT * FROM hr_migration_status() and hr_batch_failures say why; CALL again after fixing them';
+    END IF;
+END
+$$;
+
+-- Runs the pending work of a migration's current phase: the backfill in
+-- dual and migrated, the clearing or erasing the kind defines after, then
+-- the kind's closing DDL (hr_<kind>_finish). In dual, when nothing is left
+-- pending or blocked and promote is true, moves the phase to migrated (a
+-- refused promotion is a WARNING: the batches are committed either way).
+CREATE PROCEDURE hr_run_backfill(migration text, batch_size integer DEFAULT NULL,
+                                 max_batches integer DEFAULT NULL, promote boolean DEFAULT true)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    phase text := @extschema@.hr_require_applied(migration);
+    op text := @extschema@.hr_phase_operation(migration, phase);
+    pending bigint := 0;
+    blocked bigint := 0;
+BEGIN
+    IF op IS NOT NULL THEN
+        CALL @extschema@.hr_run_batches(migration, op, batch_size, max_batches);
+        SELECT c.pending, c.blocked INTO pending, blocked FROM @extschema@.hr_operation_counts(migration, op) c;
+        IF max_batches IS NOT NULL AND pending > 0 THEN
+            RETURN;
+        END IF;
+    END IF;
+    IF pending = 0 AND blocked = 0 THEN
+        -- Dispatch by kind, statically: a CALL run through EXECUTE could not COMMIT.
+        CASE (@extschema@.hr_migration_entry(migration)).kind
+            WHEN 'token_hash' THEN CALL @extschema@.hr_token_hash_finish(migration, phase);
+            WHEN 'tenant_column' THEN CALL @extschema@.hr_tenant_column_finish(migration, phase);
+            WHEN 'credential_move' THEN CALL @extschema@.hr_credential_move_finish(migration, phase);
+        END CASE;
+        IF phase = 'dual' AND promote THEN
             BEGIN
                 PERFORM @extschema@.hr_set_phase(migration, 'migrated');
             EXCEPTION WHEN object_not_in_prerequisite_state THEN
                 RAISE WARNING '%: backfill complete but phase stays dual: %', migration, SQLERRM;
             END;
-            COMMIT;
         END IF;
     ELSE
-        RAISE WARNING '%: % rows pending and % rows blocked remain; phase stays %', migration,
-            st.pending, st.blocked, st.phase
-            USING HINT = 'SELECT * FROM hr_migration_status() says why; CALL hr_run_backfill again after fixing them';
+        RAISE NOTICE '%: phase stays %', migration, phase;
     END IF;
 END
 $$;
 
-REVOKE EXECUTE ON FUNCTION hr_migration_status(), hr_set_phase(text, text),
-    hr_backfill_batch(text, integer), hr_backfill_cursor(text), hr_check_applied(text, boolean, text, text),
-    hr_row_count(text),
-    hr_backfill_advance(text, uuid, bigint) FROM PUBLIC;
-REVOKE EXECUTE ON PROCEDURE hr_run_backfill(text, integer, integer, boolean) FROM PUBLIC;
+-- hr_set_phase, then the work that phase leaves, each step committed.
+CREATE PROCEDURE hr_run_phase(migration text, phase text, batch_size integer DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM @extschema@.hr_set_phase(migration, phase);
+    COMMIT;
+    CALL @extschema@.hr_run_backfill(migration, batch_size, NULL, false);
+END
+$$;
+
+-- Step 2 of a rollback: an operation of the migration's kind that undoes
+-- the data move, to the end (sql/rollback/ calls it).
+CREATE PROCEDURE hr_run_rollback(migration text, batch_size integer DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    CALL @extschema@.hr_run_batches(migration, 'rollback', batch_size);
+END
+$$;

@@ -1,15 +1,19 @@
--- Migration 2 (portal_sessions): the table-facing functions.
--- They use public.hr_candidate_portal_sessions.organization_id, which
--- sql/migrations/002_portal_sessions.sql adds, and public.hr_candidates.
+-- Kind tenant_column (migration portal_sessions): organization isolation.
+-- A table of this kind has `id uuid` and `candidate_id uuid`; its script
+-- adds `organization_id uuid`, derived from public.hr_candidates, and RLS
+-- policies that compare it with the request's organization.
 
--- BEFORE INSERT OR UPDATE OF candidate_id, organization_id ON
--- public.hr_candidate_portal_sessions. organization_id is always derived from
--- the session's candidate, so a client cannot attach a session to another
--- organization's candidate: a supplied value that disagrees (or that cannot
--- be confirmed because the candidate is missing or has no organization) is
--- refused with 23514, and the message is the same in every case so it does
--- not tell whether a candidate exists elsewhere. SECURITY DEFINER so the
--- lookup is not hidden by RLS on hr_candidates.
+-- BEFORE INSERT OR UPDATE OF candidate_id, organization_id, FOR EACH ROW,
+-- WHEN (NOT hr_backfill_in_progress()). organization_id is always derived
+-- from the row's candidate, so a client cannot attach a row to another
+-- organization's candidate: a supplied value that disagrees (or that
+-- cannot be confirmed because the candidate is missing or has no
+-- organization) is refused with 23514, with one message for every case so
+-- it does not tell whether a candidate exists elsewhere.
+-- SECURITY DEFINER (owner hr_migrations_definer, BYPASSRLS) so the lookup
+-- is not hidden by RLS on hr_candidates; EXECUTE is granted to nobody and
+-- hr_trigger_migration() refuses any table but its own, so it cannot be
+-- attached to a temp table to read candidates' organizations.
 CREATE FUNCTION hr_portal_sessions_org_trigger() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -21,9 +25,8 @@ BEGIN
         RAISE EXCEPTION 'hr_portal_sessions_org_trigger() must be a BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger'
             USING ERRCODE = 'trigger_protocol_violated';
     END IF;
-    -- The backfill sets organization_id from the same lookup in the same
-    -- statement; the flag is superuser-only, so only the extension sets it.
-    IF coalesce(current_setting('hr_migrations.backfill_in_progress', true), 'off') IN ('on', 'true') THEN
+    PERFORM @extschema@.hr_trigger_migration(TG_RELID, 'tenant_column');
+    IF @extschema@.hr_backfill_in_progress() THEN
         RETURN NEW;
     END IF;
     IF TG_OP = 'UPDATE'
@@ -38,9 +41,9 @@ BEGIN
     -- was not supplied by the caller: it is simply re-derived.
     IF NEW.organization_id IS NOT NULL AND NEW.organization_id IS DISTINCT FROM derived
        AND (TG_OP = 'INSERT' OR NEW.organization_id IS DISTINCT FROM OLD.organization_id) THEN
-        RAISE EXCEPTION 'organization_id does not match the organization of the session''s candidate'
+        RAISE EXCEPTION 'organization_id does not match the organization of the row''s candidate'
             USING ERRCODE = 'check_violation',
-                  TABLE = 'hr_candidate_portal_sessions', COLUMN = 'organization_id',
+                  TABLE = TG_TABLE_NAME, COLUMN = 'organization_id',
                   HINT = 'leave organization_id out: it is derived from hr_candidates';
     END IF;
     NEW.organization_id := derived;
@@ -48,161 +51,164 @@ BEGIN
 END
 $$;
 
--- One keyset batch: sets organization_id from the candidate on up to
--- batch_size sessions that lack it and whose candidate has an organization,
--- in id order after the saved cursor, skipping rows locked by others.
--- Sessions that cannot be resolved are never selected (they are "blocked"
--- in hr_migration_status), so they cannot make the backfill loop forever.
--- Returns the rows updated; 0 = nothing resolvable is left. updated_at is
--- left alone.
+-- One keyset batch of the backfill (DESIGN.md §4), through the engine.
 CREATE FUNCTION hr_backfill_portal_session_organizations(batch_size integer DEFAULT 5000) RETURNS bigint
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    after_id uuid;
-    next_cursor uuid;
-    n bigint;
-BEGIN
-    PERFORM @extschema@.hr_check_batch_size(batch_size);
-    PERFORM @extschema@.hr_require_applied('portal_sessions');
-    after_id := @extschema@.hr_backfill_cursor('portal_sessions');
+AS $$ SELECT @extschema@.hr_engine_batch('portal_sessions', 'backfill', batch_size) $$;
 
-    PERFORM set_config('hr_migrations.backfill_in_progress', 'on', true);
-    LOOP
-        -- Picked and locked by the ARRAY() sub-select (an index range scan on
-        -- the primary key, given the column statistics 002 gathers), then
-        -- updated through id = ANY(...), always an index scan, with the
-        -- organization looked up per row by primary key: the UPDATE cannot
-        -- become a hash join over either table.
-        WITH updated AS (
-            UPDATE public.hr_candidate_portal_sessions s
-               SET organization_id = (SELECT c.organization_id FROM public.hr_candidates c
-                                       WHERE c.id = s.candidate_id)
-             WHERE s.id = ANY (ARRAY(
-                    SELECT b.id
-                      FROM public.hr_candidate_portal_sessions b
-                      JOIN public.hr_candidates c ON c.id = b.candidate_id
-                     WHERE b.id >= coalesce(after_id, '00000000-0000-0000-0000-000000000000'::uuid)
-                       AND b.id IS DISTINCT FROM after_id
-                       AND b.organization_id IS NULL
-                       AND c.organization_id IS NOT NULL
-                     ORDER BY b.id
-                     LIMIT batch_size
-                       FOR UPDATE OF b SKIP LOCKED))
-            RETURNING s.id
-        )
-        SELECT count(*), (SELECT u.id FROM updated u ORDER BY u.id DESC LIMIT 1)
-          INTO n, next_cursor
-          FROM updated;
-        EXIT WHEN n > 0 OR after_id IS NULL;
-        after_id := NULL;
-    END LOOP;
-    PERFORM set_config('hr_migrations.backfill_in_progress', 'off', true);
-
-    PERFORM @extschema@.hr_backfill_advance('portal_sessions', next_cursor, n);
-    RETURN n;
-END
-$$;
-
--- Counts for hr_migration_status(). migrated: sessions with organization_id;
--- pending: without it but resolvable; blocked: without it and the candidate
--- is missing or has no organization.
-CREATE FUNCTION hr_portal_sessions_status(phase text,
-    OUT total bigint, OUT migrated bigint, OUT pending bigint, OUT blocked bigint, OUT note text)
+-- The engine's view of a tenant_column migration: rows without
+-- organization_id are pending when their candidate has one, blocked when
+-- the candidate is missing or has none (never guessed, never looped over).
+CREATE FUNCTION hr_tenant_column_spec(migration text, operation text,
+    OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
+    OUT action text, OUT writes regclass[])
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+    resolvable constant text :=
+        'EXISTS (SELECT 1 FROM public.hr_candidates c WHERE c.id = t.candidate_id AND c.organization_id IS NOT NULL)';
 BEGIN
-    IF phase = 'not_applied' THEN
-        total := @extschema@.hr_row_count('public.hr_candidate_portal_sessions');
-        migrated := 0; pending := total; blocked := 0;
-        note := 'apply sql/migrations/002_portal_sessions.sql';
+    IF t IS NULL OR operation <> 'backfill' THEN
         RETURN;
     END IF;
-    SELECT count(*),
-           count(*) FILTER (WHERE s.organization_id IS NOT NULL),
-           count(*) FILTER (WHERE s.organization_id IS NULL AND c.organization_id IS NOT NULL),
-           count(*) FILTER (WHERE s.organization_id IS NULL AND c.organization_id IS NULL)
-      INTO total, migrated, pending, blocked
-      FROM public.hr_candidate_portal_sessions s
-      LEFT JOIN public.hr_candidates c ON c.id = s.candidate_id;
-    note := concat_ws('; ',
-        CASE WHEN pending > 0 THEN
-            format('%s sessions have no organization_id yet: CALL hr_run_backfill(''portal_sessions'')', pending) END,
-        CASE WHEN blocked > 0 THEN
-            format('%s sessions cannot be resolved (candidate missing or without organization): fix hr_candidates.organization_id or delete those sessions, then CALL hr_run_backfill(''portal_sessions'')', blocked) END,
-        CASE WHEN phase = 'enforced' THEN 'organization_id is NOT NULL; RLS isolates sessions by organization' END);
-    IF note = '' THEN
-        note := 'every session has an organization; RLS isolates them by organization';
-    END IF;
+    tbl := t;
+    pending := 't.organization_id IS NULL AND ' || resolvable;
+    blocked := 't.organization_id IS NULL AND NOT ' || resolvable;
+    migrated := 't.organization_id IS NOT NULL';
+    action := '@extschema@.hr_tenant_column_backfill';
+    writes := ARRAY[t];
 END
 $$;
 
--- Phase rules for portal_sessions, called by hr_set_phase() under its lock.
--- enforced: CHECK (organization_id IS NOT NULL) NOT VALID, VALIDATE, SET NOT
--- NULL (which uses the validated check instead of scanning again), DROP the
--- check. A check validated earlier (see the runbook, large tables) is reused.
--- Stepping back from enforced drops NOT NULL.
-CREATE FUNCTION hr_portal_sessions_set_phase(from_phase text, to_phase text) RETURNS void
+CREATE FUNCTION hr_tenant_column_phase_operation(migration text, phase text) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT CASE WHEN phase IN ('dual', 'migrated') THEN 'backfill' END $$;
+
+-- Row action of the backfill: the organization is looked up per row by
+-- primary key, so the UPDATE cannot become a hash join over either table.
+CREATE FUNCTION hr_tenant_column_backfill(migration text, ids uuid[]) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    tbl regclass := to_regclass('public.hr_candidate_portal_sessions');
-    applied boolean;
-    st record;
-    check_valid boolean;
+    n bigint;
 BEGIN
-    applied := EXISTS (
-        SELECT 1 FROM pg_attribute
-         WHERE attrelid = tbl AND attname = 'organization_id' AND NOT attisdropped)
-      AND EXISTS (
-        SELECT 1 FROM pg_trigger
-         WHERE tgrelid = tbl AND tgname = 'hr_portal_sessions_org' AND NOT tgisinternal);
-    IF @extschema@.hr_check_applied('portal_sessions', applied, to_phase,
-           'public.hr_candidate_portal_sessions has no organization_id column or hr_portal_sessions_org trigger') THEN
-        RETURN;
-    END IF;
-    IF to_phase IN ('migrated', 'enforced') THEN
-        IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = tbl AND relrowsecurity)
-           OR (SELECT count(*) FROM pg_policy WHERE polrelid = tbl AND polname IN
-                 ('hr_portal_sessions_select', 'hr_portal_sessions_insert',
-                  'hr_portal_sessions_update', 'hr_portal_sessions_delete')) < 4 THEN
-            RAISE EXCEPTION 'cannot move portal_sessions to %: row level security or its policies are not in place', to_phase
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      HINT = 'run sql/migrations/002_portal_sessions.sql to the end';
-        END IF;
-        SELECT * INTO st FROM @extschema@.hr_portal_sessions_status(from_phase);
-        IF st.pending > 0 OR st.blocked > 0 THEN
-            RAISE EXCEPTION 'cannot move portal_sessions to %: % sessions pending and % blocked', to_phase, st.pending, st.blocked
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      HINT = 'SELECT note FROM hr_migration_status() says what to do';
-        END IF;
-    END IF;
+    EXECUTE format('UPDATE %s t
+                       SET organization_id = (SELECT c.organization_id FROM public.hr_candidates c
+                                               WHERE c.id = t.candidate_id)
+                     WHERE t.id = ANY ($1)', @extschema@.hr_migration_table(migration))
+      USING ids;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- applied: organization_id and the org trigger exist. ready: row level
+-- security is on and the four policies the registry names exist.
+CREATE FUNCTION hr_tenant_column_state(migration text, OUT applied boolean, OUT ready boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+    o jsonb := (@extschema@.hr_migration_entry(migration)).objects;
+BEGIN
+    applied := @extschema@.hr_column_exists(t, 'organization_id')
+               AND @extschema@.hr_trigger_exists(t, o ->> 'org_trigger');
+    ready := applied
+        AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t AND c.relrowsecurity)
+        AND (SELECT count(*) FROM pg_catalog.pg_policy p
+              WHERE p.polrelid = t
+                AND p.polname IN (o ->> 'policy_select', o ->> 'policy_insert',
+                                  o ->> 'policy_update', o ->> 'policy_delete')) = 4;
+END
+$$;
+
+-- Brief DDL of a phase move. Into enforced: CHECK (organization_id IS NOT
+-- NULL) NOT VALID, which refuses writes without an organization from now on
+-- (ACCESS EXCLUSIVE for milliseconds, no scan); the validating scan and SET
+-- NOT NULL are the phase's closing work (hr_tenant_column_finish), outside
+-- ACCESS EXCLUSIVE. Out of enforced: NOT NULL and the check are dropped.
+CREATE FUNCTION hr_tenant_column_enter(migration text, from_phase text, to_phase text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+    chk text := @extschema@.hr_migration_object(migration, 'not_null_check');
+BEGIN
+    PERFORM set_config('lock_timeout', coalesce(nullif(current_setting('lock_timeout'), '0'), '3s'), true);
     IF to_phase = 'enforced' THEN
-        SET LOCAL lock_timeout = '3s';
-        SELECT convalidated INTO check_valid FROM pg_constraint
-         WHERE conrelid = tbl AND conname = 'hr_candidate_portal_sessions_organization_id_not_null';
-        IF check_valid IS NULL THEN
-            ALTER TABLE public.hr_candidate_portal_sessions
-                ADD CONSTRAINT hr_candidate_portal_sessions_organization_id_not_null
-                CHECK (organization_id IS NOT NULL) NOT VALID;
+        IF NOT @extschema@.hr_column_not_null(t, 'organization_id')
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = t AND conname = chk) THEN
+            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I CHECK (organization_id IS NOT NULL) NOT VALID', t, chk);
         END IF;
-        IF NOT coalesce(check_valid, false) THEN
-            ALTER TABLE public.hr_candidate_portal_sessions
-                VALIDATE CONSTRAINT hr_candidate_portal_sessions_organization_id_not_null;
+    ELSIF from_phase = 'enforced' AND to_phase IN ('dual', 'migrated') THEN
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN organization_id DROP NOT NULL', t);
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = t AND conname = chk) THEN
+            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', t, chk);
         END IF;
-        ALTER TABLE public.hr_candidate_portal_sessions ALTER COLUMN organization_id SET NOT NULL;
-        ALTER TABLE public.hr_candidate_portal_sessions
-            DROP CONSTRAINT hr_candidate_portal_sessions_organization_id_not_null;
-    ELSIF from_phase = 'enforced' THEN
-        SET LOCAL lock_timeout = '3s';
-        ALTER TABLE public.hr_candidate_portal_sessions ALTER COLUMN organization_id DROP NOT NULL;
     END IF;
 END
 $$;
 
-REVOKE EXECUTE ON FUNCTION hr_backfill_portal_session_organizations(integer),
-    hr_portal_sessions_status(text),
-    hr_portal_sessions_set_phase(text, text) FROM PUBLIC;
+-- Closing DDL of enforced: VALIDATE the check (SHARE UPDATE EXCLUSIVE:
+-- reads and writes go on during the scan), COMMIT, then SET NOT NULL, which
+-- uses the validated check instead of scanning (ACCESS EXCLUSIVE, brief),
+-- and drop the check. Idempotent.
+CREATE PROCEDURE hr_tenant_column_finish(migration text, phase text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+    chk text := @extschema@.hr_migration_object(migration, 'not_null_check');
+    valid boolean;
+BEGIN
+    IF phase <> 'enforced' THEN
+        RETURN;
+    END IF;
+    SELECT c.convalidated INTO valid FROM pg_catalog.pg_constraint c WHERE c.conrelid = t AND c.conname = chk;
+    IF valid IS NOT NULL AND NOT valid THEN
+        PERFORM pg_catalog.set_config('lock_timeout', '0', true);  -- SHARE UPDATE EXCLUSIVE blocks no app traffic
+        EXECUTE pg_catalog.format('ALTER TABLE %s VALIDATE CONSTRAINT %I', t, chk);
+        COMMIT;
+        valid := true;
+    END IF;
+    IF valid THEN
+        PERFORM pg_catalog.set_config('lock_timeout', '3s', true);
+        EXECUTE pg_catalog.format('ALTER TABLE %s ALTER COLUMN organization_id SET NOT NULL', t);
+        EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', t, chk);
+        COMMIT;
+        RAISE NOTICE '%: organization_id is NOT NULL', migration;
+    END IF;
+END
+$$;
+
+CREATE FUNCTION hr_tenant_column_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+    note text;
+BEGIN
+    note := concat_ws('; ',
+        CASE WHEN pending > 0 THEN
+            format('%s rows have no organization_id yet: CALL hr_run_backfill(%L)', pending, migration) END,
+        CASE WHEN blocked > 0 THEN
+            format('%s rows cannot be resolved (candidate missing or without organization): fix hr_candidates.organization_id or delete those rows, then CALL hr_run_backfill(%L)', blocked, migration) END,
+        CASE WHEN phase IN ('enforced', 'contracted') AND @extschema@.hr_column_not_null(t, 'organization_id')
+             THEN 'organization_id is NOT NULL; RLS isolates rows by organization'
+             WHEN phase = 'enforced'
+             THEN format('writes without organization_id are refused; CALL hr_run_backfill(%L) validates and sets NOT NULL', migration) END);
+    IF note = '' THEN
+        note := 'every row has an organization; RLS isolates them by organization';
+    END IF;
+    RETURN note;
+END
+$$;

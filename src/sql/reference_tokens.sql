@@ -1,47 +1,107 @@
--- Migration 1 (reference_tokens): the table-facing functions.
--- They use public.hr_references and public.hr_reference_token_validations,
--- which sql/migrations/001_reference_tokens.sql creates or alters; PL/pgSQL
--- resolves those names at call time, so CREATE EXTENSION works before 001.
+-- Kind token_hash (migration reference_tokens): salted-hash storage of a
+-- table's reference tokens. A table of this kind has `id uuid` and
+-- `access_token text` (legacy plaintext); its script adds
+-- `access_token_hash text` (token hash v1).
+--
+-- PL/pgSQL resolves table and column names when a statement first runs, so
+-- CREATE EXTENSION works before sql/migrations/001 has created anything.
 
--- BEFORE INSERT OR UPDATE OF access_token ON public.hr_references.
--- A written plaintext token is hashed into access_token_hash; in phase
--- 'enforced' the plaintext is then dropped, so only the hash is stored.
--- Clearing access_token revokes the token (the hash is cleared too) unless the
--- same statement writes a new access_token_hash itself (new-style code).
-CREATE FUNCTION hr_references_token_trigger() RETURNS trigger
+-- The migration of a kind whose table fired a trigger; 39P01 when the table
+-- is not registered with that kind. Trigger functions call it first, so
+-- none of them can be aimed at another table (a temp table, another
+-- tenant's copy) by whoever manages to attach it.
+CREATE FUNCTION hr_trigger_migration(relid oid, kind text) RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m text;
+BEGIN
+    SELECT r.migration INTO m FROM @extschema@.hr_migration_registry r
+     WHERE r.kind = hr_trigger_migration.kind
+       AND to_regclass(format('%I.%I', r.table_schema, r.table_name)) = relid;
+    IF m IS NULL THEN
+        RAISE EXCEPTION 'this hr_migrations trigger function serves only the tables of its migrations, not %', relid::regclass
+            USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
+    RETURN m;
+END
+$$;
+
+-- Generic updated_at maintenance for every table (replaces the plan's one
+-- function per table). Installed BEFORE UPDATE with
+-- WHEN (NOT hr_backfill_in_progress()), so the extension's own batches
+-- leave updated_at alone (the plan's bug 6).
+CREATE FUNCTION hr_touch_updated_at() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    IF TG_WHEN <> 'BEFORE' OR TG_OP <> 'UPDATE' OR TG_LEVEL <> 'ROW' THEN
+        RAISE EXCEPTION 'hr_touch_updated_at() must be a BEFORE UPDATE ... FOR EACH ROW trigger (on %)', TG_TABLE_NAME
+            USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
+    IF NOT @extschema@.hr_backfill_in_progress() THEN
+        NEW.updated_at := now();
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- BEFORE INSERT OR UPDATE OF access_token, FOR EACH ROW, on a token_hash
+-- table. UPDATE OF fires only when the statement assigns access_token, so:
+--   * a non-empty token written is hashed into access_token_hash; from phase
+--     enforced on the plaintext is then dropped (only the hash is stored);
+--   * NULL (or '') written revokes: the hash is cleared too, in every phase,
+--     unless the same statement writes a new access_token_hash itself
+--     (new-style code, hr_issue_reference_token);
+--   * '' is never hashed (it would verify an empty presented token).
+-- SECURITY DEFINER (owner hr_migrations_definer) so writers need no rights
+-- on the extension's tables or functions; EXECUTE is granted to nobody,
+-- and hr_trigger_migration() refuses any table but its own.
+CREATE FUNCTION hr_references_token_trigger() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m text;
+    keep_plaintext boolean;
 BEGIN
     IF TG_WHEN <> 'BEFORE' OR TG_LEVEL <> 'ROW' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
         RAISE EXCEPTION 'hr_references_token_trigger() must be a BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger'
             USING ERRCODE = 'trigger_protocol_violated';
     END IF;
-    IF TG_OP = 'UPDATE' AND NEW.access_token IS NOT DISTINCT FROM OLD.access_token THEN
+    m := @extschema@.hr_trigger_migration(TG_RELID, 'token_hash');
+    IF @extschema@.hr_backfill_in_progress() THEN
         RETURN NEW;
     END IF;
-    IF NEW.access_token IS NULL THEN
+    keep_plaintext := @extschema@.hr_phase_accepts_plaintext(@extschema@.hr_migration_phase(m));
+    IF coalesce(NEW.access_token, '') = '' THEN
         IF TG_OP = 'UPDATE' AND NEW.access_token_hash IS NOT DISTINCT FROM OLD.access_token_hash THEN
             NEW.access_token_hash := NULL;
+        END IF;
+        IF NOT keep_plaintext THEN
+            NEW.access_token := NULL;
         END IF;
         RETURN NEW;
     END IF;
     NEW.access_token_hash := @extschema@.hr_hash_token(NEW.access_token);
-    IF @extschema@.hr_migration_phase('reference_tokens') = 'enforced' THEN
+    IF NOT keep_plaintext THEN
         NEW.access_token := NULL;
     END IF;
     RETURN NEW;
 END
 $$;
 
--- Dual-path verification by reference id: the hash first, then (unless the
--- phase is 'enforced') the legacy plaintext column, compared in constant
--- time. Appends one row to public.hr_reference_token_validations: reference
--- id, method, success, time; never the token. NULL arguments verify nothing
--- and return false (not NULL, so `IF NOT hr_verify_reference_token(...)`
--- rejects them). method is the path that accepted the token, or when none
--- did, the path that was tried ('hash' over 'plaintext'), or 'none' when the
--- reference does not exist or has no token.
+-- Dual-path verification by reference id (DESIGN.md §4): the hash first,
+-- then (before enforced) the legacy plaintext, compared in constant time;
+-- the decision is src/dual_path.rs (hr_token_verdict). An empty presented
+-- token never verifies. Appends one row to hr_reference_token_validations:
+-- reference id, method, success, time; never the token. NULL arguments
+-- return false (not NULL) and are logged as 'none'.
+-- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
+-- It reads hr_references and inserts into the log table; app roles hold no
+-- TRIGGER on either (001 revokes it), and batches refuse foreign triggers.
 CREATE FUNCTION hr_verify_reference_token(reference_id uuid, token text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -50,170 +110,250 @@ DECLARE
     phase text := @extschema@.hr_require_applied('reference_tokens');
     stored_token text;
     stored_hash text;
-    method text := 'none';
-    ok boolean := false;
+    v record;
 BEGIN
-    IF reference_id IS NOT NULL AND token IS NOT NULL THEN
-        SELECT r.access_token, r.access_token_hash INTO stored_token, stored_hash
-          FROM public.hr_references r
-         WHERE r.id = reference_id;
-        IF phase = 'enforced' THEN
-            stored_token := NULL;
-        END IF;
-        IF stored_hash IS NOT NULL THEN
-            method := 'hash';
-            ok := @extschema@.hr_verify_token(token, stored_hash);
-        END IF;
-        IF NOT ok AND stored_token IS NOT NULL THEN
-            IF @extschema@.hr_token_plaintext_matches(token, stored_token) THEN
-                method := 'plaintext';
-                ok := true;
-            ELSIF stored_hash IS NULL THEN
-                method := 'plaintext';
-            END IF;
+    IF reference_id IS NOT NULL THEN
+        IF phase = 'contracted' THEN  -- access_token is gone
+            SELECT r.access_token_hash INTO stored_hash
+              FROM public.hr_references r WHERE r.id = reference_id;
+        ELSE
+            SELECT r.access_token, r.access_token_hash INTO stored_token, stored_hash
+              FROM public.hr_references r WHERE r.id = reference_id;
         END IF;
     END IF;
+    SELECT * INTO v FROM @extschema@.hr_token_verdict(
+        @extschema@.hr_phase_accepts_plaintext(phase), token, stored_hash, stored_token);
     INSERT INTO public.hr_reference_token_validations (reference_id, method, success)
-    VALUES (reference_id, method, ok);
-    RETURN ok;
+    VALUES (reference_id, v.method, v.ok);
+    RETURN v.ok;
 END
 $$;
 
--- One keyset batch of the backfill: hashes up to batch_size plaintext tokens
--- that have no hash yet, in id order after the saved cursor, skipping rows
--- other transactions hold locked. Returns the rows hashed; 0 means nothing is
--- left to hash. The cursor lives in hr_backfill_progress and is committed
--- with the batch; its row lock also keeps two backfills from running at once.
--- updated_at is left alone (hr_migrations.backfill_in_progress).
-CREATE FUNCTION hr_backfill_reference_token_hashes(batch_size integer DEFAULT 5000) RETURNS bigint
+-- A new token for a reference: generated here, stored only as its hash (in
+-- every phase), returned once. It replaces any earlier token of the
+-- reference, hashed or legacy plaintext (the plaintext is cleared). The
+-- token never travels to the database, so no statement or parameter log
+-- can hold it. P0002 for an unknown reference, 22004 for NULL.
+-- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
+CREATE FUNCTION hr_issue_reference_token(reference_id uuid) RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    after_id uuid;
-    next_cursor uuid;
-    n bigint;
+    phase text := @extschema@.hr_require_applied('reference_tokens');
+    tok text := @extschema@.hr_generate_token();
 BEGIN
-    PERFORM @extschema@.hr_check_batch_size(batch_size);
-    PERFORM @extschema@.hr_require_applied('reference_tokens');
-
-    after_id := @extschema@.hr_backfill_cursor('reference_tokens');
-
-    PERFORM set_config('hr_migrations.backfill_in_progress', 'on', true);
-    LOOP
-        -- The rows are picked and locked by the ARRAY() sub-select (an index
-        -- range scan on the primary key: id >= coalesce(...) stays indexable
-        -- in both cases, IS DISTINCT FROM makes it "> after_id" when set) and
-        -- updated through id = ANY(...), which is always an index scan: a
-        -- join here can turn into a hash join over the whole table.
-        WITH hashed AS (
-            UPDATE public.hr_references r
-               SET access_token_hash = @extschema@.hr_hash_token(r.access_token)
-             WHERE r.id = ANY (ARRAY(
-                    SELECT b.id
-                      FROM public.hr_references b
-                     WHERE b.id >= coalesce(after_id, '00000000-0000-0000-0000-000000000000'::uuid)
-                       AND b.id IS DISTINCT FROM after_id
-                       AND b.access_token IS NOT NULL
-                       AND b.access_token_hash IS NULL
-                     ORDER BY b.id
-                     LIMIT batch_size
-                       FOR UPDATE SKIP LOCKED))
-            RETURNING r.id
-        )
-        SELECT count(*), (SELECT h.id FROM hashed h ORDER BY h.id DESC LIMIT 1)
-          INTO n, next_cursor
-          FROM hashed;
-        -- At the end of the table, wrap around once: rows skipped while
-        -- locked, or written with triggers disabled, sit behind the cursor.
-        EXIT WHEN n > 0 OR after_id IS NULL;
-        after_id := NULL;
-    END LOOP;
-    PERFORM set_config('hr_migrations.backfill_in_progress', 'off', true);
-
-    PERFORM @extschema@.hr_backfill_advance('reference_tokens', next_cursor, n);
-    RETURN n;
+    IF reference_id IS NULL THEN
+        RAISE EXCEPTION 'reference_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF phase = 'contracted' THEN
+        UPDATE public.hr_references r SET access_token_hash = @extschema@.hr_hash_token(tok)
+         WHERE r.id = reference_id;
+    ELSE
+        UPDATE public.hr_references r
+           SET access_token = NULL, access_token_hash = @extschema@.hr_hash_token(tok)
+         WHERE r.id = reference_id;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no reference with that id' USING ERRCODE = 'no_data_found',
+            HINT = 'hr_issue_reference_token() replaces the token of an existing hr_references row';
+    END IF;
+    RETURN tok;
 END
 $$;
 
--- Counts for hr_migration_status(). pending: plaintext without a hash;
--- migrated: rows with a hash; blocked: never (any text can be hashed).
-CREATE FUNCTION hr_reference_tokens_status(phase text,
-    OUT total bigint, OUT migrated bigint, OUT pending bigint, OUT blocked bigint, OUT note text)
+-- Revokes a reference's token, hashed or plaintext, in every phase: true
+-- when there was one. SECURITY DEFINER: EXECUTE for service_role.
+CREATE FUNCTION hr_revoke_reference_token(reference_id uuid) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    phase text := @extschema@.hr_require_applied('reference_tokens');
+BEGIN
+    IF phase = 'contracted' THEN
+        UPDATE public.hr_references r SET access_token_hash = NULL
+         WHERE r.id = reference_id AND r.access_token_hash IS NOT NULL;
+    ELSE
+        UPDATE public.hr_references r SET access_token = NULL, access_token_hash = NULL
+         WHERE r.id = reference_id AND (r.access_token IS NOT NULL OR r.access_token_hash IS NOT NULL);
+    END IF;
+    RETURN FOUND;
+END
+$$;
+
+-- One keyset batch of the backfill (DESIGN.md §4): hashes up to batch_size
+-- plaintext tokens that have no hash yet, through the batch engine
+-- (hr_engine_batch). Returns rows hashed; 0 = nothing left.
+CREATE FUNCTION hr_backfill_reference_token_hashes(batch_size integer DEFAULT 5000) RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT @extschema@.hr_engine_batch('reference_tokens', 'backfill', batch_size) $$;
+
+-- The engine's view of a token_hash migration (see hr_operation_spec):
+--   backfill  rows with a non-empty plaintext token and no hash;
+--   erase     (contracted) rows still holding legacy plaintext.
+-- Empty tokens are neither pending nor blocked: they verify nothing and
+-- are counted in the note.
+CREATE FUNCTION hr_token_hash_spec(migration text, operation text,
+    OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
+    OUT action text, OUT writes regclass[])
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    hash_only bigint;
-    plaintext_left bigint;
+    t regclass := @extschema@.hr_migration_table(migration);
+    has_plaintext boolean := @extschema@.hr_column_exists(t, 'access_token');
 BEGIN
-    blocked := 0;
-    IF phase = 'not_applied' THEN
-        total := @extschema@.hr_row_count('public.hr_references');
-        migrated := 0; pending := total;
-        note := 'apply sql/migrations/001_reference_tokens.sql';
+    IF t IS NULL THEN
         RETURN;
     END IF;
-    SELECT count(*),
-           count(*) FILTER (WHERE r.access_token_hash IS NOT NULL),
-           count(*) FILTER (WHERE r.access_token IS NOT NULL AND r.access_token_hash IS NULL),
-           count(*) FILTER (WHERE r.access_token IS NULL AND r.access_token_hash IS NOT NULL),
-           count(*) FILTER (WHERE r.access_token IS NOT NULL)
-      INTO total, migrated, pending, hash_only, plaintext_left
-      FROM public.hr_references r;
-    note := concat_ws('; ',
-        CASE WHEN pending > 0 THEN
-            format('%s plaintext tokens have no hash yet: CALL hr_run_backfill(''reference_tokens'')', pending) END,
-        CASE WHEN phase = 'enforced' THEN
-            format('only hashes are stored and accepted; %s legacy plaintext tokens remain in access_token, no longer accepted', plaintext_left) END,
-        CASE WHEN phase <> 'enforced' AND hash_only > 0 THEN
-            format('%s references have no plaintext token left and verify by hash only', hash_only) END);
-    IF note = '' THEN
-        note := 'every token has a hash; plaintext is still accepted until enforced';
-    END IF;
+    blocked := 'false';
+    migrated := 't.access_token_hash IS NOT NULL';
+    writes := ARRAY[t];
+    CASE operation
+        WHEN 'backfill' THEN
+            pending := CASE WHEN has_plaintext
+                THEN 't.access_token IS NOT NULL AND t.access_token <> '''' AND t.access_token_hash IS NULL'
+                ELSE 'false' END;
+            action := '@extschema@.hr_token_hash_backfill';
+        WHEN 'erase' THEN
+            pending := CASE WHEN has_plaintext THEN 't.access_token IS NOT NULL' ELSE 'false' END;
+            action := '@extschema@.hr_token_hash_erase';
+        ELSE
+            RETURN;
+    END CASE;
+    tbl := t;
 END
 $$;
 
--- Phase rules for reference_tokens, called by hr_set_phase() under its lock.
-CREATE FUNCTION hr_reference_tokens_set_phase(from_phase text, to_phase text) RETURNS void
+CREATE FUNCTION hr_token_hash_phase_operation(migration text, phase text) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE phase WHEN 'dual' THEN 'backfill' WHEN 'migrated' THEN 'backfill'
+                      WHEN 'contracted' THEN 'erase' END
+$$;
+
+-- Row action of the backfill: one statement for the whole batch.
+CREATE FUNCTION hr_token_hash_backfill(migration text, ids uuid[]) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    applied boolean;
-    st record;
+    n bigint;
 BEGIN
-    applied := EXISTS (
-        SELECT 1 FROM pg_attribute
-         WHERE attrelid = to_regclass('public.hr_references')
-           AND attname = 'access_token_hash' AND NOT attisdropped)
-      AND EXISTS (
-        SELECT 1 FROM pg_trigger
-         WHERE tgrelid = to_regclass('public.hr_references')
-           AND tgname = 'hr_references_token' AND NOT tgisinternal);
-    IF @extschema@.hr_check_applied('reference_tokens', applied, to_phase,
-           'public.hr_references has no access_token_hash column or hr_references_token trigger') THEN
-        RETURN;
-    END IF;
-    IF to_phase IN ('migrated', 'enforced') THEN
-        SELECT * INTO st FROM @extschema@.hr_reference_tokens_status(from_phase);
-        IF st.pending > 0 THEN
-            RAISE EXCEPTION 'cannot move reference_tokens to %: % plaintext tokens have no hash yet', to_phase, st.pending
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      HINT = 'CALL hr_run_backfill(''reference_tokens'') first';
-        END IF;
-    END IF;
+    EXECUTE format('UPDATE %s t SET access_token_hash = %s.hr_hash_token(t.access_token) WHERE t.id = ANY ($1)',
+                   @extschema@.hr_migration_table(migration), '@extschema@')
+      USING ids;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
 END
 $$;
 
-REVOKE EXECUTE ON FUNCTION hr_verify_reference_token(uuid, text),
-    hr_backfill_reference_token_hashes(integer),
-    hr_reference_tokens_status(text),
-    hr_reference_tokens_set_phase(text, text) FROM PUBLIC;
-DO $$
+-- Row action of the contract phase: erases legacy plaintext (the flag is
+-- on, so the token trigger does not take it for a revocation).
+CREATE FUNCTION hr_token_hash_erase(migration text, ids uuid[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
 BEGIN
-    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
-        GRANT EXECUTE ON FUNCTION hr_verify_reference_token(uuid, text) TO service_role;
+    EXECUTE format('UPDATE %s t SET access_token = NULL WHERE t.id = ANY ($1)', @extschema@.hr_migration_table(migration))
+      USING ids;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- applied: the hash column and the token trigger exist (after the contract
+-- phase dropped the trigger, the hash column alone). ready: the triggers
+-- the script installs are there.
+CREATE FUNCTION hr_token_hash_state(migration text, OUT applied boolean, OUT ready boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+    contracted boolean := @extschema@.hr_migration_phase(migration) = 'contracted';
+BEGIN
+    applied := @extschema@.hr_column_exists(t, 'access_token_hash')
+               AND (contracted OR @extschema@.hr_trigger_exists(t, @extschema@.hr_migration_object(migration, 'token_trigger')));
+    ready := applied AND @extschema@.hr_trigger_exists(t, @extschema@.hr_migration_object(migration, 'touch_trigger'));
+END
+$$;
+
+-- Brief DDL of a phase move: none for tokens. (Entering enforced needs no
+-- wait: a token written by a transaction still in flight is hashed by the
+-- trigger and its plaintext is legacy data the contract phase erases.)
+CREATE FUNCTION hr_token_hash_enter(migration text, from_phase text, to_phase text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    NULL;
+END
+$$;
+
+-- Closing DDL of a phase, once its batches are done. contracted: drop the
+-- token trigger (it served the transition) and the plaintext column.
+CREATE PROCEDURE hr_token_hash_finish(migration text, phase text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+BEGIN
+    IF phase <> 'contracted' OR NOT @extschema@.hr_column_exists(t, 'access_token') THEN
+        RETURN;
     END IF;
+    PERFORM pg_catalog.set_config('lock_timeout', '3s', true);
+    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS %I ON %s',
+                              @extschema@.hr_migration_object(migration, 'token_trigger'), t);
+    EXECUTE pg_catalog.format('ALTER TABLE %s DROP COLUMN IF EXISTS access_token', t);
+    RAISE NOTICE '%: access_token dropped (VACUUM the table; old row versions, WAL and backups still hold what it held)', migration;
+    COMMIT;
+END
+$$;
+
+CREATE FUNCTION hr_token_hash_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+    empty_tokens bigint := 0;
+    hash_only bigint;
+    plaintext_left bigint := 0;
+    note text;
+BEGIN
+    IF @extschema@.hr_column_exists(t, 'access_token') THEN
+        EXECUTE format('SELECT count(*) FILTER (WHERE t.access_token = ''''),
+                               count(*) FILTER (WHERE t.access_token IS NULL AND t.access_token_hash IS NOT NULL),
+                               count(*) FILTER (WHERE t.access_token IS NOT NULL)
+                          FROM %s t', t)
+           INTO empty_tokens, hash_only, plaintext_left;
+    END IF;
+    note := concat_ws('; ',
+        CASE WHEN pending > 0 AND phase IN ('dual', 'migrated') THEN
+            format('%s plaintext tokens have no hash yet: CALL hr_run_backfill(%L)', pending, migration) END,
+        CASE WHEN phase = 'enforced' THEN
+            format('only hashes are stored and accepted; %s legacy plaintext tokens remain in access_token, no longer accepted (erased by the contract phase)', plaintext_left) END,
+        CASE WHEN phase = 'contracted' AND pending > 0 THEN
+            format('%s legacy plaintext tokens to erase: CALL hr_run_backfill(%L)', pending, migration) END,
+        CASE WHEN phase = 'contracted' AND pending = 0 AND plaintext_left = 0 AND @extschema@.hr_column_exists(t, 'access_token') THEN
+            format('plaintext erased; CALL hr_run_backfill(%L) drops access_token', migration) END,
+        CASE WHEN phase = 'contracted' AND NOT @extschema@.hr_column_exists(t, 'access_token') THEN
+            'access_token dropped: only hashes exist' END,
+        CASE WHEN phase IN ('dual', 'migrated') AND hash_only > 0 THEN
+            format('%s references have no plaintext token left and verify by hash only', hash_only) END,
+        CASE WHEN empty_tokens > 0 THEN
+            format('%s references have an empty token, which is not hashed and never verifies', empty_tokens) END,
+        CASE WHEN phase = 'enforced' THEN @extschema@.hr_contract_eta(migration) END);
+    IF note = '' THEN
+        note := 'every token has a hash; plaintext is still accepted until enforced';
+    END IF;
+    RETURN note;
 END
 $$;

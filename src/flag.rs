@@ -1,0 +1,162 @@
+//! The backfill flag: "the extension's own batch code is writing now".
+//!
+//! While it is on, `hr_touch_updated_at()` leaves `updated_at` alone (the
+//! plan's bug 6) and the migration triggers skip work the batch already did.
+//! It used to be a GUC, and a GUC is a placeholder that any role can `SET`
+//! in a backend that has not loaded the library; a trigger trusting it could
+//! be switched off by the application (issue: spoofable backfill flag).
+//!
+//! Now it is backend memory that only [`set`] changes, reached from SQL
+//! through `hr_set_backfill_flag(boolean)`, whose EXECUTE is granted to the
+//! extension's definer role alone. It never outlives the transaction that
+//! set it: a transaction callback clears it at commit and abort, and a
+//! subtransaction callback clears it when the subtransaction that set it is
+//! rolled back (a failed batch inside a `BEGIN ... EXCEPTION` block).
+
+use std::cell::Cell;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+thread_local! {
+    /// `Some(subxact)`: on, set in that subtransaction (or a parent it was
+    /// released into). `None`: off.
+    static ON: Cell<Option<pg_sys::SubTransactionId>> = const { Cell::new(None) };
+    static REGISTERED: Cell<bool> = const { Cell::new(false) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_xact(_event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    // Every event ends or prepares the top-level transaction: off.
+    ON.set(None);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_subxact(
+    event: pg_sys::SubXactEvent::Type,
+    my_subid: pg_sys::SubTransactionId,
+    parent_subid: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    let Some(owner) = ON.get() else { return };
+    if owner != my_subid {
+        return;
+    }
+    match event {
+        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => ON.set(None),
+        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => ON.set(Some(parent_subid)),
+        _ => {}
+    }
+}
+
+fn register() {
+    if REGISTERED.get() {
+        return;
+    }
+    // SAFETY: plain function pointers with no argument; registered once per
+    // process (callbacks registered in the postmaster are inherited by fork,
+    // and REGISTERED is inherited with them).
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
+    }
+    REGISTERED.set(true);
+}
+
+/// Registers the callbacks (from `_PG_init`).
+pub fn init() {
+    register();
+}
+
+/// Turns the flag on or off for the rest of the current transaction.
+pub fn set(on: bool) {
+    register();
+    if on {
+        // SAFETY: reads the current subtransaction id; we are in a transaction.
+        ON.set(Some(unsafe { pg_sys::GetCurrentSubTransactionId() }));
+    } else {
+        ON.set(None);
+    }
+}
+
+/// Whether the extension's batch code is writing in this transaction.
+pub fn is_on() -> bool {
+    ON.get().is_some()
+}
+
+/// `hr_backfill_in_progress() RETURNS boolean` — VOLATILE PARALLEL RESTRICTED.
+///
+/// True while the extension's own batch code writes in this transaction.
+/// The migrations' trigger WHEN clauses call it, and WHEN clauses run as the
+/// writing role, so EXECUTE is granted to PUBLIC: it reads one boolean that
+/// only [`hr_set_backfill_flag`] changes.
+#[pg_extern(volatile, parallel_restricted)]
+fn hr_backfill_in_progress() -> bool {
+    is_on()
+}
+
+/// `hr_set_backfill_flag(on boolean) RETURNS void` — VOLATILE PARALLEL UNSAFE.
+///
+/// Sets the flag for the current transaction. EXECUTE: the extension's
+/// definer role only (its batch functions). STRICT: NULL does nothing.
+#[pg_extern(volatile, strict, parallel_unsafe)]
+fn hr_set_backfill_flag(on: bool) {
+    set(on);
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn on() -> bool {
+        Spi::get_one::<bool>("SELECT hr_backfill_in_progress()")
+            .unwrap()
+            .unwrap()
+    }
+
+    #[pg_test]
+    fn flag_is_off_by_default_and_follows_set() {
+        assert!(!on());
+        Spi::run("SELECT hr_set_backfill_flag(true)").unwrap();
+        assert!(on());
+        Spi::run("SELECT hr_set_backfill_flag(false)").unwrap();
+        assert!(!on());
+    }
+
+    /// Set inside a subtransaction that is rolled back: off again.
+    #[pg_test]
+    fn rolled_back_subtransaction_clears_the_flag() {
+        Spi::run(
+            "DO $$ BEGIN
+               BEGIN
+                 PERFORM hr_set_backfill_flag(true);
+                 RAISE EXCEPTION 'fail the block';
+               EXCEPTION WHEN raise_exception THEN NULL;
+               END;
+               IF hr_backfill_in_progress() THEN RAISE EXCEPTION 'flag survived the rollback'; END IF;
+             END $$",
+        )
+        .unwrap();
+        // Set in the outer block, an inner block fails: still on.
+        Spi::run(
+            "DO $$ BEGIN
+               PERFORM hr_set_backfill_flag(true);
+               BEGIN
+                 RAISE EXCEPTION 'fail the inner block';
+               EXCEPTION WHEN raise_exception THEN NULL;
+               END;
+               IF NOT hr_backfill_in_progress() THEN RAISE EXCEPTION 'flag lost'; END IF;
+               PERFORM hr_set_backfill_flag(false);
+             END $$",
+        )
+        .unwrap();
+    }
+
+    /// The old GUC is gone: setting it as a placeholder changes nothing.
+    #[pg_test]
+    fn the_old_setting_has_no_effect() {
+        Spi::run("SELECT set_config('hr_migrations.backfill_in_progress', 'on', true)").ok();
+        assert!(!on());
+    }
+}
