@@ -459,6 +459,9 @@ BEGIN
                 AND x.privilege_type IN ('TRIGGER', 'TRUNCATE', 'REFERENCES') LOOP
         EXECUTE format('REVOKE TRIGGER, TRUNCATE, REFERENCES ON %s FROM %I', tbl, g.rolname);
     END LOOP;
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO hr_migrations_definer',
+                   (SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                     WHERE c.oid = tbl));
     EXECUTE format('GRANT %s ON %s TO hr_migrations_definer', definer_privileges, tbl);
 END
 $$;

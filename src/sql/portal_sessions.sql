@@ -140,11 +140,19 @@ AS $$
 DECLARE
     t regclass := @extschema@.hr_migration_table(migration);
     chk text := @extschema@.hr_migration_object(migration, 'not_null_check');
+    valid boolean;
 BEGIN
     PERFORM set_config('lock_timeout', coalesce(nullif(current_setting('lock_timeout'), '0'), '3s'), true);
     IF to_phase = 'enforced' THEN
-        IF NOT @extschema@.hr_column_not_null(t, 'organization_id')
-           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = t AND conname = chk) THEN
+        SELECT c.convalidated INTO valid FROM pg_catalog.pg_constraint c WHERE c.conrelid = t AND c.conname = chk;
+        IF @extschema@.hr_column_not_null(t, 'organization_id') THEN
+            NULL;
+        ELSIF valid THEN
+            -- Validated beforehand (docs/runbook.md, large tables): SET NOT
+            -- NULL uses it instead of scanning; nothing is left to finish.
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN organization_id SET NOT NULL', t);
+            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', t, chk);
+        ELSIF valid IS NULL THEN
             EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I CHECK (organization_id IS NOT NULL) NOT VALID', t, chk);
         END IF;
     ELSIF from_phase = 'enforced' AND to_phase IN ('dual', 'migrated') THEN

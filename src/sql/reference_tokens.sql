@@ -231,8 +231,10 @@ CREATE FUNCTION hr_token_hash_phase_operation(migration text, phase text) RETURN
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+    -- In enforced too: a token written with triggers disabled is hashed,
+    -- or it could never verify again.
     SELECT CASE phase WHEN 'dual' THEN 'backfill' WHEN 'migrated' THEN 'backfill'
-                      WHEN 'contracted' THEN 'erase' END
+                      WHEN 'enforced' THEN 'backfill' WHEN 'contracted' THEN 'erase' END
 $$;
 
 -- Row action of the backfill: one statement for the whole batch.
@@ -336,7 +338,7 @@ BEGIN
            INTO empty_tokens, hash_only, plaintext_left;
     END IF;
     note := concat_ws('; ',
-        CASE WHEN pending > 0 AND phase IN ('dual', 'migrated') THEN
+        CASE WHEN pending > 0 AND phase IN ('dual', 'migrated', 'enforced') THEN
             format('%s plaintext tokens have no hash yet: CALL hr_run_backfill(%L)', pending, migration) END,
         CASE WHEN phase = 'enforced' THEN
             format('only hashes are stored and accepted; %s legacy plaintext tokens remain in access_token, no longer accepted (erased by the contract phase)', plaintext_left) END,

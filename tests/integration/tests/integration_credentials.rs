@@ -67,7 +67,7 @@ fn migration_3_end_to_end() {
 
     let out = cl.migrate("hr", "003_integration_credentials.sql", &[]);
     assert!(
-        out.contains(&format!("backfill finished: {with_plaintext} rows")),
+        out.contains(&format!("backfill: finished: {with_plaintext} rows")),
         "{out}"
     );
     let (phase, total, migrated, pending, blocked, _) = status(&mut c, "integration_credentials");
@@ -101,7 +101,7 @@ fn migration_3_end_to_end() {
 
     // A re-run migrates nothing.
     let out = cl.migrate("hr", "003_integration_credentials.sql", &[]);
-    assert!(out.contains("backfill finished: 0 rows"), "{out}");
+    assert!(out.contains("backfill: finished: 0 rows"), "{out}");
     assert_eq!(
         one::<i64>(&mut c, "SELECT count(*) FROM public.pf_credentials"),
         with_plaintext
@@ -188,8 +188,9 @@ fn migration_3_end_to_end() {
     .unwrap();
     assert_eq!(secrets_differing(&mut c), 0);
 
-    // Enforced: plaintext cleared (each checked first), reads go on, writes of plaintext refused.
-    c.batch_execute("SELECT hr_set_phase('integration_credentials', 'enforced')")
+    // Enforced: plaintext cleared in committed batches (each row checked
+    // first), reads go on, writes of plaintext refused.
+    c.batch_execute("CALL hr_run_phase('integration_credentials', 'enforced')")
         .unwrap();
     let plaintext: i64 = one(
         &mut c,

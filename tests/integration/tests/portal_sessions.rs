@@ -67,7 +67,7 @@ fn migration_2_end_to_end_with_blocked_sessions() {
     );
     assert_eq!(migrated, 10_000 - blocked);
     assert!(
-        note.contains(&format!("{blocked} sessions cannot be resolved")),
+        note.contains(&format!("{blocked} rows cannot be resolved")),
         "{note}"
     );
 
@@ -94,7 +94,7 @@ fn migration_2_end_to_end_with_blocked_sessions() {
         .unwrap_err();
     assert_eq!(sqlstate(&err), "55000");
     assert!(
-        message(&err).contains(&format!("0 sessions pending and {blocked} blocked")),
+        message(&err).contains(&format!("0 rows pending and {blocked} blocked")),
         "{}",
         message(&err)
     );

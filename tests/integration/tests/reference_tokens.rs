@@ -15,7 +15,7 @@ const SCALE: u32 = 10_000;
 fn tokens_in_fixture(c: &mut Client) -> i64 {
     one(
         c,
-        "SELECT count(*) FROM oracle.refs WHERE access_token IS NOT NULL",
+        "SELECT count(*) FROM oracle.refs WHERE access_token IS NOT NULL AND access_token <> ''",
     )
 }
 
@@ -75,7 +75,7 @@ fn migration_1_end_to_end() {
 
     let out = cl.migrate("hr", "001_reference_tokens.sql", &[]);
     assert!(
-        out.contains("backfill finished"),
+        out.contains("backfill: finished"),
         "no progress report:\n{out}"
     );
     let samples: Vec<String> = c
@@ -246,7 +246,7 @@ fn migration_1_end_to_end() {
     let db = err.as_db_error().expect("a database error");
     assert_eq!(db.code().code(), "55000");
     assert!(
-        db.message().contains("1 plaintext tokens have no hash yet"),
+        db.message().contains("1 rows pending and 0 blocked"),
         "{}",
         db.message()
     );
@@ -284,7 +284,7 @@ fn backfill_killed_midway_resumes() {
         assert!(Instant::now() < deadline, "backfill never got going");
         let r = c
             .query_opt(
-                "SELECT a.pid FROM pg_stat_activity a, extensions.hr_backfill_progress p
+                "SELECT a.pid FROM pg_stat_activity a, extensions.hr_batch_progress p
                   WHERE p.migration = 'reference_tokens' AND p.rows_done >= 1000
                     AND a.query ILIKE '%hr_run_backfill%' AND a.pid <> pg_backend_pid()",
                 &[],
@@ -325,7 +325,7 @@ fn backfill_killed_midway_resumes() {
     );
     let cursor: Option<String> = one(
         &mut c,
-        "SELECT last_id::text FROM extensions.hr_backfill_progress WHERE migration = 'reference_tokens'",
+        "SELECT last_id::text FROM extensions.hr_batch_progress WHERE migration = 'reference_tokens' AND operation = 'backfill'",
     );
     assert!(
         cursor.is_some(),
@@ -336,10 +336,10 @@ fn backfill_killed_midway_resumes() {
     let out = cl.migrate("hr", "001_reference_tokens.sql", &[]);
     let finished = out
         .lines()
-        .find(|l| l.contains("backfill finished"))
+        .find(|l| l.contains("backfill: finished"))
         .expect("finish line");
     assert!(
-        finished.contains(&format!("backfill finished: {pending_before} rows")),
+        finished.contains(&format!("backfill: finished: {pending_before} rows")),
         "resumed run hashed a different number of rows than were pending: {finished}"
     );
     let (phase, _, migrated, pending, _, _) = status(&mut c, "reference_tokens");

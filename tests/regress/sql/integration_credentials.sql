@@ -54,8 +54,10 @@ SELECT hr_decrypt_credential(a.encrypted_value, hr_credential_aad(b.organization
 SELECT hr_decrypt_credential('{"api_key":"written by the plan''s script"}');
 \echo :LAST_ERROR_SQLSTATE
 
--- Enforce: the plaintext columns are checked against their credentials, then cleared.
-SELECT hr_set_phase('integration_credentials', 'enforced');
+-- Enforce: plaintext is refused and no longer read from now on; then the
+-- plaintext columns are checked against their credentials and cleared, in
+-- committed batches (hr_run_phase = hr_set_phase + the work the phase leaves).
+CALL hr_run_phase('integration_credentials', 'enforced');
 SELECT count(*) FILTER (WHERE api_key IS NOT NULL OR api_secret IS NOT NULL OR refresh_token IS NOT NULL) AS with_plaintext
   FROM hr_job_board_integrations;
 \set VERBOSITY terse

@@ -104,7 +104,18 @@ SET client_min_messages = error;
 RESET client_min_messages;
 \set ECHO all
 SELECT phase, pending, blocked FROM hr_migration_status() WHERE migration = 'portal_sessions';
+-- Enforce, step 1 (a brief lock, no scan): a NOT VALID check refuses
+-- writes without an organization from now on.
 SELECT hr_set_phase('portal_sessions', 'enforced');
+SELECT attnotnull FROM pg_attribute
+ WHERE attrelid = 'hr_candidate_portal_sessions'::regclass AND attname = 'organization_id';
+\set VERBOSITY terse
+INSERT INTO hr_candidate_portal_sessions (candidate_id) VALUES (NULL);
+\echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY default
+-- Step 2, the phase's remaining work: VALIDATE (reads and writes go on),
+-- then SET NOT NULL, which uses the validated check instead of scanning.
+CALL hr_run_backfill('portal_sessions');
 SELECT attnotnull FROM pg_attribute
  WHERE attrelid = 'hr_candidate_portal_sessions'::regclass AND attname = 'organization_id';
 \set VERBOSITY terse
