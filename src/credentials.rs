@@ -144,7 +144,11 @@ fn hr_open_secret(
 > {
     let text = open(envelope, associated_data)?;
     let s = secret::parse(&text).map_err(Error::from)?;
-    let row = (s.api_key.clone(), s.api_secret.clone(), s.refresh_token.clone());
+    let row = (
+        s.api_key.clone(),
+        s.api_secret.clone(),
+        s.refresh_token.clone(),
+    );
     Ok(TableIterator::once(row))
 }
 

@@ -48,19 +48,28 @@ pub fn decide(
     stored_plaintext: Option<&str>,
 ) -> Result<Verdict, MalformedHash> {
     if presented.is_empty() {
-        return Ok(Verdict { method: Method::None, ok: false });
+        return Ok(Verdict {
+            method: Method::None,
+            ok: false,
+        });
     }
     let mut tried = Method::None;
     if let Some(h) = stored_hash {
         if token::verify(presented, h)? {
-            return Ok(Verdict { method: Method::Hash, ok: true });
+            return Ok(Verdict {
+                method: Method::Hash,
+                ok: true,
+            });
         }
         tried = Method::Hash;
     }
     match stored_plaintext {
         Some(p) if plaintext_accepted && !p.is_empty() => {
             if token::plaintext_matches(presented, p) {
-                return Ok(Verdict { method: Method::Plaintext, ok: true });
+                return Ok(Verdict {
+                    method: Method::Plaintext,
+                    ok: true,
+                });
             }
             if tried == Method::None {
                 tried = Method::Plaintext;
@@ -68,7 +77,10 @@ pub fn decide(
         }
         _ => {}
     }
-    Ok(Verdict { method: tried, ok: false })
+    Ok(Verdict {
+        method: tried,
+        ok: false,
+    })
 }
 
 #[cfg(test)]
@@ -87,8 +99,17 @@ mod tests {
         use Method::{Hash, Plaintext};
         let none = Method::None;
         // (accepted, presented, hash, plaintext) -> (method, ok)
-        let hashes = [("none", None), ("right", Some(h_right.as_str())), ("other", Some(h_other.as_str()))];
-        let plains = [("none", None), ("empty", Some("")), ("right", Some(right)), ("wrong", Some("wrong"))];
+        let hashes = [
+            ("none", None),
+            ("right", Some(h_right.as_str())),
+            ("other", Some(h_other.as_str())),
+        ];
+        let plains = [
+            ("none", None),
+            ("empty", Some("")),
+            ("right", Some(right)),
+            ("wrong", Some("wrong")),
+        ];
         let mut rows = 0;
         for accepted in [true, false] {
             for presented in ["", right, "nope"] {
@@ -123,7 +144,10 @@ mod tests {
 
     #[test]
     fn malformed_stored_hash_is_an_error() {
-        assert_eq!(decide(true, "t", Some("not-a-hash"), None), Err(MalformedHash));
+        assert_eq!(
+            decide(true, "t", Some("not-a-hash"), None),
+            Err(MalformedHash)
+        );
         // An empty presented token is refused before the hash is read.
         assert!(decide(true, "", Some("not-a-hash"), None).is_ok());
     }

@@ -232,7 +232,11 @@ mod tests {
         for (to, row) in table {
             for (i, from) in ALL.into_iter().enumerate() {
                 let want = row.as_bytes()[i] == b'A' || from == to;
-                let f = if from == Enforced { enforced_long_ago } else { f };
+                let f = if from == Enforced {
+                    enforced_long_ago
+                } else {
+                    f
+                };
                 let got = check("m", from, to, &f).is_ok();
                 assert_eq!(got, want, "{from} -> {to}");
             }
@@ -241,7 +245,10 @@ mod tests {
 
     #[test]
     fn not_applied_only_after_the_rollback_script() {
-        let gone = Facts { applied: false, ..facts() };
+        let gone = Facts {
+            applied: false,
+            ..facts()
+        };
         for from in [Dual, Migrated, Enforced] {
             assert!(check("m", from, NotApplied, &gone).is_ok());
             let r = check("m", from, NotApplied, &facts()).unwrap_err();
@@ -257,9 +264,27 @@ mod tests {
     #[test]
     fn pending_blocked_or_missing_objects_refuse_migrated_and_enforced() {
         for (f, needle) in [
-            (Facts { pending: 3, ..facts() }, "3 rows pending and 0 blocked"),
-            (Facts { blocked: 2, ..facts() }, "0 rows pending and 2 blocked"),
-            (Facts { ready: false, ..facts() }, "not all in place"),
+            (
+                Facts {
+                    pending: 3,
+                    ..facts()
+                },
+                "3 rows pending and 0 blocked",
+            ),
+            (
+                Facts {
+                    blocked: 2,
+                    ..facts()
+                },
+                "0 rows pending and 2 blocked",
+            ),
+            (
+                Facts {
+                    ready: false,
+                    ..facts()
+                },
+                "not all in place",
+            ),
         ] {
             for from in [Dual, Migrated] {
                 for to in [Migrated, Enforced] {
@@ -279,16 +304,35 @@ mod tests {
     #[test]
     fn contract_waits_for_the_deprecation_period_and_the_clearing() {
         let day = 86_400.0;
-        let early = Facts { enforced_for: Some(29.0 * day), ..facts() };
+        let early = Facts {
+            enforced_for: Some(29.0 * day),
+            ..facts()
+        };
         let r = check("reference_tokens", Enforced, Contracted, &early).unwrap_err();
         assert!(r.reason.contains("1 days 00:00:00 left"), "{r:?}");
-        let late = Facts { enforced_for: Some(30.0 * day), ..facts() };
+        let late = Facts {
+            enforced_for: Some(30.0 * day),
+            ..facts()
+        };
         assert!(check("reference_tokens", Enforced, Contracted, &late).is_ok());
-        let zero = Facts { enforced_for: Some(0.0), deprecation_period: 0.0, ..facts() };
+        let zero = Facts {
+            enforced_for: Some(0.0),
+            deprecation_period: 0.0,
+            ..facts()
+        };
         assert!(check("m", Enforced, Contracted, &zero).is_ok());
-        let uncleared = Facts { cleanup_pending: 5, ..zero };
-        assert!(check("m", Enforced, Contracted, &uncleared).unwrap_err().reason.contains("5 rows to clear"));
-        let unclearable = Facts { cleanup_blocked: 1, ..zero };
+        let uncleared = Facts {
+            cleanup_pending: 5,
+            ..zero
+        };
+        assert!(check("m", Enforced, Contracted, &uncleared)
+            .unwrap_err()
+            .reason
+            .contains("5 rows to clear"));
+        let unclearable = Facts {
+            cleanup_blocked: 1,
+            ..zero
+        };
         assert!(check("m", Enforced, Contracted, &unclearable).is_err());
     }
 
@@ -304,7 +348,17 @@ mod tests {
     fn refusals_name_the_migration_and_a_next_step() {
         for from in ALL {
             for to in ALL {
-                for f in [facts(), Facts { applied: false, ..facts() }, Facts { pending: 1, ..facts() }] {
+                for f in [
+                    facts(),
+                    Facts {
+                        applied: false,
+                        ..facts()
+                    },
+                    Facts {
+                        pending: 1,
+                        ..facts()
+                    },
+                ] {
                     if let Err(r) = check("integration_credentials", from, to, &f) {
                         assert!(r.reason.contains("integration_credentials"), "{r:?}");
                         assert!(!r.hint.is_empty());

@@ -29,7 +29,11 @@ pub struct Secret {
 
 impl Drop for Secret {
     fn drop(&mut self) {
-        for v in [&mut self.api_key, &mut self.api_secret, &mut self.refresh_token] {
+        for v in [
+            &mut self.api_key,
+            &mut self.api_secret,
+            &mut self.refresh_token,
+        ] {
             if let Some(s) = v.as_mut() {
                 s.zeroize();
             }
@@ -62,7 +66,11 @@ pub fn parse(plaintext: &str) -> Result<Secret, NotASecret> {
 }
 
 /// The JSON text of a secret, as sealed into an envelope.
-pub fn to_json(api_key: Option<&str>, api_secret: Option<&str>, refresh_token: Option<&str>) -> String {
+pub fn to_json(
+    api_key: Option<&str>,
+    api_secret: Option<&str>,
+    refresh_token: Option<&str>,
+) -> String {
     serde_json::json!({
         "api_key": api_key,
         "api_secret": api_secret,
@@ -73,7 +81,12 @@ pub fn to_json(api_key: Option<&str>, api_secret: Option<&str>, refresh_token: O
 
 impl Secret {
     /// Whether the three values equal the given plaintext columns exactly.
-    pub fn equals(&self, api_key: Option<&str>, api_secret: Option<&str>, refresh_token: Option<&str>) -> bool {
+    pub fn equals(
+        &self,
+        api_key: Option<&str>,
+        api_secret: Option<&str>,
+        refresh_token: Option<&str>,
+    ) -> bool {
         // Not constant time: both sides are secrets already in our hands,
         // and the answer (match or not) is all the caller learns.
         self.api_key.as_deref() == api_key
@@ -107,7 +120,9 @@ mod tests {
     #[test]
     fn what_0_1_0_stored_still_parses() {
         // jsonb_build_object(...)::text, the 0.1.0 format.
-        let s = parse(r#"{"api_key": "", "api_secret": "secret_x", "refresh_token": "refresh-ü-🔑"}"#).unwrap();
+        let s =
+            parse(r#"{"api_key": "", "api_secret": "secret_x", "refresh_token": "refresh-ü-🔑"}"#)
+                .unwrap();
         assert!(s.equals(Some(""), Some("secret_x"), Some("refresh-ü-🔑")));
     }
 

@@ -66,7 +66,10 @@ fn hr_token_verdict(
     presented: Option<&str>,
     stored_hash: Option<&str>,
     stored_plaintext: Option<&str>,
-) -> Result<TableIterator<'static, (name!(method, String), name!(ok, bool))>, pgrx::pg_sys::panic::ErrorReport> {
+) -> Result<
+    TableIterator<'static, (name!(method, String), name!(ok, bool))>,
+    pgrx::pg_sys::panic::ErrorReport,
+> {
     let v = dual_path::decide(
         plaintext_accepted,
         presented.unwrap_or(""),

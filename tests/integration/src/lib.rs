@@ -101,6 +101,11 @@ impl Cluster {
     /// Creates `db` with the pre-migration fixture at `scale` and the
     /// extension in schema `extensions` (the Supabase layout).
     pub fn fixture_db(&self, db: &str, scale: u32) {
+        self.fixture_db_in(db, scale, "extensions")
+    }
+
+    /// Like [`Cluster::fixture_db`], with the extension in `schema`.
+    pub fn fixture_db_in(&self, db: &str, scale: u32, schema: &str) {
         let mut c = self.connect("postgres");
         c.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
         self.psql_ok(db, &repo().join("tests/fixtures/schema.sql"), &[]);
@@ -110,7 +115,7 @@ impl Cluster {
             &[("scale", &scale.to_string())],
         );
         let mut c = self.connect(db);
-        c.batch_execute("CREATE EXTENSION hr_migrations SCHEMA extensions")
+        c.batch_execute(&format!("CREATE EXTENSION hr_migrations SCHEMA {schema}"))
             .unwrap();
         c.batch_execute(&format!(
             "ALTER DATABASE {db} SET search_path = public, extensions"
@@ -141,8 +146,19 @@ impl Drop for Cluster {
     }
 }
 
-/// The one-row status of a migration: (phase, total, migrated, pending, blocked, note).
-pub fn status(c: &mut Client, migration: &str) -> (String, i64, i64, i64, i64, String) {
+/// One row of `hr_migration_status()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub phase: String,
+    pub total: i64,
+    pub migrated: i64,
+    pub pending: i64,
+    pub blocked: i64,
+    pub note: String,
+}
+
+/// The status of one migration.
+pub fn status(c: &mut Client, migration: &str) -> Status {
     let r = c
         .query_one(
             "SELECT phase, total, migrated, pending, blocked, note \
@@ -150,7 +166,48 @@ pub fn status(c: &mut Client, migration: &str) -> (String, i64, i64, i64, i64, S
             &[&migration],
         )
         .unwrap();
-    (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))
+    Status {
+        phase: r.get(0),
+        total: r.get(1),
+        migrated: r.get(2),
+        pending: r.get(3),
+        blocked: r.get(4),
+        note: r.get(5),
+    }
+}
+
+/// The SQLSTATE of a database error ("" when it is not one).
+pub fn sqlstate(e: &postgres::Error) -> String {
+    e.code().map(|c| c.code().to_string()).unwrap_or_default()
+}
+
+/// Every text of a database error a client or log could show: message,
+/// detail, hint and context.
+pub fn error_text(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!(
+            "{} | {} | {} | {}",
+            d.message(),
+            d.detail().unwrap_or(""),
+            d.hint().unwrap_or(""),
+            d.where_().unwrap_or("")
+        ),
+        None => e.to_string(),
+    }
+}
+
+/// Runs `sql`, which must fail with `sqlstate`; no text of the error may
+/// contain any of `must_not_echo`. Returns the error's text.
+pub fn assert_raises(c: &mut Client, sql: &str, sqlstate_: &str, must_not_echo: &[&str]) -> String {
+    let e = c
+        .batch_execute(sql)
+        .expect_err(&format!("expected SQLSTATE {sqlstate_} from: {sql}"));
+    let text = error_text(&e);
+    assert_eq!(sqlstate(&e), sqlstate_, "{sql}: {text}");
+    for s in must_not_echo {
+        assert!(!text.contains(s), "the error of {sql} echoes {s:?}: {text}");
+    }
+    text
 }
 
 /// One value of a one-row, one-column query.
@@ -303,33 +360,38 @@ pub fn keyring_conf(path: &Path, active: u32) -> Vec<String> {
     ]
 }
 
-/// The three migration keys, in order.
-pub const MIGRATIONS: [&str; 3] = [
-    "reference_tokens",
-    "portal_sessions",
-    "integration_credentials",
-];
-
-/// The forward scripts of sql/migrations, in the order a DBA applies them.
-pub const MIGRATION_FILES: [&str; 3] = [
-    "001_reference_tokens.sql",
-    "002_portal_sessions.sql",
-    "003_integration_credentials.sql",
-];
+/// The registered migrations and their scripts, in order, from the
+/// registry (the one place that lists them).
+pub fn migrations(c: &mut Client) -> Vec<(String, String)> {
+    c.query(
+        "SELECT migration, hr_migration_script(migration) FROM hr_migration_registry ORDER BY position",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
 
 impl Cluster {
-    /// Applies every forward script, in order.
+    /// Applies every forward script of sql/migrations, in order.
     pub fn migrate_all(&self, db: &str) {
-        for f in MIGRATION_FILES {
-            self.migrate(db, f, &[]);
+        let mut c = self.connect(db);
+        for (_, script) in migrations(&mut c) {
+            self.migrate(db, &script, &[]);
         }
     }
 }
 
 /// Asserts every migration is `migrated` with nothing pending or blocked.
 pub fn assert_all_migrated(c: &mut Client) {
-    for m in MIGRATIONS {
-        let (phase, _, _, pending, blocked, _) = status(c, m);
+    for (m, _) in migrations(c) {
+        let Status {
+            phase,
+            pending,
+            blocked,
+            ..
+        } = status(c, &m);
         assert_eq!(
             (phase.as_str(), pending, blocked),
             ("migrated", 0, 0),

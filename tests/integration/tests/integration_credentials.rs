@@ -14,14 +14,7 @@ use std::time::{Duration, Instant};
 use hr_migrations_it::*;
 
 fn message(e: &postgres::Error) -> String {
-    e.as_db_error().map_or_else(
-        || e.to_string(),
-        |d| format!("{} (hint: {:?})", d.message(), d.hint()),
-    )
-}
-
-fn sqlstate(e: &postgres::Error) -> String {
-    e.code().map(|c| c.code().to_string()).unwrap_or_default()
+    error_text(e)
 }
 
 fn cluster_with_keyring(extra: &[&str]) -> (Cluster, std::path::PathBuf, [u8; 32]) {
@@ -70,7 +63,14 @@ fn migration_3_end_to_end() {
         out.contains(&format!("backfill: finished: {with_plaintext} rows")),
         "{out}"
     );
-    let (phase, total, migrated, pending, blocked, _) = status(&mut c, "integration_credentials");
+    let Status {
+        phase,
+        total,
+        migrated,
+        pending,
+        blocked,
+        ..
+    } = status(&mut c, "integration_credentials");
     assert_eq!(
         (phase.as_str(), total, migrated, pending, blocked),
         ("migrated", 10_000, with_plaintext, 0, 0)
@@ -244,7 +244,7 @@ fn migration_3_end_to_end() {
 
     // Re-applying works.
     cl.migrate("hr", "003_integration_credentials.sql", &[]);
-    let (phase, _, _, pending, _, _) = status(&mut c, "integration_credentials");
+    let Status { phase, pending, .. } = status(&mut c, "integration_credentials");
     assert_eq!((phase.as_str(), pending), ("migrated", 0));
     assert_eq!(secrets_differing(&mut c), 0);
 }
@@ -441,7 +441,7 @@ fn concurrent_migrators_and_an_application_writer() {
          RESET session_replication_role;",
     )
     .unwrap();
-    assert_eq!(status(&mut c, "integration_credentials").3, 5000);
+    assert_eq!(status(&mut c, "integration_credentials").pending, 5000);
 
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -494,7 +494,12 @@ fn concurrent_migrators_and_an_application_writer() {
     stop.store(true, Ordering::SeqCst);
     assert!(writer.join().expect("the writer failed") > 0);
 
-    let (_, total, migrated, pending, _, _) = status(&mut c, "integration_credentials");
+    let Status {
+        total,
+        migrated,
+        pending,
+        ..
+    } = status(&mut c, "integration_credentials");
     assert_eq!(pending, 0, "integrations left behind");
     let r = c
         .query_one(
@@ -684,7 +689,7 @@ fn key_rotation_rewraps_under_the_new_version() {
     c.batch_execute("SELECT pg_reload_conf()").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let mut c = cl.connect("hr");
-    let note = status(&mut c, "integration_credentials").5;
+    let note = status(&mut c, "integration_credentials").note;
     assert!(note.contains(&format!("{n} under key version 1")), "{note}");
     let mut total = 0;
     loop {
@@ -696,7 +701,7 @@ fn key_rotation_rewraps_under_the_new_version() {
         total += k;
     }
     assert_eq!(total, n);
-    let note = status(&mut c, "integration_credentials").5;
+    let note = status(&mut c, "integration_credentials").note;
     assert!(
         note.contains(&format!("{n} under key version 2")) && !note.contains("key version 1"),
         "{note}"

@@ -55,7 +55,10 @@ fn migrations_work_with_the_extension_in_public() {
     let mut a = cl.connect_as("hr", "authenticator");
     for role in ["anon", "authenticated", "service_role"] {
         for (sql, code) in [
-            ("SELECT set_config('hr_migrations.backfill_in_progress', 'on', true)", "42602"),
+            (
+                "SELECT set_config('hr_migrations.backfill_in_progress', 'on', true)",
+                "42602",
+            ),
             ("SELECT hr_set_backfill_flag(true)", "42501"),
         ] {
             a.batch_execute(&format!("BEGIN; SET LOCAL ROLE {role}"))

@@ -22,15 +22,8 @@ fn col(c: &mut Client, sql: &str) -> Result<Vec<Option<String>>, postgres::Error
         .collect())
 }
 
-fn sqlstate(e: &postgres::Error) -> String {
-    e.code()
-        .map(|c| c.code().to_string())
-        .unwrap_or_else(|| format!("no sqlstate: {e}"))
-}
-
 fn message(e: &postgres::Error) -> String {
-    e.as_db_error()
-        .map_or_else(|| e.to_string(), |d| d.message().to_string())
+    error_text(e)
 }
 
 fn blocked_sessions(c: &mut Client) -> i64 {
@@ -60,7 +53,15 @@ fn migration_2_end_to_end_with_blocked_sessions() {
         out.contains(&format!("0 rows pending and {blocked} rows blocked remain")),
         "no WARNING with the blocked count:\n{out}"
     );
-    let (phase, total, migrated, pending, st_blocked, note) = status(&mut c, "portal_sessions");
+    let Status {
+        phase,
+        total,
+        migrated,
+        pending,
+        blocked: st_blocked,
+        note,
+        ..
+    } = status(&mut c, "portal_sessions");
     assert_eq!(
         (phase.as_str(), total, pending, st_blocked),
         ("dual", 10_000, 0, blocked)
@@ -108,7 +109,14 @@ fn migration_2_end_to_end_with_blocked_sessions() {
     )
     .unwrap();
     cl.migrate("hr", "002_portal_sessions.sql", &[]);
-    let (phase, total, migrated, pending, blocked, _) = status(&mut c, "portal_sessions");
+    let Status {
+        phase,
+        total,
+        migrated,
+        pending,
+        blocked,
+        ..
+    } = status(&mut c, "portal_sessions");
     assert_eq!((phase.as_str(), pending, blocked), ("migrated", 0, 0));
     assert_eq!(migrated, total);
 
@@ -517,7 +525,7 @@ fn backfill_races_application_writers() {
         wrong, 0,
         "a resolvable session lacks its candidate's organization"
     );
-    let (_, _, _, pending, _, _) = status(&mut c, "portal_sessions");
+    let Status { pending, .. } = status(&mut c, "portal_sessions");
     assert_eq!(pending, 0);
 }
 

@@ -71,7 +71,7 @@ fn migration_1_end_to_end() {
     let mut c = cl.connect("hr");
     keep_oracle(&mut c);
     let n_tokens = tokens_in_fixture(&mut c);
-    assert_eq!(status(&mut c, "reference_tokens").0, "not_applied");
+    assert_eq!(status(&mut c, "reference_tokens").phase, "not_applied");
 
     let out = cl.migrate("hr", "001_reference_tokens.sql", &[]);
     assert!(
@@ -91,7 +91,14 @@ fn migration_1_end_to_end() {
         assert!(!out.contains(t.as_str()), "psql output contains a token");
     }
 
-    let (phase, total, migrated, pending, blocked, _) = status(&mut c, "reference_tokens");
+    let Status {
+        phase,
+        total,
+        migrated,
+        pending,
+        blocked,
+        ..
+    } = status(&mut c, "reference_tokens");
     assert_eq!(
         (phase.as_str(), total, migrated, pending, blocked),
         ("migrated", SCALE as i64, n_tokens, 0, 0)
@@ -210,7 +217,7 @@ fn migration_1_end_to_end() {
     );
     assert_eq!(m, "none");
     assert_eq!(
-        status(&mut c, "reference_tokens").3,
+        status(&mut c, "reference_tokens").pending,
         1,
         "the bypassed row is pending"
     );
@@ -229,7 +236,7 @@ fn migration_1_end_to_end() {
         verify(&mut c, &fresh, "enforced-token-3"),
         "hash-only rows still verify"
     );
-    let note = status(&mut c, "reference_tokens").5;
+    let note = status(&mut c, "reference_tokens").note;
     assert!(
         note.contains("1 references have no plaintext token left"),
         "note: {note}"
@@ -253,12 +260,12 @@ fn migration_1_end_to_end() {
 
     // Re-running the script finishes the straggler and never moves back a phase.
     cl.migrate("hr", "001_reference_tokens.sql", &[]);
-    let (phase, _, _, pending, _, _) = status(&mut c, "reference_tokens");
+    let Status { phase, pending, .. } = status(&mut c, "reference_tokens");
     assert_eq!((phase.as_str(), pending), ("migrated", 0));
     c.batch_execute("SELECT hr_set_phase('reference_tokens', 'enforced')")
         .unwrap();
     cl.migrate("hr", "001_reference_tokens.sql", &[]);
-    assert_eq!(status(&mut c, "reference_tokens").0, "enforced");
+    assert_eq!(status(&mut c, "reference_tokens").phase, "enforced");
 }
 
 #[test]
@@ -317,7 +324,12 @@ fn backfill_killed_midway_resumes() {
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     };
-    let (phase, _, done_before, pending_before, _, _) = status(&mut c, "reference_tokens");
+    let Status {
+        phase,
+        migrated: done_before,
+        pending: pending_before,
+        ..
+    } = status(&mut c, "reference_tokens");
     assert_eq!(phase, "dual");
     assert!(
         done_before >= 1000 && pending_before > 0,
@@ -342,7 +354,12 @@ fn backfill_killed_midway_resumes() {
         finished.contains(&format!("backfill: finished: {pending_before} rows")),
         "resumed run hashed a different number of rows than were pending: {finished}"
     );
-    let (phase, _, migrated, pending, _, _) = status(&mut c, "reference_tokens");
+    let Status {
+        phase,
+        migrated,
+        pending,
+        ..
+    } = status(&mut c, "reference_tokens");
     assert_eq!(
         (phase.as_str(), migrated, pending),
         ("migrated", n_tokens, 0)
