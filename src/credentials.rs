@@ -201,26 +201,6 @@ mod tests {
     use pgrx::prelude::*;
 
     #[pg_test]
-    fn credential_functions_properties() {
-        for (name, vol, strict, par) in [
-            ("hr_encrypt_credential", "v", true, "r"),
-            ("hr_decrypt_credential", "s", true, "r"),
-            ("hr_credential_aad", "i", true, "s"),
-            ("hr_envelope_key_version", "i", true, "s"),
-        ] {
-            let r = Spi::get_three::<String, bool, String>(&format!(
-                "SELECT provolatile::text, proisstrict, proparallel::text FROM pg_proc WHERE proname = '{name}'"
-            ))
-            .unwrap();
-            assert_eq!(
-                r,
-                (Some(vol.into()), Some(strict), Some(par.into())),
-                "{name}"
-            );
-        }
-    }
-
-    #[pg_test]
     fn aad_format() {
         let q = "SELECT hr_credential_aad('0b5c6e2a-9d1f-4c3e-8a7b-1234567890ab', '00000000-0000-4000-8000-000000000001')";
         assert_eq!(

@@ -73,3 +73,74 @@ fn hr_phase_refusal(
 fn hr_phase_accepts_plaintext(phase: &str) -> Result<bool, ErrorReport> {
     Ok(parse_phase(phase)?.accepts_plaintext())
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    /// The one place that checks declared function properties (DESIGN.md
+    /// §4 fixes them): volatility, strictness, parallel safety, SECURITY
+    /// DEFINER. Functions without arguments are STRICT as pgrx declares
+    /// them, which changes nothing.
+    #[pg_test]
+    fn every_function_declares_its_properties() {
+        for (name, vol, strict, par, secdef) in [
+            ("hr_generate_token", "v", true, "s", false),
+            ("hr_hash_token", "v", true, "s", false),
+            ("hr_verify_token", "i", true, "s", false),
+            ("hr_token_plaintext_matches", "i", true, "s", false),
+            ("hr_token_verdict", "i", false, "s", false),
+            ("hr_verify_reference_token", "v", false, "u", true),
+            ("hr_issue_reference_token", "v", false, "u", true),
+            ("hr_revoke_reference_token", "v", false, "u", true),
+            ("hr_backfill_reference_token_hashes", "v", false, "u", false),
+            ("hr_references_token_trigger", "v", false, "u", true),
+            ("hr_jwt_organization_id", "s", true, "s", false),
+            ("hr_portal_sessions_org_trigger", "v", false, "u", true),
+            (
+                "hr_backfill_portal_session_organizations",
+                "v",
+                false,
+                "u",
+                false,
+            ),
+            ("hr_encrypt_credential", "v", true, "r", false),
+            ("hr_decrypt_credential", "s", true, "r", false),
+            ("hr_credential_aad", "i", true, "s", false),
+            ("hr_envelope_key_version", "i", true, "s", false),
+            ("hr_migrate_integrations", "v", false, "u", false),
+            ("hr_integration_secret", "s", false, "u", true),
+            ("hr_set_integration_secret", "v", false, "u", true),
+            ("hr_rollback_integrations", "v", false, "u", false),
+            ("hr_rewrap_credentials", "v", false, "u", false),
+            ("hr_job_board_integrations_trigger", "v", false, "u", true),
+            ("hr_migration_status", "s", false, "u", true),
+            ("hr_set_phase", "v", false, "u", false),
+            ("hr_touch_updated_at", "v", false, "u", false),
+            ("hr_backfill_in_progress", "v", true, "r", false),
+            ("hr_set_backfill_flag", "v", true, "u", false),
+            ("hr_engine_batch", "v", false, "u", true),
+        ] {
+            let r = Spi::get_two::<String, bool>(&format!(
+                "SELECT provolatile::text || proisstrict::text || proparallel::text, prosecdef \
+                   FROM pg_proc WHERE proname = '{name}'"
+            ))
+            .unwrap();
+            assert_eq!(
+                r,
+                (Some(format!("{vol}{strict}{par}")), Some(secdef)),
+                "{name}"
+            );
+        }
+    }
+
+    #[pg_test]
+    fn phase_rules_reach_sql() {
+        let q = "SELECT reason FROM hr_phase_refusal('m', 'dual', 'enforced', true, true, 3, 0, 0, 0, NULL, 0)";
+        let r = Spi::get_one::<String>(q).unwrap().unwrap();
+        assert!(r.contains("3 rows pending"), "{r}");
+        let q = "SELECT count(*) FROM hr_phase_refusal('m', 'dual', 'migrated', true, true, 0, 0, 0, 0, NULL, 0)";
+        assert_eq!(Spi::get_one::<i64>(q), Ok(Some(0)));
+    }
+}

@@ -87,15 +87,4 @@ mod tests {
     fn unset_jwt_claims_give_null() {
         assert_eq!(org_for(None), None);
     }
-
-    #[pg_test]
-    fn jwt_organization_id_is_stable_parallel_safe() {
-        let r = Spi::get_three::<String, bool, String>(
-            "SELECT provolatile::text, proisstrict, proparallel::text FROM pg_proc \
-             WHERE proname = 'hr_jwt_organization_id'",
-        )
-        .unwrap();
-        // No arguments: pgrx marks it STRICT, which changes nothing.
-        assert_eq!(r, (Some("s".into()), Some(true), Some("s".into())));
-    }
 }

@@ -83,11 +83,6 @@ pub fn encode_token(bytes: &[u8; TOKEN_BYTES]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Whether `s` has the shape of a v1 hash (used by CHECK constraints).
-pub fn is_hash_v1(s: &str) -> bool {
-    parse_hash(s).is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -85,33 +85,6 @@ fn hr_token_verdict(
 mod tests {
     use pgrx::prelude::*;
 
-    fn proc_flags(name: &str) -> (String, bool, String) {
-        let row = Spi::get_three::<String, bool, String>(&format!(
-            "SELECT provolatile::text, proisstrict, proparallel::text \
-             FROM pg_proc WHERE proname = '{name}'"
-        ))
-        .unwrap();
-        (row.0.unwrap(), row.1.unwrap(), row.2.unwrap())
-    }
-
-    /// DESIGN.md §4 fixes volatility, strictness and parallel safety.
-    #[pg_test]
-    fn declared_function_properties() {
-        for (name, vol, strict, par) in [
-            // no arguments: pgrx marks it STRICT, which changes nothing
-            ("hr_generate_token", "v", true, "s"),
-            ("hr_hash_token", "v", true, "s"),
-            ("hr_verify_token", "i", true, "s"),
-            ("hr_token_plaintext_matches", "i", true, "s"),
-        ] {
-            assert_eq!(
-                proc_flags(name),
-                (vol.to_string(), strict, par.to_string()),
-                "{name}"
-            );
-        }
-    }
-
     #[pg_test]
     fn nulls_give_null() {
         for q in [

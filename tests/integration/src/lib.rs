@@ -128,6 +128,40 @@ impl Cluster {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
 
+    /// Runs one SQL string with psql (so NOTICEs are captured): success and
+    /// everything psql printed.
+    pub fn psql_c(&self, db: &str, sql: &str) -> (bool, String) {
+        let out = Command::new("psql")
+            .arg(self.url(db))
+            .args(["-X", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .expect("run psql");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// The data directory's postmaster pid file says the server is up and
+    /// accepts connections again (after a crash), within `secs`.
+    pub fn wait_until_up(&self, db: &str, secs: u64) -> Client {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            match Client::connect(&self.url(db), NoTls) {
+                Ok(c) => return c,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                Err(e) => panic!("server did not come back: {e}"),
+            }
+        }
+    }
+
     /// Applies a migration script from sql/migrations.
     pub fn migrate(&self, db: &str, script: &str, vars: &[(&str, &str)]) -> String {
         self.psql_ok(db, &repo().join("sql/migrations").join(script), vars)
@@ -398,4 +432,35 @@ pub fn assert_all_migrated(c: &mut Client) {
             "{m}"
         );
     }
+}
+
+/// The (rows, milliseconds) of every "batch N done, R rows in M ms" NOTICE
+/// the batch engine printed, in order.
+pub fn batch_timings(psql_output: &str) -> Vec<(i64, f64)> {
+    psql_output
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split(" done, ").nth(1)?;
+            let mut w = rest.split_whitespace();
+            let rows: i64 = w.next()?.parse().ok()?;
+            let _ = w.next(); // "rows"
+            let _ = w.next(); // "in"
+            let ms: f64 = w.next()?.parse().ok()?;
+            Some((rows, ms))
+        })
+        .collect()
+}
+
+/// The row count of the engine's "finished: N rows" NOTICE.
+pub fn rows_finished(psql_output: &str) -> Option<i64> {
+    let l = psql_output
+        .lines()
+        .rev()
+        .find(|l| l.contains(": finished: "))?;
+    l.split(": finished: ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }

@@ -1,0 +1,382 @@
+//! The batch engine and the registry (src/sql/operations.sql): linear
+//! rewrap, enforce clearing in committed batches that resumes after a
+//! crash, status and engine agreeing on what is pending when rows are held
+//! locked, and a fourth migration of an existing kind that runs through
+//! every phase with no engine change.
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hr_migrations_it::*;
+
+fn cluster(keys: &[(u32, [u8; 32])]) -> Cluster {
+    let path = write_keyring(keys);
+    Cluster::start(&keyring_conf(&path, 1))
+}
+
+/// A database with only migration 3 applied at `scale` integrations.
+fn credentials_world(cl: &Cluster, scale: u32) -> Client {
+    cl.fixture_db("hr", scale);
+    cl.migrate("hr", "003_integration_credentials.sql", &[]);
+    cl.connect("hr")
+}
+
+#[test]
+fn rewrap_is_linear_and_goes_past_a_poisoned_credential() {
+    let cl = cluster(&[(1, random_key()), (2, random_key())]);
+    let mut c = credentials_world(&cl, 110_000);
+    let total: i64 = one(&mut c, "SELECT count(*) FROM public.pf_credentials");
+    assert!(total >= 100_000, "{total}");
+    let poisoned: String = one(
+        &mut c,
+        "SELECT id::text FROM public.pf_credentials ORDER BY id OFFSET 50000 LIMIT 1",
+    );
+    c.batch_execute(&format!(
+        "UPDATE public.pf_credentials SET encrypted_value = overlay(encrypted_value placing
+            CASE WHEN substr(encrypted_value, 30, 1) = 'A' THEN 'B' ELSE 'A' END from 30 for 1)
+          WHERE id = '{poisoned}'"
+    ))
+    .unwrap();
+    c.batch_execute("ALTER SYSTEM SET hr_migrations.active_key_version = 2")
+        .unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let (ok, out) = cl.psql_c("hr", "CALL hr_run_rewrap(5000)");
+    assert!(ok, "{out}");
+    let t = batch_timings(&out);
+    assert!(t.len() >= 20, "{} batches:\n{out}", t.len());
+    // First and last three full batches: a rescan per batch would make the
+    // last ones grow with the table (0.1.0: quadratic).
+    let full: Vec<f64> = t
+        .iter()
+        .filter(|(rows, _)| *rows >= 4999)
+        .map(|(_, ms)| *ms)
+        .collect();
+    let first = full[..3].iter().sum::<f64>() / 3.0;
+    let last = full[full.len() - 3..].iter().sum::<f64>() / 3.0;
+    assert!(
+        last <= 1.5 * first,
+        "last batches {last:.1} ms vs first {first:.1} ms: {t:?}"
+    );
+
+    let mut c = cl.connect("hr");
+    let v2: i64 = one(&mut c, "SELECT count(*) FROM public.pf_credentials WHERE hr_envelope_key_version(encrypted_value) = 2");
+    assert_eq!(v2, total - 1);
+    let f: String = one(&mut c, &format!("SELECT sqlstate FROM hr_batch_failures WHERE operation = 'rewrap' AND row_id = '{poisoned}'"));
+    assert_eq!(f, "22023");
+    let s = status(&mut c, "integration_credentials");
+    assert_eq!(s.blocked, 1, "{s:?}");
+    assert!(
+        s.note.contains("1 rows failed a rewrap or rollback"),
+        "{}",
+        s.note
+    );
+    let last_error: String = one(
+        &mut c,
+        "SELECT last_error FROM hr_migration_progress WHERE operation = 'rewrap'",
+    );
+    assert!(last_error.contains("hr_batch_failures"), "{last_error}");
+}
+
+#[test]
+fn enforce_clears_in_committed_batches_and_resumes_after_a_crash() {
+    let cl = cluster(&[(1, random_key())]);
+    let mut c = credentials_world(&cl, 100_000);
+    c.batch_execute(
+        "CREATE SCHEMA oracle;
+         CREATE TABLE oracle.secrets AS SELECT id, hr_integration_secret(id) AS secret FROM public.hr_job_board_integrations;",
+    )
+    .unwrap();
+    c.batch_execute("SELECT hr_set_phase('integration_credentials', 'enforced')")
+        .unwrap();
+    let with_plaintext: i64 = status(&mut c, "integration_credentials").pending;
+    assert!(with_plaintext > 90_000, "{with_plaintext}");
+
+    // Watch the clearing's transactions while it runs: each is one batch.
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        let url = cl.url("hr");
+        std::thread::spawn(move || {
+            let mut w = Client::connect(&url, NoTls).unwrap();
+            let mut longest = 0.0f64;
+            let mut starts = std::collections::BTreeSet::new();
+            while !stop.load(Ordering::Relaxed) {
+                for r in w
+                    .query(
+                        "SELECT extract(epoch FROM clock_timestamp() - xact_start)::float8 * 1000, xact_start::text
+                           FROM pg_stat_activity WHERE query LIKE 'CALL hr_run_backfill%' AND xact_start IS NOT NULL
+                            AND pid <> pg_backend_pid()",
+                        &[],
+                    )
+                    .unwrap()
+                {
+                    longest = longest.max(r.get(0));
+                    starts.insert(r.get::<_, String>(1));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (longest, starts.len())
+        })
+    };
+    // Started, then killed with -9 after some batches.
+    let mut psql = Command::new("psql")
+        .arg(cl.url("hr"))
+        .args([
+            "-X",
+            "-c",
+            "CALL hr_run_backfill('integration_credentials', 2000)",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let pid: i32 = loop {
+        assert!(Instant::now() < deadline, "the clearing never got going");
+        let r = c
+            .query_opt(
+                "SELECT a.pid FROM pg_stat_activity a, hr_batch_progress p
+                  WHERE p.migration = 'integration_credentials' AND p.operation = 'clear' AND p.rows_done >= 30000
+                    AND a.query LIKE 'CALL hr_run_backfill%'",
+                &[],
+            )
+            .unwrap();
+        if let Some(r) = r {
+            break r.get(0);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    stop.store(true, Ordering::Relaxed);
+    let (longest_ms, transactions) = watcher.join().unwrap();
+    assert!(Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let _ = psql.wait();
+    assert!(
+        transactions >= 10,
+        "the clearing did not commit between batches ({transactions} transactions seen)"
+    );
+    assert!(
+        longest_ms < 1000.0,
+        "a clearing transaction held its row locks for {longest_ms:.0} ms"
+    );
+
+    let mut c = cl.wait_until_up("hr", 60);
+    let s = status(&mut c, "integration_credentials");
+    assert!(s.pending > 0 && s.pending < with_plaintext, "{s:?}");
+    // Calling again finishes; every secret reads as before; nothing duplicated.
+    let (ok, out) = cl.psql_c("hr", "CALL hr_run_backfill('integration_credentials')");
+    assert!(ok, "{out}");
+    let s = status(&mut c, "integration_credentials");
+    assert_eq!(
+        (s.phase.as_str(), s.pending, s.blocked),
+        ("enforced", 0, 0),
+        "{s:?}"
+    );
+    let left: i64 = one(
+        &mut c,
+        "SELECT count(*) FROM public.hr_job_board_integrations WHERE api_key IS NOT NULL OR api_secret IS NOT NULL OR refresh_token IS NOT NULL",
+    );
+    assert_eq!(left, 0);
+    let differing: i64 = one(
+        &mut c,
+        "SELECT count(*) FROM oracle.secrets o WHERE hr_integration_secret(o.id) IS DISTINCT FROM o.secret",
+    );
+    assert_eq!(differing, 0);
+    let creds: i64 = one(&mut c, "SELECT count(*) FROM public.pf_credentials");
+    let linked: i64 = one(
+        &mut c,
+        "SELECT count(*) FROM public.hr_job_board_integrations WHERE credential_id IS NOT NULL",
+    );
+    assert_eq!(creds, linked);
+}
+
+/// Rows another session holds locked are skipped (SKIP LOCKED): status and
+/// the engine must still agree that exactly those are pending, and the next
+/// run must do exactly those.
+#[test]
+fn status_and_engine_agree_on_pending_rows_held_locked() {
+    let cl = cluster(&[(1, random_key())]);
+    cl.fixture_db("hr", 600);
+    let mut c = cl.connect("hr");
+    c.batch_execute(
+        "DELETE FROM public.hr_candidate_portal_sessions s
+          WHERE NOT EXISTS (SELECT 1 FROM public.hr_candidates c WHERE c.id = s.candidate_id AND c.organization_id IS NOT NULL)",
+    )
+    .unwrap();
+    cl.migrate_all("hr");
+    // New pending rows of each migration, written with triggers off (what
+    // a bulk load or a restore does).
+    c.batch_execute(
+        "BEGIN; SET LOCAL session_replication_role = replica;
+         INSERT INTO public.hr_references (candidate_id, referee_name, access_token)
+         SELECT id, 'Late', 'late-token-' || id FROM public.hr_candidates ORDER BY id LIMIT 40;
+         INSERT INTO public.hr_candidate_portal_sessions (candidate_id)
+         SELECT id FROM public.hr_candidates WHERE organization_id IS NOT NULL ORDER BY id LIMIT 40;
+         INSERT INTO public.hr_job_board_integrations (organization_id, job_board_type, api_key)
+         SELECT id, 'late', 'late-key' FROM public.pf_organizations CROSS JOIN generate_series(1, 8) LIMIT 40;
+         COMMIT;",
+    )
+    .unwrap();
+    for (m, table, pending_rows) in [
+        (
+            "reference_tokens",
+            "hr_references",
+            "access_token LIKE 'late-token-%' AND access_token_hash IS NULL",
+        ),
+        (
+            "portal_sessions",
+            "hr_candidate_portal_sessions",
+            "organization_id IS NULL",
+        ),
+        (
+            "integration_credentials",
+            "hr_job_board_integrations",
+            "job_board_type = 'late' AND credential_id IS NULL",
+        ),
+    ] {
+        assert_eq!(status(&mut c, m).pending, 40, "{m}");
+        let mut holder = cl.connect("hr");
+        holder
+            .batch_execute(&format!(
+                "BEGIN; SELECT id FROM public.{table} WHERE {pending_rows} ORDER BY id LIMIT 7 FOR UPDATE"
+            ))
+            .unwrap();
+        let (ok, out) = cl.psql_c("hr", &format!("CALL hr_run_backfill('{m}', 10)"));
+        assert!(ok, "{out}");
+        assert_eq!(rows_finished(&out), Some(33), "{m}: {out}");
+        assert!(
+            out.contains("7 rows pending and 0 rows blocked remain"),
+            "{m}: {out}"
+        );
+        let counted: i64 = one(
+            &mut c,
+            &format!("SELECT pending FROM hr_operation_counts('{m}', 'backfill')"),
+        );
+        assert_eq!((status(&mut c, m).pending, counted), (7, 7), "{m}");
+        assert_eq!(
+            status(&mut c, m).phase,
+            "migrated",
+            "{m}: the phase moved back"
+        );
+        holder.batch_execute("COMMIT").unwrap();
+        let (ok, out) = cl.psql_c("hr", &format!("CALL hr_run_backfill('{m}')"));
+        assert!(ok, "{out}");
+        assert_eq!(rows_finished(&out), Some(7), "{m}: {out}");
+        assert_eq!(status(&mut c, m).pending, 0, "{m}");
+    }
+}
+
+/// A fourth migration of an existing kind: a registry row and its script
+/// (tests/fixtures/migrations/004_interview_slots.sql, three lines), no
+/// engine change. Through dual, migrated, enforced and the rollback.
+#[test]
+fn a_fourth_migration_of_an_existing_kind() {
+    let cl = cluster(&[(1, random_key())]);
+    cl.fixture_db("hr", 400);
+    let mut c = cl.connect("hr");
+    c.batch_execute(
+        "CREATE TABLE public.hr_interview_slots (
+             id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+             candidate_id uuid,
+             starts_at timestamptz NOT NULL DEFAULT now(),
+             updated_at timestamptz NOT NULL DEFAULT timestamptz '2025-01-01');
+         INSERT INTO public.hr_interview_slots (candidate_id)
+         SELECT id FROM public.hr_candidates WHERE organization_id IS NOT NULL;
+         INSERT INTO hr_migration_registry (migration, position, kind, table_name, default_batch_size, objects)
+         VALUES ('interview_slots', 4, 'tenant_column', 'hr_interview_slots', 50, '{
+             \"org_trigger\": \"hr_interview_slots_org\",
+             \"touch_trigger\": \"hr_interview_slots_touch_updated_at\",
+             \"fk\": \"fk_hr_interview_slots_organization_id\",
+             \"index\": \"idx_hr_interview_slots_organization_id\",
+             \"not_null_check\": \"hr_interview_slots_organization_id_not_null\",
+             \"policy_select\": \"hr_interview_slots_select\",
+             \"policy_insert\": \"hr_interview_slots_insert\",
+             \"policy_update\": \"hr_interview_slots_update\",
+             \"policy_delete\": \"hr_interview_slots_delete\"}');",
+    )
+    .unwrap();
+    let slots: i64 = one(&mut c, "SELECT count(*) FROM public.hr_interview_slots");
+    assert_eq!(status(&mut c, "interview_slots").phase, "not_applied");
+    let script: String = one(&mut c, "SELECT hr_migration_script('interview_slots')");
+    assert_eq!(script, "004_interview_slots.sql");
+
+    let out = cl.psql_ok(
+        "hr",
+        &repo().join("tests/fixtures/migrations").join(&script),
+        &[],
+    );
+    assert!(
+        out.contains("interview_slots: phase dual -> migrated"),
+        "{out}"
+    );
+    let s = status(&mut c, "interview_slots");
+    assert_eq!(
+        (s.phase.as_str(), s.total, s.migrated, s.pending, s.blocked),
+        ("migrated", slots, slots, 0, 0)
+    );
+    let untouched: i64 = one(
+        &mut c,
+        "SELECT count(*) FROM public.hr_interview_slots WHERE updated_at = '2025-01-01'",
+    );
+    assert_eq!(untouched, slots, "the backfill moved updated_at");
+
+    // RLS isolates it like the sessions.
+    let org: String = one(
+        &mut c,
+        "SELECT organization_id::text FROM public.hr_interview_slots LIMIT 1",
+    );
+    let own: i64 = one(
+        &mut c,
+        &format!("SELECT count(*) FROM public.hr_interview_slots WHERE organization_id = '{org}'"),
+    );
+    let mut a = cl.connect_as("hr", "authenticator");
+    a.batch_execute(&format!(
+        "SET ROLE authenticated; SELECT set_config('request.jwt.claims', '{{\"organization_id\":\"{org}\"}}', false)"
+    ))
+    .unwrap();
+    assert_eq!(
+        one::<i64>(&mut a, "SELECT count(*) FROM public.hr_interview_slots"),
+        own
+    );
+
+    // Enforced, then rolled back.
+    c.batch_execute("CALL hr_run_phase('interview_slots', 'enforced')")
+        .unwrap();
+    let notnull: bool = one(
+        &mut c,
+        "SELECT hr_column_not_null('public.hr_interview_slots', 'organization_id')",
+    );
+    assert!(notnull);
+    assert_raises(
+        &mut c,
+        "INSERT INTO public.hr_interview_slots (candidate_id) VALUES (NULL)",
+        "23502",
+        &[],
+    );
+    cl.psql_ok(
+        "hr",
+        &repo().join("tests/fixtures/rollback").join(&script),
+        &[],
+    );
+    assert_eq!(status(&mut c, "interview_slots").phase, "not_applied");
+    let col: bool = one(
+        &mut c,
+        "SELECT hr_column_exists('public.hr_interview_slots', 'organization_id')",
+    );
+    assert!(!col);
+    // The three built-in migrations never noticed.
+    for m in [
+        "reference_tokens",
+        "portal_sessions",
+        "integration_credentials",
+    ] {
+        assert_eq!(status(&mut c, m).phase, "not_applied", "{m}");
+    }
+}
