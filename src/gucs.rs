@@ -33,6 +33,15 @@ static BATCH_PAUSE_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// milliseconds (0 = do not look at standbys).
 static MAX_REPLICATION_LAG_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 
+/// How long one attempt of a migration script's DDL statement waits for its
+/// lock before it gives up and retries (hr_ddl), in milliseconds: the
+/// longest time application queries queue behind it.
+static DDL_LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
+
+/// How long hr_ddl keeps retrying a DDL statement that cannot get its lock,
+/// in milliseconds, before the script stops.
+static DDL_RETRY_BUDGET_MS: GucSetting<i32> = GucSetting::<i32>::new(600_000);
+
 pub fn init() {
     GucRegistry::define_string_guc(
         c"hr_migrations.keyring_file",
@@ -87,6 +96,26 @@ pub fn init() {
         c"The batch engine waits while a standby replays more than this far behind, in milliseconds.",
         c"0 disables the check.",
         &MAX_REPLICATION_LAG_MS,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"hr_migrations.ddl_lock_timeout",
+        c"How long one attempt of a migration's DDL statement waits for its lock, in milliseconds.",
+        c"Application queries queue behind a waiting DDL statement for at most this long; then it retries with backoff.",
+        &DDL_LOCK_TIMEOUT_MS,
+        10,
+        600_000,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"hr_migrations.ddl_retry_budget",
+        c"How long a migration's DDL statement is retried when its lock is not available, in milliseconds.",
+        c"After it, the script stops with the error; run it again.",
+        &DDL_RETRY_BUDGET_MS,
         0,
         i32::MAX,
         GucContext::Suset,

@@ -18,40 +18,49 @@
 -- =============================================================================
 \set migration reference_tokens
 \ir ../preamble.psql
-SELECT r.objects ->> 'log_table' AS log_table
-  FROM :"hr_schema".hr_migration_entry(:'migration') r \gset
 
 -- Step A ---------------------------------------------------------------------
-ALTER TABLE :tbl
-    ADD COLUMN IF NOT EXISTS created_by uuid,
-    ADD COLUMN IF NOT EXISTS updated_by uuid;
-COMMENT ON COLUMN :tbl.access_token IS
-    'DEPRECATED (hr_migrations 001): plaintext reference token. Issue tokens with hr_issue_reference_token() and verify with hr_verify_reference_token(); erased and dropped by the contract phase.';
-SELECT format('ALTER TABLE %s ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES %I.pf_profiles (id) NOT VALID',
-              :'tbl', 'hr_references_' || col || '_fkey', col, :'tbl_schema')
-  FROM unnest(ARRAY['created_by', 'updated_by']) col
- WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
-                    WHERE conrelid = :'tbl'::regclass AND conname = 'hr_references_' || col || '_fkey') \gexec
+CALL :"hr_schema".hr_ddl(:'migration', $ddl$
+    ALTER TABLE {table}
+        ADD COLUMN IF NOT EXISTS created_by uuid,
+        ADD COLUMN IF NOT EXISTS updated_by uuid;
+    COMMENT ON COLUMN {table}.access_token IS
+        'DEPRECATED (hr_migrations 001): plaintext reference token. Issue tokens with hr_issue_reference_token() and verify with hr_verify_reference_token(); erased and dropped by the contract phase.'
+$ddl$);
+CALL :"hr_schema".hr_ddl(:'migration', $ddl$
+    ALTER TABLE {table} ADD CONSTRAINT hr_references_created_by_fkey
+        FOREIGN KEY (created_by) REFERENCES {table_schema}.pf_profiles (id) NOT VALID
+$ddl$, skip_when => $ddl$
+    EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = '{table}'::regclass AND conname = 'hr_references_created_by_fkey')
+$ddl$);
+CALL :"hr_schema".hr_ddl(:'migration', $ddl$
+    ALTER TABLE {table} ADD CONSTRAINT hr_references_updated_by_fkey
+        FOREIGN KEY (updated_by) REFERENCES {table_schema}.pf_profiles (id) NOT VALID
+$ddl$, skip_when => $ddl$
+    EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = '{table}'::regclass AND conname = 'hr_references_updated_by_fkey')
+$ddl$);
 ALTER TABLE :tbl VALIDATE CONSTRAINT hr_references_created_by_fkey;
 ALTER TABLE :tbl VALIDATE CONSTRAINT hr_references_updated_by_fkey;
 
 -- Step B ---------------------------------------------------------------------
 -- Only the definer role writes it (hr_verify_reference_token); service_role
 -- reads it; anon and authenticated have nothing (docs/security.md).
-CREATE TABLE IF NOT EXISTS :tbl_schema.:"log_table" (
-    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    reference_id uuid,
-    method       text NOT NULL CHECK (method IN ('hash', 'plaintext', 'none')),
-    success      boolean NOT NULL,
-    validated_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX IF NOT EXISTS hr_reference_token_validations_reference
-    ON :tbl_schema.:"log_table" (reference_id, validated_at);
-ALTER TABLE :tbl_schema.:"log_table" ENABLE ROW LEVEL SECURITY;
-COMMENT ON TABLE :tbl_schema.:"log_table" IS
-    'hr_migrations: one row per hr_verify_reference_token() call (never the token)';
-SELECT :"hr_schema".hr_secure_own_table(format('%I.%I', :'tbl_schema', :'log_table'),
-                                        ARRAY['service_role'], 'INSERT');
+CALL :"hr_schema".hr_ddl(:'migration', $ddl$
+    CREATE TABLE IF NOT EXISTS {log_table} (
+        id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        reference_id uuid,
+        method       text NOT NULL CHECK (method IN ('hash', 'plaintext', 'none')),
+        success      boolean NOT NULL,
+        validated_at timestamptz NOT NULL DEFAULT now()
+    );
+    ALTER TABLE {log_table} ENABLE ROW LEVEL SECURITY;
+    COMMENT ON TABLE {log_table} IS
+        'hr_migrations: one row per hr_verify_reference_token() call (never the token)'
+$ddl$);
+SELECT :"hr_schema".hr_render(:'migration', '{log_table}') AS log_table \gset
+CREATE INDEX CONCURRENTLY IF NOT EXISTS hr_reference_token_validations_reference
+    ON :log_table (reference_id, validated_at);
+SELECT :"hr_schema".hr_secure_own_table(:'log_table', ARRAY['service_role'], 'INSERT');
 
 -- Step C ---------------------------------------------------------------------
 \ir ../kinds/token_hash.psql

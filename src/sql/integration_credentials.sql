@@ -600,14 +600,13 @@ BEGIN
     IF phase <> 'contracted' OR NOT @extschema@.hr_column_exists(t, 'api_key') THEN
         RETURN;
     END IF;
-    PERFORM pg_catalog.set_config('lock_timeout', '3s', true);
-    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS %I ON %s',
-                              @extschema@.hr_migration_object(migration, 'sync_insert_trigger'), t);
-    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS %I ON %s',
-                              @extschema@.hr_migration_object(migration, 'sync_update_trigger'), t);
-    EXECUTE pg_catalog.format('ALTER TABLE %s DROP COLUMN IF EXISTS api_key, DROP COLUMN IF EXISTS api_secret, DROP COLUMN IF EXISTS refresh_token', t);
+    CALL @extschema@.hr_ddl(migration, $ddl$
+        DROP TRIGGER IF EXISTS {sync_insert_trigger} ON {table};
+        DROP TRIGGER IF EXISTS {sync_update_trigger} ON {table};
+        ALTER TABLE {table} DROP COLUMN IF EXISTS api_key, DROP COLUMN IF EXISTS api_secret,
+                            DROP COLUMN IF EXISTS refresh_token
+    $ddl$);
     RAISE NOTICE '%: plaintext columns dropped (VACUUM the table; old row versions, WAL and backups still hold what they held: rotate the job-board keys upstream)', migration;
-    COMMIT;
 END
 $$;
 

@@ -359,6 +359,131 @@ END
 $$;
 
 -- -----------------------------------------------------------------------------
+-- Lock-safe DDL for the migration scripts.
+
+-- A DDL template of a migration with its names filled in from the registry:
+--   {table}            the migration's table, schema-qualified and quoted
+--   {table_schema}     its schema, quoted
+--   {ext}              the extension's schema, quoted
+--   {credentials_table}, {log_table}   schema-qualified names of those objects
+--   {<key>}            any other object name of the registry entry, quoted
+-- so the scripts read as the DDL they run, and a renamed object is a
+-- registry change only. 22023 for a placeholder the entry does not define.
+CREATE FUNCTION hr_render(migration text, template text) RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e @extschema@.hr_migration_registry := @extschema@.hr_migration_entry(migration);
+    out text := template;
+    k text;
+    v text;
+BEGIN
+    IF template IS NULL THEN
+        RETURN NULL;
+    END IF;
+    out := replace(out, '{table}', format('%I.%I', e.table_schema, e.table_name));
+    out := replace(out, '{table_schema}', quote_ident(e.table_schema));
+    out := replace(out, '{ext}', '@extschema@');
+    FOR k, v IN SELECT j.key, j.value FROM jsonb_each_text(e.objects) j WHERE jsonb_typeof(e.objects -> j.key) = 'string' LOOP
+        IF k IN ('credentials_table', 'log_table') THEN
+            out := replace(out, '{' || k || '}', format('%I.%I', e.table_schema, v));
+        ELSE
+            out := replace(out, '{' || k || '}', quote_ident(v));
+        END IF;
+    END LOOP;
+    IF out ~ '\{[a-z_]+\}' THEN
+        RAISE EXCEPTION 'DDL template of % names % , which its registry entry does not define',
+                migration, substring(out FROM '\{[a-z_]+\}')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN out;
+END
+$$;
+
+-- Runs one step of a migration script's DDL (one or more statements, one
+-- transaction) without ever queueing application traffic for long: each
+-- attempt waits at most hr_migrations.ddl_lock_timeout for its locks; when
+-- a lock is not available it says so, sleeps with exponential backoff and
+-- jitter, and tries again, for at most hr_migrations.ddl_retry_budget. A
+-- writer therefore waits behind the DDL for one attempt at most. skip_when,
+-- a boolean SQL expression (rendered like ddl), makes the step a no-op when
+-- its result already exists (ADD CONSTRAINT has no IF NOT EXISTS).
+-- COMMITs: CALL it outside an explicit transaction block.
+CREATE PROCEDURE hr_ddl(migration text, ddl text, skip_when text DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    stmt text := @extschema@.hr_render(migration, ddl);
+    cond text := @extschema@.hr_render(migration, skip_when);
+    attempt_ms double precision := @extschema@.hr_setting_ms('hr_migrations.ddl_lock_timeout', 1000);
+    budget_ms double precision := @extschema@.hr_setting_ms('hr_migrations.ddl_retry_budget', 600000);
+    attempt integer := 0;
+    waited double precision := 0;
+    pause double precision;
+    skip boolean := false;
+    started timestamptz;
+BEGIN
+    IF cond IS NOT NULL THEN
+        EXECUTE 'SELECT ' || cond INTO skip;
+        IF skip THEN
+            RETURN;
+        END IF;
+    END IF;
+    LOOP
+        attempt := attempt + 1;
+        started := clock_timestamp();
+        BEGIN
+            PERFORM pg_catalog.set_config('lock_timeout', attempt_ms::bigint || 'ms', true);
+            -- No "does not exist, skipping" chatter from IF [NOT] EXISTS.
+            PERFORM pg_catalog.set_config('client_min_messages', 'warning', true);
+            EXECUTE stmt;
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            waited := waited + extract(epoch FROM clock_timestamp() - started) * 1000;
+            IF waited >= budget_ms THEN
+                RAISE EXCEPTION '%: gave up after % attempts (% s) waiting for a lock: %', migration, attempt,
+                        round((waited / 1000)::numeric, 1), pg_catalog.left(regexp_replace(stmt, '\s+', ' ', 'g'), 120)
+                    USING ERRCODE = 'lock_not_available',
+                          HINT = 'SELECT * FROM hr_preflight() names the sessions holding the table; run the script again';
+            END IF;
+            -- Exponential backoff from 100 ms to 10 s, with full jitter.
+            pause := least(10000, 100 * 2 ^ least(attempt - 1, 10)) * (0.5 + random() / 2);
+            RAISE NOTICE '%: lock not available after % ms (attempt %): %; retrying in % ms', migration,
+                attempt_ms, attempt, pg_catalog.left(regexp_replace(stmt, '\s+', ' ', 'g'), 80), round(pause::numeric);
+            PERFORM pg_catalog.pg_sleep(pause / 1000);
+            waited := waited + pause;
+        END;
+    END LOOP;
+    COMMIT;
+END
+$$;
+
+-- Drops the plan's triggers and policies that a migration replaces (the
+-- registry's legacy_triggers and legacy_policies), each only when present,
+-- each through hr_ddl.
+CREATE PROCEDURE hr_drop_legacy(migration text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    e @extschema@.hr_migration_registry := @extschema@.hr_migration_entry(migration);
+    tbl regclass := @extschema@.hr_migration_table(migration);
+    n text;
+BEGIN
+    FOR n IN SELECT jsonb_array_elements_text(coalesce(e.objects -> 'legacy_triggers', '[]')) LOOP
+        IF @extschema@.hr_trigger_exists(tbl, n) THEN
+            CALL @extschema@.hr_ddl(migration, pg_catalog.format('DROP TRIGGER %I ON %s', n, tbl));
+        END IF;
+    END LOOP;
+    FOR n IN SELECT jsonb_array_elements_text(coalesce(e.objects -> 'legacy_policies', '[]')) LOOP
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = tbl AND p.polname = n) THEN
+            CALL @extschema@.hr_ddl(migration, pg_catalog.format('DROP POLICY %I ON %s', n, tbl));
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- -----------------------------------------------------------------------------
 -- Guards of the batch engine.
 
 -- Refuses (22023) a batch size outside 1..1000000.
@@ -762,6 +887,260 @@ COMMENT ON VIEW hr_migration_progress IS
     'hr_migrations: rows done, rate, batch size and duration, ETA and last error of each batch operation';
 
 -- -----------------------------------------------------------------------------
+-- Preflight (DESIGN.md §4, 0.2.0): what to know before running a migration
+-- script on a busy database. status is 'ok', 'warning' or 'blocker'; detail
+-- names objects (tables, indexes, pids, settings, roles), never values; fix
+-- says what to do. The migration scripts call hr_preflight_gate() first and
+-- stop on a blocker of their migration. Runs as the DBA.
+CREATE FUNCTION hr_preflight()
+RETURNS TABLE (migration text, check_name text, status text, detail text, fix text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    x record;
+    tbl regclass;
+    writes regclass[];
+    phase text;
+    n bigint;
+    found_any boolean;
+    keyring_error text;
+    app_roles constant text[] := ARRAY['anon', 'authenticated', 'service_role', 'authenticator'];
+    lag_ms double precision;
+    max_lag_ms double precision := @extschema@.hr_setting_ms('hr_migrations.max_replication_lag_ms', 10000);
+BEGIN
+    -- Cluster-wide checks.
+    migration := '*';
+    check_name := 'library preloaded';
+    IF current_setting('shared_preload_libraries') ~ '(^|[ ,])hr_migrations($|[ ,])' THEN
+        status := 'ok'; detail := 'shared_preload_libraries includes hr_migrations'; fix := NULL;
+    ELSE
+        status := 'warning';
+        detail := 'shared_preload_libraries does not include hr_migrations: each backend loads it on first use';
+        fix := 'add hr_migrations to shared_preload_libraries in postgresql.conf and restart at your next window (optional)';
+    END IF;
+    RETURN NEXT;
+
+    check_name := 'standby replay lag';
+    SELECT max(extract(epoch FROM s.replay_lag) * 1000) INTO lag_ms FROM pg_catalog.pg_stat_replication s;
+    IF lag_ms IS NOT NULL AND max_lag_ms > 0 AND lag_ms > max_lag_ms THEN
+        status := 'warning';
+        detail := format('a standby replays %s ms behind (hr_migrations.max_replication_lag_ms = %s)', round(lag_ms::numeric), max_lag_ms);
+        fix := 'batches wait while the lag is above the limit; find out why the standby is behind';
+    ELSE
+        status := 'ok';
+        detail := CASE WHEN lag_ms IS NULL THEN 'no standby replaying'
+                       ELSE format('standby replay lag %s ms', round(lag_ms::numeric)) END;
+        fix := NULL;
+    END IF;
+    RETURN NEXT;
+
+    check_name := 'parameters kept out of the log';
+    found_any := false;
+    FOR x IN
+        SELECT ar.rolname,
+               coalesce(@extschema@.hr_role_setting(ar.oid, 'log_statement'), current_setting('log_statement')) AS log_statement,
+               coalesce(@extschema@.hr_role_setting(ar.oid, 'log_min_duration_statement'), current_setting('log_min_duration_statement')) AS min_duration,
+               coalesce(@extschema@.hr_role_setting(ar.oid, 'log_parameter_max_length'), current_setting('log_parameter_max_length')) AS max_len,
+               coalesce(@extschema@.hr_role_setting(ar.oid, 'log_parameter_max_length_on_error'), current_setting('log_parameter_max_length_on_error')) AS max_len_err
+          FROM pg_catalog.pg_roles ar WHERE ar.rolname = ANY (app_roles)
+    LOOP
+        IF ((x.log_statement = 'all' OR x.min_duration NOT IN ('-1', '-1ms')) AND x.max_len NOT IN ('0', '0B'))
+           OR x.max_len_err NOT IN ('0', '0B') THEN
+            found_any := true;
+            status := 'warning';
+            detail := format('role %s: log_statement = %s, log_min_duration_statement = %s, log_parameter_max_length = %s, log_parameter_max_length_on_error = %s: tokens and secrets passed as bind parameters would be logged',
+                             quote_ident(x.rolname), x.log_statement, x.min_duration, x.max_len, x.max_len_err);
+            fix := format('ALTER ROLE %s SET log_parameter_max_length = 0; ALTER ROLE %s SET log_parameter_max_length_on_error = 0 (docs/security.md)',
+                          quote_ident(x.rolname), quote_ident(x.rolname));
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+    IF NOT found_any THEN
+        status := 'ok'; detail := 'no application role logs bind parameters'; fix := NULL;
+        RETURN NEXT;
+    END IF;
+
+    FOR r IN SELECT * FROM @extschema@.hr_migration_registry ORDER BY position LOOP
+        migration := r.migration;
+        tbl := @extschema@.hr_migration_table(r.migration);
+        phase := @extschema@.hr_migration_phase(r.migration);
+
+        check_name := 'table exists';
+        IF tbl IS NULL THEN
+            status := 'blocker'; detail := format('table %I.%I does not exist', r.table_schema, r.table_name);
+            fix := 'create the application schema first, or fix the registry entry';
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        status := 'ok'; detail := format('table %s', tbl); fix := NULL;
+        RETURN NEXT;
+
+        writes := ARRAY[tbl];
+        IF r.kind = 'credential_move' THEN
+            writes := writes || @extschema@.hr_credentials_table(r.migration);
+            IF @extschema@.hr_credential_log_table(r.migration) IS NOT NULL THEN
+                writes := writes || @extschema@.hr_credential_log_table(r.migration);
+            END IF;
+            check_name := 'keyring';
+            BEGIN
+                PERFORM * FROM @extschema@.hr_keyring_versions();
+                keyring_error := NULL;
+            EXCEPTION WHEN config_file_error THEN
+                keyring_error := SQLERRM;
+            END;
+            IF keyring_error IS NULL THEN
+                status := 'ok'; detail := 'hr_migrations.keyring_file opens and holds hr_migrations.active_key_version'; fix := NULL;
+            ELSE
+                status := 'blocker'; detail := keyring_error;
+                fix := 'set hr_migrations.keyring_file and hr_migrations.active_key_version and reload (docs/key-management.md)';
+            END IF;
+            RETURN NEXT;
+        ELSIF r.kind = 'token_hash' AND to_regclass(format('%I.%I', r.table_schema, r.objects ->> 'log_table')) IS NOT NULL THEN
+            writes := writes || to_regclass(format('%I.%I', r.table_schema, r.objects ->> 'log_table'));
+        END IF;
+
+        check_name := 'foreign triggers';
+        found_any := false;
+        FOR x IN SELECT * FROM @extschema@.hr_foreign_triggers(writes) LOOP
+            found_any := true;
+            status := 'blocker';
+            detail := format('trigger %s on %s runs %s, owned by role %s (neither a superuser nor the table''s owner)',
+                             quote_ident(x.trigger_name), x.table_name, x.function_name, quote_ident(x.function_owner));
+            fix := 'inspect it; drop it, or have the table''s owner own its function (docs/runbook.md, "Foreign triggers")';
+            RETURN NEXT;
+        END LOOP;
+        IF NOT found_any THEN
+            status := 'ok'; detail := 'no trigger owned by another role on the tables the extension writes'; fix := NULL;
+            RETURN NEXT;
+        END IF;
+
+        check_name := 'TRIGGER and TRUNCATE grants';
+        found_any := false;
+        FOR x IN SELECT t.rel, string_agg(DISTINCT quote_ident(o.rolname), ', ') AS roles,
+                        string_agg(DISTINCT a.privilege_type, ', ') AS privileges
+                   FROM unnest(writes) t(rel)
+                   JOIN pg_catalog.pg_class c ON c.oid = t.rel, aclexplode(c.relacl) a
+                   JOIN pg_catalog.pg_roles o ON o.oid = a.grantee
+                  WHERE a.grantee <> c.relowner AND a.privilege_type IN ('TRIGGER', 'TRUNCATE') AND NOT o.rolsuper
+                  GROUP BY t.rel ORDER BY 1 LOOP
+            found_any := true;
+            status := CASE WHEN phase = 'not_applied' THEN 'warning' ELSE 'blocker' END;
+            detail := format('roles %s hold %s on %s', x.roles, x.privileges, x.rel);
+            fix := CASE WHEN phase = 'not_applied'
+                        THEN format('sql/migrations/%s revokes them (hr_secure_table)', @extschema@.hr_migration_script(r.migration))
+                        ELSE format('REVOKE TRIGGER, TRUNCATE ON %s FROM %s, or run sql/migrations/%s again', x.rel, x.roles, @extschema@.hr_migration_script(r.migration)) END;
+            RETURN NEXT;
+        END LOOP;
+        IF NOT found_any THEN
+            status := 'ok'; detail := 'no role but the owner may add triggers or truncate'; fix := NULL;
+            RETURN NEXT;
+        END IF;
+
+        check_name := 'invalid indexes';
+        found_any := false;
+        FOR x IN SELECT i.indexrelid::regclass AS idx FROM pg_catalog.pg_index i WHERE i.indrelid = tbl AND NOT i.indisvalid LOOP
+            found_any := true;
+            status := 'warning';
+            detail := format('index %s is INVALID (an interrupted CREATE INDEX CONCURRENTLY?)', x.idx);
+            fix := CASE WHEN x.idx::text = format('%I.%I', r.table_schema, r.objects ->> 'index') OR x.idx::text = r.objects ->> 'index'
+                        THEN format('sql/migrations/%s drops and rebuilds it', @extschema@.hr_migration_script(r.migration))
+                        ELSE format('DROP INDEX CONCURRENTLY %s; then create it again', x.idx) END;
+            RETURN NEXT;
+        END LOOP;
+        IF NOT found_any THEN
+            status := 'ok'; detail := format('no INVALID index on %s', tbl); fix := NULL;
+            RETURN NEXT;
+        END IF;
+
+        check_name := 'long transactions on the table';
+        found_any := false;
+        FOR x IN SELECT DISTINCT a.pid, a.state, round(extract(epoch FROM now() - a.xact_start)::numeric) AS secs, l.mode
+                   FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+                  WHERE l.locktype = 'relation' AND l.relation = ANY (writes) AND l.granted
+                    AND a.pid <> pg_backend_pid() AND a.xact_start < now() - interval '10 seconds'
+                  ORDER BY 1 LOOP
+            found_any := true;
+            status := 'warning';
+            detail := format('pid %s (%s) has held %s on a table of this migration for %s s', x.pid, x.state, x.mode, x.secs);
+            fix := 'the scripts wait and retry (hr_ddl); to go faster, end that transaction: SELECT pg_terminate_backend(' || x.pid || ')';
+            RETURN NEXT;
+        END LOOP;
+        IF NOT found_any THEN
+            status := 'ok'; detail := 'no transaction has held these tables for more than 10 s'; fix := NULL;
+            RETURN NEXT;
+        END IF;
+
+        IF phase <> 'not_applied' THEN
+            check_name := 'rows that cannot be migrated';
+            SELECT c.blocked INTO n FROM @extschema@.hr_operation_counts(r.migration, 'backfill') c;
+            IF n > 0 THEN
+                status := 'warning';
+                detail := format('%s rows of %s cannot be migrated (hr_migration_status() says why)', n, tbl);
+                fix := 'fix or delete them; the phase stays dual until then';
+            ELSE
+                status := 'ok'; detail := 'every row can be migrated'; fix := NULL;
+            END IF;
+            RETURN NEXT;
+        ELSIF r.kind = 'tenant_column' THEN
+            check_name := 'rows that cannot be migrated';
+            EXECUTE format('SELECT count(*) FROM %s t WHERE NOT EXISTS (SELECT 1 FROM public.hr_candidates c
+                              WHERE c.id = t.candidate_id AND c.organization_id IS NOT NULL)', tbl) INTO n;
+            IF n > 0 THEN
+                status := 'warning';
+                detail := format('%s rows of %s have a candidate that is missing or has no organization', n, tbl);
+                fix := 'they will be counted as blocked and keep the phase at dual: fix hr_candidates.organization_id or delete them';
+            ELSE
+                status := 'ok'; detail := 'every row has a candidate with an organization'; fix := NULL;
+            END IF;
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- A role's own setting of a parameter (ALTER ROLE ... SET), if any.
+CREATE FUNCTION hr_role_setting(role_id oid, name text) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT split_part(s.cfg, '=', 2)
+      FROM pg_catalog.pg_db_role_setting d, unnest(d.setconfig) s(cfg)
+     WHERE d.setrole = role_id AND d.setdatabase IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()))
+       AND split_part(s.cfg, '=', 1) = name
+     ORDER BY d.setdatabase DESC
+     LIMIT 1
+$$;
+
+-- The scripts' first step: prints the preflight's warnings for a migration
+-- and stops (55000) on a blocker.
+CREATE FUNCTION hr_preflight_gate(migration text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p record;
+    blockers integer := 0;
+BEGIN
+    FOR p IN SELECT * FROM @extschema@.hr_preflight() f WHERE f.migration IN (hr_preflight_gate.migration, '*')
+                                                       AND f.status <> 'ok' LOOP
+        IF p.status = 'blocker' THEN
+            blockers := blockers + 1;
+            RAISE WARNING '%: preflight: % (blocker): %', migration, p.check_name, p.detail USING HINT = p.fix;
+        ELSE
+            RAISE WARNING '%: preflight: %: %', migration, p.check_name, p.detail USING HINT = p.fix;
+        END IF;
+    END LOOP;
+    IF blockers > 0 THEN
+        RAISE EXCEPTION '%: % preflight blockers: nothing was changed', migration, blockers
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'SELECT * FROM hr_preflight() WHERE status = ''blocker'' lists them with their fixes';
+    END IF;
+END
+$$;
+
+-- -----------------------------------------------------------------------------
 -- Phases.
 
 -- Moves a migration to another phase, or refuses (55000) saying why. The
@@ -851,8 +1230,23 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM set_config('lock_timeout', coalesce(nullif(current_setting('lock_timeout'), '0'), '3s'), true);
+    PERFORM @extschema@.hr_bound_lock_wait();
     EXECUTE format('LOCK TABLE %s IN SHARE MODE', tbl);
+END
+$$;
+
+-- DDL inside hr_set_phase waits for its locks at most the session's
+-- lock_timeout, or hr_migrations.ddl_lock_timeout when the session has none
+-- (CALL hr_run_phase retries a move that timed out, with backoff).
+CREATE FUNCTION hr_bound_lock_wait() RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF current_setting('lock_timeout') IN ('0', '0ms') THEN
+        PERFORM set_config('lock_timeout',
+            @extschema@.hr_setting_ms('hr_migrations.ddl_lock_timeout', 1000)::bigint || 'ms', true);
+    END IF;
 END
 $$;
 
@@ -1035,12 +1429,37 @@ BEGIN
 END
 $$;
 
--- hr_set_phase, then the work that phase leaves, each step committed.
+-- hr_set_phase, then the work that phase leaves, each step committed. A
+-- move whose brief DDL cannot get its lock is retried with backoff and
+-- jitter (like hr_ddl), for at most hr_migrations.ddl_retry_budget.
 CREATE PROCEDURE hr_run_phase(migration text, phase text, batch_size integer DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
+DECLARE
+    budget_ms double precision := @extschema@.hr_setting_ms('hr_migrations.ddl_retry_budget', 600000);
+    attempt integer := 0;
+    waited double precision := 0;
+    pause double precision;
+    started timestamptz;
 BEGIN
-    PERFORM @extschema@.hr_set_phase(migration, phase);
+    LOOP
+        attempt := attempt + 1;
+        started := clock_timestamp();
+        BEGIN
+            PERFORM @extschema@.hr_set_phase(migration, phase);
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            waited := waited + extract(epoch FROM clock_timestamp() - started) * 1000;
+            IF waited >= budget_ms THEN
+                RAISE;
+            END IF;
+            pause := least(10000, 100 * 2 ^ least(attempt - 1, 10)) * (0.5 + random() / 2);
+            RAISE NOTICE '%: -> %: lock not available (attempt %); retrying in % ms', migration, phase, attempt,
+                round(pause::numeric);
+            PERFORM pg_catalog.pg_sleep(pause / 1000);
+            waited := waited + pause;
+        END;
+    END LOOP;
     COMMIT;
     CALL @extschema@.hr_run_backfill(migration, batch_size, NULL, false);
 END

@@ -142,7 +142,7 @@ DECLARE
     chk text := @extschema@.hr_migration_object(migration, 'not_null_check');
     valid boolean;
 BEGIN
-    PERFORM set_config('lock_timeout', coalesce(nullif(current_setting('lock_timeout'), '0'), '3s'), true);
+    PERFORM @extschema@.hr_bound_lock_wait();
     IF to_phase = 'enforced' THEN
         SELECT c.convalidated INTO valid FROM pg_catalog.pg_constraint c WHERE c.conrelid = t AND c.conname = chk;
         IF @extschema@.hr_column_not_null(t, 'organization_id') THEN
@@ -187,10 +187,10 @@ BEGIN
         valid := true;
     END IF;
     IF valid THEN
-        PERFORM pg_catalog.set_config('lock_timeout', '3s', true);
-        EXECUTE pg_catalog.format('ALTER TABLE %s ALTER COLUMN organization_id SET NOT NULL', t);
-        EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', t, chk);
-        COMMIT;
+        CALL @extschema@.hr_ddl(migration, $ddl$
+            ALTER TABLE {table} ALTER COLUMN organization_id SET NOT NULL;
+            ALTER TABLE {table} DROP CONSTRAINT {not_null_check}
+        $ddl$);
         RAISE NOTICE '%: organization_id is NOT NULL', migration;
     END IF;
 END

@@ -309,12 +309,11 @@ BEGIN
     IF phase <> 'contracted' OR NOT @extschema@.hr_column_exists(t, 'access_token') THEN
         RETURN;
     END IF;
-    PERFORM pg_catalog.set_config('lock_timeout', '3s', true);
-    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS %I ON %s',
-                              @extschema@.hr_migration_object(migration, 'token_trigger'), t);
-    EXECUTE pg_catalog.format('ALTER TABLE %s DROP COLUMN IF EXISTS access_token', t);
+    CALL @extschema@.hr_ddl(migration, $ddl$
+        DROP TRIGGER IF EXISTS {token_trigger} ON {table};
+        ALTER TABLE {table} DROP COLUMN IF EXISTS access_token
+    $ddl$);
     RAISE NOTICE '%: access_token dropped (VACUUM the table; old row versions, WAL and backups still hold what it held)', migration;
-    COMMIT;
 END
 $$;
 

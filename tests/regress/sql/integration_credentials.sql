@@ -27,9 +27,11 @@ SELECT hr_encrypt_credential('same', '') <> hr_encrypt_credential('same', '') AS
 
 -- Apply the migration file (output hidden: it holds timings).
 \set ECHO none
+SET client_min_messages = error;
 \o /dev/null
 \i :hrm_root/sql/migrations/003_integration_credentials.sql
 \o
+SET client_min_messages = warning;
 \set ON_ERROR_STOP off
 \set ECHO all
 

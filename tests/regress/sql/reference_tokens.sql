@@ -17,9 +17,11 @@ SELECT migration, phase, total, migrated, pending, note FROM hr_migration_status
 
 -- Apply the migration file as a DBA would (output hidden: it holds timings).
 \set ECHO none
+SET client_min_messages = error;
 \o /dev/null
 \i :hrm_root/sql/migrations/001_reference_tokens.sql
 \o
+SET client_min_messages = warning;
 \set ON_ERROR_STOP off
 \set ECHO all
 
