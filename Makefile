@@ -23,9 +23,9 @@ deps:
 build: deps
 	cargo build --release
 
-.PHONY: install # build and install the extension into the system PostgreSQL 15
+.PHONY: install # build and install the extension (release) into the system PostgreSQL 15
 install: deps
-	cargo pgrx install --release --pg-config $(PG_CONFIG) $(if $(filter 0,$(shell id -u)),,--sudo)
+	@scripts/install-extension.sh
 
 .PHONY: test # every test layer (unit, pg_test, pg_regress, integration); ends with "N passed, N failed"
 test: deps

@@ -59,9 +59,7 @@ installed=no
 install_release() {
     [ "$installed" = yes ] && return 0
     echo "== installing the release build of the extension"
-    local sudo=()
-    [ "$(id -u)" = 0 ] || sudo=(--sudo)
-    cargo pgrx install --release --pg-config "$PG_CONFIG" "${sudo[@]}" >"$work/install.log" 2>&1 || {
+    scripts/install-extension.sh >"$work/install.log" 2>&1 || {
         tail -n 30 "$work/install.log" >&2
         record install 1 0 0
         return 1

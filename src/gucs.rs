@@ -42,6 +42,16 @@ static DDL_LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 /// in milliseconds, before the script stops.
 static DDL_RETRY_BUDGET_MS: GucSetting<i32> = GucSetting::<i32>::new(600_000);
 
+/// hr_preflight() reports transactions that have held a table of a
+/// migration for longer than this, in milliseconds.
+static PREFLIGHT_LONG_TRANSACTION_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+
+/// Deprecated: the backfill flag of 0.1.0, which trusted a setting. Defined
+/// (superuser-only, read by nothing in 0.2.0) so that a database still
+/// running the 0.1.0 SQL against this library, between installing the new
+/// package and ALTER EXTENSION UPDATE, behaves exactly as under 0.1.0.
+static LEGACY_BACKFILL_IN_PROGRESS: GucSetting<bool> = GucSetting::<bool>::new(false);
+
 pub fn init() {
     GucRegistry::define_string_guc(
         c"hr_migrations.keyring_file",
@@ -120,6 +130,24 @@ pub fn init() {
         i32::MAX,
         GucContext::Suset,
         GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"hr_migrations.preflight_long_transaction",
+        c"hr_preflight() reports transactions holding a migration's table for longer than this, in milliseconds.",
+        c"The scripts wait for them (a warning, not a blocker).",
+        &PREFLIGHT_LONG_TRANSACTION_MS,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_bool_guc(
+        c"hr_migrations.backfill_in_progress",
+        c"Deprecated (0.1.0): read only by the 0.1.0 SQL until ALTER EXTENSION hr_migrations UPDATE.",
+        c"0.2.0 keeps its backfill flag in backend memory; setting this changes nothing it does.",
+        &LEGACY_BACKFILL_IN_PROGRESS,
+        GucContext::Suset,
+        GucFlags::NO_SHOW_ALL,
     );
     // SAFETY: registers the prefix once, at load. (PostgreSQL 15+.)
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"hr_migrations".as_ptr()) };

@@ -91,15 +91,14 @@ impl Drop for AsUser {
     }
 }
 
-fn definer_role() -> Result<pg_sys::Oid, Error> {
+/// The definer role, or None in a database still running the 0.1.0 SQL
+/// with this library (between installing the package and ALTER EXTENSION
+/// UPDATE), where hr_key_check() is itself SECURITY DEFINER. The 0.2.0
+/// install script creates the role and refuses to install without it.
+fn definer_role() -> Option<pg_sys::Oid> {
     // SAFETY: a catalog lookup by name; missing_ok returns InvalidOid.
     let oid = unsafe { pg_sys::get_role_oid(DEFINER_ROLE.as_ptr(), true) };
-    if oid == pg_sys::Oid::INVALID {
-        return Err(Error::Catalog(
-            "role hr_migrations_definer does not exist".into(),
-        ));
-    }
-    Ok(oid)
+    (oid != pg_sys::Oid::INVALID).then_some(oid)
 }
 
 /// The quoted name of the schema the extension lives in.
@@ -119,9 +118,8 @@ pub fn extension_schema() -> Result<String, Error> {
 fn verify_check_value(version: u32, key: &Key) -> Result<(), Error> {
     let kcv = keyring::check_value(key);
     let schema = extension_schema()?;
-    let role = definer_role()?;
     let same = {
-        let _as = AsUser::switch(role);
+        let _as = definer_role().map(AsUser::switch);
         Spi::get_one_with_args::<bool>(
             &format!("SELECT {schema}.hr_key_check($1, $2)"),
             &[keyring::version_sql(version).into(), kcv.as_str().into()],

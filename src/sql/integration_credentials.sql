@@ -140,7 +140,7 @@ $$;
 -- SECURITY DEFINER (owner hr_migrations_definer): writers need no access
 -- to the credentials table or keys. EXECUTE is granted to nobody, and
 -- hr_trigger_migration() refuses any table but its own.
-CREATE FUNCTION hr_job_board_integrations_trigger() RETURNS trigger
+CREATE OR REPLACE FUNCTION hr_job_board_integrations_trigger() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$

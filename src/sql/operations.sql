@@ -44,7 +44,32 @@ END
 $$;
 COMMENT ON ROLE hr_migrations_definer IS
     'hr_migrations: owner of the extension''s SECURITY DEFINER functions; NOLOGIN, never a superuser';
-GRANT USAGE ON SCHEMA @extschema@ TO hr_migrations_definer;
+
+-- A GRANT run by CREATE or ALTER EXTENSION is recorded as the object's
+-- "initial privileges" (pg_init_privs), even for an object the extension
+-- does not own; pg_dump then leaves every grant that object had out of the
+-- dump (the schema restores without the application roles' USAGE). For
+-- objects that belong to no extension, forget that record: their ACL stays
+-- what it is, and pg_dump dumps it in full.
+CREATE FUNCTION hr_forget_init_privs(class_id regclass, object_id oid) RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    DELETE FROM pg_catalog.pg_init_privs ip
+     WHERE ip.classoid = class_id AND ip.objoid = object_id AND ip.privtype = 'e'
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                        WHERE d.classid = class_id AND d.objid = object_id AND d.deptype = 'e')
+$$;
+
+-- The definer role calls the extension's functions by schema.
+DO $$
+BEGIN
+    IF NOT has_schema_privilege('hr_migrations_definer', '@extschema@', 'USAGE') THEN
+        GRANT USAGE ON SCHEMA @extschema@ TO hr_migrations_definer;
+        PERFORM @extschema@.hr_forget_init_privs('pg_catalog.pg_namespace', '@extschema@'::regnamespace);
+    END IF;
+END
+$$;
 
 -- -----------------------------------------------------------------------------
 -- The registry: the one place that says, for each migration, its key, order,
@@ -572,6 +597,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     g record;
+    nsp oid;
 BEGIN
     IF definer_privileges !~ '^(SELECT|INSERT|UPDATE|DELETE)(, (SELECT|INSERT|UPDATE|DELETE))*$' THEN
         RAISE EXCEPTION 'definer_privileges must list SELECT, INSERT, UPDATE or DELETE' USING ERRCODE = 'invalid_parameter_value';
@@ -584,10 +610,16 @@ BEGIN
                 AND x.privilege_type IN ('TRIGGER', 'TRUNCATE', 'REFERENCES') LOOP
         EXECUTE format('REVOKE TRIGGER, TRUNCATE, REFERENCES ON %s FROM %I', tbl, g.rolname);
     END LOOP;
-    EXECUTE format('GRANT USAGE ON SCHEMA %I TO hr_migrations_definer',
-                   (SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                     WHERE c.oid = tbl));
+    SELECT c.relnamespace INTO nsp FROM pg_catalog.pg_class c WHERE c.oid = tbl;
+    IF NOT has_schema_privilege('hr_migrations_definer', nsp, 'USAGE') THEN
+        EXECUTE format('GRANT USAGE ON SCHEMA %s TO hr_migrations_definer', nsp::regnamespace);
+        PERFORM @extschema@.hr_forget_init_privs('pg_catalog.pg_namespace', nsp);
+    END IF;
     EXECUTE format('GRANT %s ON %s TO hr_migrations_definer', definer_privileges, tbl);
+    -- Run by ALTER EXTENSION UPDATE (the upgrade refreshes applied
+    -- migrations), these grants would otherwise count as the table's initial
+    -- privileges and drop out of pg_dump.
+    PERFORM @extschema@.hr_forget_init_privs('pg_catalog.pg_class', tbl);
 END
 $$;
 
@@ -909,6 +941,7 @@ DECLARE
     app_roles constant text[] := ARRAY['anon', 'authenticated', 'service_role', 'authenticator'];
     lag_ms double precision;
     max_lag_ms double precision := @extschema@.hr_setting_ms('hr_migrations.max_replication_lag_ms', 10000);
+    long_ms double precision := @extschema@.hr_setting_ms('hr_migrations.preflight_long_transaction', 10000);
 BEGIN
     -- Cluster-wide checks.
     migration := '*';
@@ -1044,7 +1077,7 @@ BEGIN
             found_any := true;
             status := 'warning';
             detail := format('index %s is INVALID (an interrupted CREATE INDEX CONCURRENTLY?)', x.idx);
-            fix := CASE WHEN x.idx::text = format('%I.%I', r.table_schema, r.objects ->> 'index') OR x.idx::text = r.objects ->> 'index'
+            fix := CASE WHEN x.idx = to_regclass(format('%I.%I', r.table_schema, coalesce(r.objects ->> 'index', '')))
                         THEN format('sql/migrations/%s drops and rebuilds it', @extschema@.hr_migration_script(r.migration))
                         ELSE format('DROP INDEX CONCURRENTLY %s; then create it again', x.idx) END;
             RETURN NEXT;
@@ -1059,7 +1092,8 @@ BEGIN
         FOR x IN SELECT DISTINCT a.pid, a.state, round(extract(epoch FROM now() - a.xact_start)::numeric) AS secs, l.mode
                    FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
                   WHERE l.locktype = 'relation' AND l.relation = ANY (writes) AND l.granted
-                    AND a.pid <> pg_backend_pid() AND a.xact_start < now() - interval '10 seconds'
+                    AND a.pid <> pg_backend_pid()
+                    AND a.xact_start < now() - make_interval(secs => long_ms / 1000)
                   ORDER BY 1 LOOP
             found_any := true;
             status := 'warning';
@@ -1068,7 +1102,7 @@ BEGIN
             RETURN NEXT;
         END LOOP;
         IF NOT found_any THEN
-            status := 'ok'; detail := 'no transaction has held these tables for more than 10 s'; fix := NULL;
+            status := 'ok'; detail := format('no transaction has held these tables for more than %s ms (hr_migrations.preflight_long_transaction)', long_ms); fix := NULL;
             RETURN NEXT;
         END IF;
 

@@ -14,7 +14,7 @@
 -- is not hidden by RLS on hr_candidates; EXECUTE is granted to nobody and
 -- hr_trigger_migration() refuses any table but its own, so it cannot be
 -- attached to a temp table to read candidates' organizations.
-CREATE FUNCTION hr_portal_sessions_org_trigger() RETURNS trigger
+CREATE OR REPLACE FUNCTION hr_portal_sessions_org_trigger() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$

@@ -48,7 +48,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     VALUES ('hr_set_phase(text,text)'), ('hr_apply_privileges()'), ('hr_wait_for_writers(regclass)'),
            ('hr_secure_table(regclass,text)'), ('hr_secure_own_table(regclass,text[],text)'),
-           ('hr_bound_lock_wait()'), ('hr_preflight()'), ('hr_preflight_gate(text)'),
+           ('hr_bound_lock_wait()'), ('hr_forget_init_privs(regclass,oid)'), ('hr_preflight()'), ('hr_preflight_gate(text)'),
            ('hr_token_hash_enter(text,text,text)'), ('hr_tenant_column_enter(text,text,text)'),
            ('hr_credential_move_enter(text,text,text)')
 $$;

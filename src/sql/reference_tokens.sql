@@ -32,7 +32,7 @@ $$;
 -- function per table). Installed BEFORE UPDATE with
 -- WHEN (NOT hr_backfill_in_progress()), so the extension's own batches
 -- leave updated_at alone (the plan's bug 6).
-CREATE FUNCTION hr_touch_updated_at() RETURNS trigger
+CREATE OR REPLACE FUNCTION hr_touch_updated_at() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -59,7 +59,7 @@ $$;
 -- SECURITY DEFINER (owner hr_migrations_definer) so writers need no rights
 -- on the extension's tables or functions; EXECUTE is granted to nobody,
 -- and hr_trigger_migration() refuses any table but its own.
-CREATE FUNCTION hr_references_token_trigger() RETURNS trigger
+CREATE OR REPLACE FUNCTION hr_references_token_trigger() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$

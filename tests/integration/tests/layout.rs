@@ -50,8 +50,8 @@ fn migrations_work_with_the_extension_in_public() {
     );
 
     // The flag that makes triggers skip work is the extension's alone: the
-    // old setting's name is a reserved prefix now, and the function that
-    // sets it is not executable by application roles.
+    // old setting (read by nothing now) stays superuser-only, and the
+    // function that sets the flag is not executable by application roles.
     let mut a = cl.connect_as("hr", "authenticator");
     for role in ["anon", "authenticated", "service_role"] {
         for (sql, code) in [
