@@ -47,20 +47,7 @@ bench: install
 
 .PHONY: migrate # apply sql/migrations/ to DATABASE_URL; KEYRING=<server path> [ACTIVE_KEY_VERSION=n] configures migration 3 first
 migrate:
-	@test -n "$(DATABASE_URL)" || { echo "make migrate DATABASE_URL=postgres://... [KEYRING=/path/on/the/server ACTIVE_KEY_VERSION=1]"; exit 2; }
-	@if [ -n "$(KEYRING)" ]; then \
-	    echo "== hr_migrations.keyring_file = $(KEYRING) (a path on the database server; the key itself never leaves it)"; \
-	    psql "$(DATABASE_URL)" -X -q -v ON_ERROR_STOP=1 -c "ALTER SYSTEM SET hr_migrations.keyring_file = '$(KEYRING)'" || exit 1; \
-	    if [ -n "$(ACTIVE_KEY_VERSION)" ]; then \
-	        psql "$(DATABASE_URL)" -X -q -v ON_ERROR_STOP=1 -c "ALTER SYSTEM SET hr_migrations.active_key_version = $(ACTIVE_KEY_VERSION)" || exit 1; \
-	    fi; \
-	    psql "$(DATABASE_URL)" -X -q -v ON_ERROR_STOP=1 -c "SELECT pg_reload_conf()" -o /dev/null || exit 1; \
-	    sleep 1; \
-	fi
-	@for f in sql/migrations/*.sql; do \
-	    echo "== $$f"; \
-	    psql "$(DATABASE_URL)" -X -v ON_ERROR_STOP=1 -f "$$f" || exit 1; \
-	done
+	@scripts/migrate.sh "$(DATABASE_URL)" "$(KEYRING)" "$(ACTIVE_KEY_VERSION)"
 
 .PHONY: lint # rustfmt and clippy, warnings are errors
 lint: deps

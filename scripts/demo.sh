@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # make demo: a throwaway cluster under .demo/, the fixture schema with sample
-# data, every migration in sql/migrations applied with psql and then taken to
-# its enforced phase, and hr_migration_status() printed along the way.
-# The cluster keeps running afterwards so you can look around; the last lines
-# say how to connect and how to stop it.
+# data, every migration applied with psql and taken through its phases, and
+# between the steps what changed: a token verified by the hash path, a
+# secret read back, the same tenant query as two organizations and as anon,
+# the preflight and the progress of the batch operations.
+# The cluster keeps running afterwards so you can look around; the last
+# lines say how to connect and how to stop it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scale=${1:-10000}
 dir=$PWD/.demo
 db=hr_demo
+started=$(date +%s)
 
 scripts/pg-cluster.sh stop "$dir" >/dev/null 2>&1 || true
 rm -rf "$dir"
@@ -21,47 +24,108 @@ chmod 0400 "$dir/keys/keyring"
 port=$(scripts/pg-cluster.sh start "$dir" shared_preload_libraries=hr_migrations \
     hr_migrations.keyring_file="$dir/keys/keyring" hr_migrations.active_key_version=1)
 url="host=127.0.0.1 port=$port user=postgres dbname=$db"
-run() { psql "$url" -X -v ON_ERROR_STOP=1 "$@"; }
-status() {
-    echo
-    echo "-- hr_migration_status() $1"
-    run -c "SELECT * FROM hr_migration_status()"
+
+# psql as the DBA; as an application request (PostgREST's authenticator,
+# SET LOCAL ROLE, the request's JWT claims); and a section title.
+run() { psql "$url" -X -q -v ON_ERROR_STOP=1 "$@"; }
+request() {  # role claims sql [psql -v name=value ...]
+    local role=$1 claims=$2 sql=$3
+    shift 3
+    psql "host=127.0.0.1 port=$port user=authenticator dbname=$db" -X -q -v ON_ERROR_STOP=1 \
+        -v claims="$claims" "$@" <<SQL
+BEGIN;
+SET LOCAL ROLE $role;
+SELECT set_config('request.jwt.claims', :'claims', true) \gset
+$sql
+COMMIT;
+SQL
 }
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+status() { run -c "SELECT migration, phase, total, migrated, pending, blocked FROM hr_migration_status()"; }
 
-echo "== cluster in $dir on 127.0.0.1:$port"
+say "cluster in $dir on 127.0.0.1:$port; fixture schema and sample data (scale $scale)"
 psql "host=127.0.0.1 port=$port user=postgres dbname=postgres" -X -q -c "CREATE DATABASE $db"
-echo "== fixture schema and sample data (scale $scale)"
-run -q -f tests/fixtures/schema.sql
-run -q -v scale="$scale" -f tests/fixtures/generate.sql
-run -q -c "CREATE EXTENSION hr_migrations SCHEMA extensions" \
-       -c "ALTER DATABASE $db SET search_path = public, extensions"
-status "before any migration"
+run -f tests/fixtures/schema.sql
+run -v scale="$scale" -f tests/fixtures/generate.sql
+run -c "CREATE EXTENSION hr_migrations SCHEMA extensions" \
+    -c "ALTER DATABASE $db SET search_path = public, extensions"
 
-for f in sql/migrations/*.sql; do
-    echo
-    echo "== psql -f $f"
-    run -q -f "$f"
+say "hr_preflight(): what to know before migrating (everything that is not ok)"
+run -c "SELECT migration, check_name, status, detail FROM hr_preflight() WHERE status <> 'ok'"
+say "hr_migration_status() before any migration"
+status
+
+# Sample rows the demo follows through the migrations.
+ref=$(run -At -c "SELECT id FROM hr_references WHERE access_token ~ '^[A-Za-z0-9_-]{40,}$' ORDER BY id LIMIT 1")
+legacy_token=$(run -At -c "SELECT access_token FROM hr_references WHERE id = '$ref'")
+org_a=$(run -At -c "SELECT id FROM pf_organizations ORDER BY name LIMIT 1")
+org_b=$(run -At -c "SELECT id FROM pf_organizations ORDER BY name OFFSET 1 LIMIT 1")
+integ=$(run -At -c "SELECT id FROM hr_job_board_integrations WHERE api_key <> '' AND api_secret IS NOT NULL ORDER BY id LIMIT 1")
+
+say "migration 1: psql -f sql/migrations/001_reference_tokens.sql"
+run -f sql/migrations/001_reference_tokens.sql -o /dev/null
+say "a legacy token still verifies, now by its hash (as service_role, the edge function's key)"
+request service_role '{}' "
+SELECT hr_verify_reference_token('$ref', :'tok') AS legacy_token_verifies,
+       hr_verify_reference_token('$ref', 'not-the-token') AS wrong_token_verifies;
+SELECT method, success FROM hr_reference_token_validations ORDER BY id DESC LIMIT 2;" -v tok="$legacy_token"
+say "new code issues tokens in the database: only the hash is stored, the token is shown once"
+request service_role '{}' "
+SELECT length(hr_issue_reference_token('$ref')) AS new_token_length;
+SELECT access_token IS NULL AS plaintext_gone, length(access_token_hash) AS hash_length FROM hr_references WHERE id = '$ref';"
+
+say "migration 2: psql -f sql/migrations/002_portal_sessions.sql"
+run -f sql/migrations/002_portal_sessions.sql -o /dev/null 2>&1 | grep -E 'WARNING' || true
+say "blocked sessions (candidate missing or without organization) keep the phase at dual; the demo deletes them"
+run -c "SELECT migration, phase, pending, blocked, note FROM hr_migration_status() WHERE migration = 'portal_sessions'"
+run -c "DELETE FROM hr_candidate_portal_sessions s
+         WHERE NOT EXISTS (SELECT 1 FROM hr_candidates c WHERE c.id = s.candidate_id AND c.organization_id IS NOT NULL)" \
+    -c "CALL hr_run_backfill('portal_sessions')"
+say "the same tenant query as organization A, organization B, and anon"
+for who in "authenticated {\"organization_id\":\"$org_a\"} A" "authenticated {\"organization_id\":\"$org_b\"} B" "anon {} anon"; do
+    set -- $who
+    request "$1" "$2" "SELECT '$3' AS caller, count(*) AS sessions_visible,
+                              count(DISTINCT organization_id) AS organizations FROM hr_candidate_portal_sessions;"
 done
-status "after sql/migrations (phase migrated where every row could be)"
 
-# portal_sessions stays dual: the fixture has sessions whose candidate is
-# missing or has no organization. Resolve them the way the runbook says
-# (here: delete them; a real DBA decides per row), then finish the backfill.
-echo
-echo "== portal_sessions: blocked sessions (fixture) are resolved, then the backfill is finished"
-run -q -c "DELETE FROM hr_candidate_portal_sessions s USING hr_candidate_portal_sessions x
-            LEFT JOIN hr_candidates c ON c.id = x.candidate_id
-           WHERE s.id = x.id AND c.organization_id IS NULL" \
-       -c "CALL hr_run_backfill('portal_sessions')"
+say "migration 3: psql -f sql/migrations/003_integration_credentials.sql"
+run -f sql/migrations/003_integration_credentials.sql -o /dev/null
+say "the secret reads back through the credential (values masked here), equal to the old columns"
+request service_role '{}' "
+SELECT key, left(value, 4) || '…(' || length(value) || ' chars)' AS value
+  FROM jsonb_each_text(hr_integration_secret('$integ'));
+SELECT hr_integration_secret(id) = jsonb_build_object('api_key', api_key, 'api_secret', api_secret,
+                                                      'refresh_token', refresh_token) AS equal_to_old_columns,
+       (SELECT left(encrypted_value, 12) || '…' FROM pf_credentials c WHERE c.id = i.credential_id) AS stored
+  FROM hr_job_board_integrations i WHERE id = '$integ';"
+say "hr_migration_status() after sql/migrations"
+status
 
-echo
-echo "== phase 3: hr_set_phase(<migration>, 'enforced') for each applied migration"
-for m in $(run -At -c "SELECT migration FROM hr_migration_status() WHERE phase = 'migrated'"); do
-    run -q -o /dev/null -c "SELECT hr_set_phase('$m', 'enforced')"
+say "phase 3: CALL hr_run_phase(<migration>, 'enforced') for each (phase change, then its work in committed batches)"
+for m in reference_tokens portal_sessions integration_credentials; do
+    run -c "CALL hr_run_phase('$m', 'enforced')" 2>&1 | grep -vE 'batch [0-9]+ done' || true
 done
-status "final"
+say "hr_migration_progress: each batch operation that ran"
+run -c "SELECT migration, operation, state, rows_done, rows_failed, rows_per_second, batch_size, last_batch_ms
+          FROM hr_migration_progress ORDER BY started_at"
+say "enforced: plaintext refused"
+request service_role '{}' "UPDATE hr_job_board_integrations SET api_key = 'plaintext' WHERE id = '$integ';" 2>&1 \
+    | grep -E 'ERROR|HINT' || true
+
+say "the contract phase: refused before hr_migrations.deprecation_period (30 days) ..."
+run -c "SELECT hr_set_phase('reference_tokens', 'contracted')" 2>&1 | grep -E 'ERROR' || true
+say "... and, with the period set to 0 for the demo, legacy plaintext erased and its columns dropped"
+for m in reference_tokens portal_sessions integration_credentials; do
+    PGOPTIONS='-c hr_migrations.deprecation_period=0' run -c "CALL hr_run_phase('$m', 'contracted')" 2>&1 \
+        | grep -vE 'batch [0-9]+ done' || true
+done
+request service_role '{}' "SELECT hr_verify_reference_token('$ref', 'still-not-the-token') AS wrong_token_verifies,
+                                  hr_integration_secret('$integ') IS NOT NULL AS secret_still_reads;"
+
+say "final hr_migration_status()"
+run -c "SELECT * FROM hr_migration_status()"
 
 echo
-echo "The demo cluster is still running:"
+echo "demo took $(( $(date +%s) - started )) s. The cluster is still running:"
 echo "  psql \"$url\""
 echo "  stop it with: scripts/pg-cluster.sh stop .demo   (or make clean)"

@@ -1295,11 +1295,6 @@ BEGIN
     UPDATE @extschema@.hr_migration_phases m
        SET phase = hr_set_phase.phase, changed_at = now(), changed_by = session_user
      WHERE m.migration = hr_set_phase.migration;
-    -- A new phase starts its operation from the start of the table.
-    DELETE FROM @extschema@.hr_batch_progress p
-     WHERE p.migration = hr_set_phase.migration
-       AND p.operation = @extschema@.hr_phase_operation(hr_set_phase.migration, hr_set_phase.phase)
-       AND p.finished_at IS NOT NULL;
     RAISE NOTICE '%: phase % -> %', migration, current_phase, phase;
 END
 $$;
@@ -1395,9 +1390,17 @@ BEGIN
     INSERT INTO @extschema@.hr_batch_progress AS p (migration, operation)
     VALUES (hr_run_batches.migration, hr_run_batches.operation)
     ON CONFLICT ON CONSTRAINT hr_batch_progress_pkey DO NOTHING;
+    -- A run after a finished one starts its counters afresh; a run after
+    -- an interrupted one (crash, cancel, max_batches) carries them on.
     UPDATE @extschema@.hr_batch_progress p
-       SET running_pid = pg_backend_pid(), rows_expected = p.rows_done + c.pending,
-           finished_at = NULL, started_at = coalesce(p.started_at, clock_timestamp())
+       SET running_pid = pg_backend_pid(),
+           batches = CASE WHEN p.finished_at IS NULL THEN p.batches ELSE 0 END,
+           rows_done = CASE WHEN p.finished_at IS NULL THEN p.rows_done ELSE 0 END,
+           rows_failed = CASE WHEN p.finished_at IS NULL THEN p.rows_failed ELSE 0 END,
+           started_at = CASE WHEN p.finished_at IS NULL AND p.started_at IS NOT NULL THEN p.started_at
+                             ELSE clock_timestamp() END,
+           rows_expected = CASE WHEN p.finished_at IS NULL THEN p.rows_done ELSE 0 END + c.pending,
+           finished_at = NULL, last_error = NULL
      WHERE p.migration = hr_run_batches.migration AND p.operation = hr_run_batches.operation;
     COMMIT;
 
@@ -1556,6 +1559,232 @@ LANGUAGE plpgsql
 AS $$
 BEGIN
     CALL @extschema@.hr_run_batches(migration, 'rollback', batch_size);
+END
+$$;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tenancy.rs:11
+-- Kind tenant_column (migration portal_sessions): organization isolation.
+-- A table of this kind has `id uuid` and `candidate_id uuid`; its script
+-- adds `organization_id uuid`, derived from public.hr_candidates, and RLS
+-- policies that compare it with the request's organization.
+
+-- BEFORE INSERT OR UPDATE OF candidate_id, organization_id, FOR EACH ROW,
+-- WHEN (NOT hr_backfill_in_progress()). organization_id is always derived
+-- from the row's candidate, so a client cannot attach a row to another
+-- organization's candidate: a supplied value that disagrees (or that
+-- cannot be confirmed because the candidate is missing or has no
+-- organization) is refused with 23514, with one message for every case so
+-- it does not tell whether a candidate exists elsewhere.
+-- SECURITY DEFINER (owner hr_migrations_definer, BYPASSRLS) so the lookup
+-- is not hidden by RLS on hr_candidates; EXECUTE is granted to nobody and
+-- hr_trigger_migration() refuses any table but its own, so it cannot be
+-- attached to a temp table to read candidates' organizations.
+CREATE OR REPLACE FUNCTION hr_portal_sessions_org_trigger() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    derived uuid;
+BEGIN
+    IF TG_WHEN <> 'BEFORE' OR TG_LEVEL <> 'ROW' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
+        RAISE EXCEPTION 'hr_portal_sessions_org_trigger() must be a BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger'
+            USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
+    PERFORM @extschema@.hr_trigger_migration(TG_RELID, 'tenant_column');
+    IF @extschema@.hr_backfill_in_progress() THEN
+        RETURN NEW;
+    END IF;
+    IF TG_OP = 'UPDATE'
+       AND NEW.candidate_id IS NOT DISTINCT FROM OLD.candidate_id
+       AND NEW.organization_id IS NOT DISTINCT FROM OLD.organization_id THEN
+        RETURN NEW;
+    END IF;
+    SELECT c.organization_id INTO derived
+      FROM public.hr_candidates c
+     WHERE c.id = NEW.candidate_id;
+    -- On UPDATE, an organization_id carried over unchanged from the old row
+    -- was not supplied by the caller: it is simply re-derived.
+    IF NEW.organization_id IS NOT NULL AND NEW.organization_id IS DISTINCT FROM derived
+       AND (TG_OP = 'INSERT' OR NEW.organization_id IS DISTINCT FROM OLD.organization_id) THEN
+        RAISE EXCEPTION 'organization_id does not match the organization of the row''s candidate'
+            USING ERRCODE = 'check_violation',
+                  TABLE = TG_TABLE_NAME, COLUMN = 'organization_id',
+                  HINT = 'leave organization_id out: it is derived from hr_candidates';
+    END IF;
+    NEW.organization_id := derived;
+    RETURN NEW;
+END
+$$;
+
+-- One keyset batch of the backfill (DESIGN.md §4), through the engine.
+CREATE FUNCTION hr_backfill_portal_session_organizations(batch_size integer DEFAULT 5000) RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT @extschema@.hr_engine_batch('portal_sessions', 'backfill', batch_size) $$;
+
+-- The engine's view of a tenant_column migration: rows without
+-- organization_id are pending when their candidate has one, blocked when
+-- the candidate is missing or has none (never guessed, never looped over).
+CREATE FUNCTION hr_tenant_column_spec(migration text, operation text,
+    OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
+    OUT action text, OUT writes regclass[])
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+    resolvable constant text :=
+        'EXISTS (SELECT 1 FROM public.hr_candidates c WHERE c.id = t.candidate_id AND c.organization_id IS NOT NULL)';
+BEGIN
+    IF t IS NULL OR operation <> 'backfill' THEN
+        RETURN;
+    END IF;
+    tbl := t;
+    pending := 't.organization_id IS NULL AND ' || resolvable;
+    blocked := 't.organization_id IS NULL AND NOT ' || resolvable;
+    migrated := 't.organization_id IS NOT NULL';
+    action := '@extschema@.hr_tenant_column_backfill';
+    writes := ARRAY[t];
+END
+$$;
+
+CREATE FUNCTION hr_tenant_column_phase_operation(migration text, phase text) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT CASE WHEN phase IN ('dual', 'migrated') THEN 'backfill' END $$;
+
+-- Row action of the backfill: the organization is looked up per row by
+-- primary key, so the UPDATE cannot become a hash join over either table.
+CREATE FUNCTION hr_tenant_column_backfill(migration text, ids uuid[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format('UPDATE %s t
+                       SET organization_id = (SELECT c.organization_id FROM public.hr_candidates c
+                                               WHERE c.id = t.candidate_id)
+                     WHERE t.id = ANY ($1)', @extschema@.hr_migration_table(migration))
+      USING ids;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- applied: organization_id and the org trigger exist. ready: row level
+-- security is on and the four policies the registry names exist.
+CREATE FUNCTION hr_tenant_column_state(migration text, OUT applied boolean, OUT ready boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+    o jsonb := (@extschema@.hr_migration_entry(migration)).objects;
+BEGIN
+    applied := @extschema@.hr_column_exists(t, 'organization_id')
+               AND @extschema@.hr_trigger_exists(t, o ->> 'org_trigger');
+    ready := applied
+        AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t AND c.relrowsecurity)
+        AND (SELECT count(*) FROM pg_catalog.pg_policy p
+              WHERE p.polrelid = t
+                AND p.polname IN (o ->> 'policy_select', o ->> 'policy_insert',
+                                  o ->> 'policy_update', o ->> 'policy_delete')) = 4;
+END
+$$;
+
+-- Brief DDL of a phase move. Into enforced: CHECK (organization_id IS NOT
+-- NULL) NOT VALID, which refuses writes without an organization from now on
+-- (ACCESS EXCLUSIVE for milliseconds, no scan); the validating scan and SET
+-- NOT NULL are the phase's closing work (hr_tenant_column_finish), outside
+-- ACCESS EXCLUSIVE. Out of enforced: NOT NULL and the check are dropped.
+CREATE FUNCTION hr_tenant_column_enter(migration text, from_phase text, to_phase text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+    chk text := @extschema@.hr_migration_object(migration, 'not_null_check');
+    valid boolean;
+BEGIN
+    PERFORM @extschema@.hr_bound_lock_wait();
+    IF to_phase = 'enforced' THEN
+        SELECT c.convalidated INTO valid FROM pg_catalog.pg_constraint c WHERE c.conrelid = t AND c.conname = chk;
+        IF @extschema@.hr_column_not_null(t, 'organization_id') THEN
+            NULL;
+        ELSIF valid THEN
+            -- Validated beforehand (docs/runbook.md, large tables): SET NOT
+            -- NULL uses it instead of scanning; nothing is left to finish.
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN organization_id SET NOT NULL', t);
+            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', t, chk);
+        ELSIF valid IS NULL THEN
+            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I CHECK (organization_id IS NOT NULL) NOT VALID', t, chk);
+        END IF;
+    ELSIF from_phase = 'enforced' AND to_phase IN ('dual', 'migrated') THEN
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN organization_id DROP NOT NULL', t);
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = t AND conname = chk) THEN
+            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', t, chk);
+        END IF;
+    END IF;
+END
+$$;
+
+-- Closing DDL of enforced: VALIDATE the check (SHARE UPDATE EXCLUSIVE:
+-- reads and writes go on during the scan), COMMIT, then SET NOT NULL, which
+-- uses the validated check instead of scanning (ACCESS EXCLUSIVE, brief),
+-- and drop the check. Idempotent.
+CREATE PROCEDURE hr_tenant_column_finish(migration text, phase text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+    chk text := @extschema@.hr_migration_object(migration, 'not_null_check');
+    valid boolean;
+BEGIN
+    IF phase <> 'enforced' THEN
+        RETURN;
+    END IF;
+    SELECT c.convalidated INTO valid FROM pg_catalog.pg_constraint c WHERE c.conrelid = t AND c.conname = chk;
+    IF valid IS NOT NULL AND NOT valid THEN
+        PERFORM pg_catalog.set_config('lock_timeout', '0', true);  -- SHARE UPDATE EXCLUSIVE blocks no app traffic
+        EXECUTE pg_catalog.format('ALTER TABLE %s VALIDATE CONSTRAINT %I', t, chk);
+        COMMIT;
+        valid := true;
+    END IF;
+    IF valid THEN
+        CALL @extschema@.hr_ddl(migration, $ddl$
+            ALTER TABLE {table} ALTER COLUMN organization_id SET NOT NULL;
+            ALTER TABLE {table} DROP CONSTRAINT {not_null_check}
+        $ddl$);
+        RAISE NOTICE '%: organization_id is NOT NULL', migration;
+    END IF;
+END
+$$;
+
+CREATE FUNCTION hr_tenant_column_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+    note text;
+BEGIN
+    note := concat_ws('; ',
+        CASE WHEN pending > 0 THEN
+            format('%s rows have no organization_id yet: CALL hr_run_backfill(%L)', pending, migration) END,
+        CASE WHEN blocked > 0 THEN
+            format('%s rows cannot be resolved (candidate missing or without organization): fix hr_candidates.organization_id or delete those rows, then CALL hr_run_backfill(%L)', blocked, migration) END,
+        CASE WHEN phase IN ('enforced', 'contracted') AND @extschema@.hr_column_not_null(t, 'organization_id')
+             THEN 'organization_id is NOT NULL; RLS isolates rows by organization'
+             WHEN phase = 'enforced'
+             THEN format('writes without organization_id are refused; CALL hr_run_backfill(%L) validates and sets NOT NULL', migration) END);
+    IF note = '' THEN
+        note := 'every row has an organization; RLS isolates them by organization';
+    END IF;
+    RETURN note;
 END
 $$;
 /* </end connected objects> */
@@ -2578,232 +2807,6 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/tenancy.rs:11
--- Kind tenant_column (migration portal_sessions): organization isolation.
--- A table of this kind has `id uuid` and `candidate_id uuid`; its script
--- adds `organization_id uuid`, derived from public.hr_candidates, and RLS
--- policies that compare it with the request's organization.
-
--- BEFORE INSERT OR UPDATE OF candidate_id, organization_id, FOR EACH ROW,
--- WHEN (NOT hr_backfill_in_progress()). organization_id is always derived
--- from the row's candidate, so a client cannot attach a row to another
--- organization's candidate: a supplied value that disagrees (or that
--- cannot be confirmed because the candidate is missing or has no
--- organization) is refused with 23514, with one message for every case so
--- it does not tell whether a candidate exists elsewhere.
--- SECURITY DEFINER (owner hr_migrations_definer, BYPASSRLS) so the lookup
--- is not hidden by RLS on hr_candidates; EXECUTE is granted to nobody and
--- hr_trigger_migration() refuses any table but its own, so it cannot be
--- attached to a temp table to read candidates' organizations.
-CREATE OR REPLACE FUNCTION hr_portal_sessions_org_trigger() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    derived uuid;
-BEGIN
-    IF TG_WHEN <> 'BEFORE' OR TG_LEVEL <> 'ROW' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
-        RAISE EXCEPTION 'hr_portal_sessions_org_trigger() must be a BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger'
-            USING ERRCODE = 'trigger_protocol_violated';
-    END IF;
-    PERFORM @extschema@.hr_trigger_migration(TG_RELID, 'tenant_column');
-    IF @extschema@.hr_backfill_in_progress() THEN
-        RETURN NEW;
-    END IF;
-    IF TG_OP = 'UPDATE'
-       AND NEW.candidate_id IS NOT DISTINCT FROM OLD.candidate_id
-       AND NEW.organization_id IS NOT DISTINCT FROM OLD.organization_id THEN
-        RETURN NEW;
-    END IF;
-    SELECT c.organization_id INTO derived
-      FROM public.hr_candidates c
-     WHERE c.id = NEW.candidate_id;
-    -- On UPDATE, an organization_id carried over unchanged from the old row
-    -- was not supplied by the caller: it is simply re-derived.
-    IF NEW.organization_id IS NOT NULL AND NEW.organization_id IS DISTINCT FROM derived
-       AND (TG_OP = 'INSERT' OR NEW.organization_id IS DISTINCT FROM OLD.organization_id) THEN
-        RAISE EXCEPTION 'organization_id does not match the organization of the row''s candidate'
-            USING ERRCODE = 'check_violation',
-                  TABLE = TG_TABLE_NAME, COLUMN = 'organization_id',
-                  HINT = 'leave organization_id out: it is derived from hr_candidates';
-    END IF;
-    NEW.organization_id := derived;
-    RETURN NEW;
-END
-$$;
-
--- One keyset batch of the backfill (DESIGN.md §4), through the engine.
-CREATE FUNCTION hr_backfill_portal_session_organizations(batch_size integer DEFAULT 5000) RETURNS bigint
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT @extschema@.hr_engine_batch('portal_sessions', 'backfill', batch_size) $$;
-
--- The engine's view of a tenant_column migration: rows without
--- organization_id are pending when their candidate has one, blocked when
--- the candidate is missing or has none (never guessed, never looped over).
-CREATE FUNCTION hr_tenant_column_spec(migration text, operation text,
-    OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
-    OUT action text, OUT writes regclass[])
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
-    resolvable constant text :=
-        'EXISTS (SELECT 1 FROM public.hr_candidates c WHERE c.id = t.candidate_id AND c.organization_id IS NOT NULL)';
-BEGIN
-    IF t IS NULL OR operation <> 'backfill' THEN
-        RETURN;
-    END IF;
-    tbl := t;
-    pending := 't.organization_id IS NULL AND ' || resolvable;
-    blocked := 't.organization_id IS NULL AND NOT ' || resolvable;
-    migrated := 't.organization_id IS NOT NULL';
-    action := '@extschema@.hr_tenant_column_backfill';
-    writes := ARRAY[t];
-END
-$$;
-
-CREATE FUNCTION hr_tenant_column_phase_operation(migration text, phase text) RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT CASE WHEN phase IN ('dual', 'migrated') THEN 'backfill' END $$;
-
--- Row action of the backfill: the organization is looked up per row by
--- primary key, so the UPDATE cannot become a hash join over either table.
-CREATE FUNCTION hr_tenant_column_backfill(migration text, ids uuid[]) RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    n bigint;
-BEGIN
-    EXECUTE format('UPDATE %s t
-                       SET organization_id = (SELECT c.organization_id FROM public.hr_candidates c
-                                               WHERE c.id = t.candidate_id)
-                     WHERE t.id = ANY ($1)', @extschema@.hr_migration_table(migration))
-      USING ids;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
-END
-$$;
-
--- applied: organization_id and the org trigger exist. ready: row level
--- security is on and the four policies the registry names exist.
-CREATE FUNCTION hr_tenant_column_state(migration text, OUT applied boolean, OUT ready boolean)
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
-    o jsonb := (@extschema@.hr_migration_entry(migration)).objects;
-BEGIN
-    applied := @extschema@.hr_column_exists(t, 'organization_id')
-               AND @extschema@.hr_trigger_exists(t, o ->> 'org_trigger');
-    ready := applied
-        AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t AND c.relrowsecurity)
-        AND (SELECT count(*) FROM pg_catalog.pg_policy p
-              WHERE p.polrelid = t
-                AND p.polname IN (o ->> 'policy_select', o ->> 'policy_insert',
-                                  o ->> 'policy_update', o ->> 'policy_delete')) = 4;
-END
-$$;
-
--- Brief DDL of a phase move. Into enforced: CHECK (organization_id IS NOT
--- NULL) NOT VALID, which refuses writes without an organization from now on
--- (ACCESS EXCLUSIVE for milliseconds, no scan); the validating scan and SET
--- NOT NULL are the phase's closing work (hr_tenant_column_finish), outside
--- ACCESS EXCLUSIVE. Out of enforced: NOT NULL and the check are dropped.
-CREATE FUNCTION hr_tenant_column_enter(migration text, from_phase text, to_phase text) RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
-    chk text := @extschema@.hr_migration_object(migration, 'not_null_check');
-    valid boolean;
-BEGIN
-    PERFORM @extschema@.hr_bound_lock_wait();
-    IF to_phase = 'enforced' THEN
-        SELECT c.convalidated INTO valid FROM pg_catalog.pg_constraint c WHERE c.conrelid = t AND c.conname = chk;
-        IF @extschema@.hr_column_not_null(t, 'organization_id') THEN
-            NULL;
-        ELSIF valid THEN
-            -- Validated beforehand (docs/runbook.md, large tables): SET NOT
-            -- NULL uses it instead of scanning; nothing is left to finish.
-            EXECUTE format('ALTER TABLE %s ALTER COLUMN organization_id SET NOT NULL', t);
-            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', t, chk);
-        ELSIF valid IS NULL THEN
-            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I CHECK (organization_id IS NOT NULL) NOT VALID', t, chk);
-        END IF;
-    ELSIF from_phase = 'enforced' AND to_phase IN ('dual', 'migrated') THEN
-        EXECUTE format('ALTER TABLE %s ALTER COLUMN organization_id DROP NOT NULL', t);
-        IF EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = t AND conname = chk) THEN
-            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', t, chk);
-        END IF;
-    END IF;
-END
-$$;
-
--- Closing DDL of enforced: VALIDATE the check (SHARE UPDATE EXCLUSIVE:
--- reads and writes go on during the scan), COMMIT, then SET NOT NULL, which
--- uses the validated check instead of scanning (ACCESS EXCLUSIVE, brief),
--- and drop the check. Idempotent.
-CREATE PROCEDURE hr_tenant_column_finish(migration text, phase text)
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
-    chk text := @extschema@.hr_migration_object(migration, 'not_null_check');
-    valid boolean;
-BEGIN
-    IF phase <> 'enforced' THEN
-        RETURN;
-    END IF;
-    SELECT c.convalidated INTO valid FROM pg_catalog.pg_constraint c WHERE c.conrelid = t AND c.conname = chk;
-    IF valid IS NOT NULL AND NOT valid THEN
-        PERFORM pg_catalog.set_config('lock_timeout', '0', true);  -- SHARE UPDATE EXCLUSIVE blocks no app traffic
-        EXECUTE pg_catalog.format('ALTER TABLE %s VALIDATE CONSTRAINT %I', t, chk);
-        COMMIT;
-        valid := true;
-    END IF;
-    IF valid THEN
-        CALL @extschema@.hr_ddl(migration, $ddl$
-            ALTER TABLE {table} ALTER COLUMN organization_id SET NOT NULL;
-            ALTER TABLE {table} DROP CONSTRAINT {not_null_check}
-        $ddl$);
-        RAISE NOTICE '%: organization_id is NOT NULL', migration;
-    END IF;
-END
-$$;
-
-CREATE FUNCTION hr_tenant_column_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
-    note text;
-BEGIN
-    note := concat_ws('; ',
-        CASE WHEN pending > 0 THEN
-            format('%s rows have no organization_id yet: CALL hr_run_backfill(%L)', pending, migration) END,
-        CASE WHEN blocked > 0 THEN
-            format('%s rows cannot be resolved (candidate missing or without organization): fix hr_candidates.organization_id or delete those rows, then CALL hr_run_backfill(%L)', blocked, migration) END,
-        CASE WHEN phase IN ('enforced', 'contracted') AND @extschema@.hr_column_not_null(t, 'organization_id')
-             THEN 'organization_id is NOT NULL; RLS isolates rows by organization'
-             WHEN phase = 'enforced'
-             THEN format('writes without organization_id are refused; CALL hr_run_backfill(%L) validates and sets NOT NULL', migration) END);
-    IF note = '' THEN
-        note := 'every row has an organization; RLS isolates them by organization';
-    END IF;
-    RETURN note;
-END
-$$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/credentials.rs:73
 -- hr_migrations::credentials::hr_active_key_version
 CREATE  FUNCTION "hr_active_key_version"() RETURNS INT /* Option < i32 > */
@@ -2834,12 +2837,12 @@ AS 'MODULE_PATHNAME', 'hr_credential_aad_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/credentials.rs:46
+-- src/credentials.rs:47
 -- hr_migrations::credentials::hr_decrypt_credential
 CREATE  FUNCTION "hr_decrypt_credential"(
 	"envelope" TEXT, /* & str */
 	"associated_data" TEXT DEFAULT '' /* & str */
-) RETURNS TEXT /* SqlResult < String > */
+) RETURNS TEXT /* String */
 STRICT STABLE PARALLEL RESTRICTED
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hr_decrypt_credential_wrapper';
@@ -2851,7 +2854,7 @@ AS 'MODULE_PATHNAME', 'hr_decrypt_credential_wrapper';
 CREATE  FUNCTION "hr_encrypt_credential"(
 	"plaintext" TEXT, /* & str */
 	"associated_data" TEXT DEFAULT '' /* & str */
-) RETURNS TEXT /* SqlResult < String > */
+) RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL RESTRICTED
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hr_encrypt_credential_wrapper';
@@ -2871,7 +2874,7 @@ AS 'MODULE_PATHNAME', 'hr_envelope_key_version_wrapper';
 /* <begin connected objects> */
 -- src/tokens.rs:17
 -- hr_migrations::tokens::hr_generate_token
-CREATE  FUNCTION "hr_generate_token"() RETURNS TEXT /* SqlResult < String > */
+CREATE  FUNCTION "hr_generate_token"() RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hr_generate_token_wrapper';
@@ -2882,7 +2885,7 @@ AS 'MODULE_PATHNAME', 'hr_generate_token_wrapper';
 -- hr_migrations::tokens::hr_hash_token
 CREATE  FUNCTION "hr_hash_token"(
 	"token" TEXT /* & str */
-) RETURNS TEXT /* SqlResult < String > */
+) RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hr_hash_token_wrapper';
@@ -2911,7 +2914,7 @@ AS 'MODULE_PATHNAME', 'hr_jwt_organization_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/credentials.rs:181
+-- src/credentials.rs:184
 -- hr_migrations::credentials::hr_keyring_versions
 CREATE  FUNCTION "hr_keyring_versions"() RETURNS TABLE (
 	"key_version" INT,  /* i32 */
@@ -2923,7 +2926,7 @@ AS 'MODULE_PATHNAME', 'hr_keyring_versions_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/credentials.rs:130
+-- src/credentials.rs:133
 -- hr_migrations::credentials::hr_open_secret
 CREATE  FUNCTION "hr_open_secret"(
 	"envelope" TEXT, /* & str */
@@ -2979,14 +2982,14 @@ AS 'MODULE_PATHNAME', 'hr_phase_refusal_wrapper';
 CREATE  FUNCTION "hr_seal_verified"(
 	"plaintext" TEXT, /* & str */
 	"associated_data" TEXT /* & str */
-) RETURNS TEXT /* SqlResult < String > */
+) RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL RESTRICTED
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hr_seal_verified_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/credentials.rs:161
+-- src/credentials.rs:164
 -- hr_migrations::credentials::hr_secret_matches
 CREATE  FUNCTION "hr_secret_matches"(
 	"envelope" TEXT, /* Option < & str > */
@@ -3046,7 +3049,7 @@ AS 'MODULE_PATHNAME', 'hr_token_verdict_wrapper';
 CREATE  FUNCTION "hr_verify_token"(
 	"token" TEXT, /* & str */
 	"stored_hash" TEXT /* & str */
-) RETURNS bool /* SqlResult < bool > */
+) RETURNS bool /* bool */
 IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hr_verify_token_wrapper';

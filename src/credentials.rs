@@ -22,15 +22,16 @@ use crate::{envelope, keyring, keystore, random, secret};
 /// `pf_credentials`). NULL in, NULL out. Errors: F0000 when the keyring or
 /// the active version is not usable (the message names the setting).
 #[pg_extern(volatile, strict, parallel_restricted)]
-fn hr_encrypt_credential(
-    plaintext: &str,
-    associated_data: default!(&str, "''"),
-) -> SqlResult<String> {
+fn hr_encrypt_credential(plaintext: &str, associated_data: default!(&str, "''")) -> String {
+    seal(plaintext, associated_data).unwrap_or_else(|e| e.raise())
+}
+
+fn seal(plaintext: &str, associated_data: &str) -> Result<String, Error> {
     let version = keystore::active_version()?;
     let nonce = random::bytes::<{ envelope::NONCE_LEN }>()?;
-    Ok(keystore::with_cipher(version, |c| {
-        envelope::seal(c, version, &nonce, plaintext, associated_data)
-    })?)
+    keystore::with_key(version, |k| {
+        envelope::seal(&k.cipher, &k.header, &nonce, plaintext, associated_data)
+    })
 }
 
 /// `hr_decrypt_credential(envelope text, associated_data text DEFAULT '') RETURNS text`
@@ -44,11 +45,10 @@ fn hr_encrypt_credential(
 /// F0000 when the key is missing or differs from the one first used under
 /// its version. No message contains the envelope or the plaintext.
 #[pg_extern(stable, strict, parallel_restricted)]
-fn hr_decrypt_credential(
-    envelope: &str,
-    associated_data: default!(&str, "''"),
-) -> SqlResult<String> {
-    Ok(open(envelope, associated_data)?.to_string())
+fn hr_decrypt_credential(envelope: &str, associated_data: default!(&str, "''")) -> String {
+    open(envelope, associated_data)
+        .unwrap_or_else(|e| e.raise())
+        .to_string()
 }
 
 /// `hr_credential_aad(organization_id uuid, credential_id uuid) RETURNS text`
@@ -87,8 +87,8 @@ fn hr_envelope_key_version(envelope: &str) -> Option<i32> {
 
 fn open(envelope: &str, associated_data: &str) -> Result<zeroize::Zeroizing<String>, Error> {
     let parsed = envelope::parse(envelope)?;
-    let opened = keystore::with_cipher(parsed.version, |c| {
-        envelope::open(c, &parsed, associated_data)
+    let opened = keystore::with_key(parsed.version, |k| {
+        envelope::open(&k.cipher, &parsed, associated_data)
     })??;
     Ok(zeroize::Zeroizing::new(opened))
 }
@@ -112,12 +112,15 @@ fn hr_integration_secret_json(
 /// with `plaintext` before it is returned: every ciphertext the migration
 /// writes is known to decrypt before its transaction commits. XX001 if not.
 #[pg_extern(volatile, strict, parallel_restricted)]
-fn hr_seal_verified(plaintext: &str, associated_data: &str) -> SqlResult<String> {
-    let sealed = hr_encrypt_credential(plaintext, associated_data)?;
-    if open(&sealed, associated_data)?.as_str() != plaintext {
-        return Err(Error::SealCheck.into());
-    }
-    Ok(sealed)
+fn hr_seal_verified(plaintext: &str, associated_data: &str) -> String {
+    let checked = seal(plaintext, associated_data).and_then(|sealed| {
+        if open(&sealed, associated_data)?.as_str() == plaintext {
+            Ok(sealed)
+        } else {
+            Err(Error::SealCheck)
+        }
+    });
+    checked.unwrap_or_else(|e| e.raise())
 }
 
 /// `hr_open_secret(envelope text, associated_data text) RETURNS TABLE(api_key
@@ -187,7 +190,7 @@ fn hr_keyring_versions(
         return Err(Error::UnknownKeyVersion(active).into());
     }
     // Opening the active key records or checks its check value now.
-    keystore::with_cipher(active, |_| ())?;
+    keystore::with_key(active, |_| ())?;
     Ok(TableIterator::new(
         versions
             .into_iter()

@@ -5,7 +5,7 @@
 //! about the input (its shape, its length), never from the input itself.
 
 use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::PgSqlErrorCode;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
 
 use crate::envelope::EnvelopeError;
 use crate::keyring::KeyringError;
@@ -109,6 +109,17 @@ impl Error {
             Error::SealCheck => Some("check the keyring file and hr_migrations.active_key_version"),
             Error::Catalog(_) => Some("ALTER EXTENSION hr_migrations UPDATE, or reinstall it (docs/runbook.md)"),
         }
+    }
+}
+
+impl Error {
+    /// Raises this error as a Postgres ERROR with its SQLSTATE; never
+    /// returns. For the functions that run once per row of a query, which
+    /// return their plain value instead of a `Result` carrying the large
+    /// `ErrorReport` on every call.
+    pub fn raise(self) -> ! {
+        ErrorReport::from(self).report(PgLogLevel::ERROR);
+        unreachable!("an ERROR report does not return")
     }
 }
 

@@ -161,6 +161,17 @@ pub fn keyring_file() -> Option<String> {
         .filter(|s| !s.trim().is_empty())
 }
 
+/// Whether `hr_migrations.keyring_file` is exactly `path`, without copying
+/// the setting (the keystore asks on every encryption).
+pub fn keyring_file_is(path: &str) -> bool {
+    // SAFETY: GetConfigOption returns NULL or the setting's current value,
+    // valid until the setting changes, which cannot happen during this call.
+    unsafe {
+        let p = pgrx::pg_sys::GetConfigOption(c"hr_migrations.keyring_file".as_ptr(), true, false);
+        !p.is_null() && std::ffi::CStr::from_ptr(p).to_bytes() == path.as_bytes()
+    }
+}
+
 /// `hr_migrations.active_key_version`, when set (> 0).
 pub fn active_key_version() -> Option<u32> {
     u32::try_from(ACTIVE_KEY_VERSION.get())

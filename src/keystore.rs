@@ -19,11 +19,12 @@
 //! object of the caller's can stand in for either.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use aes_gcm::{Aes256Gcm, KeyInit};
 use pgrx::prelude::*;
 
+use crate::envelope;
 use crate::error::Error;
 use crate::gucs;
 use crate::keyring::{self, Key};
@@ -32,11 +33,17 @@ use crate::keyring::{self, Key};
 /// (created by the install script; see docs/security.md).
 pub const DEFINER_ROLE: &std::ffi::CStr = c"hr_migrations_definer";
 
+/// A key version ready for use: its key schedule and envelope header.
+pub struct Ready {
+    pub cipher: Aes256Gcm,
+    pub header: String,
+}
+
 struct Keystore {
     path: String,
     keys: BTreeMap<u32, Key>,
-    ciphers: HashMap<u32, Aes256Gcm>,
-    checked: HashSet<u32>,
+    /// The versions whose check value was verified (a handful: a Vec).
+    ready: Vec<(u32, Ready)>,
 }
 
 thread_local! {
@@ -51,8 +58,7 @@ fn load(path: &str) -> Result<Keystore, Error> {
     Ok(Keystore {
         path: path.to_owned(),
         keys,
-        ciphers: HashMap::new(),
-        checked: HashSet::new(),
+        ready: Vec::new(),
     })
 }
 
@@ -132,10 +138,19 @@ fn verify_check_value(version: u32, key: &Key) -> Result<(), Error> {
     }
 }
 
-/// Runs `f` with the cipher of key `version`.
-pub fn with_cipher<R>(version: u32, f: impl FnOnce(&Aes256Gcm) -> R) -> Result<R, Error> {
-    let path = gucs::keyring_file().ok_or(Error::KeyringNotConfigured)?;
+/// Runs `f` with key `version`, ready for use.
+pub fn with_key<R>(version: u32, f: impl FnOnce(&Ready) -> R) -> Result<R, Error> {
     KEYSTORE.with_borrow_mut(|slot| {
+        // Every encryption comes here: one setting comparison and one map
+        // lookup when the version was used before in this backend.
+        if let Some(ks) = slot.as_ref() {
+            if gucs::keyring_file_is(&ks.path) {
+                if let Some((_, ready)) = ks.ready.iter().find(|(v, _)| *v == version) {
+                    return Ok(f(ready));
+                }
+            }
+        }
+        let path = gucs::keyring_file().ok_or(Error::KeyringNotConfigured)?;
         let stale = match slot.as_ref() {
             Some(ks) => ks.path != path || !ks.keys.contains_key(&version),
             None => true,
@@ -148,15 +163,14 @@ pub fn with_cipher<R>(version: u32, f: impl FnOnce(&Aes256Gcm) -> R) -> Result<R
             .keys
             .get(&version)
             .ok_or(Error::UnknownKeyVersion(version))?;
-        if !ks.checked.contains(&version) {
-            verify_check_value(version, key)?;
-            ks.checked.insert(version);
-        }
-        let cipher = ks
-            .ciphers
-            .entry(version)
-            .or_insert_with(|| Aes256Gcm::new_from_slice(&key[..]).expect("keys are 32 bytes"));
-        Ok(f(cipher))
+        verify_check_value(version, key)?;
+        let ready = Ready {
+            cipher: Aes256Gcm::new_from_slice(&key[..]).expect("keys are 32 bytes"),
+            header: envelope::header(version),
+        };
+        ks.ready.retain(|(v, _)| *v != version);
+        ks.ready.push((version, ready));
+        Ok(f(&ks.ready.last().expect("just pushed").1))
     })
 }
 

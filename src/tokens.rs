@@ -5,7 +5,7 @@
 
 use pgrx::prelude::*;
 
-use crate::error::{Error, SqlResult};
+use crate::error::Error;
 use crate::{dual_path, random, token};
 
 extension_sql_file!("sql/reference_tokens.sql", name = "reference_tokens");
@@ -15,9 +15,9 @@ extension_sql_file!("sql/reference_tokens.sql", name = "reference_tokens");
 /// A new token: 32 bytes from the per-backend CSPRNG, base64url without
 /// padding (43 characters). Raises 58000 if the OS gives no entropy.
 #[pg_extern(volatile, parallel_safe)]
-fn hr_generate_token() -> SqlResult<String> {
-    let bytes = random::bytes::<{ token::TOKEN_BYTES }>()?;
-    Ok(token::encode_token(&bytes))
+fn hr_generate_token() -> String {
+    let bytes = random::bytes::<{ token::TOKEN_BYTES }>().unwrap_or_else(|e| e.raise());
+    token::encode_token(&bytes)
 }
 
 /// `hr_hash_token(token text) RETURNS text` — VOLATILE STRICT PARALLEL SAFE.
@@ -25,9 +25,9 @@ fn hr_generate_token() -> SqlResult<String> {
 /// Token hash v1 with a fresh 16-byte salt: 64 characters. NULL gives NULL.
 /// Volatile because every call draws a new salt.
 #[pg_extern(volatile, strict, parallel_safe)]
-fn hr_hash_token(token: &str) -> SqlResult<String> {
-    let salt = random::bytes::<{ token::SALT_LEN }>()?;
-    Ok(token::hash_with_salt(token, &salt))
+fn hr_hash_token(token: &str) -> String {
+    let salt = random::bytes::<{ token::SALT_LEN }>().unwrap_or_else(|e| e.raise());
+    token::hash_with_salt(token, &salt)
 }
 
 /// `hr_verify_token(token text, stored_hash text) RETURNS boolean` —
@@ -37,8 +37,8 @@ fn hr_hash_token(token: &str) -> SqlResult<String> {
 /// time), `false` otherwise; NULL in, NULL out. A `stored_hash` that is not a
 /// v1 hash raises 22023, and the message quotes neither argument.
 #[pg_extern(immutable, strict, parallel_safe)]
-fn hr_verify_token(token: &str, stored_hash: &str) -> SqlResult<bool> {
-    Ok(token::verify(token, stored_hash).map_err(Error::from)?)
+fn hr_verify_token(token: &str, stored_hash: &str) -> bool {
+    token::verify(token, stored_hash).unwrap_or_else(|e| Error::from(e).raise())
 }
 
 /// `hr_token_plaintext_matches(presented text, stored text) RETURNS boolean` —

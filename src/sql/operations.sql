@@ -1245,11 +1245,6 @@ BEGIN
     UPDATE @extschema@.hr_migration_phases m
        SET phase = hr_set_phase.phase, changed_at = now(), changed_by = session_user
      WHERE m.migration = hr_set_phase.migration;
-    -- A new phase starts its operation from the start of the table.
-    DELETE FROM @extschema@.hr_batch_progress p
-     WHERE p.migration = hr_set_phase.migration
-       AND p.operation = @extschema@.hr_phase_operation(hr_set_phase.migration, hr_set_phase.phase)
-       AND p.finished_at IS NOT NULL;
     RAISE NOTICE '%: phase % -> %', migration, current_phase, phase;
 END
 $$;
@@ -1345,9 +1340,17 @@ BEGIN
     INSERT INTO @extschema@.hr_batch_progress AS p (migration, operation)
     VALUES (hr_run_batches.migration, hr_run_batches.operation)
     ON CONFLICT ON CONSTRAINT hr_batch_progress_pkey DO NOTHING;
+    -- A run after a finished one starts its counters afresh; a run after
+    -- an interrupted one (crash, cancel, max_batches) carries them on.
     UPDATE @extschema@.hr_batch_progress p
-       SET running_pid = pg_backend_pid(), rows_expected = p.rows_done + c.pending,
-           finished_at = NULL, started_at = coalesce(p.started_at, clock_timestamp())
+       SET running_pid = pg_backend_pid(),
+           batches = CASE WHEN p.finished_at IS NULL THEN p.batches ELSE 0 END,
+           rows_done = CASE WHEN p.finished_at IS NULL THEN p.rows_done ELSE 0 END,
+           rows_failed = CASE WHEN p.finished_at IS NULL THEN p.rows_failed ELSE 0 END,
+           started_at = CASE WHEN p.finished_at IS NULL AND p.started_at IS NOT NULL THEN p.started_at
+                             ELSE clock_timestamp() END,
+           rows_expected = CASE WHEN p.finished_at IS NULL THEN p.rows_done ELSE 0 END + c.pending,
+           finished_at = NULL, last_error = NULL
      WHERE p.migration = hr_run_batches.migration AND p.operation = hr_run_batches.operation;
     COMMIT;
 
