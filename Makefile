@@ -5,6 +5,7 @@
 SHELL       := /bin/bash
 PG_CONFIG   ?= /usr/lib/postgresql/15/bin/pg_config
 SCALE       ?= 10000
+BENCH_SCALE ?= 1
 DATABASE_URL ?=
 KEYRING     ?=
 ACTIVE_KEY_VERSION ?=
@@ -39,20 +40,21 @@ installcheck: install
 demo: install
 	@scripts/demo.sh $(SCALE)
 
-.PHONY: bench # backfill and credential benchmarks (100k tokens, 1M sessions, 100k integrations)
+.PHONY: bench # the benchmark table against pgcrypto, plain SQL and the plan's script (BENCH_SCALE=1, about 15 min)
 bench: install
-	@benches/backfill_reference_tokens.sh 100000
-	@benches/backfill_portal_sessions.sh 1000000
-	@benches/credentials.sh 100000
+	@benches/bench.sh $(BENCH_SCALE)
+
+.PHONY: package # a tarball of the extension for another Debian PostgreSQL 15 machine (target/*.tar.gz)
+package: deps
+	@scripts/package.sh
 
 .PHONY: migrate # apply sql/migrations/ to DATABASE_URL; KEYRING=<server path> [ACTIVE_KEY_VERSION=n] configures migration 3 first
 migrate:
 	@scripts/migrate.sh "$(DATABASE_URL)" "$(KEYRING)" "$(ACTIVE_KEY_VERSION)"
 
-.PHONY: lint # rustfmt and clippy, warnings are errors
+.PHONY: lint # rustfmt, clippy (warnings are errors), squawk on the rendered migration scripts, pgrls on a migrated demo database, upgrade script current
 lint: deps
-	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	@scripts/lint.sh
 
 .PHONY: clean # remove build output, the demo cluster and test leftovers
 clean:

@@ -1,12 +1,27 @@
 #!/usr/bin/env bash
 # Installs what building and testing hr_migrations needs, skipping what is
 # already there: Debian packages (as root), cargo-pgrx 0.18.1, `cargo pgrx
-# init` against the system PostgreSQL 15. Safe to run again.
+# init` against the system PostgreSQL 15, the SQL linters (squawk-cli and
+# pgrls from PyPI, pinned) in a virtual environment under .venv/, and the
+# npm packages of examples/edge-function (pinned by its package-lock.json).
+# Safe to run again.
+#   scripts/ensure-deps.sh          everything
+#   scripts/ensure-deps.sh lint     only what scripts/lint.sh sql needs
 set -euo pipefail
 
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 PGRX_VERSION=0.18.1
-PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang sudo pgbouncer python3-cryptography)
+SQUAWK_VERSION=2.70.0
+PGRLS_VERSION=0.57.1
+VENV=$ROOT/.venv
+PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang sudo pgbouncer python3-cryptography python3-venv)
+[ "${1:-}" = lint ] && PACKAGES=(postgresql-15 python3-venv)
+# Node.js runs the edge-function example (examples/edge-function); a machine
+# may already have its own (nvm, NodeSource): only install it when missing.
+if [ "${1:-}" != lint ] && ! command -v node >/dev/null 2>&1; then
+    PACKAGES+=(nodejs npm)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -20,6 +35,19 @@ if ((${#missing[@]})); then
     echo "ensure-deps: installing ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! "$VENV/bin/squawk" --version 2>/dev/null | grep -qx "squawk ${SQUAWK_VERSION}" \
+   || ! "$VENV/bin/pgrls" --version 2>/dev/null | grep -qx "pgrls, version ${PGRLS_VERSION}"; then
+    echo "ensure-deps: installing squawk-cli ${SQUAWK_VERSION} and pgrls ${PGRLS_VERSION} into ${VENV}"
+    [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "squawk-cli==${SQUAWK_VERSION}" "pgrls==${PGRLS_VERSION}"
+fi
+[ "${1:-}" = lint ] && exit 0
+
+if [ ! -d "$ROOT/examples/edge-function/node_modules/pg" ]; then
+    echo "ensure-deps: npm ci in examples/edge-function"
+    npm ci --prefix "$ROOT/examples/edge-function" --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
 if ! cargo pgrx --version 2>/dev/null | grep -q " ${PGRX_VERSION}\$"; then

@@ -14,12 +14,15 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cargo pgrx schema pg15 --pg-config "$PG_CONFIG" --out "$tmp/install.sql" >/dev/null 2>&1 \
     || cargo pgrx schema pg15 --out "$tmp/install.sql" >/dev/null
-grep -q '^CREATE  FUNCTION "hr_jwt_organization_id"' "$tmp/install.sql" \
-    || { echo "make-upgrade-script: the install script no longer looks as expected" >&2; exit 1; }
+for f in hr_jwt_organization_id hr_references_token_trigger; do
+    grep -qE "^CREATE +FUNCTION \"$f\"" "$tmp/install.sql" \
+        || { echo "make-upgrade-script: the install script no longer creates $f as expected" >&2; exit 1; }
+done
 {
     cat sql/upgrade/0.1.0--0.2.0.prelude.sql
-    # RLS policies reference hr_jwt_organization_id(): replace it in place.
-    sed 's/^CREATE  FUNCTION "hr_jwt_organization_id"/CREATE OR REPLACE FUNCTION "hr_jwt_organization_id"/' "$tmp/install.sql"
+    # RLS policies reference hr_jwt_organization_id() and the application's
+    # trigger references hr_references_token_trigger(): replace them in place.
+    sed -E 's/^CREATE +FUNCTION "(hr_jwt_organization_id|hr_references_token_trigger)"/CREATE OR REPLACE FUNCTION "\1"/' "$tmp/install.sql"
     cat sql/upgrade/0.1.0--0.2.0.epilogue.sql
 } >"$tmp/upgrade.sql"
 # pgrx orders the install script's blocks by a dependency graph whose

@@ -9,13 +9,16 @@
 #   unit         cargo pgrx test: pure-Rust #[test]s and #[pg_test]s (own cluster)
 #   regress      pg_regress scenarios in tests/regress against a throwaway cluster
 #   integration  Rust tests in tests/integration, each starting its own cluster
+#   lint         squawk and pgrls (scripts/lint.sh sql): every finding fixed or justified
+#   bench        make bench at SCALE=0.02, once: it must run and print its table
+#                (a smoke test: nothing about time is asserted)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 PGXS=$("$PG_CONFIG" --pkglibdir)/pgxs
 layers=("$@")
-[ ${#layers[@]} -gt 0 ] || layers=(unit regress integration)
+[ ${#layers[@]} -gt 0 ] || layers=(unit regress integration lint bench)
 
 work=$(mktemp -d /tmp/hrm-test.XXXXXX)
 chmod 755 "$work"
@@ -117,11 +120,31 @@ run_integration() {
     record integration "$status" "$p" "$f"
 }
 
+run_lint() {
+    echo "== lint: squawk and pgrls (scripts/lint.sh sql)"
+    scripts/lint.sh sql
+    local status=$?
+    record lint "$status" $((status == 0)) $((status != 0))
+}
+
+run_bench() {
+    echo "== bench: benches/bench.sh at SCALE=0.02 (a smoke test; no timing is asserted)"
+    local log=$work/bench.log status
+    REPS=1 benches/bench.sh 0.02 >"$log" 2>&1
+    status=$?
+    tail -n 32 "$log"
+    # The table must be there, with every row.
+    [ "$status" = 0 ] && grep -q '^tenant count' "$log" && grep -q '^credential move' "$log" || status=1
+    record bench "$status" $((status == 0)) $((status != 0))
+}
+
 for layer in "${layers[@]}"; do
     case "$layer" in
         unit) run_unit ;;
         regress) install_release && run_regress ;;
         integration) install_release && run_integration ;;
+        lint) install_release && run_lint ;;
+        bench) install_release && run_bench ;;
         *) echo "unknown layer $layer" >&2; exit 2 ;;
     esac
 done

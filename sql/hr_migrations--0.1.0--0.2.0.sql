@@ -988,7 +988,9 @@ DECLARE
     n bigint;
     found_any boolean;
     keyring_error text;
-    app_roles constant text[] := ARRAY['anon', 'authenticated', 'service_role', 'authenticator'];
+    -- The roles that pass tokens and secrets as bind parameters: the one
+    -- server code calls the functions as, and PostgREST's login role.
+    param_roles constant text[] := ARRAY['service_role', 'authenticator'];
     lag_ms double precision;
     max_lag_ms double precision := @extschema@.hr_setting_ms('hr_migrations.max_replication_lag_ms', 10000);
     long_ms double precision := @extschema@.hr_setting_ms('hr_migrations.preflight_long_transaction', 10000);
@@ -1027,7 +1029,7 @@ BEGIN
                coalesce(@extschema@.hr_role_setting(ar.oid, 'log_min_duration_statement'), current_setting('log_min_duration_statement')) AS min_duration,
                coalesce(@extschema@.hr_role_setting(ar.oid, 'log_parameter_max_length'), current_setting('log_parameter_max_length')) AS max_len,
                coalesce(@extschema@.hr_role_setting(ar.oid, 'log_parameter_max_length_on_error'), current_setting('log_parameter_max_length_on_error')) AS max_len_err
-          FROM pg_catalog.pg_roles ar WHERE ar.rolname = ANY (app_roles)
+          FROM pg_catalog.pg_roles ar WHERE ar.rolname = ANY (param_roles)
     LOOP
         IF ((x.log_statement = 'all' OR x.min_duration NOT IN ('-1', '-1ms')) AND x.max_len NOT IN ('0', '0B'))
            OR x.max_len_err NOT IN ('0', '0B') THEN
@@ -1564,6 +1566,328 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/tokens.rs:11
+-- Kind token_hash (migration reference_tokens): salted-hash storage of a
+-- table's reference tokens. A table of this kind has `id uuid` and
+-- `access_token text` (legacy plaintext); its script adds
+-- `access_token_hash text` (token hash v1).
+--
+-- PL/pgSQL resolves table and column names when a statement first runs, so
+-- CREATE EXTENSION works before sql/migrations/001 has created anything.
+
+-- The migration of a kind whose table fired a trigger; 39P01 when the table
+-- is not registered with that kind. Trigger functions call it first, so
+-- none of them can be aimed at another table (a temp table, another
+-- tenant's copy) by whoever manages to attach it.
+CREATE FUNCTION hr_trigger_migration(relid oid, kind text) RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m text;
+BEGIN
+    SELECT r.migration INTO m FROM @extschema@.hr_migration_registry r
+     WHERE r.kind = hr_trigger_migration.kind
+       AND to_regclass(format('%I.%I', r.table_schema, r.table_name)) = relid;
+    IF m IS NULL THEN
+        RAISE EXCEPTION 'this hr_migrations trigger function serves only the tables of its migrations, not %', relid::regclass
+            USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
+    RETURN m;
+END
+$$;
+
+-- Generic updated_at maintenance for every table (replaces the plan's one
+-- function per table). Installed BEFORE UPDATE with
+-- WHEN (NOT hr_backfill_in_progress()), so the extension's own batches
+-- leave updated_at alone (the plan's bug 6).
+CREATE OR REPLACE FUNCTION hr_touch_updated_at() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_WHEN <> 'BEFORE' OR TG_OP <> 'UPDATE' OR TG_LEVEL <> 'ROW' THEN
+        RAISE EXCEPTION 'hr_touch_updated_at() must be a BEFORE UPDATE ... FOR EACH ROW trigger (on %)', TG_TABLE_NAME
+            USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
+    IF NOT @extschema@.hr_backfill_in_progress() THEN
+        NEW.updated_at := now();
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- The trigger function of this kind, hr_references_token_trigger(), is Rust
+-- (src/tokens.rs): it runs once per written row.
+
+-- Dual-path verification by reference id (DESIGN.md §4): the hash first,
+-- then (before enforced) the legacy plaintext, compared in constant time;
+-- the decision is src/dual_path.rs (hr_token_verdict). An empty presented
+-- token never verifies. Appends one row to hr_reference_token_validations:
+-- reference id, method, success, time; never the token. NULL arguments
+-- return false (not NULL) and are logged as 'none'.
+-- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
+-- It reads hr_references and inserts into the log table; app roles hold no
+-- TRIGGER on either (001 revokes it), and batches refuse foreign triggers.
+CREATE FUNCTION hr_verify_reference_token(reference_id uuid, token text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    phase text := @extschema@.hr_require_applied('reference_tokens');
+    stored_token text;
+    stored_hash text;
+    v record;
+BEGIN
+    IF reference_id IS NOT NULL THEN
+        IF phase = 'contracted' THEN  -- access_token is gone
+            SELECT r.access_token_hash INTO stored_hash
+              FROM public.hr_references r WHERE r.id = reference_id;
+        ELSE
+            SELECT r.access_token, r.access_token_hash INTO stored_token, stored_hash
+              FROM public.hr_references r WHERE r.id = reference_id;
+        END IF;
+    END IF;
+    SELECT * INTO v FROM @extschema@.hr_token_verdict(
+        @extschema@.hr_phase_accepts_plaintext(phase), token, stored_hash, stored_token);
+    INSERT INTO public.hr_reference_token_validations (reference_id, method, success)
+    VALUES (reference_id, v.method, v.ok);
+    RETURN v.ok;
+END
+$$;
+
+-- A new token for a reference: generated here, stored only as its hash (in
+-- every phase), returned once. It replaces any earlier token of the
+-- reference, hashed or legacy plaintext (the plaintext is cleared). The
+-- token never travels to the database, so no statement or parameter log
+-- can hold it. P0002 for an unknown reference, 22004 for NULL.
+-- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
+CREATE FUNCTION hr_issue_reference_token(reference_id uuid) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    phase text := @extschema@.hr_require_applied('reference_tokens');
+    tok text := @extschema@.hr_generate_token();
+BEGIN
+    IF reference_id IS NULL THEN
+        RAISE EXCEPTION 'reference_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF phase = 'contracted' THEN
+        UPDATE public.hr_references r SET access_token_hash = @extschema@.hr_hash_token(tok)
+         WHERE r.id = reference_id;
+    ELSE
+        UPDATE public.hr_references r
+           SET access_token = NULL, access_token_hash = @extschema@.hr_hash_token(tok)
+         WHERE r.id = reference_id;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no reference with that id' USING ERRCODE = 'no_data_found',
+            HINT = 'hr_issue_reference_token() replaces the token of an existing hr_references row';
+    END IF;
+    RETURN tok;
+END
+$$;
+
+-- Revokes a reference's token, hashed or plaintext, in every phase: true
+-- when there was one. SECURITY DEFINER: EXECUTE for service_role.
+CREATE FUNCTION hr_revoke_reference_token(reference_id uuid) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    phase text := @extschema@.hr_require_applied('reference_tokens');
+BEGIN
+    IF phase = 'contracted' THEN
+        UPDATE public.hr_references r SET access_token_hash = NULL
+         WHERE r.id = reference_id AND r.access_token_hash IS NOT NULL;
+    ELSE
+        UPDATE public.hr_references r SET access_token = NULL, access_token_hash = NULL
+         WHERE r.id = reference_id AND (r.access_token IS NOT NULL OR r.access_token_hash IS NOT NULL);
+    END IF;
+    RETURN FOUND;
+END
+$$;
+
+-- One keyset batch of the backfill (DESIGN.md §4): hashes up to batch_size
+-- plaintext tokens that have no hash yet, through the batch engine
+-- (hr_engine_batch). Returns rows hashed; 0 = nothing left.
+CREATE FUNCTION hr_backfill_reference_token_hashes(batch_size integer DEFAULT 5000) RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT @extschema@.hr_engine_batch('reference_tokens', 'backfill', batch_size) $$;
+
+-- The engine's view of a token_hash migration (see hr_operation_spec):
+--   backfill  rows with a non-empty plaintext token and no hash;
+--   erase     (contracted) rows still holding legacy plaintext.
+-- Empty tokens are neither pending nor blocked: they verify nothing and
+-- are counted in the note.
+CREATE FUNCTION hr_token_hash_spec(migration text, operation text,
+    OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
+    OUT action text, OUT writes regclass[])
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+    has_plaintext boolean := @extschema@.hr_column_exists(t, 'access_token');
+BEGIN
+    IF t IS NULL THEN
+        RETURN;
+    END IF;
+    blocked := 'false';
+    migrated := 't.access_token_hash IS NOT NULL';
+    writes := ARRAY[t];
+    CASE operation
+        WHEN 'backfill' THEN
+            pending := CASE WHEN has_plaintext
+                THEN 't.access_token IS NOT NULL AND t.access_token <> '''' AND t.access_token_hash IS NULL'
+                ELSE 'false' END;
+            action := '@extschema@.hr_token_hash_backfill';
+        WHEN 'erase' THEN
+            pending := CASE WHEN has_plaintext THEN 't.access_token IS NOT NULL' ELSE 'false' END;
+            action := '@extschema@.hr_token_hash_erase';
+        ELSE
+            RETURN;
+    END CASE;
+    tbl := t;
+END
+$$;
+
+CREATE FUNCTION hr_token_hash_phase_operation(migration text, phase text) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- In enforced too: a token written with triggers disabled is hashed,
+    -- or it could never verify again.
+    SELECT CASE phase WHEN 'dual' THEN 'backfill' WHEN 'migrated' THEN 'backfill'
+                      WHEN 'enforced' THEN 'backfill' WHEN 'contracted' THEN 'erase' END
+$$;
+
+-- Row action of the backfill: one statement for the whole batch.
+CREATE FUNCTION hr_token_hash_backfill(migration text, ids uuid[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format('UPDATE %s t SET access_token_hash = %s.hr_hash_token(t.access_token) WHERE t.id = ANY ($1)',
+                   @extschema@.hr_migration_table(migration), '@extschema@')
+      USING ids;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Row action of the contract phase: erases legacy plaintext (the flag is
+-- on, so the token trigger does not take it for a revocation).
+CREATE FUNCTION hr_token_hash_erase(migration text, ids uuid[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format('UPDATE %s t SET access_token = NULL WHERE t.id = ANY ($1)', @extschema@.hr_migration_table(migration))
+      USING ids;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- applied: the hash column and the token trigger exist (after the contract
+-- phase dropped the trigger, the hash column alone). ready: the triggers
+-- the script installs are there.
+CREATE FUNCTION hr_token_hash_state(migration text, OUT applied boolean, OUT ready boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+    contracted boolean := @extschema@.hr_migration_phase(migration) = 'contracted';
+BEGIN
+    applied := @extschema@.hr_column_exists(t, 'access_token_hash')
+               AND (contracted OR @extschema@.hr_trigger_exists(t, @extschema@.hr_migration_object(migration, 'token_trigger')));
+    ready := applied AND @extschema@.hr_trigger_exists(t, @extschema@.hr_migration_object(migration, 'touch_trigger'));
+END
+$$;
+
+-- Brief DDL of a phase move: none for tokens. (Entering enforced needs no
+-- wait: a token written by a transaction still in flight is hashed by the
+-- trigger and its plaintext is legacy data the contract phase erases.)
+CREATE FUNCTION hr_token_hash_enter(migration text, from_phase text, to_phase text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    NULL;
+END
+$$;
+
+-- Closing DDL of a phase, once its batches are done. contracted: drop the
+-- token trigger (it served the transition) and the plaintext column.
+CREATE PROCEDURE hr_token_hash_finish(migration text, phase text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+BEGIN
+    IF phase <> 'contracted' OR NOT @extschema@.hr_column_exists(t, 'access_token') THEN
+        RETURN;
+    END IF;
+    CALL @extschema@.hr_ddl(migration, $ddl$
+        DROP TRIGGER IF EXISTS {token_trigger} ON {table};
+        ALTER TABLE {table} DROP COLUMN IF EXISTS access_token
+    $ddl$);
+    RAISE NOTICE '%: access_token dropped (VACUUM the table; old row versions, WAL and backups still hold what it held)', migration;
+END
+$$;
+
+CREATE FUNCTION hr_token_hash_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+    empty_tokens bigint := 0;
+    hash_only bigint;
+    plaintext_left bigint := 0;
+    note text;
+BEGIN
+    IF @extschema@.hr_column_exists(t, 'access_token') THEN
+        EXECUTE format('SELECT count(*) FILTER (WHERE t.access_token = ''''),
+                               count(*) FILTER (WHERE t.access_token IS NULL AND t.access_token_hash IS NOT NULL),
+                               count(*) FILTER (WHERE t.access_token IS NOT NULL)
+                          FROM %s t', t)
+           INTO empty_tokens, hash_only, plaintext_left;
+    END IF;
+    note := concat_ws('; ',
+        CASE WHEN pending > 0 AND phase IN ('dual', 'migrated', 'enforced') THEN
+            format('%s plaintext tokens have no hash yet: CALL hr_run_backfill(%L)', pending, migration) END,
+        CASE WHEN phase = 'enforced' THEN
+            format('only hashes are stored and accepted; %s legacy plaintext tokens remain in access_token, no longer accepted (erased by the contract phase)', plaintext_left) END,
+        CASE WHEN phase = 'contracted' AND pending > 0 THEN
+            format('%s legacy plaintext tokens to erase: CALL hr_run_backfill(%L)', pending, migration) END,
+        CASE WHEN phase = 'contracted' AND pending = 0 AND plaintext_left = 0 AND @extschema@.hr_column_exists(t, 'access_token') THEN
+            format('plaintext erased; CALL hr_run_backfill(%L) drops access_token', migration) END,
+        CASE WHEN phase = 'contracted' AND NOT @extschema@.hr_column_exists(t, 'access_token') THEN
+            'access_token dropped: only hashes exist' END,
+        CASE WHEN phase IN ('dual', 'migrated') AND hash_only > 0 THEN
+            format('%s references have no plaintext token left and verify by hash only', hash_only) END,
+        CASE WHEN empty_tokens > 0 THEN
+            format('%s references have an empty token, which is not hashed and never verifies', empty_tokens) END,
+        CASE WHEN phase = 'enforced' THEN @extschema@.hr_contract_eta(migration) END);
+    IF note = '' THEN
+        note := 'every token has a hash; plaintext is still accepted until enforced';
+    END IF;
+    RETURN note;
+END
+$$;
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/tenancy.rs:11
 -- Kind tenant_column (migration portal_sessions): organization isolation.
 -- A table of this kind has `id uuid` and `candidate_id uuid`; its script
@@ -2033,7 +2357,7 @@ $$;
 -- api_secret and refresh_token, each a string or null. Encrypts it into the
 -- integration's credential (created and linked if it has none) and returns
 -- the credential id. Before enforced the plaintext columns are kept equal
--- to it (old code still reads them); from enforced on they stay NULL.
+-- to it (old code still reads them); from enforced on they are set NULL.
 -- 22023 for a secret of another shape (the message quotes no value), P0002
 -- for an unknown integration.
 -- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
@@ -2069,7 +2393,10 @@ BEGIN
                refresh_token = secret ->> 'refresh_token', updated_at = now()
          WHERE x.id = integration_id;
     ELSE
-        UPDATE public.hr_job_board_integrations x SET credential_id = cid, updated_at = now()
+        -- Plaintext the clearing has not reached yet would otherwise keep
+        -- the old secret and block the row (it no longer matches).
+        UPDATE public.hr_job_board_integrations x
+           SET credential_id = cid, api_key = NULL, api_secret = NULL, refresh_token = NULL, updated_at = now()
          WHERE x.id = integration_id;
     END IF;
     PERFORM @extschema@.hr_set_backfill_flag(false);
@@ -2443,370 +2770,6 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/tokens.rs:11
--- Kind token_hash (migration reference_tokens): salted-hash storage of a
--- table's reference tokens. A table of this kind has `id uuid` and
--- `access_token text` (legacy plaintext); its script adds
--- `access_token_hash text` (token hash v1).
---
--- PL/pgSQL resolves table and column names when a statement first runs, so
--- CREATE EXTENSION works before sql/migrations/001 has created anything.
-
--- The migration of a kind whose table fired a trigger; 39P01 when the table
--- is not registered with that kind. Trigger functions call it first, so
--- none of them can be aimed at another table (a temp table, another
--- tenant's copy) by whoever manages to attach it.
-CREATE FUNCTION hr_trigger_migration(relid oid, kind text) RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    m text;
-BEGIN
-    SELECT r.migration INTO m FROM @extschema@.hr_migration_registry r
-     WHERE r.kind = hr_trigger_migration.kind
-       AND to_regclass(format('%I.%I', r.table_schema, r.table_name)) = relid;
-    IF m IS NULL THEN
-        RAISE EXCEPTION 'this hr_migrations trigger function serves only the tables of its migrations, not %', relid::regclass
-            USING ERRCODE = 'trigger_protocol_violated';
-    END IF;
-    RETURN m;
-END
-$$;
-
--- Generic updated_at maintenance for every table (replaces the plan's one
--- function per table). Installed BEFORE UPDATE with
--- WHEN (NOT hr_backfill_in_progress()), so the extension's own batches
--- leave updated_at alone (the plan's bug 6).
-CREATE OR REPLACE FUNCTION hr_touch_updated_at() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF TG_WHEN <> 'BEFORE' OR TG_OP <> 'UPDATE' OR TG_LEVEL <> 'ROW' THEN
-        RAISE EXCEPTION 'hr_touch_updated_at() must be a BEFORE UPDATE ... FOR EACH ROW trigger (on %)', TG_TABLE_NAME
-            USING ERRCODE = 'trigger_protocol_violated';
-    END IF;
-    IF NOT @extschema@.hr_backfill_in_progress() THEN
-        NEW.updated_at := now();
-    END IF;
-    RETURN NEW;
-END
-$$;
-
--- BEFORE INSERT OR UPDATE OF access_token, FOR EACH ROW, on a token_hash
--- table. UPDATE OF fires only when the statement assigns access_token, so:
---   * a non-empty token written is hashed into access_token_hash; from phase
---     enforced on the plaintext is then dropped (only the hash is stored);
---   * NULL (or '') written revokes: the hash is cleared too, in every phase,
---     unless the same statement writes a new access_token_hash itself
---     (new-style code, hr_issue_reference_token);
---   * '' is never hashed (it would verify an empty presented token).
--- SECURITY DEFINER (owner hr_migrations_definer) so writers need no rights
--- on the extension's tables or functions; EXECUTE is granted to nobody,
--- and hr_trigger_migration() refuses any table but its own.
-CREATE OR REPLACE FUNCTION hr_references_token_trigger() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    m text;
-    keep_plaintext boolean;
-BEGIN
-    IF TG_WHEN <> 'BEFORE' OR TG_LEVEL <> 'ROW' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
-        RAISE EXCEPTION 'hr_references_token_trigger() must be a BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger'
-            USING ERRCODE = 'trigger_protocol_violated';
-    END IF;
-    m := @extschema@.hr_trigger_migration(TG_RELID, 'token_hash');
-    IF @extschema@.hr_backfill_in_progress() THEN
-        RETURN NEW;
-    END IF;
-    keep_plaintext := @extschema@.hr_phase_accepts_plaintext(@extschema@.hr_migration_phase(m));
-    IF coalesce(NEW.access_token, '') = '' THEN
-        IF TG_OP = 'UPDATE' AND NEW.access_token_hash IS NOT DISTINCT FROM OLD.access_token_hash THEN
-            NEW.access_token_hash := NULL;
-        END IF;
-        IF NOT keep_plaintext THEN
-            NEW.access_token := NULL;
-        END IF;
-        RETURN NEW;
-    END IF;
-    NEW.access_token_hash := @extschema@.hr_hash_token(NEW.access_token);
-    IF NOT keep_plaintext THEN
-        NEW.access_token := NULL;
-    END IF;
-    RETURN NEW;
-END
-$$;
-
--- Dual-path verification by reference id (DESIGN.md §4): the hash first,
--- then (before enforced) the legacy plaintext, compared in constant time;
--- the decision is src/dual_path.rs (hr_token_verdict). An empty presented
--- token never verifies. Appends one row to hr_reference_token_validations:
--- reference id, method, success, time; never the token. NULL arguments
--- return false (not NULL) and are logged as 'none'.
--- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
--- It reads hr_references and inserts into the log table; app roles hold no
--- TRIGGER on either (001 revokes it), and batches refuse foreign triggers.
-CREATE FUNCTION hr_verify_reference_token(reference_id uuid, token text) RETURNS boolean
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    phase text := @extschema@.hr_require_applied('reference_tokens');
-    stored_token text;
-    stored_hash text;
-    v record;
-BEGIN
-    IF reference_id IS NOT NULL THEN
-        IF phase = 'contracted' THEN  -- access_token is gone
-            SELECT r.access_token_hash INTO stored_hash
-              FROM public.hr_references r WHERE r.id = reference_id;
-        ELSE
-            SELECT r.access_token, r.access_token_hash INTO stored_token, stored_hash
-              FROM public.hr_references r WHERE r.id = reference_id;
-        END IF;
-    END IF;
-    SELECT * INTO v FROM @extschema@.hr_token_verdict(
-        @extschema@.hr_phase_accepts_plaintext(phase), token, stored_hash, stored_token);
-    INSERT INTO public.hr_reference_token_validations (reference_id, method, success)
-    VALUES (reference_id, v.method, v.ok);
-    RETURN v.ok;
-END
-$$;
-
--- A new token for a reference: generated here, stored only as its hash (in
--- every phase), returned once. It replaces any earlier token of the
--- reference, hashed or legacy plaintext (the plaintext is cleared). The
--- token never travels to the database, so no statement or parameter log
--- can hold it. P0002 for an unknown reference, 22004 for NULL.
--- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
-CREATE FUNCTION hr_issue_reference_token(reference_id uuid) RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    phase text := @extschema@.hr_require_applied('reference_tokens');
-    tok text := @extschema@.hr_generate_token();
-BEGIN
-    IF reference_id IS NULL THEN
-        RAISE EXCEPTION 'reference_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    IF phase = 'contracted' THEN
-        UPDATE public.hr_references r SET access_token_hash = @extschema@.hr_hash_token(tok)
-         WHERE r.id = reference_id;
-    ELSE
-        UPDATE public.hr_references r
-           SET access_token = NULL, access_token_hash = @extschema@.hr_hash_token(tok)
-         WHERE r.id = reference_id;
-    END IF;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'no reference with that id' USING ERRCODE = 'no_data_found',
-            HINT = 'hr_issue_reference_token() replaces the token of an existing hr_references row';
-    END IF;
-    RETURN tok;
-END
-$$;
-
--- Revokes a reference's token, hashed or plaintext, in every phase: true
--- when there was one. SECURITY DEFINER: EXECUTE for service_role.
-CREATE FUNCTION hr_revoke_reference_token(reference_id uuid) RETURNS boolean
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    phase text := @extschema@.hr_require_applied('reference_tokens');
-BEGIN
-    IF phase = 'contracted' THEN
-        UPDATE public.hr_references r SET access_token_hash = NULL
-         WHERE r.id = reference_id AND r.access_token_hash IS NOT NULL;
-    ELSE
-        UPDATE public.hr_references r SET access_token = NULL, access_token_hash = NULL
-         WHERE r.id = reference_id AND (r.access_token IS NOT NULL OR r.access_token_hash IS NOT NULL);
-    END IF;
-    RETURN FOUND;
-END
-$$;
-
--- One keyset batch of the backfill (DESIGN.md §4): hashes up to batch_size
--- plaintext tokens that have no hash yet, through the batch engine
--- (hr_engine_batch). Returns rows hashed; 0 = nothing left.
-CREATE FUNCTION hr_backfill_reference_token_hashes(batch_size integer DEFAULT 5000) RETURNS bigint
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT @extschema@.hr_engine_batch('reference_tokens', 'backfill', batch_size) $$;
-
--- The engine's view of a token_hash migration (see hr_operation_spec):
---   backfill  rows with a non-empty plaintext token and no hash;
---   erase     (contracted) rows still holding legacy plaintext.
--- Empty tokens are neither pending nor blocked: they verify nothing and
--- are counted in the note.
-CREATE FUNCTION hr_token_hash_spec(migration text, operation text,
-    OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
-    OUT action text, OUT writes regclass[])
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
-    has_plaintext boolean := @extschema@.hr_column_exists(t, 'access_token');
-BEGIN
-    IF t IS NULL THEN
-        RETURN;
-    END IF;
-    blocked := 'false';
-    migrated := 't.access_token_hash IS NOT NULL';
-    writes := ARRAY[t];
-    CASE operation
-        WHEN 'backfill' THEN
-            pending := CASE WHEN has_plaintext
-                THEN 't.access_token IS NOT NULL AND t.access_token <> '''' AND t.access_token_hash IS NULL'
-                ELSE 'false' END;
-            action := '@extschema@.hr_token_hash_backfill';
-        WHEN 'erase' THEN
-            pending := CASE WHEN has_plaintext THEN 't.access_token IS NOT NULL' ELSE 'false' END;
-            action := '@extschema@.hr_token_hash_erase';
-        ELSE
-            RETURN;
-    END CASE;
-    tbl := t;
-END
-$$;
-
-CREATE FUNCTION hr_token_hash_phase_operation(migration text, phase text) RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    -- In enforced too: a token written with triggers disabled is hashed,
-    -- or it could never verify again.
-    SELECT CASE phase WHEN 'dual' THEN 'backfill' WHEN 'migrated' THEN 'backfill'
-                      WHEN 'enforced' THEN 'backfill' WHEN 'contracted' THEN 'erase' END
-$$;
-
--- Row action of the backfill: one statement for the whole batch.
-CREATE FUNCTION hr_token_hash_backfill(migration text, ids uuid[]) RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    n bigint;
-BEGIN
-    EXECUTE format('UPDATE %s t SET access_token_hash = %s.hr_hash_token(t.access_token) WHERE t.id = ANY ($1)',
-                   @extschema@.hr_migration_table(migration), '@extschema@')
-      USING ids;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
-END
-$$;
-
--- Row action of the contract phase: erases legacy plaintext (the flag is
--- on, so the token trigger does not take it for a revocation).
-CREATE FUNCTION hr_token_hash_erase(migration text, ids uuid[]) RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    n bigint;
-BEGIN
-    EXECUTE format('UPDATE %s t SET access_token = NULL WHERE t.id = ANY ($1)', @extschema@.hr_migration_table(migration))
-      USING ids;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
-END
-$$;
-
--- applied: the hash column and the token trigger exist (after the contract
--- phase dropped the trigger, the hash column alone). ready: the triggers
--- the script installs are there.
-CREATE FUNCTION hr_token_hash_state(migration text, OUT applied boolean, OUT ready boolean)
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
-    contracted boolean := @extschema@.hr_migration_phase(migration) = 'contracted';
-BEGIN
-    applied := @extschema@.hr_column_exists(t, 'access_token_hash')
-               AND (contracted OR @extschema@.hr_trigger_exists(t, @extschema@.hr_migration_object(migration, 'token_trigger')));
-    ready := applied AND @extschema@.hr_trigger_exists(t, @extschema@.hr_migration_object(migration, 'touch_trigger'));
-END
-$$;
-
--- Brief DDL of a phase move: none for tokens. (Entering enforced needs no
--- wait: a token written by a transaction still in flight is hashed by the
--- trigger and its plaintext is legacy data the contract phase erases.)
-CREATE FUNCTION hr_token_hash_enter(migration text, from_phase text, to_phase text) RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    NULL;
-END
-$$;
-
--- Closing DDL of a phase, once its batches are done. contracted: drop the
--- token trigger (it served the transition) and the plaintext column.
-CREATE PROCEDURE hr_token_hash_finish(migration text, phase text)
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
-BEGIN
-    IF phase <> 'contracted' OR NOT @extschema@.hr_column_exists(t, 'access_token') THEN
-        RETURN;
-    END IF;
-    CALL @extschema@.hr_ddl(migration, $ddl$
-        DROP TRIGGER IF EXISTS {token_trigger} ON {table};
-        ALTER TABLE {table} DROP COLUMN IF EXISTS access_token
-    $ddl$);
-    RAISE NOTICE '%: access_token dropped (VACUUM the table; old row versions, WAL and backups still hold what it held)', migration;
-END
-$$;
-
-CREATE FUNCTION hr_token_hash_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
-    empty_tokens bigint := 0;
-    hash_only bigint;
-    plaintext_left bigint := 0;
-    note text;
-BEGIN
-    IF @extschema@.hr_column_exists(t, 'access_token') THEN
-        EXECUTE format('SELECT count(*) FILTER (WHERE t.access_token = ''''),
-                               count(*) FILTER (WHERE t.access_token IS NULL AND t.access_token_hash IS NOT NULL),
-                               count(*) FILTER (WHERE t.access_token IS NOT NULL)
-                          FROM %s t', t)
-           INTO empty_tokens, hash_only, plaintext_left;
-    END IF;
-    note := concat_ws('; ',
-        CASE WHEN pending > 0 AND phase IN ('dual', 'migrated', 'enforced') THEN
-            format('%s plaintext tokens have no hash yet: CALL hr_run_backfill(%L)', pending, migration) END,
-        CASE WHEN phase = 'enforced' THEN
-            format('only hashes are stored and accepted; %s legacy plaintext tokens remain in access_token, no longer accepted (erased by the contract phase)', plaintext_left) END,
-        CASE WHEN phase = 'contracted' AND pending > 0 THEN
-            format('%s legacy plaintext tokens to erase: CALL hr_run_backfill(%L)', pending, migration) END,
-        CASE WHEN phase = 'contracted' AND pending = 0 AND plaintext_left = 0 AND @extschema@.hr_column_exists(t, 'access_token') THEN
-            format('plaintext erased; CALL hr_run_backfill(%L) drops access_token', migration) END,
-        CASE WHEN phase = 'contracted' AND NOT @extschema@.hr_column_exists(t, 'access_token') THEN
-            'access_token dropped: only hashes exist' END,
-        CASE WHEN phase IN ('dual', 'migrated') AND hash_only > 0 THEN
-            format('%s references have no plaintext token left and verify by hash only', hash_only) END,
-        CASE WHEN empty_tokens > 0 THEN
-            format('%s references have an empty token, which is not hashed and never verifies', empty_tokens) END,
-        CASE WHEN phase = 'enforced' THEN @extschema@.hr_contract_eta(migration) END);
-    IF note = '' THEN
-        note := 'every token has a hash; plaintext is still accepted until enforced';
-    END IF;
-    RETURN note;
-END
-$$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/credentials.rs:73
 -- hr_migrations::credentials::hr_active_key_version
 CREATE  FUNCTION "hr_active_key_version"() RETURNS INT /* Option < i32 > */
@@ -2816,7 +2779,7 @@ AS 'MODULE_PATHNAME', 'hr_active_key_version_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/flag.rs:93
+-- src/flag.rs:95
 -- hr_migrations::flag::hr_backfill_in_progress
 CREATE  FUNCTION "hr_backfill_in_progress"() RETURNS bool /* bool */
 STRICT VOLATILE PARALLEL RESTRICTED
@@ -3004,7 +2967,7 @@ AS 'MODULE_PATHNAME', 'hr_secret_matches_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/flag.rs:102
+-- src/flag.rs:104
 -- hr_migrations::flag::hr_set_backfill_flag
 CREATE  FUNCTION "hr_set_backfill_flag"(
 	"on" bool /* bool */
@@ -3053,6 +3016,15 @@ CREATE  FUNCTION "hr_verify_token"(
 IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hr_verify_token_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tokens.rs:100
+-- hr_migrations::tokens::hr_references_token_trigger
+CREATE OR REPLACE FUNCTION "hr_references_token_trigger"()
+	RETURNS TRIGGER
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', 'hr_references_token_trigger_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */

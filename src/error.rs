@@ -49,6 +49,11 @@ pub enum Error {
     #[error("a new credential envelope did not decrypt to the text it was made from")]
     SealCheck,
 
+    /// 39P01: a trigger function attached where it does not belong (another
+    /// table, another timing or level).
+    #[error("{0}")]
+    TriggerMisuse(String),
+
     /// 55000: the extension's own catalog state is not usable (not
     /// installed in this database, its definer role missing, a query on its
     /// tables failed). Names the object, never a value.
@@ -76,6 +81,7 @@ impl Error {
             Error::NotASecret(_) => PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
             Error::SealCheck => PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
             Error::Catalog(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            Error::TriggerMisuse(_) => PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
         }
     }
 
@@ -108,6 +114,7 @@ impl Error {
             ),
             Error::SealCheck => Some("check the keyring file and hr_migrations.active_key_version"),
             Error::Catalog(_) => Some("ALTER EXTENSION hr_migrations UPDATE, or reinstall it (docs/runbook.md)"),
+            Error::TriggerMisuse(_) => Some("the migration scripts install the extension's triggers; do not attach them yourself"),
         }
     }
 }

@@ -27,8 +27,10 @@ thread_local! {
 
 #[pg_guard]
 unsafe extern "C-unwind" fn on_xact(_event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
-    // Every event ends or prepares the top-level transaction: off.
+    // Every event ends or prepares the top-level transaction: off, and the
+    // triggers' per-statement lookups are forgotten.
     ON.set(None);
+    crate::context::clear();
 }
 
 #[pg_guard]

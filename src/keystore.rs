@@ -24,14 +24,10 @@ use std::collections::BTreeMap;
 use aes_gcm::{Aes256Gcm, KeyInit};
 use pgrx::prelude::*;
 
-use crate::envelope;
+use crate::{definer, envelope};
 use crate::error::Error;
 use crate::gucs;
 use crate::keyring::{self, Key};
-
-/// The NOLOGIN role that owns the extension's SECURITY DEFINER functions
-/// (created by the install script; see docs/security.md).
-pub const DEFINER_ROLE: &std::ffi::CStr = c"hr_migrations_definer";
 
 /// A key version ready for use: its key schedule and envelope header.
 pub struct Ready {
@@ -62,75 +58,17 @@ fn load(path: &str) -> Result<Keystore, Error> {
     })
 }
 
-/// Restores the caller's user id when dropped, on success and on unwind
-/// alike (Postgres also restores it when the (sub)transaction aborts).
-struct AsUser {
-    user: pg_sys::Oid,
-    context: i32,
-}
-
-impl AsUser {
-    /// Runs as `role` until dropped, in a security-restricted operation
-    /// (no temp objects, no SET ROLE), the way Postgres runs index functions
-    /// as a table's owner.
-    fn switch(role: pg_sys::Oid) -> AsUser {
-        let mut user = pg_sys::Oid::INVALID;
-        let mut context = 0i32;
-        // SAFETY: plain getters/setters of backend-local state.
-        unsafe {
-            pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
-            pg_sys::SetUserIdAndSecContext(
-                role,
-                context
-                    | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
-                    | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
-            );
-        }
-        AsUser { user, context }
-    }
-}
-
-impl Drop for AsUser {
-    fn drop(&mut self) {
-        // SAFETY: restores what `switch` read.
-        unsafe { pg_sys::SetUserIdAndSecContext(self.user, self.context) };
-    }
-}
-
-/// The definer role, or None in a database still running the 0.1.0 SQL
-/// with this library (between installing the package and ALTER EXTENSION
-/// UPDATE), where hr_key_check() is itself SECURITY DEFINER. The 0.2.0
-/// install script creates the role and refuses to install without it.
-fn definer_role() -> Option<pg_sys::Oid> {
-    // SAFETY: a catalog lookup by name; missing_ok returns InvalidOid.
-    let oid = unsafe { pg_sys::get_role_oid(DEFINER_ROLE.as_ptr(), true) };
-    (oid != pg_sys::Oid::INVALID).then_some(oid)
-}
-
-/// The quoted name of the schema the extension lives in.
-pub fn extension_schema() -> Result<String, Error> {
-    Spi::get_one::<String>(
-        "SELECT pg_catalog.quote_ident(n.nspname) \
-           FROM pg_catalog.pg_extension e \
-           JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace \
-          WHERE e.extname OPERATOR(pg_catalog.=) 'hr_migrations'",
-    )
-    .map_err(|e| Error::Catalog(format!("could not look up the extension's schema ({e})")))?
-    .ok_or_else(|| Error::Catalog("the extension is not installed in this database".into()))
-}
-
 /// Records the check value on a version's first use, or compares with the
 /// recorded one, through `hr_key_check()` run as the definer role.
 fn verify_check_value(version: u32, key: &Key) -> Result<(), Error> {
     let kcv = keyring::check_value(key);
-    let schema = extension_schema()?;
-    let same = {
-        let _as = definer_role().map(AsUser::switch);
+    let schema = definer::extension_schema()?;
+    let same = definer::run(|| {
         Spi::get_one_with_args::<bool>(
             &format!("SELECT {schema}.hr_key_check($1, $2)"),
             &[keyring::version_sql(version).into(), kcv.as_str().into()],
         )
-    }
+    })
     .map_err(|e| Error::Catalog(format!("could not check key version {version} ({e})")))?;
     match same {
         Some(false) => Err(Error::KeyMismatch(version)),

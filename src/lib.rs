@@ -21,7 +21,9 @@
 //!
 //! Support: `error` (one enum, one SQLSTATE per variant), `gucs` (every
 //! setting), `random` (the per-backend CSPRNG, reseeded after fork), `flag`
-//! (the backfill flag only the extension's own code can set).
+//! (the backfill flag only the extension's own code can set), `definer`
+//! (catalog queries as the definer role), `context` (a trigger's migration
+//! and phase, once per statement).
 
 // SQL functions return pgrx's ErrorReport by value: it is how pgrx raises a
 // precise SQLSTATE, and it is large. Boxing it would lose that path.
@@ -30,7 +32,9 @@
 use pgrx::prelude::*;
 
 pub mod claims;
+mod context;
 mod credentials;
+mod definer;
 pub mod dual_path;
 pub mod envelope;
 mod error;

@@ -6,7 +6,7 @@
 use pgrx::prelude::*;
 
 use crate::error::Error;
-use crate::{dual_path, random, token};
+use crate::{context, dual_path, flag, random, token};
 
 extension_sql_file!("sql/reference_tokens.sql", name = "reference_tokens");
 
@@ -78,6 +78,72 @@ fn hr_token_verdict(
     )
     .map_err(Error::from)?;
     Ok(TableIterator::once((v.method.as_str().to_string(), v.ok)))
+}
+
+/// Trigger function `hr_references_token_trigger()`, for `BEFORE INSERT OR
+/// UPDATE OF access_token ... FOR EACH ROW` on a token_hash table (installed
+/// by the kind's script with `WHEN (NOT hr_backfill_in_progress())`).
+///
+/// UPDATE OF fires only when the statement assigns `access_token`, so:
+/// - a non-empty token written is hashed into `access_token_hash`; from
+///   phase enforced on the plaintext is then dropped (only the hash is stored);
+/// - NULL (or `''`) written revokes: the hash is cleared too, in every
+///   phase, unless the same statement writes a new `access_token_hash`
+///   itself (new-style code, `hr_issue_reference_token`);
+/// - `''` is never hashed (it would verify an empty presented token).
+///
+/// Rust, not PL/pgSQL: it runs once per written row, and needs no rights of
+/// its own (the phase is read once per statement as the definer role,
+/// `src/context.rs`), so it is not SECURITY DEFINER and has no search_path
+/// to pin. EXECUTE is granted to nobody; on any table not registered for a
+/// token_hash migration, or as another kind of trigger, it raises 39P01.
+#[pg_trigger]
+fn hr_references_token_trigger<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, Error> {
+    token_trigger(trigger).map_err(|e| e.raise())
+}
+
+fn token_trigger<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, Error> {
+    use pgrx::{PgTriggerLevel, PgTriggerOperation, PgTriggerWhen};
+    let misuse = || {
+        Error::TriggerMisuse(
+            "hr_references_token_trigger() must be a BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger".into(),
+        )
+    };
+    let is_update = match (trigger.when(), trigger.level(), trigger.op()) {
+        (Ok(PgTriggerWhen::Before), PgTriggerLevel::Row, Ok(PgTriggerOperation::Insert)) => false,
+        (Ok(PgTriggerWhen::Before), PgTriggerLevel::Row, Ok(PgTriggerOperation::Update)) => true,
+        _ => return Err(misuse()),
+    };
+    let relid = trigger.relid().map_err(|_| misuse())?;
+    let (_, phase) = context::of_trigger(relid, "token_hash")?;
+    let mut new = trigger.new().ok_or_else(misuse)?.into_owned();
+    if flag::is_on() {
+        return Ok(Some(new));
+    }
+    let column = || Error::TriggerMisuse("the table has no access_token and access_token_hash text columns".into());
+    let token = new.get_by_name::<String>("access_token").map_err(|_| column())?;
+    match token.filter(|t| !t.is_empty()) {
+        None if is_update => {
+            let old = trigger.old().ok_or_else(misuse)?;
+            let old_hash = old.get_by_name::<String>("access_token_hash").map_err(|_| column())?;
+            let new_hash = new.get_by_name::<String>("access_token_hash").map_err(|_| column())?;
+            if old_hash == new_hash {
+                new.set_by_name("access_token_hash", None::<String>).map_err(|_| column())?;
+            }
+        }
+        None => {}
+        Some(tok) => {
+            let salt = random::bytes::<{ token::SALT_LEN }>()?;
+            new.set_by_name("access_token_hash", token::hash_with_salt(&tok, &salt))
+                .map_err(|_| column())?;
+        }
+    }
+    if !phase.accepts_plaintext() {
+        new.set_by_name("access_token", None::<String>).map_err(|_| column())?;
+    }
+    Ok(Some(new))
 }
 
 #[cfg(any(test, feature = "pg_test"))]

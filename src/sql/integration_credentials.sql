@@ -240,7 +240,7 @@ $$;
 -- api_secret and refresh_token, each a string or null. Encrypts it into the
 -- integration's credential (created and linked if it has none) and returns
 -- the credential id. Before enforced the plaintext columns are kept equal
--- to it (old code still reads them); from enforced on they stay NULL.
+-- to it (old code still reads them); from enforced on they are set NULL.
 -- 22023 for a secret of another shape (the message quotes no value), P0002
 -- for an unknown integration.
 -- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
@@ -276,7 +276,10 @@ BEGIN
                refresh_token = secret ->> 'refresh_token', updated_at = now()
          WHERE x.id = integration_id;
     ELSE
-        UPDATE public.hr_job_board_integrations x SET credential_id = cid, updated_at = now()
+        -- Plaintext the clearing has not reached yet would otherwise keep
+        -- the old secret and block the row (it no longer matches).
+        UPDATE public.hr_job_board_integrations x
+           SET credential_id = cid, api_key = NULL, api_secret = NULL, refresh_token = NULL, updated_at = now()
          WHERE x.id = integration_id;
     END IF;
     PERFORM @extschema@.hr_set_backfill_flag(false);

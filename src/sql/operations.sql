@@ -938,7 +938,9 @@ DECLARE
     n bigint;
     found_any boolean;
     keyring_error text;
-    app_roles constant text[] := ARRAY['anon', 'authenticated', 'service_role', 'authenticator'];
+    -- The roles that pass tokens and secrets as bind parameters: the one
+    -- server code calls the functions as, and PostgREST's login role.
+    param_roles constant text[] := ARRAY['service_role', 'authenticator'];
     lag_ms double precision;
     max_lag_ms double precision := @extschema@.hr_setting_ms('hr_migrations.max_replication_lag_ms', 10000);
     long_ms double precision := @extschema@.hr_setting_ms('hr_migrations.preflight_long_transaction', 10000);
@@ -977,7 +979,7 @@ BEGIN
                coalesce(@extschema@.hr_role_setting(ar.oid, 'log_min_duration_statement'), current_setting('log_min_duration_statement')) AS min_duration,
                coalesce(@extschema@.hr_role_setting(ar.oid, 'log_parameter_max_length'), current_setting('log_parameter_max_length')) AS max_len,
                coalesce(@extschema@.hr_role_setting(ar.oid, 'log_parameter_max_length_on_error'), current_setting('log_parameter_max_length_on_error')) AS max_len_err
-          FROM pg_catalog.pg_roles ar WHERE ar.rolname = ANY (app_roles)
+          FROM pg_catalog.pg_roles ar WHERE ar.rolname = ANY (param_roles)
     LOOP
         IF ((x.log_statement = 'all' OR x.min_duration NOT IN ('-1', '-1ms')) AND x.max_len NOT IN ('0', '0B'))
            OR x.max_len_err NOT IN ('0', '0B') THEN

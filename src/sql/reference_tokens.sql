@@ -48,50 +48,8 @@ BEGIN
 END
 $$;
 
--- BEFORE INSERT OR UPDATE OF access_token, FOR EACH ROW, on a token_hash
--- table. UPDATE OF fires only when the statement assigns access_token, so:
---   * a non-empty token written is hashed into access_token_hash; from phase
---     enforced on the plaintext is then dropped (only the hash is stored);
---   * NULL (or '') written revokes: the hash is cleared too, in every phase,
---     unless the same statement writes a new access_token_hash itself
---     (new-style code, hr_issue_reference_token);
---   * '' is never hashed (it would verify an empty presented token).
--- SECURITY DEFINER (owner hr_migrations_definer) so writers need no rights
--- on the extension's tables or functions; EXECUTE is granted to nobody,
--- and hr_trigger_migration() refuses any table but its own.
-CREATE OR REPLACE FUNCTION hr_references_token_trigger() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    m text;
-    keep_plaintext boolean;
-BEGIN
-    IF TG_WHEN <> 'BEFORE' OR TG_LEVEL <> 'ROW' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
-        RAISE EXCEPTION 'hr_references_token_trigger() must be a BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger'
-            USING ERRCODE = 'trigger_protocol_violated';
-    END IF;
-    m := @extschema@.hr_trigger_migration(TG_RELID, 'token_hash');
-    IF @extschema@.hr_backfill_in_progress() THEN
-        RETURN NEW;
-    END IF;
-    keep_plaintext := @extschema@.hr_phase_accepts_plaintext(@extschema@.hr_migration_phase(m));
-    IF coalesce(NEW.access_token, '') = '' THEN
-        IF TG_OP = 'UPDATE' AND NEW.access_token_hash IS NOT DISTINCT FROM OLD.access_token_hash THEN
-            NEW.access_token_hash := NULL;
-        END IF;
-        IF NOT keep_plaintext THEN
-            NEW.access_token := NULL;
-        END IF;
-        RETURN NEW;
-    END IF;
-    NEW.access_token_hash := @extschema@.hr_hash_token(NEW.access_token);
-    IF NOT keep_plaintext THEN
-        NEW.access_token := NULL;
-    END IF;
-    RETURN NEW;
-END
-$$;
+-- The trigger function of this kind, hr_references_token_trigger(), is Rust
+-- (src/tokens.rs): it runs once per written row.
 
 -- Dual-path verification by reference id (DESIGN.md §4): the hash first,
 -- then (before enforced) the legacy plaintext, compared in constant time;

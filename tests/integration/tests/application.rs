@@ -5,10 +5,11 @@
 //!   program in examples/edge-function (login role `authenticator`, `SET
 //!   LOCAL ROLE` per request, claims through `set_config`, bind parameters)
 //!   against a migrated database with `log_statement = all` and the
-//!   recommended role settings, once with every migration `migrated` and
-//!   once `enforced`; then the server log is searched for every token and
-//!   secret value the program handled (it lists them in a file, never on
-//!   stdout).
+//!   recommended role settings, once with every migration `migrated`
+//!   (calling the extension's functions) and once `enforced` (through the
+//!   wrappers in `public` that docs/application.md gives for PostgREST);
+//!   then the server log is searched for every token and secret value the
+//!   program handled (it lists them in a file, never on stdout).
 //! - `preflight_warns_while_app_roles_would_log_bind_parameters`: with the
 //!   defaults a bind parameter reaches the log and `hr_preflight()` warns;
 //!   with `log_parameter_max_length = 0` on the roles it no longer does.
@@ -162,6 +163,17 @@ fn roles_warned(c: &mut Client) -> Vec<String> {
     .collect()
 }
 
+/// The SQL block of docs/application.md, "Reaching the functions through PostgREST".
+fn documented_wrappers() -> String {
+    let doc = std::fs::read_to_string(repo().join("docs/application.md")).unwrap();
+    let at = doc
+        .find("## Reaching the functions through PostgREST")
+        .expect("section on the wrappers");
+    let start = at + doc[at..].find("```sql\n").expect("its sql block") + "```sql\n".len();
+    let end = start + doc[start..].find("```").expect("end of the sql block");
+    doc[start..end].to_string()
+}
+
 fn keep_parameters_out_of_the_log(c: &mut Client) {
     for role in CALLING_ROLES {
         c.batch_execute(&format!(
@@ -203,6 +215,31 @@ fn edge_function_example_leaves_no_token_or_secret_in_the_log() {
     let secrets_file = work.join("handled");
     // Every migration migrated (the transition: old and new code side by side).
     let mut stdout = run_example(&cl, "hr", &secrets_file);
+    // The wrappers docs/application.md adds in public for PostgREST: from
+    // now on the program's calls resolve to them (search_path public, extensions).
+    c.batch_execute(&documented_wrappers()).unwrap();
+    for f in [
+        "hr_issue_reference_token(uuid)",
+        "hr_verify_reference_token(uuid,text)",
+        "hr_revoke_reference_token(uuid)",
+        "hr_integration_secret(uuid)",
+        "hr_set_integration_secret(uuid,jsonb)",
+    ] {
+        for (role, expected) in [
+            ("anon", false),
+            ("authenticated", false),
+            ("service_role", true),
+        ] {
+            let can: bool = c
+                .query_one(
+                    "SELECT has_function_privilege($1, ('public.' || $2)::regprocedure, 'EXECUTE')",
+                    &[&role, &f],
+                )
+                .unwrap()
+                .get(0);
+            assert_eq!(can, expected, "EXECUTE on public.{f} for {role}");
+        }
+    }
     // Every migration enforced: plaintext cleared, refused and no longer read.
     for m in MIGRATIONS {
         c.batch_execute(&format!("CALL hr_run_phase('{m}', 'enforced')"))

@@ -1,0 +1,100 @@
+//! Which migration a trigger serves and that migration's phase, looked up
+//! once per statement.
+//!
+//! A trigger fires once per row; a bulk INSERT of a million references
+//! would otherwise ask the registry and the phase table a million times.
+//! The answer is kept for the rest of the statement (the transaction's
+//! start time and command id identify it) and dropped when the transaction
+//! ends. Within one statement the phase is what its first row saw — as if
+//! the statement had run just before or just after a concurrent phase
+//! change; moving to a phase that refuses plaintext waits for the writers in
+//! flight (hr_wait_for_writers), and legacy plaintext is erased by the
+//! contract phase either way.
+
+use std::cell::RefCell;
+
+use pgrx::prelude::*;
+
+use crate::definer;
+use crate::error::Error;
+use crate::phase::Phase;
+
+struct Entry {
+    relid: pg_sys::Oid,
+    kind: &'static str,
+    migration: String,
+    phase: Phase,
+    statement: (pg_sys::TimestampTz, pg_sys::CommandId),
+}
+
+thread_local! {
+    static CACHE: RefCell<Vec<Entry>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Forgets everything (at transaction end; see `flag`).
+pub fn clear() {
+    CACHE.with_borrow_mut(Vec::clear);
+}
+
+fn statement() -> (pg_sys::TimestampTz, pg_sys::CommandId) {
+    // SAFETY: plain getters of the current transaction's state.
+    unsafe {
+        (
+            pg_sys::GetCurrentTransactionStartTimestamp(),
+            pg_sys::GetCurrentCommandId(false),
+        )
+    }
+}
+
+/// The migration of `kind` registered for table `relid`, and its phase;
+/// 39P01 when the table is registered for no migration of that kind (the
+/// trigger function was attached to another table).
+pub fn of_trigger(relid: pg_sys::Oid, kind: &'static str) -> Result<(String, Phase), Error> {
+    let now = statement();
+    let hit = CACHE.with_borrow(|c| {
+        c.iter()
+            .find(|e| e.relid == relid && e.kind == kind && e.statement == now)
+            .map(|e| (e.migration.clone(), e.phase))
+    });
+    if let Some(hit) = hit {
+        return Ok(hit);
+    }
+    let schema = definer::extension_schema()?;
+    let query = format!(
+        "SELECT r.migration, COALESCE(p.phase, 'not_applied') \
+           FROM {schema}.hr_migration_registry r \
+           LEFT JOIN {schema}.hr_migration_phases p ON p.migration OPERATOR(pg_catalog.=) r.migration \
+          WHERE r.kind OPERATOR(pg_catalog.=) $1 \
+            AND pg_catalog.to_regclass(pg_catalog.format('%I.%I', r.table_schema, r.table_name))::pg_catalog.oid \
+                OPERATOR(pg_catalog.=) $2 \
+          LIMIT 1"
+    );
+    let row = definer::run(|| {
+        Spi::connect(|client| {
+            let mut rows = client.select(&query, Some(1), &[kind.into(), relid.into()])?;
+            Ok::<_, pgrx::spi::SpiError>(match rows.next() {
+                Some(r) => Some((r.get::<String>(1)?, r.get::<String>(2)?)),
+                None => None,
+            })
+        })
+    })
+    .map_err(|e| Error::Catalog(format!("could not read the migration registry ({e})")))?;
+    let (Some(migration), Some(phase)) = row.unwrap_or((None, None)) else {
+        return Err(Error::TriggerMisuse(
+            "this hr_migrations trigger function serves only the tables of its migrations".into(),
+        ));
+    };
+    let phase = Phase::parse(&phase)
+        .ok_or_else(|| Error::Catalog(format!("migration {migration} has an unknown phase")))?;
+    CACHE.with_borrow_mut(|c| {
+        c.retain(|e| e.statement == now);
+        c.push(Entry {
+            relid,
+            kind,
+            migration: migration.clone(),
+            phase,
+            statement: now,
+        });
+    });
+    Ok((migration, phase))
+}
