@@ -600,26 +600,6 @@ AS $$
      ORDER BY 1, 2
 $$;
 
--- Raises 55000 naming the first foreign trigger on the given tables. The
--- caller has locked those tables (ROW EXCLUSIVE conflicts with CREATE
--- TRIGGER), so none can appear between this check and its batch.
-CREATE FUNCTION hr_refuse_foreign_triggers(tables regclass[]) RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    f record;
-BEGIN
-    SELECT * INTO f FROM @extschema@.hr_foreign_triggers(tables) LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'refusing to write %: trigger % runs function % owned by role %, which is neither a superuser nor the table''s owner',
-                f.table_name, quote_ident(f.trigger_name), f.function_name, quote_ident(f.function_owner)
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'a trigger planted by another role would run with the extension''s rights; inspect it, drop it (or have the table''s owner own its function), then run again (docs/runbook.md, "Foreign triggers")';
-    END IF;
-END
-$$;
-
 -- Only SQLSTATEs whose messages we write (and which never quote row data)
 -- are recorded with their message; anything else is recorded by SQLSTATE
 -- alone, since a server message can quote the value that failed to parse.
@@ -660,6 +640,12 @@ BEGIN
                 AND x.privilege_type IN ('TRIGGER', 'TRUNCATE', 'REFERENCES') LOOP
         EXECUTE format('REVOKE TRIGGER, TRUNCATE, REFERENCES ON %s FROM %I', tbl, g.rolname);
     END LOOP;
+    -- Triggers planted while the application roles still held TRIGGER (Supabase
+    -- grants it from day one) survive a REVOKE: refuse to give the definer
+    -- role anything while one is there. SHARE UPDATE EXCLUSIVE waits for a
+    -- CREATE TRIGGER in flight and blocks no reads or writes.
+    EXECUTE format('LOCK TABLE %s IN SHARE UPDATE EXCLUSIVE MODE', tbl);
+    PERFORM @extschema@.hr_refuse_foreign_triggers(ARRAY[tbl]::oid[]);
     SELECT c.relnamespace INTO nsp FROM pg_catalog.pg_class c WHERE c.oid = tbl;
     IF NOT has_schema_privilege('hr_migrations_definer', nsp, 'USAGE') THEN
         EXECUTE format('GRANT USAGE ON SCHEMA %s TO hr_migrations_definer', nsp::regnamespace);
@@ -673,9 +659,9 @@ BEGIN
 END
 $$;
 
--- Tables a migration creates for the extension alone (audit logs): nobody
--- but the owner, then exactly the given readers (roles that do not exist
--- are skipped) and the definer role's privileges.
+-- Tables a migration creates for the extension alone (audit logs) and their
+-- sequences: nobody but the owner, then exactly the given readers (roles
+-- that do not exist are skipped) and the definer role's privileges.
 CREATE FUNCTION hr_secure_own_table(tbl regclass, readers text[], definer_privileges text) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -690,6 +676,21 @@ BEGIN
                JOIN pg_catalog.pg_roles o ON o.oid = x.grantee
               WHERE c.oid = tbl AND x.grantee <> c.relowner LOOP
         EXECUTE format('REVOKE ALL ON %s FROM %I', tbl, g.rolname);
+    END LOOP;
+    -- Its sequences too (an identity column's): the default privileges give
+    -- the API roles setval() on them, enough to stop every insert.
+    FOR g IN SELECT DISTINCT d.objid::regclass AS seq, o.rolname
+               FROM pg_catalog.pg_depend d
+               JOIN pg_catalog.pg_class q ON q.oid = d.objid AND q.relkind = 'S'
+               LEFT JOIN LATERAL aclexplode(q.relacl) x ON true
+               LEFT JOIN pg_catalog.pg_roles o ON o.oid = x.grantee AND x.grantee <> q.relowner
+              WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.refobjid = tbl
+                AND d.deptype IN ('a', 'i') LOOP
+        EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM PUBLIC', g.seq);
+        IF g.rolname IS NOT NULL THEN
+            EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM %I', g.seq, g.rolname);
+        END IF;
+        PERFORM @extschema@.hr_forget_init_privs('pg_catalog.pg_class', g.seq);
     END LOOP;
     FOREACH r IN ARRAY readers LOOP
         IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles o WHERE o.rolname = r) THEN
@@ -737,8 +738,10 @@ BEGIN
     PERFORM @extschema@.hr_check_batch_size(batch_size);
     PERFORM @extschema@.hr_require_applied(migration);
     SELECT * INTO spec FROM @extschema@.hr_operation_spec(migration, operation);
+    -- ROW EXCLUSIVE conflicts with CREATE TRIGGER: no trigger can appear
+    -- between this check and the batch (hr_refuse_foreign_triggers, Rust).
     PERFORM @extschema@.hr_lock_tables(spec.writes);
-    PERFORM @extschema@.hr_refuse_foreign_triggers(spec.writes);
+    PERFORM @extschema@.hr_refuse_foreign_triggers(spec.writes::oid[]);
 
     INSERT INTO @extschema@.hr_batch_progress AS p (migration, operation)
     VALUES (hr_engine_batch.migration, hr_engine_batch.operation)
@@ -1002,8 +1005,8 @@ BEGIN
         status := 'ok'; detail := 'shared_preload_libraries includes hr_migrations'; fix := NULL;
     ELSE
         status := 'warning';
-        detail := 'shared_preload_libraries does not include hr_migrations: each backend loads it on first use';
-        fix := 'add hr_migrations to shared_preload_libraries in postgresql.conf and restart at your next window (optional)';
+        detail := 'shared_preload_libraries does not include hr_migrations: each backend loads it on first use, and until it does, every role can read hr_migrations.keyring_file (the path, never a key)';
+        fix := 'add hr_migrations to shared_preload_libraries in postgresql.conf and restart at your next window';
     END IF;
     RETURN NEXT;
 
@@ -1650,6 +1653,7 @@ BEGIN
     END IF;
     SELECT * INTO v FROM @extschema@.hr_token_verdict(
         @extschema@.hr_phase_accepts_plaintext(phase), token, stored_hash, stored_token);
+    PERFORM @extschema@.hr_refuse_foreign_triggers(ARRAY['public.hr_reference_token_validations'::regclass]::oid[]);
     INSERT INTO public.hr_reference_token_validations (reference_id, method, success)
     VALUES (reference_id, v.method, v.ok);
     RETURN v.ok;
@@ -1673,6 +1677,7 @@ BEGIN
     IF reference_id IS NULL THEN
         RAISE EXCEPTION 'reference_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    PERFORM @extschema@.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
     IF phase = 'contracted' THEN
         UPDATE public.hr_references r SET access_token_hash = @extschema@.hr_hash_token(tok)
          WHERE r.id = reference_id;
@@ -1698,6 +1703,7 @@ AS $$
 DECLARE
     phase text := @extschema@.hr_require_applied('reference_tokens');
 BEGIN
+    PERFORM @extschema@.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
     IF phase = 'contracted' THEN
         UPDATE public.hr_references r SET access_token_hash = NULL
          WHERE r.id = reference_id AND r.access_token_hash IS NOT NULL;
@@ -2214,6 +2220,8 @@ DECLARE
     envelope text;
     same boolean;
 BEGIN
+    PERFORM @extschema@.hr_refuse_foreign_triggers(ARRAY[@extschema@.hr_migration_table(migration), creds,
+                                                         @extschema@.hr_credential_log_table(migration)]::oid[]);
     IF cid IS NULL THEN
         cid := gen_random_uuid();
         EXECUTE format('INSERT INTO %s (id, organization_id, credential_type, name, encrypted_value, created_by)
@@ -2353,30 +2361,28 @@ END
 $$;
 
 -- Stores an integration's secret the new way (the enforced phase refuses
--- plaintext columns): secret is a JSON object with exactly api_key,
--- api_secret and refresh_token, each a string or null. Encrypts it into the
--- integration's credential (created and linked if it has none) and returns
--- the credential id. Before enforced the plaintext columns are kept equal
--- to it (old code still reads them); from enforced on they are set NULL.
--- 22023 for a secret of another shape (the message quotes no value), P0002
--- for an unknown integration.
+-- plaintext columns): secret is the JSON text of an object with exactly
+-- api_key, api_secret and refresh_token, each a string or null, parsed in
+-- Rust (hr_parse_secret) so a malformed one is refused (22023) without any
+-- part of it in the error. Encrypts it into the integration's credential
+-- (created and linked if it has none) and returns the credential id. Before
+-- enforced the plaintext columns are kept equal to it (old code still reads
+-- them); from enforced on they are set NULL. P0002 for an unknown integration.
 -- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
-CREATE FUNCTION hr_set_integration_secret(integration_id uuid, secret jsonb) RETURNS uuid
+CREATE FUNCTION hr_set_integration_secret(integration_id uuid, secret text) RETURNS uuid
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     phase text := @extschema@.hr_require_applied('integration_credentials');
+    s record;
     i record;
     cid uuid;
 BEGIN
-    IF secret IS NULL OR jsonb_typeof(secret) <> 'object'
-       OR (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(secret) k) IS DISTINCT FROM
-          ARRAY['api_key', 'api_secret', 'refresh_token']
-       OR EXISTS (SELECT 1 FROM jsonb_each(secret) e WHERE jsonb_typeof(e.value) NOT IN ('string', 'null')) THEN
-        RAISE EXCEPTION 'secret must be a JSON object with exactly the keys api_key, api_secret and refresh_token, each a string or null'
-            USING ERRCODE = 'invalid_parameter_value';
+    IF secret IS NULL THEN
+        RAISE EXCEPTION 'secret must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    SELECT * INTO s FROM @extschema@.hr_parse_secret(secret);
     SELECT x.id, x.organization_id, x.job_board_type, x.created_by, x.credential_id INTO i
       FROM public.hr_job_board_integrations x WHERE x.id = integration_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -2384,13 +2390,16 @@ BEGIN
     END IF;
     cid := @extschema@.hr_put_secret('integration_credentials', i.id, i.organization_id, i.job_board_type,
         i.created_by, i.credential_id,
-        @extschema@.hr_integration_secret_json(secret ->> 'api_key', secret ->> 'api_secret', secret ->> 'refresh_token'),
+        @extschema@.hr_integration_secret_json(s.api_key, s.api_secret, s.refresh_token),
         'hr_migrations: secret set with hr_set_integration_secret()');
     PERFORM @extschema@.hr_set_backfill_flag(true);  -- our own write: the triggers skip it
     IF @extschema@.hr_phase_accepts_plaintext(phase) THEN
         UPDATE public.hr_job_board_integrations x
-           SET credential_id = cid, api_key = secret ->> 'api_key', api_secret = secret ->> 'api_secret',
-               refresh_token = secret ->> 'refresh_token', updated_at = now()
+           SET credential_id = cid, api_key = s.api_key, api_secret = s.api_secret,
+               refresh_token = s.refresh_token, updated_at = now()
+         WHERE x.id = integration_id;
+    ELSIF phase = 'contracted' THEN  -- the plaintext columns are gone
+        UPDATE public.hr_job_board_integrations x SET credential_id = cid, updated_at = now()
          WHERE x.id = integration_id;
     ELSE
         -- Plaintext the clearing has not reached yet would otherwise keep
@@ -2484,9 +2493,11 @@ BEGIN
             action := '@extschema@.hr_credential_move_backfill';
             writes := ARRAY[t, creds, logt];
         WHEN 'clear' THEN
-            pending := 't.credential_id IS NOT NULL AND ' || plaintext;
+            -- Every row with plaintext: also one whose credential was unlinked
+            -- or deleted after the move (the action moves it again first).
+            pending := plaintext;
             action := '@extschema@.hr_credential_move_clear';
-            writes := ARRAY[t];
+            writes := ARRAY[t, creds, logt];
         WHEN 'rollback' THEN
             IF NOT @extschema@.hr_phase_accepts_plaintext(@extschema@.hr_migration_phase(migration)) THEN
                 RAISE EXCEPTION 'cannot roll back % while it is %', migration, @extschema@.hr_migration_phase(migration)
@@ -2582,21 +2593,30 @@ END
 $$;
 
 -- Row action of enforced: clears the plaintext columns of integrations
--- whose credential decrypts to exactly that plaintext.
+-- whose credential decrypts to exactly that plaintext. A row that holds
+-- plaintext but no credential (unlinked, or its credential deleted, after
+-- the move) is moved first, so its secret is kept, not dropped.
 CREATE FUNCTION hr_credential_move_clear(migration text, ids uuid[]) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    tbl regclass := @extschema@.hr_migration_table(migration);
+    unlinked uuid[];
     n bigint;
 BEGIN
+    EXECUTE format('SELECT array_agg(t.id) FROM %s t WHERE t.id = ANY ($1) AND t.credential_id IS NULL', tbl)
+       INTO unlinked USING ids;
+    IF unlinked IS NOT NULL THEN
+        PERFORM @extschema@.hr_credential_move_backfill(migration, unlinked);
+    END IF;
     EXECUTE format($q$
         UPDATE %2$s i SET api_key = NULL, api_secret = NULL, refresh_token = NULL
           FROM %3$s c
          WHERE i.id = ANY ($1) AND c.id = i.credential_id
            AND %1$s.hr_require_secret_matches(c.encrypted_value, c.id, c.organization_id, i.organization_id,
                                               i.api_key, i.api_secret, i.refresh_token)$q$,
-        '@extschema@', @extschema@.hr_migration_table(migration), @extschema@.hr_credentials_table(migration))
+        '@extschema@', tbl, @extschema@.hr_credentials_table(migration))
       USING ids;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -2716,9 +2736,17 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     t regclass := @extschema@.hr_migration_table(migration);
+    left_over bigint;
 BEGIN
     IF phase <> 'contracted' OR NOT @extschema@.hr_column_exists(t, 'api_key') THEN
         RETURN;
+    END IF;
+    EXECUTE format('SELECT count(*) FROM %s t WHERE t.api_key IS NOT NULL OR t.api_secret IS NOT NULL OR t.refresh_token IS NOT NULL', t)
+       INTO left_over;
+    IF left_over > 0 THEN
+        RAISE EXCEPTION '%: % integrations still hold plaintext: the columns are not dropped', migration, left_over
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'SELECT hr_set_phase(migration, ''enforced''); CALL hr_run_backfill(migration) clears them; then contract again';
     END IF;
     CALL @extschema@.hr_ddl(migration, $ddl$
         DROP TRIGGER IF EXISTS {sync_insert_trigger} ON {table};
@@ -2754,8 +2782,9 @@ BEGIN
             format('%s integrations still have plaintext only: CALL hr_run_backfill(%L)', pending, migration) END,
         CASE WHEN phase IN ('dual', 'migrated') AND plaintext_left > 0 THEN
             format('%s integrations still hold plaintext columns (cleared once enforced)', plaintext_left) END,
-        CASE WHEN phase = 'enforced' AND pending > 0 THEN
-            format('plaintext refused and no longer read; %s integrations still hold plaintext: CALL hr_run_backfill(%L) clears it', pending, migration)
+        CASE WHEN phase = 'enforced' AND plaintext_left > 0 THEN
+            format('plaintext refused and no longer read; %s integrations still hold plaintext (%s pending, %s blocked): CALL hr_run_backfill(%L) clears it',
+                   plaintext_left, pending, blocked, migration)
              WHEN phase = 'enforced' THEN 'plaintext columns cleared and refused' END,
         CASE WHEN phase = 'contracted' AND @extschema@.hr_column_exists(t, 'api_key') THEN
             format('CALL hr_run_backfill(%L) drops the plaintext columns', migration)
@@ -2877,7 +2906,7 @@ AS 'MODULE_PATHNAME', 'hr_jwt_organization_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/credentials.rs:184
+-- src/credentials.rs:204
 -- hr_migrations::credentials::hr_keyring_versions
 CREATE  FUNCTION "hr_keyring_versions"() RETURNS TABLE (
 	"key_version" INT,  /* i32 */
@@ -2902,6 +2931,21 @@ CREATE  FUNCTION "hr_open_secret"(
 STRICT STABLE PARALLEL RESTRICTED
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hr_open_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:163
+-- hr_migrations::credentials::hr_parse_secret
+CREATE  FUNCTION "hr_parse_secret"(
+	"secret" TEXT /* & str */
+) RETURNS TABLE (
+	"api_key" TEXT,  /* Option < String > */
+	"api_secret" TEXT,  /* Option < String > */
+	"refresh_token" TEXT  /* Option < String > */
+)
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_parse_secret_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2940,6 +2984,17 @@ AS 'MODULE_PATHNAME', 'hr_phase_refusal_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/context.rs:154
+-- hr_migrations::context::hr_refuse_foreign_triggers
+CREATE  FUNCTION "hr_refuse_foreign_triggers"(
+	"tables" oid[] /* Vec < pg_sys :: Oid > */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_refuse_foreign_triggers_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/credentials.rs:114
 -- hr_migrations::credentials::hr_seal_verified
 CREATE  FUNCTION "hr_seal_verified"(
@@ -2952,7 +3007,7 @@ AS 'MODULE_PATHNAME', 'hr_seal_verified_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/credentials.rs:164
+-- src/credentials.rs:184
 -- hr_migrations::credentials::hr_secret_matches
 CREATE  FUNCTION "hr_secret_matches"(
 	"envelope" TEXT, /* Option < & str > */
@@ -3060,7 +3115,7 @@ AS $$
         ('service_role',          'FUNCTION', 'hr_issue_reference_token(uuid)',            'EXECUTE'),
         ('service_role',          'FUNCTION', 'hr_revoke_reference_token(uuid)',           'EXECUTE'),
         ('service_role',          'FUNCTION', 'hr_integration_secret(uuid)',               'EXECUTE'),
-        ('service_role',          'FUNCTION', 'hr_set_integration_secret(uuid,jsonb)',     'EXECUTE'),
+        ('service_role',          'FUNCTION', 'hr_set_integration_secret(uuid,text)',     'EXECUTE'),
         -- Monitoring: counts and progress, never values.
         ('pg_monitor',            'FUNCTION', 'hr_migration_status()',                     'EXECUTE'),
         ('pg_monitor',            'TABLE',    'hr_migration_progress',                     'SELECT'),

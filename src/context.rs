@@ -34,6 +34,7 @@ thread_local! {
 /// Forgets everything (at transaction end; see `flag`).
 pub fn clear() {
     CACHE.with_borrow_mut(Vec::clear);
+    clear_checks();
 }
 
 fn statement() -> (pg_sys::TimestampTz, pg_sys::CommandId) {
@@ -97,4 +98,65 @@ pub fn of_trigger(relid: pg_sys::Oid, kind: &'static str) -> Result<(String, Pha
         });
     });
     Ok((migration, phase))
+}
+
+struct Checked {
+    relid: pg_sys::Oid,
+    statement: (pg_sys::TimestampTz, pg_sys::CommandId),
+}
+
+thread_local! {
+    static CHECKED: RefCell<Vec<Checked>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Forgets the foreign-trigger checks too (at transaction end).
+pub fn clear_checks() {
+    CHECKED.with_borrow_mut(Vec::clear);
+}
+
+/// Raises 55000 naming the first foreign trigger on `relid` (one whose
+/// function is owned by a role that is neither a superuser nor the table's
+/// owner: `hr_foreign_triggers()`, the one definition the preflight and the
+/// engine read too). Checked once per statement and table, so a trigger
+/// function can call it for every row.
+pub fn refuse_foreign_triggers(relid: pg_sys::Oid) -> Result<(), Error> {
+    let now = statement();
+    if CHECKED.with_borrow(|c| c.iter().any(|e| e.relid == relid && e.statement == now)) {
+        return Ok(());
+    }
+    let schema = definer::extension_schema()?;
+    let query = format!(
+        "SELECT pg_catalog.format('refusing to write %s: trigger %s runs function %s owned by role %s, which is neither a superuser nor the table''s owner', \
+                f.table_name, pg_catalog.quote_ident(f.trigger_name), f.function_name, pg_catalog.quote_ident(f.function_owner)) \
+           FROM {schema}.hr_foreign_triggers(ARRAY[$1::pg_catalog.oid::pg_catalog.regclass]) f LIMIT 1"
+    );
+    let found = Spi::connect(|client| {
+        let mut rows = client.select(&query, Some(1), &[relid.into()])?;
+        Ok::<_, pgrx::spi::SpiError>(match rows.next() {
+            Some(r) => r.get::<String>(1)?,
+            None => None,
+        })
+    })
+    .map_err(|e| Error::Catalog(format!("could not read the table's triggers ({e})")))?;
+    if let Some(message) = found {
+        return Err(Error::ForeignTrigger(message));
+    }
+    CHECKED.with_borrow_mut(|c| {
+        c.retain(|e| e.statement == now);
+        c.push(Checked {
+            relid,
+            statement: now,
+        });
+    });
+    Ok(())
+}
+
+/// `hr_refuse_foreign_triggers(tables regclass[]) RETURNS void` — VOLATILE.
+/// Internal (definer role): what every SECURITY DEFINER function that
+/// writes calls before writing, once per statement and table.
+#[pg_extern(volatile, strict, parallel_unsafe)]
+fn hr_refuse_foreign_triggers(tables: Vec<pg_sys::Oid>) {
+    for t in tables {
+        refuse_foreign_triggers(t).unwrap_or_else(|e| e.raise());
+    }
 }

@@ -155,6 +155,30 @@ fn hr_open_secret(
     Ok(TableIterator::once(row))
 }
 
+/// `hr_parse_secret(secret text) RETURNS TABLE(api_key text, api_secret
+/// text, refresh_token text)` — IMMUTABLE STRICT PARALLEL SAFE. Internal
+/// (definer role): a job-board secret given by the application, parsed
+/// strictly in Rust (`src/secret.rs`), so that a malformed one is refused
+/// (22023) without the server's JSON parser quoting it in an error's context.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn hr_parse_secret(
+    secret: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(api_key, Option<String>),
+        name!(api_secret, Option<String>),
+        name!(refresh_token, Option<String>),
+    ),
+> {
+    let s = secret::parse(secret).unwrap_or_else(|_| Error::SecretInput.raise());
+    TableIterator::once((
+        s.api_key.clone(),
+        s.api_secret.clone(),
+        s.refresh_token.clone(),
+    ))
+}
+
 /// `hr_secret_matches(envelope text, associated_data text, api_key text,
 /// api_secret text, refresh_token text) RETURNS boolean` — STABLE PARALLEL
 /// RESTRICTED. Internal (definer role, DBA).

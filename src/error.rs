@@ -45,6 +45,11 @@ pub enum Error {
     #[error(transparent)]
     NotASecret(#[from] NotASecret),
 
+    /// 22023: a job-board secret given to hr_set_integration_secret() that
+    /// is not one. Quotes nothing of it.
+    #[error("secret must be a JSON object with exactly the keys api_key, api_secret and refresh_token, each a string or null")]
+    SecretInput,
+
     /// XX001 data_corrupted: a fresh envelope did not open to what was sealed.
     #[error("a new credential envelope did not decrypt to the text it was made from")]
     SealCheck,
@@ -53,6 +58,11 @@ pub enum Error {
     /// table, another timing or level).
     #[error("{0}")]
     TriggerMisuse(String),
+
+    /// 55000: a table the extension writes has a trigger planted by another
+    /// role; the message names it.
+    #[error("{0}")]
+    ForeignTrigger(String),
 
     /// 55000: the extension's own catalog state is not usable (not
     /// installed in this database, its definer role missing, a query on its
@@ -80,8 +90,10 @@ impl Error {
             | Error::KeyMismatch(_) => PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR,
             Error::NotASecret(_) => PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
             Error::SealCheck => PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+            Error::SecretInput => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             Error::Catalog(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             Error::TriggerMisuse(_) => PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+            Error::ForeignTrigger(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
         }
     }
 
@@ -113,8 +125,12 @@ impl Error {
                 "the credential was not written by hr_migrations; hr_batch_failures lists such rows by id",
             ),
             Error::SealCheck => Some("check the keyring file and hr_migrations.active_key_version"),
+            Error::SecretInput => Some(r#"for example {"api_key": "...", "api_secret": null, "refresh_token": "..."}"#),
             Error::Catalog(_) => Some("ALTER EXTENSION hr_migrations UPDATE, or reinstall it (docs/runbook.md)"),
             Error::TriggerMisuse(_) => Some("the migration scripts install the extension's triggers; do not attach them yourself"),
+            Error::ForeignTrigger(_) => Some(
+                "a trigger planted by another role would run with the extension's rights; inspect it, drop it (or have the table's owner own its function) (docs/runbook.md, \"Foreign triggers\")",
+            ),
         }
     }
 }

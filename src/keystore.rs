@@ -24,10 +24,10 @@ use std::collections::BTreeMap;
 use aes_gcm::{Aes256Gcm, KeyInit};
 use pgrx::prelude::*;
 
-use crate::{definer, envelope};
 use crate::error::Error;
 use crate::gucs;
 use crate::keyring::{self, Key};
+use crate::{definer, envelope};
 
 /// A key version ready for use: its key schedule and envelope header.
 pub struct Ready {

@@ -104,7 +104,9 @@ fn hr_references_token_trigger<'a>(
     token_trigger(trigger).map_err(|e| e.raise())
 }
 
-fn token_trigger<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, Error> {
+fn token_trigger<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, Error> {
     use pgrx::{PgTriggerLevel, PgTriggerOperation, PgTriggerWhen};
     let misuse = || {
         Error::TriggerMisuse(
@@ -122,15 +124,26 @@ fn token_trigger<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a
     if flag::is_on() {
         return Ok(Some(new));
     }
-    let column = || Error::TriggerMisuse("the table has no access_token and access_token_hash text columns".into());
-    let token = new.get_by_name::<String>("access_token").map_err(|_| column())?;
+    let column = || {
+        Error::TriggerMisuse(
+            "the table has no access_token and access_token_hash text columns".into(),
+        )
+    };
+    let token = new
+        .get_by_name::<String>("access_token")
+        .map_err(|_| column())?;
     match token.filter(|t| !t.is_empty()) {
         None if is_update => {
             let old = trigger.old().ok_or_else(misuse)?;
-            let old_hash = old.get_by_name::<String>("access_token_hash").map_err(|_| column())?;
-            let new_hash = new.get_by_name::<String>("access_token_hash").map_err(|_| column())?;
+            let old_hash = old
+                .get_by_name::<String>("access_token_hash")
+                .map_err(|_| column())?;
+            let new_hash = new
+                .get_by_name::<String>("access_token_hash")
+                .map_err(|_| column())?;
             if old_hash == new_hash {
-                new.set_by_name("access_token_hash", None::<String>).map_err(|_| column())?;
+                new.set_by_name("access_token_hash", None::<String>)
+                    .map_err(|_| column())?;
             }
         }
         None => {}
@@ -141,7 +154,8 @@ fn token_trigger<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a
         }
     }
     if !phase.accepts_plaintext() {
-        new.set_by_name("access_token", None::<String>).map_err(|_| column())?;
+        new.set_by_name("access_token", None::<String>)
+            .map_err(|_| column())?;
     }
     Ok(Some(new))
 }

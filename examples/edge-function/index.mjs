@@ -198,7 +198,7 @@ async function secrets(client, ctx, integ) {
   const rotated = { ...before, refresh_token: `rt_${randomBytes(24).toString('base64url')}` };
   remember('written_refresh_token', rotated.refresh_token);
   const cid = await request(client, ctx, sr, async (q) =>
-    (await q('SELECT hr_set_integration_secret($1, $2::jsonb) AS credential_id', [integ, JSON.stringify(rotated)]))
+    (await q('SELECT hr_set_integration_secret($1, $2) AS credential_id', [integ, JSON.stringify(rotated)]))
       .rows[0].credential_id);
   const linked = await request(client, ctx, sr, async (q) =>
     (await q('SELECT credential_id FROM public.hr_job_board_integrations WHERE id = $1', [integ])).rows[0]?.credential_id);
@@ -212,7 +212,7 @@ async function secrets(client, ctx, integ) {
   const partial = `rt_${randomBytes(24).toString('base64url')}`;
   remember('refused_refresh_token', partial);
   const e = await refused('secret', '22023', request(client, ctx, sr, (q) =>
-    q('SELECT hr_set_integration_secret($1, $2::jsonb)', [integ, JSON.stringify({ refresh_token: partial })])));
+    q('SELECT hr_set_integration_secret($1, $2)', [integ, JSON.stringify({ refresh_token: partial })])));
   expect('secret', !errorText(e).includes(partial), 'the error of a partial secret echoes its value');
   ok('secret', 'a partial secret (refresh_token only): 22023, value not echoed');
 }

@@ -97,6 +97,8 @@ DECLARE
     envelope text;
     same boolean;
 BEGIN
+    PERFORM @extschema@.hr_refuse_foreign_triggers(ARRAY[@extschema@.hr_migration_table(migration), creds,
+                                                         @extschema@.hr_credential_log_table(migration)]::oid[]);
     IF cid IS NULL THEN
         cid := gen_random_uuid();
         EXECUTE format('INSERT INTO %s (id, organization_id, credential_type, name, encrypted_value, created_by)
@@ -236,30 +238,28 @@ END
 $$;
 
 -- Stores an integration's secret the new way (the enforced phase refuses
--- plaintext columns): secret is a JSON object with exactly api_key,
--- api_secret and refresh_token, each a string or null. Encrypts it into the
--- integration's credential (created and linked if it has none) and returns
--- the credential id. Before enforced the plaintext columns are kept equal
--- to it (old code still reads them); from enforced on they are set NULL.
--- 22023 for a secret of another shape (the message quotes no value), P0002
--- for an unknown integration.
+-- plaintext columns): secret is the JSON text of an object with exactly
+-- api_key, api_secret and refresh_token, each a string or null, parsed in
+-- Rust (hr_parse_secret) so a malformed one is refused (22023) without any
+-- part of it in the error. Encrypts it into the integration's credential
+-- (created and linked if it has none) and returns the credential id. Before
+-- enforced the plaintext columns are kept equal to it (old code still reads
+-- them); from enforced on they are set NULL. P0002 for an unknown integration.
 -- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
-CREATE FUNCTION hr_set_integration_secret(integration_id uuid, secret jsonb) RETURNS uuid
+CREATE FUNCTION hr_set_integration_secret(integration_id uuid, secret text) RETURNS uuid
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     phase text := @extschema@.hr_require_applied('integration_credentials');
+    s record;
     i record;
     cid uuid;
 BEGIN
-    IF secret IS NULL OR jsonb_typeof(secret) <> 'object'
-       OR (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(secret) k) IS DISTINCT FROM
-          ARRAY['api_key', 'api_secret', 'refresh_token']
-       OR EXISTS (SELECT 1 FROM jsonb_each(secret) e WHERE jsonb_typeof(e.value) NOT IN ('string', 'null')) THEN
-        RAISE EXCEPTION 'secret must be a JSON object with exactly the keys api_key, api_secret and refresh_token, each a string or null'
-            USING ERRCODE = 'invalid_parameter_value';
+    IF secret IS NULL THEN
+        RAISE EXCEPTION 'secret must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    SELECT * INTO s FROM @extschema@.hr_parse_secret(secret);
     SELECT x.id, x.organization_id, x.job_board_type, x.created_by, x.credential_id INTO i
       FROM public.hr_job_board_integrations x WHERE x.id = integration_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -267,13 +267,16 @@ BEGIN
     END IF;
     cid := @extschema@.hr_put_secret('integration_credentials', i.id, i.organization_id, i.job_board_type,
         i.created_by, i.credential_id,
-        @extschema@.hr_integration_secret_json(secret ->> 'api_key', secret ->> 'api_secret', secret ->> 'refresh_token'),
+        @extschema@.hr_integration_secret_json(s.api_key, s.api_secret, s.refresh_token),
         'hr_migrations: secret set with hr_set_integration_secret()');
     PERFORM @extschema@.hr_set_backfill_flag(true);  -- our own write: the triggers skip it
     IF @extschema@.hr_phase_accepts_plaintext(phase) THEN
         UPDATE public.hr_job_board_integrations x
-           SET credential_id = cid, api_key = secret ->> 'api_key', api_secret = secret ->> 'api_secret',
-               refresh_token = secret ->> 'refresh_token', updated_at = now()
+           SET credential_id = cid, api_key = s.api_key, api_secret = s.api_secret,
+               refresh_token = s.refresh_token, updated_at = now()
+         WHERE x.id = integration_id;
+    ELSIF phase = 'contracted' THEN  -- the plaintext columns are gone
+        UPDATE public.hr_job_board_integrations x SET credential_id = cid, updated_at = now()
          WHERE x.id = integration_id;
     ELSE
         -- Plaintext the clearing has not reached yet would otherwise keep
@@ -367,9 +370,11 @@ BEGIN
             action := '@extschema@.hr_credential_move_backfill';
             writes := ARRAY[t, creds, logt];
         WHEN 'clear' THEN
-            pending := 't.credential_id IS NOT NULL AND ' || plaintext;
+            -- Every row with plaintext: also one whose credential was unlinked
+            -- or deleted after the move (the action moves it again first).
+            pending := plaintext;
             action := '@extschema@.hr_credential_move_clear';
-            writes := ARRAY[t];
+            writes := ARRAY[t, creds, logt];
         WHEN 'rollback' THEN
             IF NOT @extschema@.hr_phase_accepts_plaintext(@extschema@.hr_migration_phase(migration)) THEN
                 RAISE EXCEPTION 'cannot roll back % while it is %', migration, @extschema@.hr_migration_phase(migration)
@@ -465,21 +470,30 @@ END
 $$;
 
 -- Row action of enforced: clears the plaintext columns of integrations
--- whose credential decrypts to exactly that plaintext.
+-- whose credential decrypts to exactly that plaintext. A row that holds
+-- plaintext but no credential (unlinked, or its credential deleted, after
+-- the move) is moved first, so its secret is kept, not dropped.
 CREATE FUNCTION hr_credential_move_clear(migration text, ids uuid[]) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    tbl regclass := @extschema@.hr_migration_table(migration);
+    unlinked uuid[];
     n bigint;
 BEGIN
+    EXECUTE format('SELECT array_agg(t.id) FROM %s t WHERE t.id = ANY ($1) AND t.credential_id IS NULL', tbl)
+       INTO unlinked USING ids;
+    IF unlinked IS NOT NULL THEN
+        PERFORM @extschema@.hr_credential_move_backfill(migration, unlinked);
+    END IF;
     EXECUTE format($q$
         UPDATE %2$s i SET api_key = NULL, api_secret = NULL, refresh_token = NULL
           FROM %3$s c
          WHERE i.id = ANY ($1) AND c.id = i.credential_id
            AND %1$s.hr_require_secret_matches(c.encrypted_value, c.id, c.organization_id, i.organization_id,
                                               i.api_key, i.api_secret, i.refresh_token)$q$,
-        '@extschema@', @extschema@.hr_migration_table(migration), @extschema@.hr_credentials_table(migration))
+        '@extschema@', tbl, @extschema@.hr_credentials_table(migration))
       USING ids;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -599,9 +613,17 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     t regclass := @extschema@.hr_migration_table(migration);
+    left_over bigint;
 BEGIN
     IF phase <> 'contracted' OR NOT @extschema@.hr_column_exists(t, 'api_key') THEN
         RETURN;
+    END IF;
+    EXECUTE format('SELECT count(*) FROM %s t WHERE t.api_key IS NOT NULL OR t.api_secret IS NOT NULL OR t.refresh_token IS NOT NULL', t)
+       INTO left_over;
+    IF left_over > 0 THEN
+        RAISE EXCEPTION '%: % integrations still hold plaintext: the columns are not dropped', migration, left_over
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'SELECT hr_set_phase(migration, ''enforced''); CALL hr_run_backfill(migration) clears them; then contract again';
     END IF;
     CALL @extschema@.hr_ddl(migration, $ddl$
         DROP TRIGGER IF EXISTS {sync_insert_trigger} ON {table};
@@ -637,8 +659,9 @@ BEGIN
             format('%s integrations still have plaintext only: CALL hr_run_backfill(%L)', pending, migration) END,
         CASE WHEN phase IN ('dual', 'migrated') AND plaintext_left > 0 THEN
             format('%s integrations still hold plaintext columns (cleared once enforced)', plaintext_left) END,
-        CASE WHEN phase = 'enforced' AND pending > 0 THEN
-            format('plaintext refused and no longer read; %s integrations still hold plaintext: CALL hr_run_backfill(%L) clears it', pending, migration)
+        CASE WHEN phase = 'enforced' AND plaintext_left > 0 THEN
+            format('plaintext refused and no longer read; %s integrations still hold plaintext (%s pending, %s blocked): CALL hr_run_backfill(%L) clears it',
+                   plaintext_left, pending, blocked, migration)
              WHEN phase = 'enforced' THEN 'plaintext columns cleared and refused' END,
         CASE WHEN phase = 'contracted' AND @extschema@.hr_column_exists(t, 'api_key') THEN
             format('CALL hr_run_backfill(%L) drops the plaintext columns', migration)

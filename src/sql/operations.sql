@@ -550,26 +550,6 @@ AS $$
      ORDER BY 1, 2
 $$;
 
--- Raises 55000 naming the first foreign trigger on the given tables. The
--- caller has locked those tables (ROW EXCLUSIVE conflicts with CREATE
--- TRIGGER), so none can appear between this check and its batch.
-CREATE FUNCTION hr_refuse_foreign_triggers(tables regclass[]) RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    f record;
-BEGIN
-    SELECT * INTO f FROM @extschema@.hr_foreign_triggers(tables) LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'refusing to write %: trigger % runs function % owned by role %, which is neither a superuser nor the table''s owner',
-                f.table_name, quote_ident(f.trigger_name), f.function_name, quote_ident(f.function_owner)
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'a trigger planted by another role would run with the extension''s rights; inspect it, drop it (or have the table''s owner own its function), then run again (docs/runbook.md, "Foreign triggers")';
-    END IF;
-END
-$$;
-
 -- Only SQLSTATEs whose messages we write (and which never quote row data)
 -- are recorded with their message; anything else is recorded by SQLSTATE
 -- alone, since a server message can quote the value that failed to parse.
@@ -610,6 +590,12 @@ BEGIN
                 AND x.privilege_type IN ('TRIGGER', 'TRUNCATE', 'REFERENCES') LOOP
         EXECUTE format('REVOKE TRIGGER, TRUNCATE, REFERENCES ON %s FROM %I', tbl, g.rolname);
     END LOOP;
+    -- Triggers planted while the application roles still held TRIGGER (Supabase
+    -- grants it from day one) survive a REVOKE: refuse to give the definer
+    -- role anything while one is there. SHARE UPDATE EXCLUSIVE waits for a
+    -- CREATE TRIGGER in flight and blocks no reads or writes.
+    EXECUTE format('LOCK TABLE %s IN SHARE UPDATE EXCLUSIVE MODE', tbl);
+    PERFORM @extschema@.hr_refuse_foreign_triggers(ARRAY[tbl]::oid[]);
     SELECT c.relnamespace INTO nsp FROM pg_catalog.pg_class c WHERE c.oid = tbl;
     IF NOT has_schema_privilege('hr_migrations_definer', nsp, 'USAGE') THEN
         EXECUTE format('GRANT USAGE ON SCHEMA %s TO hr_migrations_definer', nsp::regnamespace);
@@ -623,9 +609,9 @@ BEGIN
 END
 $$;
 
--- Tables a migration creates for the extension alone (audit logs): nobody
--- but the owner, then exactly the given readers (roles that do not exist
--- are skipped) and the definer role's privileges.
+-- Tables a migration creates for the extension alone (audit logs) and their
+-- sequences: nobody but the owner, then exactly the given readers (roles
+-- that do not exist are skipped) and the definer role's privileges.
 CREATE FUNCTION hr_secure_own_table(tbl regclass, readers text[], definer_privileges text) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -640,6 +626,21 @@ BEGIN
                JOIN pg_catalog.pg_roles o ON o.oid = x.grantee
               WHERE c.oid = tbl AND x.grantee <> c.relowner LOOP
         EXECUTE format('REVOKE ALL ON %s FROM %I', tbl, g.rolname);
+    END LOOP;
+    -- Its sequences too (an identity column's): the default privileges give
+    -- the API roles setval() on them, enough to stop every insert.
+    FOR g IN SELECT DISTINCT d.objid::regclass AS seq, o.rolname
+               FROM pg_catalog.pg_depend d
+               JOIN pg_catalog.pg_class q ON q.oid = d.objid AND q.relkind = 'S'
+               LEFT JOIN LATERAL aclexplode(q.relacl) x ON true
+               LEFT JOIN pg_catalog.pg_roles o ON o.oid = x.grantee AND x.grantee <> q.relowner
+              WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.refobjid = tbl
+                AND d.deptype IN ('a', 'i') LOOP
+        EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM PUBLIC', g.seq);
+        IF g.rolname IS NOT NULL THEN
+            EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM %I', g.seq, g.rolname);
+        END IF;
+        PERFORM @extschema@.hr_forget_init_privs('pg_catalog.pg_class', g.seq);
     END LOOP;
     FOREACH r IN ARRAY readers LOOP
         IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles o WHERE o.rolname = r) THEN
@@ -687,8 +688,10 @@ BEGIN
     PERFORM @extschema@.hr_check_batch_size(batch_size);
     PERFORM @extschema@.hr_require_applied(migration);
     SELECT * INTO spec FROM @extschema@.hr_operation_spec(migration, operation);
+    -- ROW EXCLUSIVE conflicts with CREATE TRIGGER: no trigger can appear
+    -- between this check and the batch (hr_refuse_foreign_triggers, Rust).
     PERFORM @extschema@.hr_lock_tables(spec.writes);
-    PERFORM @extschema@.hr_refuse_foreign_triggers(spec.writes);
+    PERFORM @extschema@.hr_refuse_foreign_triggers(spec.writes::oid[]);
 
     INSERT INTO @extschema@.hr_batch_progress AS p (migration, operation)
     VALUES (hr_engine_batch.migration, hr_engine_batch.operation)
@@ -952,8 +955,8 @@ BEGIN
         status := 'ok'; detail := 'shared_preload_libraries includes hr_migrations'; fix := NULL;
     ELSE
         status := 'warning';
-        detail := 'shared_preload_libraries does not include hr_migrations: each backend loads it on first use';
-        fix := 'add hr_migrations to shared_preload_libraries in postgresql.conf and restart at your next window (optional)';
+        detail := 'shared_preload_libraries does not include hr_migrations: each backend loads it on first use, and until it does, every role can read hr_migrations.keyring_file (the path, never a key)';
+        fix := 'add hr_migrations to shared_preload_libraries in postgresql.conf and restart at your next window';
     END IF;
     RETURN NEXT;
 

@@ -28,7 +28,7 @@ AS $$
         ('service_role',          'FUNCTION', 'hr_issue_reference_token(uuid)',            'EXECUTE'),
         ('service_role',          'FUNCTION', 'hr_revoke_reference_token(uuid)',           'EXECUTE'),
         ('service_role',          'FUNCTION', 'hr_integration_secret(uuid)',               'EXECUTE'),
-        ('service_role',          'FUNCTION', 'hr_set_integration_secret(uuid,jsonb)',     'EXECUTE'),
+        ('service_role',          'FUNCTION', 'hr_set_integration_secret(uuid,text)',     'EXECUTE'),
         -- Monitoring: counts and progress, never values.
         ('pg_monitor',            'FUNCTION', 'hr_migration_status()',                     'EXECUTE'),
         ('pg_monitor',            'TABLE',    'hr_migration_progress',                     'SELECT'),

@@ -81,6 +81,7 @@ BEGIN
     END IF;
     SELECT * INTO v FROM @extschema@.hr_token_verdict(
         @extschema@.hr_phase_accepts_plaintext(phase), token, stored_hash, stored_token);
+    PERFORM @extschema@.hr_refuse_foreign_triggers(ARRAY['public.hr_reference_token_validations'::regclass]::oid[]);
     INSERT INTO public.hr_reference_token_validations (reference_id, method, success)
     VALUES (reference_id, v.method, v.ok);
     RETURN v.ok;
@@ -104,6 +105,7 @@ BEGIN
     IF reference_id IS NULL THEN
         RAISE EXCEPTION 'reference_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    PERFORM @extschema@.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
     IF phase = 'contracted' THEN
         UPDATE public.hr_references r SET access_token_hash = @extschema@.hr_hash_token(tok)
          WHERE r.id = reference_id;
@@ -129,6 +131,7 @@ AS $$
 DECLARE
     phase text := @extschema@.hr_require_applied('reference_tokens');
 BEGIN
+    PERFORM @extschema@.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
     IF phase = 'contracted' THEN
         UPDATE public.hr_references r SET access_token_hash = NULL
          WHERE r.id = reference_id AND r.access_token_hash IS NOT NULL;

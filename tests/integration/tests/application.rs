@@ -284,7 +284,7 @@ fn edge_function_example_leaves_no_token_or_secret_in_the_log() {
     for statement in [
         "execute <unnamed>: SELECT hr_issue_reference_token($1)",
         "execute <unnamed>: SELECT hr_verify_reference_token($1, $2)",
-        "execute <unnamed>: SELECT hr_set_integration_secret($1, $2::jsonb)",
+        "execute <unnamed>: SELECT hr_set_integration_secret($1, $2)",
         "execute <unnamed>: SELECT hr_integration_secret($1)",
     ] {
         assert!(log.contains(statement), "not logged: {statement}");

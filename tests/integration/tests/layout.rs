@@ -57,7 +57,7 @@ fn migrations_work_with_the_extension_in_public() {
         for (sql, code) in [
             (
                 "SELECT set_config('hr_migrations.backfill_in_progress', 'on', true)",
-                "42602",
+                "42501",
             ),
             ("SELECT hr_set_backfill_flag(true)", "42501"),
         ] {

@@ -568,15 +568,22 @@ fn finding_01_no_path_to_superuser() {
         text.contains("pwn") && text.contains("service_role"),
         "{text}"
     );
+    // The SECURITY DEFINER functions that write refuse too, naming it.
     let rid: String = one(
         &mut dba,
         "SELECT id::text FROM public.hr_references LIMIT 1",
     );
-    sr.batch_execute(&format!("SELECT hr_verify_reference_token('{rid}', 'x')"))
-        .unwrap();
-    assert_eq!(
-        w.evidence(),
-        vec!["hr_migrations_definer (session authenticator)".to_string()]
+    let text = assert_raises(
+        &mut sr,
+        &format!("SELECT hr_verify_reference_token('{rid}', 'x')"),
+        "55000",
+        &[],
+    );
+    assert!(text.contains("trigger pwn"), "{text}");
+    assert!(
+        w.evidence().is_empty(),
+        "planted code ran: {:?}",
+        w.evidence()
     );
     assert!(!w.canary_is_superuser());
 }
@@ -1170,4 +1177,173 @@ fn finding_12_one_bad_row_does_not_stop_rewrap_or_rollback() {
     assert_eq!(linked, 1);
     assert_eq!(one::<i64>(&mut dba, "SELECT hr_rollback_integrations()"), 0);
     let _ = &w.keyring;
+}
+
+/// The review's critical path: triggers planted while Supabase's defaults
+/// still gave every API role TRIGGER, before the migration ran. A REVOKE
+/// does not remove them: the scripts must refuse to start, and nothing may
+/// be granted to the definer role while they are there.
+#[test]
+fn triggers_planted_before_the_migration_stop_it() {
+    let keyring = write_keyring(&[(1, random_key())]);
+    let cl = Cluster::start(&keyring_conf(&keyring, 1));
+    cl.fixture_db("hr", 100);
+    let mut dba = cl.connect("hr");
+    dba.batch_execute(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'canary') THEN CREATE ROLE canary NOLOGIN; END IF; END $$;",
+    )
+    .unwrap();
+    let mut anon = cl.connect_as("hr", "authenticator");
+    anon.batch_execute(
+        "SET ROLE anon;
+         CREATE FUNCTION pg_temp.evil() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN BEGIN ALTER ROLE canary SUPERUSER; EXCEPTION WHEN OTHERS THEN NULL; END; RETURN NEW; END $$;
+         CREATE TRIGGER zz_evil BEFORE UPDATE ON public.hr_references FOR EACH ROW EXECUTE FUNCTION pg_temp.evil();
+         CREATE TRIGGER zz_evil BEFORE UPDATE ON public.hr_job_board_integrations FOR EACH ROW EXECUTE FUNCTION pg_temp.evil();",
+    )
+    .unwrap();
+    for script in [
+        "001_reference_tokens.sql",
+        "003_integration_credentials.sql",
+    ] {
+        let out = cl.psql_file("hr", &repo().join("sql/migrations").join(script), &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{script} ran with a planted trigger");
+        assert!(
+            err.contains("trigger zz_evil")
+                && err.contains("preflight blockers: nothing was changed"),
+            "{script}: {err}"
+        );
+    }
+    for m in ["reference_tokens", "integration_credentials"] {
+        assert_eq!(status(&mut dba, m).phase, "not_applied", "{m} moved on");
+    }
+    // Even called directly, securing the table refuses.
+    assert_raises(
+        &mut dba,
+        "SELECT hr_secure_table('public.hr_references', 'SELECT, UPDATE')",
+        "55000",
+        &[],
+    );
+    let granted: bool = one(
+        &mut dba,
+        "SELECT has_table_privilege('hr_migrations_definer', 'public.hr_references', 'UPDATE')",
+    );
+    assert!(
+        !granted,
+        "the definer role got rights on a table with a planted trigger"
+    );
+    assert!(!one::<bool>(
+        &mut dba,
+        "SELECT rolsuper FROM pg_roles WHERE rolname = 'canary'"
+    ));
+    drop(anon);
+}
+
+/// The review's second path: the identity sequence of a log table, granted
+/// to the API roles by the default privileges, let anon stop every
+/// verification with setval().
+#[test]
+fn log_table_sequences_are_closed_to_the_api_roles() {
+    let w = World::new(LAYOUTS[2], 100);
+    let mut dba = w.dba();
+    let seqs: Vec<String> = dba
+        .query(
+            "SELECT d.objid::regclass::text FROM pg_depend d JOIN pg_class q ON q.oid = d.objid AND q.relkind = 'S'
+              WHERE d.refobjid IN ('public.hr_reference_token_validations'::regclass, 'public.pf_credential_migrations'::regclass)",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(!seqs.is_empty());
+    for role in APP_ROLES {
+        for seq in &seqs {
+            for privilege in ["SELECT", "UPDATE", "USAGE"] {
+                let can: bool = dba
+                    .query_one(
+                        "SELECT has_sequence_privilege($1, $2::text::regclass, $3)",
+                        &[&role, seq, &privilege],
+                    )
+                    .unwrap()
+                    .get(0);
+                assert!(!can, "{role} holds {privilege} on {seq}");
+            }
+        }
+        let mut s = w.as_role(role, None);
+        assert_raises(
+            &mut s,
+            &format!("SELECT setval('{}', 9223372036854775807)", seqs[0]),
+            "42501",
+            &[],
+        );
+    }
+    let mut sr = w.as_role("service_role", None);
+    let rid: String = one(
+        &mut dba,
+        "SELECT id::text FROM public.hr_references LIMIT 1",
+    );
+    sr.batch_execute(&format!("SELECT hr_verify_reference_token('{rid}', 'x')"))
+        .unwrap();
+}
+
+/// The review's third path: an integration unlinked from its credential
+/// after the move kept its plaintext past the clearing while the status
+/// said it was gone, and contracting dropped it. Now the clearing moves it
+/// again first, and the contract refuses while plaintext remains.
+#[test]
+fn plaintext_of_an_unlinked_integration_is_moved_not_lost() {
+    let w = World::new(LAYOUTS[0], 100);
+    let mut dba = w.dba();
+    let iid: String = one(
+        &mut dba,
+        "SELECT id::text FROM public.hr_job_board_integrations WHERE credential_id IS NOT NULL LIMIT 1",
+    );
+    let secret: String = one(
+        &mut dba,
+        &format!("SELECT hr_integration_secret('{iid}')::text"),
+    );
+    dba.batch_execute("SELECT hr_set_phase('integration_credentials', 'enforced')")
+        .unwrap();
+    let mut sr = w.as_role("service_role", None);
+    sr.batch_execute(&format!(
+        "UPDATE public.hr_job_board_integrations SET credential_id = NULL WHERE id = '{iid}'"
+    ))
+    .unwrap();
+    assert!(status(&mut dba, "integration_credentials").pending > 0);
+    dba.batch_execute("CALL hr_run_backfill('integration_credentials')")
+        .unwrap();
+    let s = status(&mut dba, "integration_credentials");
+    assert_eq!((s.pending, s.blocked), (0, 0), "{s:?}");
+    let left: i64 = one(
+        &mut dba,
+        "SELECT count(*) FROM public.hr_job_board_integrations
+          WHERE api_key IS NOT NULL OR api_secret IS NOT NULL OR refresh_token IS NOT NULL",
+    );
+    assert_eq!(left, 0);
+    let after: String = one(
+        &mut dba,
+        &format!("SELECT hr_integration_secret('{iid}')::text"),
+    );
+    assert_eq!(after, secret, "the unlinked integration's secret was lost");
+    // A contract never drops columns that still hold plaintext.
+    dba.batch_execute(
+        "BEGIN; SET LOCAL session_replication_role = replica;
+         UPDATE public.hr_job_board_integrations SET api_key = 'left-behind'
+          WHERE id = (SELECT id FROM public.hr_job_board_integrations ORDER BY id LIMIT 1);
+         COMMIT;",
+    )
+    .unwrap();
+    dba.batch_execute("SET hr_migrations.deprecation_period = '0'")
+        .unwrap();
+    assert_raises(
+        &mut dba,
+        "SELECT hr_set_phase('integration_credentials', 'contracted')",
+        "55000",
+        &["left-behind"],
+    );
+    assert!(status(&mut dba, "integration_credentials")
+        .note
+        .contains("still hold plaintext"));
 }
