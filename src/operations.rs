@@ -95,7 +95,7 @@ mod tests {
             ("hr_issue_reference_token", "v", false, "u", true),
             ("hr_revoke_reference_token", "v", false, "u", true),
             ("hr_backfill_reference_token_hashes", "v", false, "u", false),
-            ("hr_references_token_trigger", "v", true, "u", false),
+            ("hr_references_token_trigger", "v", false, "u", false),
             ("hr_jwt_organization_id", "s", true, "s", false),
             ("hr_portal_sessions_org_trigger", "v", false, "u", true),
             (
