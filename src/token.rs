@@ -217,6 +217,16 @@ mod tests {
     }
 
     proptest! {
+        /// The one-call digest equals the streaming hasher's, for every length.
+        #[test]
+        fn digest_agrees_with_streaming_sha256(token in ".{0,400}", salt in any::<[u8; SALT_LEN]>()) {
+            let mut h = Sha256::new();
+            h.update(salt);
+            h.update(token.as_bytes());
+            let expected: [u8; DIGEST_LEN] = h.finalize().into();
+            prop_assert_eq!(digest(&salt, &token), expected);
+        }
+
         /// The table decoder accepts exactly what the base64 crate's
         /// standard engine accepts for 64 characters, with the same bytes.
         #[test]
