@@ -114,7 +114,7 @@ run_regress() {
 run_integration() {
     echo "== integration: tests/integration against real servers"
     local log=$work/integration.log status
-    cargo test -p hr_migrations_it -- --test-threads=2 2>&1 | tee "$log" | grep -E '^test |test result|panicked|assert'
+    cargo test --no-fail-fast -p hr_migrations_it -- --test-threads=2 2>&1 | tee "$log" | grep -E '^test |test result|panicked|assert'
     status=${PIPESTATUS[0]}
     read -r p f < <(count_cargo "$log")
     record integration "$status" "$p" "$f"

@@ -1302,8 +1302,11 @@ $$;
 -- of the written tables are refreshed after the first batch when they were
 -- never gathered (a cached plan made while a table was empty would scan it
 -- for every row afterwards). max_batches stops early; CALL again to resume.
-CREATE PROCEDURE hr_run_batches(migration text, operation text, batch_size integer DEFAULT NULL,
-                                max_batches integer DEFAULT NULL)
+-- hr_batch_loop does the work and hands back the rows still pending and
+-- blocked when it finished (NULL when max_batches stopped it early), so
+-- hr_run_backfill need not count them again (a count reads the whole table).
+CREATE PROCEDURE hr_batch_loop(migration text, operation text, batch_size integer,
+                               max_batches integer, INOUT rows_pending bigint, INOUT rows_blocked bigint)
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -1328,6 +1331,8 @@ DECLARE
     analyzed boolean := false;
     t regclass;
 BEGIN
+    rows_pending := NULL;
+    rows_blocked := NULL;
     PERFORM @extschema@.hr_require_applied(migration);
     IF max_batches IS NOT NULL AND max_batches < 1 THEN
         RAISE EXCEPTION 'max_batches must be at least 1 (got %)', max_batches
@@ -1343,7 +1348,7 @@ BEGIN
 
     SELECT * INTO c FROM @extschema@.hr_operation_counts(migration, operation);
     INSERT INTO @extschema@.hr_batch_progress AS p (migration, operation)
-    VALUES (hr_run_batches.migration, hr_run_batches.operation)
+    VALUES (hr_batch_loop.migration, hr_batch_loop.operation)
     ON CONFLICT ON CONSTRAINT hr_batch_progress_pkey DO NOTHING;
     -- A run after a finished one starts its counters afresh; a run after
     -- an interrupted one (crash, cancel, max_batches) carries them on.
@@ -1356,7 +1361,7 @@ BEGIN
                              ELSE clock_timestamp() END,
            rows_expected = CASE WHEN p.finished_at IS NULL THEN p.rows_done ELSE 0 END + c.pending,
            finished_at = NULL, last_error = NULL
-     WHERE p.migration = hr_run_batches.migration AND p.operation = hr_run_batches.operation;
+     WHERE p.migration = hr_batch_loop.migration AND p.operation = hr_batch_loop.operation;
     COMMIT;
 
     LOOP
@@ -1401,7 +1406,7 @@ BEGIN
             IF max_batches IS NOT NULL AND batches >= max_batches THEN
                 RAISE NOTICE '%: %: stopped after % batches as asked; CALL again to resume', migration, operation, batches;
                 UPDATE @extschema@.hr_batch_progress p SET running_pid = NULL
-                 WHERE p.migration = hr_run_batches.migration AND p.operation = hr_run_batches.operation;
+                 WHERE p.migration = hr_batch_loop.migration AND p.operation = hr_batch_loop.operation;
                 COMMIT;
                 RETURN;
             END IF;
@@ -1418,7 +1423,7 @@ BEGIN
     END LOOP;
 
     UPDATE @extschema@.hr_batch_progress p SET running_pid = NULL
-     WHERE p.migration = hr_run_batches.migration AND p.operation = hr_run_batches.operation;
+     WHERE p.migration = hr_batch_loop.migration AND p.operation = hr_batch_loop.operation;
     COMMIT;
     RAISE NOTICE '%: %: finished: % rows in % batches, % s', migration, operation, done, batches,
         round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
@@ -1426,6 +1431,20 @@ BEGIN
         RAISE WARNING '%: %: % rows pending and % rows blocked remain', migration, operation, c.pending, c.blocked
             USING HINT = 'SELECT * FROM hr_migration_status() and hr_batch_failures say why; CALL again after fixing them';
     END IF;
+    rows_pending := c.pending;
+    rows_blocked := c.blocked;
+END
+$$;
+
+CREATE PROCEDURE hr_run_batches(migration text, operation text, batch_size integer DEFAULT NULL,
+                                max_batches integer DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    pending bigint;
+    blocked bigint;
+BEGIN
+    CALL @extschema@.hr_batch_loop(migration, operation, batch_size, max_batches, pending, blocked);
 END
 $$;
 
@@ -1445,8 +1464,11 @@ DECLARE
     blocked bigint := 0;
 BEGIN
     IF op IS NOT NULL THEN
-        CALL @extschema@.hr_run_batches(migration, op, batch_size, max_batches);
-        SELECT c.pending, c.blocked INTO pending, blocked FROM @extschema@.hr_operation_counts(migration, op) c;
+        CALL @extschema@.hr_batch_loop(migration, op, batch_size, max_batches, pending, blocked);
+        IF pending IS NULL THEN
+            -- Stopped by max_batches: count what is left.
+            SELECT c.pending, c.blocked INTO pending, blocked FROM @extschema@.hr_operation_counts(migration, op) c;
+        END IF;
         IF max_batches IS NOT NULL AND pending > 0 THEN
             RETURN;
         END IF;
