@@ -9,7 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scale=${1:-10000}
-dir=$PWD/.demo
+# DEMO_DIR: where the cluster lives (default .demo); DEMO_CONF: extra
+# postgresql.conf name=value pairs, space-separated (the leak test turns on
+# log_statement = all and pg_stat_statements this way).
+dir=${DEMO_DIR:-$PWD/.demo}
 db=hr_demo
 started=$(date +%s)
 
@@ -21,8 +24,9 @@ mkdir -p "$dir/keys"
 echo "1 $(head -c 32 /dev/urandom | base64)" >"$dir/keys/keyring"
 [ "$(id -u)" = 0 ] && chown -R postgres: "$dir"
 chmod 0400 "$dir/keys/keyring"
+# shellcheck disable=SC2086 # DEMO_CONF is a list of name=value words
 port=$(scripts/pg-cluster.sh start "$dir" shared_preload_libraries=hr_migrations \
-    hr_migrations.keyring_file="$dir/keys/keyring" hr_migrations.active_key_version=1)
+    hr_migrations.keyring_file="$dir/keys/keyring" hr_migrations.active_key_version=1 ${DEMO_CONF:-})
 url="host=127.0.0.1 port=$port user=postgres dbname=$db"
 
 # psql as the DBA; as an application request (PostgREST's authenticator,
@@ -57,7 +61,10 @@ status
 
 # Sample rows the demo follows through the migrations.
 ref=$(run -At -c "SELECT id FROM hr_references WHERE access_token ~ '^[A-Za-z0-9_-]{40,}$' ORDER BY id LIMIT 1")
-legacy_token=$(run -At -c "SELECT access_token FROM hr_references WHERE id = '$ref'")
+# The legacy token the demo presents later, kept on the server: a token in
+# the text of a statement would be in any statement log (log_statement).
+run -c "CREATE TABLE demo_presented AS SELECT id, access_token AS token FROM hr_references WHERE id = '$ref'" \
+    -c "GRANT SELECT ON demo_presented TO service_role"
 org_a=$(run -At -c "SELECT id FROM pf_organizations ORDER BY name LIMIT 1")
 org_b=$(run -At -c "SELECT id FROM pf_organizations ORDER BY name OFFSET 1 LIMIT 1")
 integ=$(run -At -c "SELECT id FROM hr_job_board_integrations WHERE api_key <> '' AND api_secret IS NOT NULL ORDER BY id LIMIT 1")
@@ -66,9 +73,10 @@ say "migration 1: psql -f sql/migrations/001_reference_tokens.sql"
 run -f sql/migrations/001_reference_tokens.sql -o /dev/null
 say "a legacy token still verifies, now by its hash (as service_role, the edge function's key)"
 request service_role '{}' "
-SELECT hr_verify_reference_token('$ref', :'tok') AS legacy_token_verifies,
-       hr_verify_reference_token('$ref', 'not-the-token') AS wrong_token_verifies;
-SELECT method, success FROM hr_reference_token_validations ORDER BY id DESC LIMIT 2;" -v tok="$legacy_token"
+SELECT hr_verify_reference_token(id, token) AS legacy_token_verifies,
+       hr_verify_reference_token(id, 'not-the-token') AS wrong_token_verifies FROM demo_presented;
+SELECT method, success FROM hr_reference_token_validations ORDER BY id DESC LIMIT 2;"
+run -c "DROP TABLE demo_presented"
 say "new code issues tokens in the database: only the hash is stored, the token is shown once"
 request service_role '{}' "
 SELECT length(hr_issue_reference_token('$ref')) AS new_token_length;
@@ -128,4 +136,4 @@ run -c "SELECT * FROM hr_migration_status()"
 echo
 echo "demo took $(( $(date +%s) - started )) s. The cluster is still running:"
 echo "  psql \"$url\""
-echo "  stop it with: scripts/pg-cluster.sh stop .demo   (or make clean)"
+echo "  stop it with: scripts/pg-cluster.sh stop $dir   (or make clean)"

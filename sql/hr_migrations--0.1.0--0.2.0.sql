@@ -255,7 +255,8 @@ DECLARE
 BEGIN
     SELECT * INTO r FROM @extschema@.hr_migration_registry m WHERE m.migration = hr_migration_entry.migration;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'unknown migration %', coalesce(quote_literal(migration), 'NULL')
+        -- The name given is not repeated: an error never quotes its input.
+        RAISE EXCEPTION 'unknown migration: not in hr_migration_registry'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'SELECT migration FROM hr_migration_status() lists them';
     END IF;
@@ -391,8 +392,8 @@ CREATE FUNCTION hr_kind_function(migration text, what text) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT format('%s.%I', '@extschema@', 'hr_' || r.kind || '_' || what)
-      FROM @extschema@.hr_migration_registry r WHERE r.migration = hr_kind_function.migration
+    -- hr_migration_entry raises 22023 for a migration that is not registered.
+    SELECT format('%s.%I', '@extschema@', 'hr_' || (@extschema@.hr_migration_entry(migration)).kind || '_' || what)
 $$;
 
 -- What the batch engine needs to know about one operation of a migration,
@@ -413,8 +414,9 @@ BEGIN
        INTO tbl, pending, blocked, migrated, action, writes
       USING migration, operation;
     IF tbl IS NULL THEN
-        RAISE EXCEPTION '% has no operation % (or its table does not exist)', migration, coalesce(operation, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
+        RAISE EXCEPTION '% has no such operation (or its table does not exist)', migration
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'the batch operations are backfill, clear, erase, rollback and rewrap, as its kind defines them';
     END IF;
 END
 $$;
@@ -718,9 +720,20 @@ $$;
 --   5. advance the cursor and the counters.
 -- A batch whose rows all failed is followed by the next one in the same
 -- call, so 0 always means "nothing left to do". Returns the rows done.
+--
+-- A batch must cost the same at the end of a table as at its start, or a
+-- run is quadratic. That rests on the planner's estimates: hr_batch_loop
+-- gathers statistics of the table when a run starts (the column a run
+-- reads was often just filled, and a stale "no row pending" makes the pick
+-- fetch and sort every pending row to keep 1000), and the functions the
+-- row actions join with declare the one row they return (ROWS 1; the
+-- default 1000 made each rollback batch hash both tables whole: 69 s for
+-- 100k integrations, docs/benchmarks.md). JIT is off: a batch's statements
+-- are short, and a high estimate made each one compile for 50 ms.
 CREATE FUNCTION hr_engine_batch(migration text, operation text, batch_size integer) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $$
 DECLARE
     spec record;
@@ -1380,6 +1393,7 @@ DECLARE
     lag_ms double precision;
     analyzed boolean := false;
     t regclass;
+    old_lock_timeout text;
 BEGIN
     rows_pending := NULL;
     rows_blocked := NULL;
@@ -1396,6 +1410,19 @@ BEGIN
     pause_ms := @extschema@.hr_setting_ms('hr_migrations.batch_pause_ms', 0);
     max_lag_ms := @extschema@.hr_setting_ms('hr_migrations.max_replication_lag_ms', 10000);
 
+    -- Statistics as the run starts: the column it reads was often just
+    -- filled or emptied, and a stale estimate makes every batch sort all
+    -- pending rows (see hr_engine_batch). Skipped, with a NOTICE, when the
+    -- table is busy: ANALYZE waiting behind another session's CREATE INDEX
+    -- CONCURRENTLY, which waits for this transaction, is a deadlock.
+    old_lock_timeout := current_setting('lock_timeout');
+    BEGIN
+        PERFORM set_config('lock_timeout', '100ms', true);
+        EXECUTE format('ANALYZE %s', spec.tbl);
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE NOTICE '%: %: statistics of % not refreshed: the table is locked by DDL', migration, operation, spec.tbl;
+    END;
+    PERFORM set_config('lock_timeout', old_lock_timeout, true);
     SELECT * INTO c FROM @extschema@.hr_operation_counts(migration, operation);
     INSERT INTO @extschema@.hr_batch_progress AS p (migration, operation)
     VALUES (hr_batch_loop.migration, hr_batch_loop.operation)
@@ -1691,6 +1718,7 @@ DECLARE
     envelope text;
     same boolean;
 BEGIN
+    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     PERFORM @extschema@.hr_refuse_foreign_triggers(ARRAY[@extschema@.hr_migration_table(migration), creds,
                                                          @extschema@.hr_credential_log_table(migration)]::oid[]);
     IF cid IS NULL THEN
@@ -2015,6 +2043,7 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
+    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     EXECUTE format($q$
         WITH src AS MATERIALIZED (
             SELECT i.id, i.organization_id, i.job_board_type, i.created_by, gen_random_uuid() AS cid,
@@ -2076,6 +2105,7 @@ DECLARE
     unlinked uuid[];
     n bigint;
 BEGIN
+    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     EXECUTE format('SELECT array_agg(t.id) FROM %s t WHERE t.id = ANY ($1) AND t.credential_id IS NULL', tbl)
        INTO unlinked USING ids;
     IF unlinked IS NOT NULL THEN
@@ -2106,6 +2136,7 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
+    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     EXECUTE format($q$
         WITH src AS MATERIALIZED (
             SELECT i.id, i.job_board_type, c.id AS cid, s.api_key, s.api_secret, s.refresh_token
@@ -2149,6 +2180,7 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
+    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     EXECUTE format($q$
         UPDATE %3$s c
            SET encrypted_value = %1$s.hr_seal_verified(
@@ -2178,6 +2210,7 @@ DECLARE
     o jsonb := (@extschema@.hr_migration_entry(migration)).objects;
     contracted boolean := @extschema@.hr_migration_phase(migration) = 'contracted';
 BEGIN
+    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     applied := @extschema@.hr_column_exists(t, 'credential_id')
         AND (contracted OR (@extschema@.hr_trigger_exists(t, o ->> 'sync_insert_trigger')
                             AND @extschema@.hr_trigger_exists(t, o ->> 'sync_update_trigger')));
@@ -2240,6 +2273,7 @@ DECLARE
     versions text;
     note text;
 BEGIN
+    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     IF @extschema@.hr_column_exists(t, 'api_key') THEN
         EXECUTE format('SELECT count(*) FROM %s t WHERE t.api_key IS NOT NULL OR t.api_secret IS NOT NULL OR t.refresh_token IS NOT NULL', t)
            INTO plaintext_left;
@@ -2370,6 +2404,7 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
+    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     EXECUTE format('UPDATE %s t
                        SET organization_id = (SELECT c.organization_id FROM public.hr_candidates c
                                                WHERE c.id = t.candidate_id)
@@ -2390,6 +2425,7 @@ DECLARE
     t regclass := @extschema@.hr_migration_table(migration);
     o jsonb := (@extschema@.hr_migration_entry(migration)).objects;
 BEGIN
+    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     applied := @extschema@.hr_column_exists(t, 'organization_id')
                AND @extschema@.hr_trigger_exists(t, o ->> 'org_trigger');
     ready := applied
@@ -2478,6 +2514,7 @@ DECLARE
     t regclass := @extschema@.hr_migration_table(migration);
     note text;
 BEGIN
+    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     note := concat_ws('; ',
         CASE WHEN pending > 0 THEN
             format('%s rows have no organization_id yet: CALL hr_run_backfill(%L)', pending, migration) END,
@@ -2705,6 +2742,7 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
+    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     EXECUTE format('UPDATE %s t SET access_token_hash = %s.hr_hash_token(t.access_token) WHERE t.id = ANY ($1)',
                    @extschema@.hr_migration_table(migration), '@extschema@')
       USING ids;
@@ -2722,6 +2760,7 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
+    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     EXECUTE format('UPDATE %s t SET access_token = NULL WHERE t.id = ANY ($1)', @extschema@.hr_migration_table(migration))
       USING ids;
     GET DIAGNOSTICS n = ROW_COUNT;
@@ -2740,6 +2779,7 @@ DECLARE
     t regclass := @extschema@.hr_migration_table(migration);
     contracted boolean := @extschema@.hr_migration_phase(migration) = 'contracted';
 BEGIN
+    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     applied := @extschema@.hr_column_exists(t, 'access_token_hash')
                AND (contracted OR @extschema@.hr_trigger_exists(t, @extschema@.hr_migration_object(migration, 'token_trigger')));
     ready := applied AND @extschema@.hr_trigger_exists(t, @extschema@.hr_migration_object(migration, 'touch_trigger'));
@@ -2789,6 +2829,7 @@ DECLARE
     plaintext_left bigint := 0;
     note text;
 BEGIN
+    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     IF @extschema@.hr_column_exists(t, 'access_token') THEN
         EXECUTE format('SELECT count(*) FILTER (WHERE t.access_token = ''''),
                                count(*) FILTER (WHERE t.access_token IS NULL AND t.access_token_hash IS NOT NULL),
@@ -2821,7 +2862,13 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/credentials.rs:73
+-- src/tokens.rs:156
+CREATE OR REPLACE FUNCTION "hr_references_token_trigger"() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'hr_references_token_trigger_v1';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:82
 -- hr_migrations::credentials::hr_active_key_version
 CREATE  FUNCTION "hr_active_key_version"() RETURNS INT /* Option < i32 > */
 STRICT STABLE PARALLEL SAFE
@@ -2875,7 +2922,7 @@ AS 'MODULE_PATHNAME', 'hr_encrypt_credential_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/credentials.rs:81
+-- src/credentials.rs:90
 -- hr_migrations::credentials::hr_envelope_key_version
 CREATE  FUNCTION "hr_envelope_key_version"(
 	"envelope" TEXT /* & str */
@@ -2886,7 +2933,7 @@ AS 'MODULE_PATHNAME', 'hr_envelope_key_version_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/tokens.rs:17
+-- src/tokens.rs:24
 -- hr_migrations::tokens::hr_generate_token
 CREATE  FUNCTION "hr_generate_token"() RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL SAFE
@@ -2895,7 +2942,7 @@ AS 'MODULE_PATHNAME', 'hr_generate_token_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/tokens.rs:27
+-- src/tokens.rs:34
 -- hr_migrations::tokens::hr_hash_token
 CREATE  FUNCTION "hr_hash_token"(
 	"token" TEXT /* & str */
@@ -2906,7 +2953,7 @@ AS 'MODULE_PATHNAME', 'hr_hash_token_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/credentials.rs:99
+-- src/credentials.rs:108
 -- hr_migrations::credentials::hr_integration_secret_json
 CREATE  FUNCTION "hr_integration_secret_json"(
 	"api_key" TEXT, /* Option < & str > */
@@ -2928,7 +2975,7 @@ AS 'MODULE_PATHNAME', 'hr_jwt_organization_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/credentials.rs:208
+-- src/credentials.rs:217
 -- hr_migrations::credentials::hr_keyring_versions
 CREATE  FUNCTION "hr_keyring_versions"() RETURNS TABLE (
 	"key_version" INT,  /* i32 */
@@ -2940,7 +2987,7 @@ AS 'MODULE_PATHNAME', 'hr_keyring_versions_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/credentials.rs:133
+-- src/credentials.rs:142
 -- hr_migrations::credentials::hr_open_secret
 CREATE  FUNCTION "hr_open_secret"(
 	"envelope" TEXT, /* & str */
@@ -2956,7 +3003,7 @@ AS 'MODULE_PATHNAME', 'hr_open_secret_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/credentials.rs:163
+-- src/credentials.rs:172
 -- hr_migrations::credentials::hr_parse_secret
 CREATE  FUNCTION "hr_parse_secret"(
 	"secret" TEXT /* & str */
@@ -2968,6 +3015,16 @@ CREATE  FUNCTION "hr_parse_secret"(
 IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hr_parse_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:73
+-- requires:
+--   hr_open_secret
+--   hr_parse_secret
+
+ALTER FUNCTION hr_open_secret(text, text) ROWS 1;
+ALTER FUNCTION hr_parse_secret(text) ROWS 1;
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3006,10 +3063,10 @@ AS 'MODULE_PATHNAME', 'hr_phase_refusal_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/context.rs:157
+-- src/context.rs:159
 -- hr_migrations::context::hr_refuse_foreign_triggers
 CREATE  FUNCTION "hr_refuse_foreign_triggers"(
-	"tables" oid[] /* Vec < pg_sys :: Oid > */
+	"tables" oid[] /* Vec < Option < pg_sys :: Oid > > */
 ) RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
@@ -3017,7 +3074,7 @@ AS 'MODULE_PATHNAME', 'hr_refuse_foreign_triggers_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/credentials.rs:114
+-- src/credentials.rs:123
 -- hr_migrations::credentials::hr_seal_verified
 CREATE  FUNCTION "hr_seal_verified"(
 	"plaintext" TEXT, /* & str */
@@ -3029,7 +3086,7 @@ AS 'MODULE_PATHNAME', 'hr_seal_verified_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/credentials.rs:188
+-- src/credentials.rs:197
 -- hr_migrations::credentials::hr_secret_matches
 CREATE  FUNCTION "hr_secret_matches"(
 	"envelope" TEXT, /* Option < & str > */
@@ -3055,7 +3112,7 @@ AS 'MODULE_PATHNAME', 'hr_set_backfill_flag_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/tokens.rs:50
+-- src/tokens.rs:57
 -- hr_migrations::tokens::hr_token_plaintext_matches
 CREATE  FUNCTION "hr_token_plaintext_matches"(
 	"presented" TEXT, /* & str */
@@ -3067,7 +3124,7 @@ AS 'MODULE_PATHNAME', 'hr_token_plaintext_matches_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/tokens.rs:63
+-- src/tokens.rs:70
 -- hr_migrations::tokens::hr_token_verdict
 CREATE  FUNCTION "hr_token_verdict"(
 	"plaintext_accepted" bool, /* bool */
@@ -3084,7 +3141,15 @@ AS 'MODULE_PATHNAME', 'hr_token_verdict_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/tokens.rs:39
+-- src/tokens.rs:14
+-- requires:
+--   hr_token_verdict
+
+ALTER FUNCTION hr_token_verdict(boolean, text, text, text) ROWS 1;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tokens.rs:46
 -- hr_migrations::tokens::hr_verify_token
 CREATE  FUNCTION "hr_verify_token"(
 	"token" TEXT, /* & str */
@@ -3093,15 +3158,6 @@ CREATE  FUNCTION "hr_verify_token"(
 IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hr_verify_token_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tokens.rs:100
--- hr_migrations::tokens::hr_references_token_trigger
-CREATE OR REPLACE FUNCTION "hr_references_token_trigger"()
-	RETURNS TRIGGER
-	LANGUAGE c
-	AS 'MODULE_PATHNAME', 'hr_references_token_trigger_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */

@@ -154,9 +154,19 @@ pub fn refuse_foreign_triggers(relid: pg_sys::Oid) -> Result<(), Error> {
 /// `hr_refuse_foreign_triggers(tables regclass[]) RETURNS void` — VOLATILE.
 /// Internal (definer role): what every SECURITY DEFINER function that
 /// writes calls before writing, once per statement and table.
+/// A NULL in the list (a table that does not exist: `to_regclass` gave
+/// NULL) is refused with 42P01 before anything is written.
 #[pg_extern(volatile, strict, parallel_unsafe)]
-fn hr_refuse_foreign_triggers(tables: Vec<pg_sys::Oid>) {
+fn hr_refuse_foreign_triggers(tables: Vec<Option<pg_sys::Oid>>) {
     for t in tables {
+        let Some(t) = t else {
+            pgrx::ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                "a table this operation writes does not exist",
+                "hr_migration_registry names it; was it renamed or dropped?"
+            );
+        };
         refuse_foreign_triggers(t).unwrap_or_else(|e| e.raise());
     }
 }

@@ -67,6 +67,15 @@ extension_sql_file!(
     name = "integration_credentials"
 );
 
+// Table functions that return one row say so: the planner's default of
+// 1000 rows made every rollback batch hash two whole tables (the batch
+// engine's comment in sql/operations.sql).
+extension_sql!(
+    "ALTER FUNCTION hr_open_secret(text, text) ROWS 1;\nALTER FUNCTION hr_parse_secret(text) ROWS 1;\n",
+    name = "credential_single_rows",
+    requires = [hr_open_secret, hr_parse_secret],
+);
+
 /// `hr_active_key_version() RETURNS integer` — STABLE PARALLEL SAFE.
 /// Internal. `hr_migrations.active_key_version`, or NULL while it is unset
 /// (the rewrap's pending predicate compares envelopes with it).
@@ -130,6 +139,8 @@ fn hr_seal_verified(plaintext: &str, associated_data: &str) -> String {
 /// Opens a credential and parses the job-board secret in it, strictly
 /// (`src/secret.rs`): 22P02 when the plaintext is not exactly such a secret.
 /// No error quotes the plaintext (a `::jsonb` cast in SQL did, in DETAIL).
+// pgrx reads the column names from the signature itself: no type alias.
+#[allow(clippy::type_complexity)]
 #[pg_extern(stable, strict, parallel_restricted)]
 fn hr_open_secret(
     envelope: &str,

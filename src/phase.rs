@@ -181,7 +181,7 @@ pub fn check(migration: &str, from: Phase, to: Phase, f: &Facts) -> Result<(), R
         ),
         (_, Contracted) => refuse(
             format!("cannot move {migration} to contracted from {from}"),
-            format!("move it to enforced first, and wait hr_migrations.deprecation_period"),
+            "move it to enforced first, and wait hr_migrations.deprecation_period".to_string(),
         ),
         _ => unreachable!("every (from, to) pair is covered above"),
     }

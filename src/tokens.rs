@@ -10,6 +10,13 @@ use crate::{context, dual_path, flag, random, token};
 
 extension_sql_file!("sql/reference_tokens.sql", name = "reference_tokens");
 
+// One row, as the planner should expect (see src/credentials.rs).
+extension_sql!(
+    "ALTER FUNCTION hr_token_verdict(boolean, text, text, text) ROWS 1;\n",
+    name = "token_single_rows",
+    requires = [hr_token_verdict],
+);
+
 /// `hr_generate_token() RETURNS text` — VOLATILE PARALLEL SAFE.
 ///
 /// A new token: 32 bytes from the per-backend CSPRNG, base64url without
@@ -96,13 +103,60 @@ fn hr_token_verdict(
 /// its own (the phase is read once per statement as the definer role,
 /// `src/context.rs`), so it is not SECURITY DEFINER and has no search_path
 /// to pin. EXECUTE is granted to nobody; on any table not registered for a
-/// token_hash migration, or as another kind of trigger, it raises 39P01.
-#[pg_trigger]
-fn hr_references_token_trigger<'a>(
-    trigger: &'a PgTrigger<'a>,
-) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, Error> {
-    token_trigger(trigger).map_err(|e| e.raise())
+/// token_hash migration, as another kind of trigger, or called directly, it
+/// raises 39P01.
+///
+/// A V1 C function of our own rather than `#[pg_trigger]`: pgrx's wrapper
+/// panics when the function is called other than as a trigger (an internal
+/// error, XX000, with a Rust backtrace in its detail).
+#[no_mangle]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_hr_references_token_trigger_v1() -> &'static pg_sys::Pg_finfo_record {
+    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
 }
+
+/// # Safety
+/// Called by PostgreSQL's function manager with a valid `fcinfo`.
+#[no_mangle]
+#[doc(hidden)]
+pub unsafe extern "C-unwind" fn hr_references_token_trigger_v1(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    // The datum is bound before returning: the trigger it was made from
+    // must outlive the match on the result.
+    #[allow(clippy::let_and_return)]
+    fn call(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+        let direct = || {
+            Error::TriggerMisuse(
+                "hr_references_token_trigger() can only be called as a trigger".into(),
+            )
+            .raise()
+        };
+        // SAFETY: PostgreSQL passes a valid fcinfo (or none at all).
+        let Some(fcinfo) = (unsafe { fcinfo.as_ref() }) else {
+            direct()
+        };
+        // SAFETY: from_fcinfo checks that fcinfo's context is trigger data.
+        let Ok(trigger) = (unsafe { PgTrigger::from_fcinfo(fcinfo) }) else {
+            direct()
+        };
+        let datum = match token_trigger(&trigger) {
+            Ok(Some(tuple)) => tuple
+                .into_trigger_datum()
+                .unwrap_or_else(|| pg_sys::Datum::from(0)),
+            Ok(None) => pg_sys::Datum::from(0),
+            Err(e) => e.raise(),
+        };
+        datum
+    }
+    pg_sys::submodules::panic::pgrx_extern_c_guard(move || call(fcinfo))
+}
+
+extension_sql!(
+    "CREATE FUNCTION \"hr_references_token_trigger\"() RETURNS trigger\nLANGUAGE c AS 'MODULE_PATHNAME', 'hr_references_token_trigger_v1';\n",
+    name = "hr_references_token_trigger",
+);
 
 fn token_trigger<'a>(
     trigger: &'a PgTrigger<'a>,

@@ -97,6 +97,7 @@ DECLARE
     envelope text;
     same boolean;
 BEGIN
+    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     PERFORM @extschema@.hr_refuse_foreign_triggers(ARRAY[@extschema@.hr_migration_table(migration), creds,
                                                          @extschema@.hr_credential_log_table(migration)]::oid[]);
     IF cid IS NULL THEN
@@ -421,6 +422,7 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
+    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     EXECUTE format($q$
         WITH src AS MATERIALIZED (
             SELECT i.id, i.organization_id, i.job_board_type, i.created_by, gen_random_uuid() AS cid,
@@ -482,6 +484,7 @@ DECLARE
     unlinked uuid[];
     n bigint;
 BEGIN
+    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     EXECUTE format('SELECT array_agg(t.id) FROM %s t WHERE t.id = ANY ($1) AND t.credential_id IS NULL', tbl)
        INTO unlinked USING ids;
     IF unlinked IS NOT NULL THEN
@@ -512,6 +515,7 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
+    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     EXECUTE format($q$
         WITH src AS MATERIALIZED (
             SELECT i.id, i.job_board_type, c.id AS cid, s.api_key, s.api_secret, s.refresh_token
@@ -555,6 +559,7 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
+    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     EXECUTE format($q$
         UPDATE %3$s c
            SET encrypted_value = %1$s.hr_seal_verified(
@@ -584,6 +589,7 @@ DECLARE
     o jsonb := (@extschema@.hr_migration_entry(migration)).objects;
     contracted boolean := @extschema@.hr_migration_phase(migration) = 'contracted';
 BEGIN
+    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     applied := @extschema@.hr_column_exists(t, 'credential_id')
         AND (contracted OR (@extschema@.hr_trigger_exists(t, o ->> 'sync_insert_trigger')
                             AND @extschema@.hr_trigger_exists(t, o ->> 'sync_update_trigger')));
@@ -646,6 +652,7 @@ DECLARE
     versions text;
     note text;
 BEGIN
+    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     IF @extschema@.hr_column_exists(t, 'api_key') THEN
         EXECUTE format('SELECT count(*) FROM %s t WHERE t.api_key IS NOT NULL OR t.api_secret IS NOT NULL OR t.refresh_token IS NOT NULL', t)
            INTO plaintext_left;

@@ -205,7 +205,8 @@ DECLARE
 BEGIN
     SELECT * INTO r FROM @extschema@.hr_migration_registry m WHERE m.migration = hr_migration_entry.migration;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'unknown migration %', coalesce(quote_literal(migration), 'NULL')
+        -- The name given is not repeated: an error never quotes its input.
+        RAISE EXCEPTION 'unknown migration: not in hr_migration_registry'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'SELECT migration FROM hr_migration_status() lists them';
     END IF;
@@ -341,8 +342,8 @@ CREATE FUNCTION hr_kind_function(migration text, what text) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT format('%s.%I', '@extschema@', 'hr_' || r.kind || '_' || what)
-      FROM @extschema@.hr_migration_registry r WHERE r.migration = hr_kind_function.migration
+    -- hr_migration_entry raises 22023 for a migration that is not registered.
+    SELECT format('%s.%I', '@extschema@', 'hr_' || (@extschema@.hr_migration_entry(migration)).kind || '_' || what)
 $$;
 
 -- What the batch engine needs to know about one operation of a migration,
@@ -363,8 +364,9 @@ BEGIN
        INTO tbl, pending, blocked, migrated, action, writes
       USING migration, operation;
     IF tbl IS NULL THEN
-        RAISE EXCEPTION '% has no operation % (or its table does not exist)', migration, coalesce(operation, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
+        RAISE EXCEPTION '% has no such operation (or its table does not exist)', migration
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'the batch operations are backfill, clear, erase, rollback and rewrap, as its kind defines them';
     END IF;
 END
 $$;
@@ -668,9 +670,20 @@ $$;
 --   5. advance the cursor and the counters.
 -- A batch whose rows all failed is followed by the next one in the same
 -- call, so 0 always means "nothing left to do". Returns the rows done.
+--
+-- A batch must cost the same at the end of a table as at its start, or a
+-- run is quadratic. That rests on the planner's estimates: hr_batch_loop
+-- gathers statistics of the table when a run starts (the column a run
+-- reads was often just filled, and a stale "no row pending" makes the pick
+-- fetch and sort every pending row to keep 1000), and the functions the
+-- row actions join with declare the one row they return (ROWS 1; the
+-- default 1000 made each rollback batch hash both tables whole: 69 s for
+-- 100k integrations, docs/benchmarks.md). JIT is off: a batch's statements
+-- are short, and a high estimate made each one compile for 50 ms.
 CREATE FUNCTION hr_engine_batch(migration text, operation text, batch_size integer) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $$
 DECLARE
     spec record;
@@ -1330,6 +1343,7 @@ DECLARE
     lag_ms double precision;
     analyzed boolean := false;
     t regclass;
+    old_lock_timeout text;
 BEGIN
     rows_pending := NULL;
     rows_blocked := NULL;
@@ -1346,6 +1360,19 @@ BEGIN
     pause_ms := @extschema@.hr_setting_ms('hr_migrations.batch_pause_ms', 0);
     max_lag_ms := @extschema@.hr_setting_ms('hr_migrations.max_replication_lag_ms', 10000);
 
+    -- Statistics as the run starts: the column it reads was often just
+    -- filled or emptied, and a stale estimate makes every batch sort all
+    -- pending rows (see hr_engine_batch). Skipped, with a NOTICE, when the
+    -- table is busy: ANALYZE waiting behind another session's CREATE INDEX
+    -- CONCURRENTLY, which waits for this transaction, is a deadlock.
+    old_lock_timeout := current_setting('lock_timeout');
+    BEGIN
+        PERFORM set_config('lock_timeout', '100ms', true);
+        EXECUTE format('ANALYZE %s', spec.tbl);
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE NOTICE '%: %: statistics of % not refreshed: the table is locked by DDL', migration, operation, spec.tbl;
+    END;
+    PERFORM set_config('lock_timeout', old_lock_timeout, true);
     SELECT * INTO c FROM @extschema@.hr_operation_counts(migration, operation);
     INSERT INTO @extschema@.hr_batch_progress AS p (migration, operation)
     VALUES (hr_batch_loop.migration, hr_batch_loop.operation)

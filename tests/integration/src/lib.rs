@@ -168,6 +168,176 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// The cluster's directory (data/, server.log, sock/).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `pg_ctl stop -m immediate`: every process exits at once, without a
+    /// checkpoint; the next start replays the WAL (a crash, as far as the
+    /// database can tell).
+    pub fn stop_immediate(&self) {
+        let out = as_postgres(
+            &["/usr/lib/postgresql/15/bin/pg_ctl", "-D"],
+            &self.dir.join("data"),
+        )
+        .args(["-m", "immediate", "-w", "stop"])
+        .output()
+        .expect("run pg_ctl stop");
+        assert!(
+            out.status.success(),
+            "pg_ctl stop -m immediate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts the stopped cluster again (crash recovery if it was stopped
+    /// immediately), on a new free port.
+    pub fn start_again(&mut self) {
+        let out = Command::new(repo().join("scripts/pg-cluster.sh"))
+            .arg("start")
+            .arg(&self.dir)
+            .output()
+            .expect("run pg-cluster.sh");
+        assert!(
+            out.status.success(),
+            "cluster did not start again: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.port = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("port");
+    }
+
+    /// A streaming standby of this cluster on 127.0.0.1, made by
+    /// `pg_basebackup -R` (hot standby, its own port and socket directory);
+    /// `conf` lines are added to its postgresql.conf.
+    pub fn standby<S: AsRef<str>>(&self, conf: &[S]) -> Cluster {
+        let dir = std::env::temp_dir().join(format!(
+            "hrm-it-{}-{}-standby",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sock")).unwrap();
+        chown_postgres(&dir);
+        let out = as_postgres(
+            &["/usr/lib/postgresql/15/bin/pg_basebackup", "-D"],
+            &dir.join("data"),
+        )
+        .args([
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+        ])
+        .arg("-p")
+        .arg(self.port.to_string())
+        .output()
+        .expect("run pg_basebackup");
+        assert!(
+            out.status.success(),
+            "pg_basebackup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut extra = format!(
+            "\nunix_socket_directories = '{}'\nhot_standby = on\n",
+            dir.join("sock").display()
+        );
+        for c in conf {
+            let (k, v) = c.as_ref().split_once('=').expect("name=value");
+            extra.push_str(&format!("{k} = '{v}'\n"));
+        }
+        let conf_path = dir.join("data/postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path).unwrap();
+        text.push_str(&extra);
+        std::fs::write(&conf_path, text).unwrap();
+        chown_postgres(&dir);
+        let mut standby = Cluster { dir, port: 0 };
+        standby.start_again();
+        standby
+    }
+
+    /// `pg_ctl promote`: the standby becomes a primary; waits until it accepts writes.
+    pub fn promote(&self) {
+        let out = as_postgres(
+            &["/usr/lib/postgresql/15/bin/pg_ctl", "-D"],
+            &self.dir.join("data"),
+        )
+        .args(["-w", "promote"])
+        .output()
+        .expect("run pg_ctl promote");
+        assert!(
+            out.status.success(),
+            "pg_ctl promote: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A command run as the `postgres` OS user when we are root, with `path`
+/// appended to `args`.
+fn as_postgres(args: &[&str], path: &Path) -> Command {
+    let mut cmd = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).args(args);
+        c
+    } else {
+        let mut c = Command::new(args[0]);
+        c.args(&args[1..]);
+        c
+    };
+    cmd.arg(path);
+    cmd
+}
+
+fn chown_postgres(path: &Path) {
+    if is_root() {
+        let _ = Command::new("chown")
+            .args(["-R", "postgres:"])
+            .arg(path)
+            .status();
+    }
+}
+
+/// The pid of the backend serving `application_name`, once it shows up.
+pub fn backend_pid(c: &mut Client, application_name: &str, secs: u64) -> i32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(r) = c
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1 LIMIT 1",
+                &[&application_name],
+            )
+            .unwrap()
+        {
+            return r.get(0);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no backend with application_name {application_name}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `kill -9` of one process (a backend: the postmaster then restarts every
+/// backend and replays the WAL).
+pub fn kill_9(pid: i32) {
+    let st = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(st.success(), "kill -9 {pid}");
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = Command::new(repo().join("scripts/pg-cluster.sh"))
