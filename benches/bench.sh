@@ -366,7 +366,9 @@ ALTER TABLE plan_sessions ENABLE ROW LEVEL SECURITY;
 CREATE POLICY "Sessions org isolation" ON plan_sessions
   USING (organization_id = (current_setting('request.jwt.claims', true)::json->>'organization_id')::uuid);
 GRANT SELECT ON plan_sessions, hr_candidate_portal_sessions TO authenticated;
-VACUUM ANALYZE plan_sessions;
+-- Both tables vacuumed alike (the migration's backfill left ours with
+-- dead row versions and a cleared visibility map: no index-only scans).
+VACUUM ANALYZE plan_sessions, hr_candidate_portal_sessions;
 SQL
 claims="{\"organization_id\":\"$org\",\"role\":\"authenticated\"}"
 mk() { printf 'BEGIN;\nSET LOCAL ROLE %s;\nSELECT set_config('"'"'request.jwt.claims'"'"', '"'"'%s'"'"', true);\n%s\nEND;\n' "$1" "$claims" "$2" >"$dir/$3.sql"; }

@@ -1365,14 +1365,21 @@ BEGIN
     -- pending rows (see hr_engine_batch). Skipped, with a NOTICE, when the
     -- table is busy: ANALYZE waiting behind another session's CREATE INDEX
     -- CONCURRENTLY, which waits for this transaction, is a deadlock.
-    old_lock_timeout := current_setting('lock_timeout');
-    BEGIN
-        PERFORM set_config('lock_timeout', '100ms', true);
-        EXECUTE format('ANALYZE %s', spec.tbl);
-    EXCEPTION WHEN lock_not_available THEN
-        RAISE NOTICE '%: %: statistics of % not refreshed: the table is locked by DDL', migration, operation, spec.tbl;
-    END;
-    PERFORM set_config('lock_timeout', old_lock_timeout, true);
+    -- Only when stale, as autovacuum would judge it (a tenth of the rows
+    -- changed since the last ANALYZE, or never analyzed).
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_class k
+                 LEFT JOIN pg_catalog.pg_stat_all_tables st ON st.relid = k.oid
+                WHERE k.oid = spec.tbl
+                  AND (k.reltuples < 0 OR coalesce(st.n_mod_since_analyze, 0) > 0.1 * k.reltuples)) THEN
+        old_lock_timeout := current_setting('lock_timeout');
+        BEGIN
+            PERFORM set_config('lock_timeout', '100ms', true);
+            EXECUTE format('ANALYZE %s', spec.tbl);
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE NOTICE '%: %: statistics of % not refreshed: the table is locked by DDL', migration, operation, spec.tbl;
+        END;
+        PERFORM set_config('lock_timeout', old_lock_timeout, true);
+    END IF;
     SELECT * INTO c FROM @extschema@.hr_operation_counts(migration, operation);
     INSERT INTO @extschema@.hr_batch_progress AS p (migration, operation)
     VALUES (hr_batch_loop.migration, hr_batch_loop.operation)
