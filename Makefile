@@ -6,6 +6,7 @@ SHELL       := /bin/bash
 PG_CONFIG   ?= /usr/lib/postgresql/15/bin/pg_config
 SCALE       ?= 10000
 BENCH_SCALE ?= 1
+FUZZ_SECONDS ?= 60
 DATABASE_URL ?=
 KEYRING     ?=
 ACTIVE_KEY_VERSION ?=
@@ -31,6 +32,10 @@ install: deps
 .PHONY: test # every test layer (unit, pg_test, pg_regress, integration); ends with "N passed, N failed"
 test: deps
 	@scripts/test-all.sh
+
+.PHONY: fuzz # libFuzzer on the five parsers, FUZZ_SECONDS (default 60) each (cargo-fuzz, no sanitizer)
+fuzz:
+	@scripts/fuzz.sh $(FUZZ_SECONDS)
 
 .PHONY: installcheck # pg_regress scenarios against a throwaway cluster with the installed extension
 installcheck: install
