@@ -673,7 +673,7 @@ $$;
 --
 -- A batch must cost the same at the end of a table as at its start, or a
 -- run is quadratic. That rests on the planner's estimates: hr_batch_loop
--- gathers statistics of the table when a run starts (the column a run
+-- gathers statistics of the table when a run starts with stale ones (the column a run
 -- reads was often just filled, and a stale "no row pending" makes the pick
 -- fetch and sort every pending row to keep 1000), and the functions the
 -- row actions join with declare the one row they return (ROWS 1; the
