@@ -52,16 +52,16 @@ CREATE FUNCTION hr_credentials_table(migration text) RETURNS regclass
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT to_regclass(format('%I.%I', r.table_schema, r.objects ->> 'credentials_table'))
-      FROM @extschema@.hr_migration_registry r WHERE r.migration = hr_credentials_table.migration
+    SELECT to_regclass(format('%I.%I', e.table_schema, e.objects ->> 'credentials_table'))
+      FROM @extschema@.hr_migration_entry(migration) e  -- 22023 when not registered
 $$;
 
 CREATE FUNCTION hr_credential_log_table(migration text) RETURNS regclass
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT to_regclass(format('%I.%I', r.table_schema, r.objects ->> 'log_table'))
-      FROM @extschema@.hr_migration_registry r WHERE r.migration = hr_credential_log_table.migration
+    SELECT to_regclass(format('%I.%I', e.table_schema, e.objects ->> 'log_table'))
+      FROM @extschema@.hr_migration_entry(migration) e  -- 22023 when not registered
 $$;
 
 -- Raises 42501 unless a credential belongs to the integration's
@@ -97,7 +97,6 @@ DECLARE
     envelope text;
     same boolean;
 BEGIN
-    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     PERFORM @extschema@.hr_refuse_foreign_triggers(ARRAY[@extschema@.hr_migration_table(migration), creds,
                                                          @extschema@.hr_credential_log_table(migration)]::oid[]);
     IF cid IS NULL THEN
@@ -422,7 +421,6 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
-    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     EXECUTE format($q$
         WITH src AS MATERIALIZED (
             SELECT i.id, i.organization_id, i.job_board_type, i.created_by, gen_random_uuid() AS cid,
@@ -484,7 +482,6 @@ DECLARE
     unlinked uuid[];
     n bigint;
 BEGIN
-    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     EXECUTE format('SELECT array_agg(t.id) FROM %s t WHERE t.id = ANY ($1) AND t.credential_id IS NULL', tbl)
        INTO unlinked USING ids;
     IF unlinked IS NOT NULL THEN
@@ -515,7 +512,6 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
-    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     EXECUTE format($q$
         WITH src AS MATERIALIZED (
             SELECT i.id, i.job_board_type, c.id AS cid, s.api_key, s.api_secret, s.refresh_token
@@ -559,7 +555,6 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
-    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     EXECUTE format($q$
         UPDATE %3$s c
            SET encrypted_value = %1$s.hr_seal_verified(
@@ -589,7 +584,6 @@ DECLARE
     o jsonb := (@extschema@.hr_migration_entry(migration)).objects;
     contracted boolean := @extschema@.hr_migration_phase(migration) = 'contracted';
 BEGIN
-    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     applied := @extschema@.hr_column_exists(t, 'credential_id')
         AND (contracted OR (@extschema@.hr_trigger_exists(t, o ->> 'sync_insert_trigger')
                             AND @extschema@.hr_trigger_exists(t, o ->> 'sync_update_trigger')));
@@ -652,7 +646,6 @@ DECLARE
     versions text;
     note text;
 BEGIN
-    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     IF @extschema@.hr_column_exists(t, 'api_key') THEN
         EXECUTE format('SELECT count(*) FROM %s t WHERE t.api_key IS NOT NULL OR t.api_secret IS NOT NULL OR t.refresh_token IS NOT NULL', t)
            INTO plaintext_left;

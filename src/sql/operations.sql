@@ -219,8 +219,10 @@ CREATE FUNCTION hr_migration_table(migration text) RETURNS regclass
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT to_regclass(format('%I.%I', r.table_schema, r.table_name))
-      FROM @extschema@.hr_migration_registry r WHERE r.migration = hr_migration_table.migration
+    -- NULL when the table does not exist; 22023 (hr_migration_entry) when
+    -- the migration is not registered, so no caller builds SQL from NULL.
+    SELECT to_regclass(format('%I.%I', e.table_schema, e.table_name))
+      FROM @extschema@.hr_migration_entry(migration) e
 $$;
 
 -- One object name from the registry entry (NULL when the kind has none).

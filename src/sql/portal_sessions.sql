@@ -97,7 +97,6 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
-    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     EXECUTE format('UPDATE %s t
                        SET organization_id = (SELECT c.organization_id FROM public.hr_candidates c
                                                WHERE c.id = t.candidate_id)
@@ -118,7 +117,6 @@ DECLARE
     t regclass := @extschema@.hr_migration_table(migration);
     o jsonb := (@extschema@.hr_migration_entry(migration)).objects;
 BEGIN
-    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     applied := @extschema@.hr_column_exists(t, 'organization_id')
                AND @extschema@.hr_trigger_exists(t, o ->> 'org_trigger');
     ready := applied
@@ -207,7 +205,6 @@ DECLARE
     t regclass := @extschema@.hr_migration_table(migration);
     note text;
 BEGIN
-    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     note := concat_ws('; ',
         CASE WHEN pending > 0 THEN
             format('%s rows have no organization_id yet: CALL hr_run_backfill(%L)', pending, migration) END,

@@ -206,7 +206,6 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
-    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     EXECUTE format('UPDATE %s t SET access_token_hash = %s.hr_hash_token(t.access_token) WHERE t.id = ANY ($1)',
                    @extschema@.hr_migration_table(migration), '@extschema@')
       USING ids;
@@ -224,7 +223,6 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
-    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     EXECUTE format('UPDATE %s t SET access_token = NULL WHERE t.id = ANY ($1)', @extschema@.hr_migration_table(migration))
       USING ids;
     GET DIAGNOSTICS n = ROW_COUNT;
@@ -243,7 +241,6 @@ DECLARE
     t regclass := @extschema@.hr_migration_table(migration);
     contracted boolean := @extschema@.hr_migration_phase(migration) = 'contracted';
 BEGIN
-    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     applied := @extschema@.hr_column_exists(t, 'access_token_hash')
                AND (contracted OR @extschema@.hr_trigger_exists(t, @extschema@.hr_migration_object(migration, 'token_trigger')));
     ready := applied AND @extschema@.hr_trigger_exists(t, @extschema@.hr_migration_object(migration, 'touch_trigger'));
@@ -293,7 +290,6 @@ DECLARE
     plaintext_left bigint := 0;
     note text;
 BEGIN
-    PERFORM @extschema@.hr_migration_entry(migration);  -- 22023 when not registered
     IF @extschema@.hr_column_exists(t, 'access_token') THEN
         EXECUTE format('SELECT count(*) FILTER (WHERE t.access_token = ''''),
                                count(*) FILTER (WHERE t.access_token IS NULL AND t.access_token_hash IS NOT NULL),

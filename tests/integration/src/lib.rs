@@ -456,11 +456,8 @@ impl Bouncer {
             dir = dir.display(),
         );
         std::fs::write(dir.join("pgbouncer.ini"), ini).unwrap();
+        chown_postgres(&dir);
         let mut cmd = if is_root() {
-            let _ = Command::new("chown")
-                .args(["-R", "postgres:"])
-                .arg(&dir)
-                .status();
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--", "pgbouncer"]);
             c
@@ -534,12 +531,7 @@ pub fn write_keyring(keys: &[(u32, [u8; 32])]) -> PathBuf {
         ));
     }
     std::fs::write(&path, text).unwrap();
-    if is_root() {
-        let _ = Command::new("chown")
-            .args(["-R", "postgres:"])
-            .arg(&dir)
-            .status();
-    }
+    chown_postgres(&dir);
     let _ = Command::new("chmod").args(["0400"]).arg(&path).status();
     let _ = Command::new("chmod").args(["0755"]).arg(&dir).status();
     path

@@ -34,6 +34,11 @@ const ORACLE: &str = "
     GRANT USAGE ON SCHEMA oracle TO service_role;
     GRANT SELECT ON ALL TABLES IN SCHEMA oracle TO service_role;";
 
+/// The DBA's step before migration 2 (docs/runbook.md): sessions that can
+/// never get an organization are removed, so every migration can enforce.
+const DROP_UNRESOLVABLE_SESSIONS: &str = "DELETE FROM public.hr_candidate_portal_sessions s
+          WHERE NOT EXISTS (SELECT 1 FROM public.hr_candidates c WHERE c.id = s.candidate_id AND c.organization_id IS NOT NULL)";
+
 // Checks: each query counts violations (0 = the guarantee holds).
 
 /// Rows lost or duplicated in the three tables.
@@ -561,12 +566,9 @@ fn a_promoted_standby_verifies_every_token_and_reads_every_secret() {
     primary.fixture_db("hr", 20_000);
     let mut p = primary.connect("hr");
     p.batch_execute(ORACLE).unwrap();
-    // The DBA's step before migration 2 (docs/runbook.md): sessions that can
-    // never get an organization are removed, so every migration can enforce.
+    p.batch_execute(DROP_UNRESOLVABLE_SESSIONS).unwrap();
     p.batch_execute(
-        "DELETE FROM public.hr_candidate_portal_sessions s
-          WHERE NOT EXISTS (SELECT 1 FROM public.hr_candidates c WHERE c.id = s.candidate_id AND c.organization_id IS NOT NULL);
-         DELETE FROM oracle.sessions o WHERE o.org IS NULL;
+        "DELETE FROM oracle.sessions o WHERE o.org IS NULL;
          UPDATE oracle.counts SET sessions = (SELECT count(*) FROM oracle.sessions);",
     )
     .unwrap();
@@ -745,10 +747,9 @@ fn migrators_and_application_writers_at_once_give_exactly_once_results() {
     cl.fixture_db("hr", 5000);
     let mut c = cl.connect("hr");
     c.batch_execute(ORACLE).unwrap();
+    c.batch_execute(DROP_UNRESOLVABLE_SESSIONS).unwrap();
     c.batch_execute(
-        "DELETE FROM public.hr_candidate_portal_sessions s
-          WHERE NOT EXISTS (SELECT 1 FROM public.hr_candidates c WHERE c.id = s.candidate_id AND c.organization_id IS NOT NULL);
-         DELETE FROM oracle.sessions o WHERE o.org IS NULL;
+        "DELETE FROM oracle.sessions o WHERE o.org IS NULL;
          GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA oracle TO service_role;",
     )
     .unwrap();
@@ -1035,11 +1036,7 @@ fn pgbench_traffic_sees_no_error_while_everything_applies_and_enforces() {
     let (cl, _ring) = keyring_cluster(1, &[]);
     cl.fixture_db("hr", 10_000);
     let mut c = cl.connect("hr");
-    c.batch_execute(
-        "DELETE FROM public.hr_candidate_portal_sessions s
-          WHERE NOT EXISTS (SELECT 1 FROM public.hr_candidates c WHERE c.id = s.candidate_id AND c.organization_id IS NOT NULL)",
-    )
-    .unwrap();
+    c.batch_execute(DROP_UNRESOLVABLE_SESSIONS).unwrap();
     c.batch_execute(APP).unwrap();
     let counts: Vec<i64> = ["app.refs", "app.secrets", "app.orgs", "app.candidates"]
         .iter()
