@@ -8,6 +8,8 @@
 # DIR/sock and trust auth for local test users. As root, initdb and pg_ctl
 # run as the `postgres` OS user (Postgres refuses to run as root).
 # Extra name=value pairs go into postgresql.conf (e.g. shared_preload_libraries=hr_migrations).
+# PG_SUPERUSER names the bootstrap superuser (default postgres; the Supabase
+# layout's is supabase_admin, tests/fixtures/supabase/README.md).
 set -euo pipefail
 
 BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
@@ -39,7 +41,7 @@ start)
     dir=$(cd "$dir" && pwd)
     [ "$(id -u)" = 0 ] && chown -R postgres: "$dir"
     if [ ! -f "$dir/data/PG_VERSION" ]; then
-        as_pg "$BIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
+        as_pg "$BIN/initdb" -D "$dir/data" -U "${PG_SUPERUSER:-postgres}" --auth=trust -E UTF8 --locale=C.UTF-8 \
             >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
         {
             echo "listen_addresses = '127.0.0.1'"

@@ -75,6 +75,7 @@ DDL_LOCK_TIMEOUT = "1s"
 # time: they may only steer \if or be \echoed, never reach SQL text.
 RUNTIME_VARIABLES = {
     "has_hash", "refuse", "has_credentials", "left_linked", "non_envelopes", "has_non_envelopes",
+    "hr_search_path",
 }
 
 # What a query ending in \gexec generates, by the format() string it uses:
@@ -203,8 +204,12 @@ def variables(entry, ext):
         "tbl": qualified(entry.table_schema, entry.table_name),
         "tbl_schema": entry.table_schema,
         "default_batch_size": str(entry.default_batch_size),
+        # the caller's search_path, saved by the preamble, restored by the epilogue
+        "hr_saved_search_path": '"$user", public, extensions',
     }
-    for var, key in (("fk", "fk"), ("index_name", "index"), ("envelope_check", "envelope_check"),
+    for var, key in (("fk", "fk"), ("index_name", "index"), ("unique_index", "unique_index"),
+                     ("credentials_org_index", "credentials_org_index"),
+                     ("envelope_check", "envelope_check"),
                      ("hash_check", "hash_check")):
         if isinstance(o.get(key), str):
             v[var] = o[key]

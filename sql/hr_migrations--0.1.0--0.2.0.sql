@@ -116,7 +116,10 @@ DO $$
 BEGIN
     IF NOT has_schema_privilege('hr_migrations_definer', '@extschema@', 'USAGE') THEN
         GRANT USAGE ON SCHEMA @extschema@ TO hr_migrations_definer;
-        PERFORM @extschema@.hr_forget_init_privs('pg_catalog.pg_namespace', '@extschema@'::regnamespace);
+        -- Argument types exact: a closer match planted in @extschema@
+        -- (postgres owns it on Supabase) cannot win.
+        PERFORM @extschema@.hr_forget_init_privs('pg_catalog.pg_namespace'::pg_catalog.regclass,
+                                                 '@extschema@'::pg_catalog.regnamespace::pg_catalog.oid);
     END IF;
 END
 $$;
@@ -171,7 +174,10 @@ INSERT INTO hr_migration_registry (migration, position, kind, table_name, defaul
     "touch_trigger": "hr_job_board_integrations_touch_updated_at",
     "fk": "fk_hr_job_board_integrations_credential_id",
     "index": "idx_hr_job_board_integrations_credential_id",
+    "unique_index": "hr_job_board_integrations_credential_id_key",
     "credentials_table": "pf_credentials",
+    "credentials_policy": "pf_credentials_select",
+    "credentials_org_index": "pf_credentials_organization_id",
     "envelope_check": "pf_credentials_encrypted_value_envelope_v1",
     "log_table": "pf_credential_migrations",
     "log_policy": "pf_credential_migrations_select",
@@ -493,16 +499,24 @@ CREATE PROCEDURE hr_ddl(migration text, ddl text, skip_when text DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    stmt text := @extschema@.hr_render(migration, ddl);
-    cond text := @extschema@.hr_render(migration, skip_when);
-    attempt_ms double precision := @extschema@.hr_setting_ms('hr_migrations.ddl_lock_timeout', 1000);
-    budget_ms double precision := @extschema@.hr_setting_ms('hr_migrations.ddl_retry_budget', 600000);
-    attempt integer := 0;
-    waited double precision := 0;
+    stmt text;
+    cond text;
+    attempt_ms double precision;
+    budget_ms double precision;
+    attempt integer;
+    waited double precision;
     pause double precision;
-    skip boolean := false;
+    skip boolean;
     started timestamptz;
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    stmt := @extschema@.hr_render(migration, ddl);
+    cond := @extschema@.hr_render(migration, skip_when);
+    attempt_ms := @extschema@.hr_setting_ms('hr_migrations.ddl_lock_timeout', 1000);
+    budget_ms := @extschema@.hr_setting_ms('hr_migrations.ddl_retry_budget', 600000);
+    attempt := 0;
+    waited := 0;
+    skip := false;
     IF cond IS NOT NULL THEN
         EXECUTE 'SELECT ' || cond INTO skip;
         IF skip THEN
@@ -535,6 +549,7 @@ BEGIN
         END;
     END LOOP;
     COMMIT;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 END
 $$;
 
@@ -545,18 +560,23 @@ CREATE PROCEDURE hr_drop_legacy(migration text)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    e @extschema@.hr_migration_registry := @extschema@.hr_migration_entry(migration);
-    tbl regclass := @extschema@.hr_migration_table(migration);
+    e @extschema@.hr_migration_registry;
+    tbl regclass;
     n text;
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    e := @extschema@.hr_migration_entry(migration);
+    tbl := @extschema@.hr_migration_table(migration);
     FOR n IN SELECT jsonb_array_elements_text(coalesce(e.objects -> 'legacy_triggers', '[]')) LOOP
         IF @extschema@.hr_trigger_exists(tbl, n) THEN
             CALL @extschema@.hr_ddl(migration, pg_catalog.format('DROP TRIGGER %I ON %s', n, tbl));
+            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         END IF;
     END LOOP;
     FOR n IN SELECT jsonb_array_elements_text(coalesce(e.objects -> 'legacy_policies', '[]')) LOOP
         IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = tbl AND p.polname = n) THEN
             CALL @extschema@.hr_ddl(migration, pg_catalog.format('DROP POLICY %I ON %s', n, tbl));
+            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         END IF;
     END LOOP;
 END
@@ -578,29 +598,109 @@ BEGIN
 END
 $$;
 
--- Triggers on the given tables whose function is owned by a role that is
--- neither a superuser nor the table's owner: code someone else planted,
--- which would run with the rights of whoever writes the table (the definer
--- role during a batch, a superuser running a migration).
-CREATE FUNCTION hr_foreign_triggers(tables regclass[])
-RETURNS TABLE (table_name regclass, trigger_name name, function_name regprocedure, function_owner name)
+-- Code on the given tables that would run as whoever writes them (the
+-- definer role during a batch or a SECURITY DEFINER write, a superuser
+-- running a migration) and that a role below the superuser could have
+-- planted: a function owned by a role that is not a superuser (the
+-- extension's own functions excepted), reached from a trigger (its function
+-- or WHEN clause), a column DEFAULT or generated expression, a CHECK or
+-- other constraint, an index expression or predicate (or its operator
+-- class), or a domain constraint of a column's type; and any rule, whose
+-- actions run as the writer. The table's owner is NOT trusted: on Supabase
+-- it is postgres, which is not a superuser. One row per object.
+CREATE FUNCTION hr_planted_code(tables regclass[])
+RETURNS TABLE (table_name regclass, object text, function_name text, function_owner name)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT t.tgrelid::regclass, t.tgname, p.oid::regprocedure, o.rolname
-      FROM pg_catalog.pg_trigger t
-      JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
-      JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
-      JOIN pg_catalog.pg_roles o ON o.oid = p.proowner
-     WHERE t.tgrelid = ANY (tables)
-       AND NOT t.tgisinternal
-       AND NOT o.rolsuper
-       AND p.proowner <> c.relowner
-       -- the extension's own trigger functions (owned by its definer role)
-       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                        WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid
-                          AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
-                          AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'hr_migrations'))
+    WITH ext AS (
+        SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'hr_migrations'
+    ),
+    -- Objects of each table whose expressions may call functions, as
+    -- (table, class, object id, description).
+    objs AS (
+        SELECT t.tgrelid AS rel, 'pg_catalog.pg_trigger'::pg_catalog.regclass AS classid, t.oid AS objid,
+               'trigger ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(t.tgname) AS what
+          FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[]) AND NOT t.tgisinternal
+        UNION ALL
+        SELECT d.adrelid, 'pg_catalog.pg_attrdef'::pg_catalog.regclass, d.oid,
+               'default of column ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(a.attname)
+          FROM pg_catalog.pg_attrdef d
+          JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) d.adrelid
+                                        AND a.attnum OPERATOR(pg_catalog.=) d.adnum
+         WHERE d.adrelid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
+        UNION ALL
+        SELECT c.conrelid, 'pg_catalog.pg_constraint'::pg_catalog.regclass, c.oid,
+               'constraint ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(c.conname)
+          FROM pg_catalog.pg_constraint c
+         WHERE c.conrelid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
+        UNION ALL
+        SELECT i.indrelid, 'pg_catalog.pg_class'::pg_catalog.regclass, i.indexrelid,
+               'index ' OPERATOR(pg_catalog.||) i.indexrelid::pg_catalog.regclass::pg_catalog.text
+          FROM pg_catalog.pg_index i
+         WHERE i.indrelid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
+        UNION ALL
+        -- Domain constraints of the columns' types (a domain over a domain
+        -- is checked at each level: its own constraints are listed too).
+        SELECT a.attrelid, 'pg_catalog.pg_constraint'::pg_catalog.regclass, c.oid,
+               'constraint ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(c.conname)
+                   OPERATOR(pg_catalog.||) ' of domain ' OPERATOR(pg_catalog.||) c.contypid::pg_catalog.regtype::pg_catalog.text
+                   OPERATOR(pg_catalog.||) ' (column ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(a.attname) OPERATOR(pg_catalog.||) ')'
+          FROM pg_catalog.pg_attribute a
+          JOIN pg_catalog.pg_type ty ON ty.oid OPERATOR(pg_catalog.=) a.atttypid
+          JOIN pg_catalog.pg_constraint c ON c.contypid OPERATOR(pg_catalog.=) ty.oid
+                                          OR c.contypid OPERATOR(pg_catalog.=) ty.typbasetype
+         WHERE a.attrelid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
+           AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped AND ty.typtype OPERATOR(pg_catalog.=) 'd'
+    ),
+    -- The functions those objects call: directly, through an operator, or
+    -- through an operator class (indexes).
+    calls AS (
+        SELECT o.rel, o.what, p.oid AS fn
+          FROM objs o
+          JOIN pg_catalog.pg_depend d ON d.classid OPERATOR(pg_catalog.=) o.classid
+                                     AND d.objid OPERATOR(pg_catalog.=) o.objid
+          JOIN pg_catalog.pg_proc p ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+                                   AND p.oid OPERATOR(pg_catalog.=) d.refobjid
+        UNION
+        SELECT o.rel, o.what, op.oprcode::pg_catalog.oid
+          FROM objs o
+          JOIN pg_catalog.pg_depend d ON d.classid OPERATOR(pg_catalog.=) o.classid
+                                     AND d.objid OPERATOR(pg_catalog.=) o.objid
+          JOIN pg_catalog.pg_operator op ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_operator'::pg_catalog.regclass
+                                        AND op.oid OPERATOR(pg_catalog.=) d.refobjid
+        UNION
+        SELECT o.rel, o.what, ap.amproc::pg_catalog.oid
+          FROM objs o
+          JOIN pg_catalog.pg_depend d ON d.classid OPERATOR(pg_catalog.=) o.classid
+                                     AND d.objid OPERATOR(pg_catalog.=) o.objid
+          JOIN pg_catalog.pg_opclass oc ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_opclass'::pg_catalog.regclass
+                                       AND oc.oid OPERATOR(pg_catalog.=) d.refobjid
+          JOIN pg_catalog.pg_amproc ap ON ap.amprocfamily OPERATOR(pg_catalog.=) oc.opcfamily
+        UNION
+        SELECT t.tgrelid, 'trigger ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(t.tgname), t.tgfoid
+          FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[]) AND NOT t.tgisinternal
+    )
+    SELECT c.rel::pg_catalog.regclass, c.what, p.oid::pg_catalog.regprocedure::pg_catalog.text, o.rolname
+      FROM calls c
+      JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) c.fn
+      JOIN pg_catalog.pg_roles o ON o.oid OPERATOR(pg_catalog.=) p.proowner
+     WHERE NOT o.rolsuper
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d, ext
+                        WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+                          AND d.objid OPERATOR(pg_catalog.=) p.oid
+                          AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+                          AND d.deptype OPERATOR(pg_catalog.=) 'e'
+                          AND d.refobjid OPERATOR(pg_catalog.=) ext.oid)
+    UNION
+    -- A rule rewrites the writer's statement into others, run as the writer.
+    SELECT r.ev_class::pg_catalog.regclass, 'rule ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(r.rulename),
+           NULL, NULL
+      FROM pg_catalog.pg_rewrite r
+     WHERE r.ev_class OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
+       AND r.rulename OPERATOR(pg_catalog.<>) '_RETURN'
      ORDER BY 1, 2
 $$;
 
@@ -1100,22 +1200,73 @@ BEGIN
                 fix := 'set hr_migrations.keyring_file and hr_migrations.active_key_version and reload (docs/key-management.md)';
             END IF;
             RETURN NEXT;
+
+            -- After enforced the credentials table is the only copy of the
+            -- secrets: anon has nothing on it, authenticated reads its own
+            -- organization's rows under RLS and writes nothing.
+            check_name := 'credentials table closed';
+            SELECT c.relrowsecurity AS rls,
+                   EXISTS (SELECT 1 FROM pg_catalog.pg_roles o WHERE o.rolname OPERATOR(pg_catalog.=) 'anon'
+                              AND pg_catalog.has_table_privilege(o.oid, c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')) AS anon_has,
+                   EXISTS (SELECT 1 FROM pg_catalog.pg_roles o WHERE o.rolname OPERATOR(pg_catalog.=) 'authenticated'
+                              AND pg_catalog.has_table_privilege(o.oid, c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')) AS auth_writes,
+                   c.oid::pg_catalog.regclass AS rel
+              INTO x
+              FROM pg_catalog.pg_class c
+             WHERE c.oid OPERATOR(pg_catalog.=) @extschema@.hr_credentials_table(r.migration);
+            IF x.rel IS NULL THEN
+                status := 'ok'; detail := 'the credentials table does not exist yet'; fix := NULL;
+            ELSIF x.rls AND NOT x.anon_has AND NOT x.auth_writes THEN
+                status := 'ok';
+                detail := format('%s: row level security on; anon has no privilege; authenticated writes nothing', x.rel);
+                fix := NULL;
+            ELSE
+                -- A warning, not a blocker: the script this gate guards is what closes it.
+                status := 'warning';
+                detail := format('%s:%s%s%s', x.rel,
+                                 CASE WHEN x.rls THEN '' ELSE ' row level security is off;' END,
+                                 CASE WHEN x.anon_has THEN ' anon holds privileges on it;' ELSE '' END,
+                                 CASE WHEN x.auth_writes THEN ' authenticated may write or truncate it;' ELSE '' END);
+                fix := CASE WHEN phase OPERATOR(pg_catalog.=) 'not_applied'
+                            THEN format('sql/migrations/%s closes it before moving anything in', @extschema@.hr_migration_script(r.migration))
+                            ELSE format('run sql/migrations/%s again (it closes it), or: ALTER TABLE %s ENABLE ROW LEVEL SECURITY; REVOKE ALL ON %s FROM anon; REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON %s FROM authenticated',
+                                        @extschema@.hr_migration_script(r.migration), x.rel, x.rel, x.rel) END;
+            END IF;
+            RETURN NEXT;
+
+            check_name := 'credentials linked once';
+            IF @extschema@.hr_column_exists(tbl, 'credential_id') THEN
+                EXECUTE format('SELECT count(*) FROM (SELECT t.credential_id FROM %s t WHERE t.credential_id IS NOT NULL
+                                  GROUP BY t.credential_id HAVING count(*) OPERATOR(pg_catalog.>) 1) d', tbl) INTO n;
+            ELSE
+                n := 0;
+            END IF;
+            IF n OPERATOR(pg_catalog.>) 0 THEN
+                status := 'blocker';
+                detail := format('%s credentials are linked by more than one integration of %s: setting the secret of one overwrites the others', n, tbl);
+                fix := format('SELECT credential_id, array_agg(id) FROM %s WHERE credential_id IS NOT NULL GROUP BY 1 HAVING count(*) > 1; unlink all but one (SET credential_id = NULL) and set the others'' secrets again with hr_set_integration_secret()', tbl);
+            ELSE
+                status := 'ok'; detail := 'every credential is linked by at most one integration'; fix := NULL;
+            END IF;
+            RETURN NEXT;
         ELSIF r.kind = 'token_hash' AND to_regclass(format('%I.%I', r.table_schema, r.objects ->> 'log_table')) IS NOT NULL THEN
             writes := writes || to_regclass(format('%I.%I', r.table_schema, r.objects ->> 'log_table'));
         END IF;
 
         check_name := 'foreign triggers';
         found_any := false;
-        FOR x IN SELECT * FROM @extschema@.hr_foreign_triggers(writes) LOOP
+        FOR x IN SELECT * FROM @extschema@.hr_planted_code(writes) LOOP
             found_any := true;
             status := 'blocker';
-            detail := format('trigger %s on %s runs %s, owned by role %s (neither a superuser nor the table''s owner)',
-                             quote_ident(x.trigger_name), x.table_name, x.function_name, quote_ident(x.function_owner));
-            fix := 'inspect it; drop it, or have the table''s owner own its function (docs/runbook.md, "Foreign triggers")';
+            detail := CASE WHEN x.function_name IS NULL
+                           THEN format('%s on %s would run as whoever writes the table', x.object, x.table_name)
+                           ELSE format('%s on %s runs %s, owned by role %s, which is not a superuser',
+                                       x.object, x.table_name, x.function_name, quote_ident(x.function_owner)) END;
+            fix := 'code on a table the extension writes would run as its definer role: drop it, or use the extension''s own hr_touch_updated_at() for updated_at (docs/runbook.md, "Foreign triggers")';
             RETURN NEXT;
         END LOOP;
         IF NOT found_any THEN
-            status := 'ok'; detail := 'no trigger owned by another role on the tables the extension writes'; fix := NULL;
+            status := 'ok'; detail := 'no code owned by a non-superuser on the tables the extension writes'; fix := NULL;
             RETURN NEXT;
         END IF;
 
@@ -1352,9 +1503,16 @@ $$;
 -- -----------------------------------------------------------------------------
 -- Procedures: batches in their own transactions. They COMMIT, so CALL them
 -- outside an explicit transaction block. They cannot be SECURITY DEFINER
--- nor pin search_path (a procedure with a SET clause cannot COMMIT); they
--- name every extension object by schema, and their batches are SECURITY
--- DEFINER with a pinned search_path.
+-- nor pin search_path with a SET clause (a procedure with one cannot
+-- COMMIT), and a caller's search_path may hold a closer-matching overload
+-- of an operator or function planted by a lesser role (on Supabase,
+-- postgres owns public and extensions) that a superuser's CALL would run.
+-- So each procedure pins search_path = pg_catalog, pg_temp with a
+-- transaction-local set_config as its first statement and again after
+-- every COMMIT and every nested CALL (either ends the transaction the
+-- setting belonged to); it has no DECLARE initializer (those run before
+-- the first statement); every extension object is named by schema; and the
+-- caller's setting is back when the CALL ends.
 
 -- Runs one operation of a migration to the end: one batch per
 -- transaction, a NOTICE per batch, resumable after a crash or cancel (the
@@ -1375,28 +1533,37 @@ CREATE PROCEDURE hr_batch_loop(migration text, operation text, batch_size intege
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    entry @extschema@.hr_migration_registry := @extschema@.hr_migration_entry(migration);
+    entry @extschema@.hr_migration_registry;
     spec record;
     size integer;
-    adaptive boolean := batch_size IS NULL;
-    min_size integer := 10;
+    adaptive boolean;
+    min_size integer;
     max_size integer;
     target_ms double precision;
     pause_ms double precision;
     max_lag_ms double precision;
     n bigint;
-    batches integer := 0;
-    done bigint := 0;
-    started timestamptz := clock_timestamp();
+    batches integer;
+    done bigint;
+    started timestamptz;
     batch_started timestamptz;
     ms double precision;
     c record;
-    retries integer := 0;
+    retries integer;
     lag_ms double precision;
-    analyzed boolean := false;
+    analyzed boolean;
     t regclass;
     old_lock_timeout text;
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    entry := @extschema@.hr_migration_entry(migration);
+    adaptive := batch_size IS NULL;
+    min_size := 10;
+    batches := 0;
+    done := 0;
+    started := clock_timestamp();
+    retries := 0;
+    analyzed := false;
     rows_pending := NULL;
     rows_blocked := NULL;
     PERFORM @extschema@.hr_require_applied(migration);
@@ -1449,6 +1616,7 @@ BEGIN
            finished_at = NULL, last_error = NULL
      WHERE p.migration = hr_batch_loop.migration AND p.operation = hr_batch_loop.operation;
     COMMIT;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 
     LOOP
         LOOP
@@ -1464,6 +1632,7 @@ BEGIN
             batch_started := clock_timestamp();
             n := @extschema@.hr_engine_batch(migration, operation, size);
             COMMIT;
+            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
             ms := extract(epoch FROM clock_timestamp() - batch_started) * 1000;
             EXIT WHEN n = 0;
             batches := batches + 1;
@@ -1481,6 +1650,7 @@ BEGIN
                     EXECUTE format('ANALYZE %s', t);
                 END LOOP;
                 COMMIT;
+                PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
                 analyzed := true;
             END IF;
             IF adaptive AND ms > 0 THEN
@@ -1494,6 +1664,7 @@ BEGIN
                 UPDATE @extschema@.hr_batch_progress p SET running_pid = NULL
                  WHERE p.migration = hr_batch_loop.migration AND p.operation = hr_batch_loop.operation;
                 COMMIT;
+                PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
                 RETURN;
             END IF;
             IF pause_ms > 0 THEN
@@ -1511,6 +1682,7 @@ BEGIN
     UPDATE @extschema@.hr_batch_progress p SET running_pid = NULL
      WHERE p.migration = hr_batch_loop.migration AND p.operation = hr_batch_loop.operation;
     COMMIT;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     RAISE NOTICE '%: %: finished: % rows in % batches, % s', migration, operation, done, batches,
         round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
     IF c.pending > 0 OR c.blocked > 0 THEN
@@ -1530,7 +1702,9 @@ DECLARE
     pending bigint;
     blocked bigint;
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     CALL @extschema@.hr_batch_loop(migration, operation, batch_size, max_batches, pending, blocked);
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 END
 $$;
 
@@ -1544,13 +1718,19 @@ CREATE PROCEDURE hr_run_backfill(migration text, batch_size integer DEFAULT NULL
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    phase text := @extschema@.hr_require_applied(migration);
-    op text := @extschema@.hr_phase_operation(migration, phase);
-    pending bigint := 0;
-    blocked bigint := 0;
+    phase text;
+    op text;
+    pending bigint;
+    blocked bigint;
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    phase := @extschema@.hr_require_applied(migration);
+    op := @extschema@.hr_phase_operation(migration, phase);
+    pending := 0;
+    blocked := 0;
     IF op IS NOT NULL THEN
         CALL @extschema@.hr_batch_loop(migration, op, batch_size, max_batches, pending, blocked);
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         IF pending IS NULL THEN
             -- Stopped by max_batches: count what is left.
             SELECT c.pending, c.blocked INTO pending, blocked FROM @extschema@.hr_operation_counts(migration, op) c;
@@ -1566,6 +1746,7 @@ BEGIN
             WHEN 'tenant_column' THEN CALL @extschema@.hr_tenant_column_finish(migration, phase);
             WHEN 'credential_move' THEN CALL @extschema@.hr_credential_move_finish(migration, phase);
         END CASE;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         IF phase = 'dual' AND promote THEN
             BEGIN
                 PERFORM @extschema@.hr_set_phase(migration, 'migrated');
@@ -1586,12 +1767,16 @@ CREATE PROCEDURE hr_run_phase(migration text, phase text, batch_size integer DEF
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    budget_ms double precision := @extschema@.hr_setting_ms('hr_migrations.ddl_retry_budget', 600000);
-    attempt integer := 0;
-    waited double precision := 0;
+    budget_ms double precision;
+    attempt integer;
+    waited double precision;
     pause double precision;
     started timestamptz;
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    budget_ms := @extschema@.hr_setting_ms('hr_migrations.ddl_retry_budget', 600000);
+    attempt := 0;
+    waited := 0;
     LOOP
         attempt := attempt + 1;
         started := clock_timestamp();
@@ -1611,7 +1796,9 @@ BEGIN
         END;
     END LOOP;
     COMMIT;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     CALL @extschema@.hr_run_backfill(migration, batch_size, NULL, false);
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 END
 $$;
 
@@ -1621,239 +1808,9 @@ CREATE PROCEDURE hr_run_rollback(migration text, batch_size integer DEFAULT NULL
 LANGUAGE plpgsql
 AS $$
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     CALL @extschema@.hr_run_batches(migration, 'rollback', batch_size);
-END
-$$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tokens.rs:156
-CREATE OR REPLACE FUNCTION "hr_references_token_trigger"() RETURNS trigger
-LANGUAGE c AS 'MODULE_PATHNAME', 'hr_references_token_trigger_v1';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tenancy.rs:11
--- Kind tenant_column (migration portal_sessions): organization isolation.
--- A table of this kind has `id uuid` and `candidate_id uuid`; its script
--- adds `organization_id uuid`, derived from public.hr_candidates, and RLS
--- policies that compare it with the request's organization.
-
--- BEFORE INSERT OR UPDATE OF candidate_id, organization_id, FOR EACH ROW,
--- WHEN (NOT hr_backfill_in_progress()). organization_id is always derived
--- from the row's candidate, so a client cannot attach a row to another
--- organization's candidate: a supplied value that disagrees (or that
--- cannot be confirmed because the candidate is missing or has no
--- organization) is refused with 23514, with one message for every case so
--- it does not tell whether a candidate exists elsewhere.
--- SECURITY DEFINER (owner hr_migrations_definer, BYPASSRLS) so the lookup
--- is not hidden by RLS on hr_candidates; EXECUTE is granted to nobody and
--- hr_trigger_migration() refuses any table but its own, so it cannot be
--- attached to a temp table to read candidates' organizations.
-CREATE OR REPLACE FUNCTION hr_portal_sessions_org_trigger() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    derived uuid;
-BEGIN
-    IF TG_WHEN <> 'BEFORE' OR TG_LEVEL <> 'ROW' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
-        RAISE EXCEPTION 'hr_portal_sessions_org_trigger() must be a BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger'
-            USING ERRCODE = 'trigger_protocol_violated';
-    END IF;
-    PERFORM @extschema@.hr_trigger_migration(TG_RELID, 'tenant_column');
-    IF @extschema@.hr_backfill_in_progress() THEN
-        RETURN NEW;
-    END IF;
-    IF TG_OP = 'UPDATE'
-       AND NEW.candidate_id IS NOT DISTINCT FROM OLD.candidate_id
-       AND NEW.organization_id IS NOT DISTINCT FROM OLD.organization_id THEN
-        RETURN NEW;
-    END IF;
-    SELECT c.organization_id INTO derived
-      FROM public.hr_candidates c
-     WHERE c.id = NEW.candidate_id;
-    -- On UPDATE, an organization_id carried over unchanged from the old row
-    -- was not supplied by the caller: it is simply re-derived.
-    IF NEW.organization_id IS NOT NULL AND NEW.organization_id IS DISTINCT FROM derived
-       AND (TG_OP = 'INSERT' OR NEW.organization_id IS DISTINCT FROM OLD.organization_id) THEN
-        RAISE EXCEPTION 'organization_id does not match the organization of the row''s candidate'
-            USING ERRCODE = 'check_violation',
-                  TABLE = TG_TABLE_NAME, COLUMN = 'organization_id',
-                  HINT = 'leave organization_id out: it is derived from hr_candidates';
-    END IF;
-    NEW.organization_id := derived;
-    RETURN NEW;
-END
-$$;
-
--- One keyset batch of the backfill (DESIGN.md §4), through the engine.
-CREATE FUNCTION hr_backfill_portal_session_organizations(batch_size integer DEFAULT 5000) RETURNS bigint
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT @extschema@.hr_engine_batch('portal_sessions', 'backfill', batch_size) $$;
-
--- The engine's view of a tenant_column migration: rows without
--- organization_id are pending when their candidate has one, blocked when
--- the candidate is missing or has none (never guessed, never looped over).
-CREATE FUNCTION hr_tenant_column_spec(migration text, operation text,
-    OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
-    OUT action text, OUT writes regclass[])
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
-    resolvable constant text :=
-        'EXISTS (SELECT 1 FROM public.hr_candidates c WHERE c.id = t.candidate_id AND c.organization_id IS NOT NULL)';
-BEGIN
-    IF t IS NULL OR operation <> 'backfill' THEN
-        RETURN;
-    END IF;
-    tbl := t;
-    pending := 't.organization_id IS NULL AND ' || resolvable;
-    blocked := 't.organization_id IS NULL AND NOT ' || resolvable;
-    migrated := 't.organization_id IS NOT NULL';
-    action := '@extschema@.hr_tenant_column_backfill';
-    writes := ARRAY[t];
-END
-$$;
-
-CREATE FUNCTION hr_tenant_column_phase_operation(migration text, phase text) RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT CASE WHEN phase IN ('dual', 'migrated') THEN 'backfill' END $$;
-
--- Row action of the backfill: the organization is looked up per row by
--- primary key, so the UPDATE cannot become a hash join over either table.
-CREATE FUNCTION hr_tenant_column_backfill(migration text, ids uuid[]) RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    n bigint;
-BEGIN
-    EXECUTE format('UPDATE %s t
-                       SET organization_id = (SELECT c.organization_id FROM public.hr_candidates c
-                                               WHERE c.id = t.candidate_id)
-                     WHERE t.id = ANY ($1)', @extschema@.hr_migration_table(migration))
-      USING ids;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
-END
-$$;
-
--- applied: organization_id and the org trigger exist. ready: row level
--- security is on and the four policies the registry names exist.
-CREATE FUNCTION hr_tenant_column_state(migration text, OUT applied boolean, OUT ready boolean)
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
-    o jsonb := (@extschema@.hr_migration_entry(migration)).objects;
-BEGIN
-    applied := @extschema@.hr_column_exists(t, 'organization_id')
-               AND @extschema@.hr_trigger_exists(t, o ->> 'org_trigger');
-    ready := applied
-        AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t AND c.relrowsecurity)
-        AND (SELECT count(*) FROM pg_catalog.pg_policy p
-              WHERE p.polrelid = t
-                AND p.polname IN (o ->> 'policy_select', o ->> 'policy_insert',
-                                  o ->> 'policy_update', o ->> 'policy_delete')) = 4;
-END
-$$;
-
--- Brief DDL of a phase move. Into enforced: CHECK (organization_id IS NOT
--- NULL) NOT VALID, which refuses writes without an organization from now on
--- (ACCESS EXCLUSIVE for milliseconds, no scan); the validating scan and SET
--- NOT NULL are the phase's closing work (hr_tenant_column_finish), outside
--- ACCESS EXCLUSIVE. Out of enforced: NOT NULL and the check are dropped.
-CREATE FUNCTION hr_tenant_column_enter(migration text, from_phase text, to_phase text) RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
-    chk text := @extschema@.hr_migration_object(migration, 'not_null_check');
-    valid boolean;
-BEGIN
-    PERFORM @extschema@.hr_bound_lock_wait();
-    IF to_phase = 'enforced' THEN
-        SELECT c.convalidated INTO valid FROM pg_catalog.pg_constraint c WHERE c.conrelid = t AND c.conname = chk;
-        IF @extschema@.hr_column_not_null(t, 'organization_id') THEN
-            NULL;
-        ELSIF valid THEN
-            -- Validated beforehand (docs/runbook.md, large tables): SET NOT
-            -- NULL uses it instead of scanning; nothing is left to finish.
-            EXECUTE format('ALTER TABLE %s ALTER COLUMN organization_id SET NOT NULL', t);
-            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', t, chk);
-        ELSIF valid IS NULL THEN
-            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I CHECK (organization_id IS NOT NULL) NOT VALID', t, chk);
-        END IF;
-    ELSIF from_phase = 'enforced' AND to_phase IN ('dual', 'migrated') THEN
-        EXECUTE format('ALTER TABLE %s ALTER COLUMN organization_id DROP NOT NULL', t);
-        IF EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = t AND conname = chk) THEN
-            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', t, chk);
-        END IF;
-    END IF;
-END
-$$;
-
--- Closing DDL of enforced: VALIDATE the check (SHARE UPDATE EXCLUSIVE:
--- reads and writes go on during the scan), COMMIT, then SET NOT NULL, which
--- uses the validated check instead of scanning (ACCESS EXCLUSIVE, brief),
--- and drop the check. Idempotent.
-CREATE PROCEDURE hr_tenant_column_finish(migration text, phase text)
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
-    chk text := @extschema@.hr_migration_object(migration, 'not_null_check');
-    valid boolean;
-BEGIN
-    IF phase <> 'enforced' THEN
-        RETURN;
-    END IF;
-    SELECT c.convalidated INTO valid FROM pg_catalog.pg_constraint c WHERE c.conrelid = t AND c.conname = chk;
-    IF valid IS NOT NULL AND NOT valid THEN
-        PERFORM pg_catalog.set_config('lock_timeout', '0', true);  -- SHARE UPDATE EXCLUSIVE blocks no app traffic
-        EXECUTE pg_catalog.format('ALTER TABLE %s VALIDATE CONSTRAINT %I', t, chk);
-        COMMIT;
-        valid := true;
-    END IF;
-    IF valid THEN
-        CALL @extschema@.hr_ddl(migration, $ddl$
-            ALTER TABLE {table} ALTER COLUMN organization_id SET NOT NULL;
-            ALTER TABLE {table} DROP CONSTRAINT {not_null_check}
-        $ddl$);
-        RAISE NOTICE '%: organization_id is NOT NULL', migration;
-    END IF;
-END
-$$;
-
-CREATE FUNCTION hr_tenant_column_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
-    note text;
-BEGIN
-    note := concat_ws('; ',
-        CASE WHEN pending > 0 THEN
-            format('%s rows have no organization_id yet: CALL hr_run_backfill(%L)', pending, migration) END,
-        CASE WHEN blocked > 0 THEN
-            format('%s rows cannot be resolved (candidate missing or without organization): fix hr_candidates.organization_id or delete those rows, then CALL hr_run_backfill(%L)', blocked, migration) END,
-        CASE WHEN phase IN ('enforced', 'contracted') AND @extschema@.hr_column_not_null(t, 'organization_id')
-             THEN 'organization_id is NOT NULL; RLS isolates rows by organization'
-             WHEN phase = 'enforced'
-             THEN format('writes without organization_id are refused; CALL hr_run_backfill(%L) validates and sets NOT NULL', migration) END);
-    IF note = '' THEN
-        note := 'every row has an organization; RLS isolates them by organization';
-    END IF;
-    RETURN note;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 END
 $$;
 /* </end connected objects> */
@@ -2198,7 +2155,9 @@ CREATE PROCEDURE hr_run_rewrap(batch_size integer DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     CALL @extschema@.hr_run_batches('integration_credentials', 'rewrap', batch_size);
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 END
 $$;
 
@@ -2474,9 +2433,11 @@ CREATE PROCEDURE hr_credential_move_finish(migration text, phase text)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
+    t regclass;
     left_over bigint;
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    t := @extschema@.hr_migration_table(migration);
     IF phase <> 'contracted' OR NOT @extschema@.hr_column_exists(t, 'api_key') THEN
         RETURN;
     END IF;
@@ -2493,6 +2454,7 @@ BEGIN
         ALTER TABLE {table} DROP COLUMN IF EXISTS api_key, DROP COLUMN IF EXISTS api_secret,
                             DROP COLUMN IF EXISTS refresh_token
     $ddl$);
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     RAISE NOTICE '%: plaintext columns dropped (VACUUM the table; old row versions, WAL and backups still hold what they held: rotate the job-board keys upstream)', migration;
 END
 $$;
@@ -2532,6 +2494,237 @@ BEGIN
             format('%s rows failed a rewrap or rollback: SELECT * FROM hr_batch_failures WHERE migration = %L', other_failures, migration) END,
         CASE WHEN phase = 'enforced' THEN @extschema@.hr_contract_eta(migration) END,
         'credentials: ' || coalesce(versions, 'none'));
+    RETURN note;
+END
+$$;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tenancy.rs:11
+-- Kind tenant_column (migration portal_sessions): organization isolation.
+-- A table of this kind has `id uuid` and `candidate_id uuid`; its script
+-- adds `organization_id uuid`, derived from public.hr_candidates, and RLS
+-- policies that compare it with the request's organization.
+
+-- BEFORE INSERT OR UPDATE OF candidate_id, organization_id, FOR EACH ROW,
+-- WHEN (NOT hr_backfill_in_progress()). organization_id is always derived
+-- from the row's candidate, so a client cannot attach a row to another
+-- organization's candidate: a supplied value that disagrees (or that
+-- cannot be confirmed because the candidate is missing or has no
+-- organization) is refused with 23514, with one message for every case so
+-- it does not tell whether a candidate exists elsewhere.
+-- SECURITY DEFINER (owner hr_migrations_definer, BYPASSRLS) so the lookup
+-- is not hidden by RLS on hr_candidates; EXECUTE is granted to nobody and
+-- hr_trigger_migration() refuses any table but its own, so it cannot be
+-- attached to a temp table to read candidates' organizations.
+CREATE OR REPLACE FUNCTION hr_portal_sessions_org_trigger() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    derived uuid;
+BEGIN
+    IF TG_WHEN <> 'BEFORE' OR TG_LEVEL <> 'ROW' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
+        RAISE EXCEPTION 'hr_portal_sessions_org_trigger() must be a BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger'
+            USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
+    PERFORM @extschema@.hr_trigger_migration(TG_RELID, 'tenant_column');
+    IF @extschema@.hr_backfill_in_progress() THEN
+        RETURN NEW;
+    END IF;
+    IF TG_OP = 'UPDATE'
+       AND NEW.candidate_id IS NOT DISTINCT FROM OLD.candidate_id
+       AND NEW.organization_id IS NOT DISTINCT FROM OLD.organization_id THEN
+        RETURN NEW;
+    END IF;
+    SELECT c.organization_id INTO derived
+      FROM public.hr_candidates c
+     WHERE c.id = NEW.candidate_id;
+    -- On UPDATE, an organization_id carried over unchanged from the old row
+    -- was not supplied by the caller: it is simply re-derived.
+    IF NEW.organization_id IS NOT NULL AND NEW.organization_id IS DISTINCT FROM derived
+       AND (TG_OP = 'INSERT' OR NEW.organization_id IS DISTINCT FROM OLD.organization_id) THEN
+        RAISE EXCEPTION 'organization_id does not match the organization of the row''s candidate'
+            USING ERRCODE = 'check_violation',
+                  TABLE = TG_TABLE_NAME, COLUMN = 'organization_id',
+                  HINT = 'leave organization_id out: it is derived from hr_candidates';
+    END IF;
+    NEW.organization_id := derived;
+    RETURN NEW;
+END
+$$;
+
+-- One keyset batch of the backfill (DESIGN.md §4), through the engine.
+CREATE FUNCTION hr_backfill_portal_session_organizations(batch_size integer DEFAULT 5000) RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT @extschema@.hr_engine_batch('portal_sessions', 'backfill', batch_size) $$;
+
+-- The engine's view of a tenant_column migration: rows without
+-- organization_id are pending when their candidate has one, blocked when
+-- the candidate is missing or has none (never guessed, never looped over).
+CREATE FUNCTION hr_tenant_column_spec(migration text, operation text,
+    OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
+    OUT action text, OUT writes regclass[])
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+    resolvable constant text :=
+        'EXISTS (SELECT 1 FROM public.hr_candidates c WHERE c.id = t.candidate_id AND c.organization_id IS NOT NULL)';
+BEGIN
+    IF t IS NULL OR operation <> 'backfill' THEN
+        RETURN;
+    END IF;
+    tbl := t;
+    pending := 't.organization_id IS NULL AND ' || resolvable;
+    blocked := 't.organization_id IS NULL AND NOT ' || resolvable;
+    migrated := 't.organization_id IS NOT NULL';
+    action := '@extschema@.hr_tenant_column_backfill';
+    writes := ARRAY[t];
+END
+$$;
+
+CREATE FUNCTION hr_tenant_column_phase_operation(migration text, phase text) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT CASE WHEN phase IN ('dual', 'migrated') THEN 'backfill' END $$;
+
+-- Row action of the backfill: the organization is looked up per row by
+-- primary key, so the UPDATE cannot become a hash join over either table.
+CREATE FUNCTION hr_tenant_column_backfill(migration text, ids uuid[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format('UPDATE %s t
+                       SET organization_id = (SELECT c.organization_id FROM public.hr_candidates c
+                                               WHERE c.id = t.candidate_id)
+                     WHERE t.id = ANY ($1)', @extschema@.hr_migration_table(migration))
+      USING ids;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- applied: organization_id and the org trigger exist. ready: row level
+-- security is on and the four policies the registry names exist.
+CREATE FUNCTION hr_tenant_column_state(migration text, OUT applied boolean, OUT ready boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+    o jsonb := (@extschema@.hr_migration_entry(migration)).objects;
+BEGIN
+    applied := @extschema@.hr_column_exists(t, 'organization_id')
+               AND @extschema@.hr_trigger_exists(t, o ->> 'org_trigger');
+    ready := applied
+        AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t AND c.relrowsecurity)
+        AND (SELECT count(*) FROM pg_catalog.pg_policy p
+              WHERE p.polrelid = t
+                AND p.polname IN (o ->> 'policy_select', o ->> 'policy_insert',
+                                  o ->> 'policy_update', o ->> 'policy_delete')) = 4;
+END
+$$;
+
+-- Brief DDL of a phase move. Into enforced: CHECK (organization_id IS NOT
+-- NULL) NOT VALID, which refuses writes without an organization from now on
+-- (ACCESS EXCLUSIVE for milliseconds, no scan); the validating scan and SET
+-- NOT NULL are the phase's closing work (hr_tenant_column_finish), outside
+-- ACCESS EXCLUSIVE. Out of enforced: NOT NULL and the check are dropped.
+CREATE FUNCTION hr_tenant_column_enter(migration text, from_phase text, to_phase text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+    chk text := @extschema@.hr_migration_object(migration, 'not_null_check');
+    valid boolean;
+BEGIN
+    PERFORM @extschema@.hr_bound_lock_wait();
+    IF to_phase = 'enforced' THEN
+        SELECT c.convalidated INTO valid FROM pg_catalog.pg_constraint c WHERE c.conrelid = t AND c.conname = chk;
+        IF @extschema@.hr_column_not_null(t, 'organization_id') THEN
+            NULL;
+        ELSIF valid THEN
+            -- Validated beforehand (docs/runbook.md, large tables): SET NOT
+            -- NULL uses it instead of scanning; nothing is left to finish.
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN organization_id SET NOT NULL', t);
+            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', t, chk);
+        ELSIF valid IS NULL THEN
+            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I CHECK (organization_id IS NOT NULL) NOT VALID', t, chk);
+        END IF;
+    ELSIF from_phase = 'enforced' AND to_phase IN ('dual', 'migrated') THEN
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN organization_id DROP NOT NULL', t);
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = t AND conname = chk) THEN
+            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', t, chk);
+        END IF;
+    END IF;
+END
+$$;
+
+-- Closing DDL of enforced: VALIDATE the check (SHARE UPDATE EXCLUSIVE:
+-- reads and writes go on during the scan), COMMIT, then SET NOT NULL, which
+-- uses the validated check instead of scanning (ACCESS EXCLUSIVE, brief),
+-- and drop the check. Idempotent.
+CREATE PROCEDURE hr_tenant_column_finish(migration text, phase text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    t regclass;
+    chk text;
+    valid boolean;
+BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    t := @extschema@.hr_migration_table(migration);
+    chk := @extschema@.hr_migration_object(migration, 'not_null_check');
+    IF phase <> 'enforced' THEN
+        RETURN;
+    END IF;
+    SELECT c.convalidated INTO valid FROM pg_catalog.pg_constraint c WHERE c.conrelid = t AND c.conname = chk;
+    IF valid IS NOT NULL AND NOT valid THEN
+        PERFORM pg_catalog.set_config('lock_timeout', '0', true);  -- SHARE UPDATE EXCLUSIVE blocks no app traffic
+        EXECUTE pg_catalog.format('ALTER TABLE %s VALIDATE CONSTRAINT %I', t, chk);
+        COMMIT;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        valid := true;
+    END IF;
+    IF valid THEN
+        CALL @extschema@.hr_ddl(migration, $ddl$
+            ALTER TABLE {table} ALTER COLUMN organization_id SET NOT NULL;
+            ALTER TABLE {table} DROP CONSTRAINT {not_null_check}
+        $ddl$);
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        RAISE NOTICE '%: organization_id is NOT NULL', migration;
+    END IF;
+END
+$$;
+
+CREATE FUNCTION hr_tenant_column_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+    note text;
+BEGIN
+    note := concat_ws('; ',
+        CASE WHEN pending > 0 THEN
+            format('%s rows have no organization_id yet: CALL hr_run_backfill(%L)', pending, migration) END,
+        CASE WHEN blocked > 0 THEN
+            format('%s rows cannot be resolved (candidate missing or without organization): fix hr_candidates.organization_id or delete those rows, then CALL hr_run_backfill(%L)', blocked, migration) END,
+        CASE WHEN phase IN ('enforced', 'contracted') AND @extschema@.hr_column_not_null(t, 'organization_id')
+             THEN 'organization_id is NOT NULL; RLS isolates rows by organization'
+             WHEN phase = 'enforced'
+             THEN format('writes without organization_id are refused; CALL hr_run_backfill(%L) validates and sets NOT NULL', migration) END);
+    IF note = '' THEN
+        note := 'every row has an organization; RLS isolates them by organization';
+    END IF;
     RETURN note;
 END
 $$;
@@ -2806,8 +2999,10 @@ CREATE PROCEDURE hr_token_hash_finish(migration text, phase text)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
+    t regclass;
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    t := @extschema@.hr_migration_table(migration);
     IF phase <> 'contracted' OR NOT @extschema@.hr_column_exists(t, 'access_token') THEN
         RETURN;
     END IF;
@@ -2815,6 +3010,7 @@ BEGIN
         DROP TRIGGER IF EXISTS {token_trigger} ON {table};
         ALTER TABLE {table} DROP COLUMN IF EXISTS access_token
     $ddl$);
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     RAISE NOTICE '%: access_token dropped (VACUUM the table; old row versions, WAL and backups still hold what it held)', migration;
 END
 $$;
@@ -2860,6 +3056,12 @@ BEGIN
     RETURN note;
 END
 $$;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tokens.rs:156
+CREATE OR REPLACE FUNCTION "hr_references_token_trigger"() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'hr_references_token_trigger_v1';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3058,7 +3260,7 @@ AS 'MODULE_PATHNAME', 'hr_phase_refusal_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/context.rs:159
+-- src/context.rs:168
 -- hr_migrations::context::hr_refuse_foreign_triggers
 CREATE  FUNCTION "hr_refuse_foreign_triggers"(
 	"tables" oid[] /* Vec < Option < pg_sys :: Oid > > */

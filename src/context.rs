@@ -114,21 +114,30 @@ pub fn clear_checks() {
     CHECKED.with_borrow_mut(Vec::clear);
 }
 
-/// Raises 55000 naming the first foreign trigger on `relid` (one whose
-/// function is owned by a role that is neither a superuser nor the table's
-/// owner: `hr_foreign_triggers()`, the one definition the preflight and the
-/// engine read too). Checked once per statement and table, so a trigger
+/// Raises 55000 naming the first code planted on `relid` that would run as
+/// the definer role (a trigger, default, constraint, index expression,
+/// domain check or rule calling a function a non-superuser owns:
+/// `hr_planted_code()`, the one definition the preflight and the engine
+/// read too). Checked once per statement and table, so a trigger
 /// function can call it for every row.
 pub fn refuse_foreign_triggers(relid: pg_sys::Oid) -> Result<(), Error> {
     let now = statement();
     if CHECKED.with_borrow(|c| c.iter().any(|e| e.relid == relid && e.statement == now)) {
         return Ok(());
     }
+    // ROW EXCLUSIVE, what the write takes anyway, taken before the check:
+    // it conflicts with every DDL that could add code to the table
+    // (CREATE TRIGGER, CREATE RULE, CREATE INDEX, ALTER TABLE, ALTER DOMAIN
+    // ADD CONSTRAINT), so nothing appears between the check and the write.
+    // SAFETY: a lock on a relation id; held until the transaction ends.
+    unsafe { pg_sys::LockRelationOid(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) };
     let schema = definer::extension_schema()?;
     let query = format!(
-        "SELECT pg_catalog.format('refusing to write %s: trigger %s runs function %s owned by role %s, which is neither a superuser nor the table''s owner', \
-                f.table_name, pg_catalog.quote_ident(f.trigger_name), f.function_name, pg_catalog.quote_ident(f.function_owner)) \
-           FROM {schema}.hr_foreign_triggers(ARRAY[$1::pg_catalog.oid::pg_catalog.regclass]) f LIMIT 1"
+        "SELECT CASE WHEN f.function_name IS NULL \
+                     THEN pg_catalog.format('refusing to write %s: %s would run as the extension''s definer role', f.table_name, f.object) \
+                     ELSE pg_catalog.format('refusing to write %s: %s runs function %s owned by role %s, which is not a superuser: it would run as the extension''s definer role', \
+                              f.table_name, f.object, f.function_name, pg_catalog.quote_ident(f.function_owner)) END \
+           FROM {schema}.hr_planted_code(ARRAY[$1::pg_catalog.oid::pg_catalog.regclass]) f LIMIT 1"
     );
     let found = Spi::connect(|client| {
         let mut rows = client.select(&query, Some(1), &[relid.into()])?;

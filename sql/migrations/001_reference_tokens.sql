@@ -60,7 +60,8 @@ $ddl$);
 SELECT :"hr_schema".hr_render(:'migration', '{log_table}') AS log_table \gset
 CREATE INDEX CONCURRENTLY IF NOT EXISTS hr_reference_token_validations_reference
     ON :log_table (reference_id, validated_at);
-SELECT :"hr_schema".hr_secure_own_table(:'log_table', ARRAY['service_role'], 'INSERT');
+SELECT :"hr_schema".hr_secure_own_table(:'log_table'::pg_catalog.regclass, ARRAY['service_role']::pg_catalog.text[], 'INSERT'::pg_catalog.text);
 
 -- Step C ---------------------------------------------------------------------
 \ir ../kinds/token_hash.psql
+\ir ../epilogue.psql

@@ -14,3 +14,4 @@
 \set migration portal_sessions
 \ir ../preamble.psql
 \ir ../kinds/tenant_column.psql
+\ir ../epilogue.psql

@@ -18,3 +18,4 @@
 \set migration integration_credentials
 \ir ../preamble.psql
 \ir ../kinds/credential_move.psql
+\ir ../epilogue.psql

@@ -13,3 +13,4 @@
 \set migration reference_tokens
 \ir ../preamble.psql
 \ir ../kinds/token_hash_rollback.psql
+\ir ../epilogue.psql

@@ -12,3 +12,4 @@
 \set migration portal_sessions
 \ir ../preamble.psql
 \ir ../kinds/tenant_column_rollback.psql
+\ir ../epilogue.psql

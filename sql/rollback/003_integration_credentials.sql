@@ -15,3 +15,4 @@
 \set migration integration_credentials
 \ir ../preamble.psql
 \ir ../kinds/credential_move_rollback.psql
+\ir ../epilogue.psql

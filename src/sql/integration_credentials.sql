@@ -336,7 +336,9 @@ CREATE PROCEDURE hr_run_rewrap(batch_size integer DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     CALL @extschema@.hr_run_batches('integration_credentials', 'rewrap', batch_size);
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 END
 $$;
 
@@ -612,9 +614,11 @@ CREATE PROCEDURE hr_credential_move_finish(migration text, phase text)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
+    t regclass;
     left_over bigint;
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    t := @extschema@.hr_migration_table(migration);
     IF phase <> 'contracted' OR NOT @extschema@.hr_column_exists(t, 'api_key') THEN
         RETURN;
     END IF;
@@ -631,6 +635,7 @@ BEGIN
         ALTER TABLE {table} DROP COLUMN IF EXISTS api_key, DROP COLUMN IF EXISTS api_secret,
                             DROP COLUMN IF EXISTS refresh_token
     $ddl$);
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     RAISE NOTICE '%: plaintext columns dropped (VACUUM the table; old row versions, WAL and backups still hold what they held: rotate the job-board keys upstream)', migration;
 END
 $$;

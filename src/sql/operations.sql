@@ -66,7 +66,10 @@ DO $$
 BEGIN
     IF NOT has_schema_privilege('hr_migrations_definer', '@extschema@', 'USAGE') THEN
         GRANT USAGE ON SCHEMA @extschema@ TO hr_migrations_definer;
-        PERFORM @extschema@.hr_forget_init_privs('pg_catalog.pg_namespace', '@extschema@'::regnamespace);
+        -- Argument types exact: a closer match planted in @extschema@
+        -- (postgres owns it on Supabase) cannot win.
+        PERFORM @extschema@.hr_forget_init_privs('pg_catalog.pg_namespace'::pg_catalog.regclass,
+                                                 '@extschema@'::pg_catalog.regnamespace::pg_catalog.oid);
     END IF;
 END
 $$;
@@ -121,7 +124,10 @@ INSERT INTO hr_migration_registry (migration, position, kind, table_name, defaul
     "touch_trigger": "hr_job_board_integrations_touch_updated_at",
     "fk": "fk_hr_job_board_integrations_credential_id",
     "index": "idx_hr_job_board_integrations_credential_id",
+    "unique_index": "hr_job_board_integrations_credential_id_key",
     "credentials_table": "pf_credentials",
+    "credentials_policy": "pf_credentials_select",
+    "credentials_org_index": "pf_credentials_organization_id",
     "envelope_check": "pf_credentials_encrypted_value_envelope_v1",
     "log_table": "pf_credential_migrations",
     "log_policy": "pf_credential_migrations_select",
@@ -443,16 +449,24 @@ CREATE PROCEDURE hr_ddl(migration text, ddl text, skip_when text DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    stmt text := @extschema@.hr_render(migration, ddl);
-    cond text := @extschema@.hr_render(migration, skip_when);
-    attempt_ms double precision := @extschema@.hr_setting_ms('hr_migrations.ddl_lock_timeout', 1000);
-    budget_ms double precision := @extschema@.hr_setting_ms('hr_migrations.ddl_retry_budget', 600000);
-    attempt integer := 0;
-    waited double precision := 0;
+    stmt text;
+    cond text;
+    attempt_ms double precision;
+    budget_ms double precision;
+    attempt integer;
+    waited double precision;
     pause double precision;
-    skip boolean := false;
+    skip boolean;
     started timestamptz;
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    stmt := @extschema@.hr_render(migration, ddl);
+    cond := @extschema@.hr_render(migration, skip_when);
+    attempt_ms := @extschema@.hr_setting_ms('hr_migrations.ddl_lock_timeout', 1000);
+    budget_ms := @extschema@.hr_setting_ms('hr_migrations.ddl_retry_budget', 600000);
+    attempt := 0;
+    waited := 0;
+    skip := false;
     IF cond IS NOT NULL THEN
         EXECUTE 'SELECT ' || cond INTO skip;
         IF skip THEN
@@ -485,6 +499,7 @@ BEGIN
         END;
     END LOOP;
     COMMIT;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 END
 $$;
 
@@ -495,18 +510,23 @@ CREATE PROCEDURE hr_drop_legacy(migration text)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    e @extschema@.hr_migration_registry := @extschema@.hr_migration_entry(migration);
-    tbl regclass := @extschema@.hr_migration_table(migration);
+    e @extschema@.hr_migration_registry;
+    tbl regclass;
     n text;
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    e := @extschema@.hr_migration_entry(migration);
+    tbl := @extschema@.hr_migration_table(migration);
     FOR n IN SELECT jsonb_array_elements_text(coalesce(e.objects -> 'legacy_triggers', '[]')) LOOP
         IF @extschema@.hr_trigger_exists(tbl, n) THEN
             CALL @extschema@.hr_ddl(migration, pg_catalog.format('DROP TRIGGER %I ON %s', n, tbl));
+            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         END IF;
     END LOOP;
     FOR n IN SELECT jsonb_array_elements_text(coalesce(e.objects -> 'legacy_policies', '[]')) LOOP
         IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = tbl AND p.polname = n) THEN
             CALL @extschema@.hr_ddl(migration, pg_catalog.format('DROP POLICY %I ON %s', n, tbl));
+            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         END IF;
     END LOOP;
 END
@@ -528,29 +548,109 @@ BEGIN
 END
 $$;
 
--- Triggers on the given tables whose function is owned by a role that is
--- neither a superuser nor the table's owner: code someone else planted,
--- which would run with the rights of whoever writes the table (the definer
--- role during a batch, a superuser running a migration).
-CREATE FUNCTION hr_foreign_triggers(tables regclass[])
-RETURNS TABLE (table_name regclass, trigger_name name, function_name regprocedure, function_owner name)
+-- Code on the given tables that would run as whoever writes them (the
+-- definer role during a batch or a SECURITY DEFINER write, a superuser
+-- running a migration) and that a role below the superuser could have
+-- planted: a function owned by a role that is not a superuser (the
+-- extension's own functions excepted), reached from a trigger (its function
+-- or WHEN clause), a column DEFAULT or generated expression, a CHECK or
+-- other constraint, an index expression or predicate (or its operator
+-- class), or a domain constraint of a column's type; and any rule, whose
+-- actions run as the writer. The table's owner is NOT trusted: on Supabase
+-- it is postgres, which is not a superuser. One row per object.
+CREATE FUNCTION hr_planted_code(tables regclass[])
+RETURNS TABLE (table_name regclass, object text, function_name text, function_owner name)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT t.tgrelid::regclass, t.tgname, p.oid::regprocedure, o.rolname
-      FROM pg_catalog.pg_trigger t
-      JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
-      JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
-      JOIN pg_catalog.pg_roles o ON o.oid = p.proowner
-     WHERE t.tgrelid = ANY (tables)
-       AND NOT t.tgisinternal
-       AND NOT o.rolsuper
-       AND p.proowner <> c.relowner
-       -- the extension's own trigger functions (owned by its definer role)
-       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                        WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid
-                          AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
-                          AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'hr_migrations'))
+    WITH ext AS (
+        SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'hr_migrations'
+    ),
+    -- Objects of each table whose expressions may call functions, as
+    -- (table, class, object id, description).
+    objs AS (
+        SELECT t.tgrelid AS rel, 'pg_catalog.pg_trigger'::pg_catalog.regclass AS classid, t.oid AS objid,
+               'trigger ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(t.tgname) AS what
+          FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[]) AND NOT t.tgisinternal
+        UNION ALL
+        SELECT d.adrelid, 'pg_catalog.pg_attrdef'::pg_catalog.regclass, d.oid,
+               'default of column ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(a.attname)
+          FROM pg_catalog.pg_attrdef d
+          JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) d.adrelid
+                                        AND a.attnum OPERATOR(pg_catalog.=) d.adnum
+         WHERE d.adrelid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
+        UNION ALL
+        SELECT c.conrelid, 'pg_catalog.pg_constraint'::pg_catalog.regclass, c.oid,
+               'constraint ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(c.conname)
+          FROM pg_catalog.pg_constraint c
+         WHERE c.conrelid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
+        UNION ALL
+        SELECT i.indrelid, 'pg_catalog.pg_class'::pg_catalog.regclass, i.indexrelid,
+               'index ' OPERATOR(pg_catalog.||) i.indexrelid::pg_catalog.regclass::pg_catalog.text
+          FROM pg_catalog.pg_index i
+         WHERE i.indrelid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
+        UNION ALL
+        -- Domain constraints of the columns' types (a domain over a domain
+        -- is checked at each level: its own constraints are listed too).
+        SELECT a.attrelid, 'pg_catalog.pg_constraint'::pg_catalog.regclass, c.oid,
+               'constraint ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(c.conname)
+                   OPERATOR(pg_catalog.||) ' of domain ' OPERATOR(pg_catalog.||) c.contypid::pg_catalog.regtype::pg_catalog.text
+                   OPERATOR(pg_catalog.||) ' (column ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(a.attname) OPERATOR(pg_catalog.||) ')'
+          FROM pg_catalog.pg_attribute a
+          JOIN pg_catalog.pg_type ty ON ty.oid OPERATOR(pg_catalog.=) a.atttypid
+          JOIN pg_catalog.pg_constraint c ON c.contypid OPERATOR(pg_catalog.=) ty.oid
+                                          OR c.contypid OPERATOR(pg_catalog.=) ty.typbasetype
+         WHERE a.attrelid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
+           AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped AND ty.typtype OPERATOR(pg_catalog.=) 'd'
+    ),
+    -- The functions those objects call: directly, through an operator, or
+    -- through an operator class (indexes).
+    calls AS (
+        SELECT o.rel, o.what, p.oid AS fn
+          FROM objs o
+          JOIN pg_catalog.pg_depend d ON d.classid OPERATOR(pg_catalog.=) o.classid
+                                     AND d.objid OPERATOR(pg_catalog.=) o.objid
+          JOIN pg_catalog.pg_proc p ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+                                   AND p.oid OPERATOR(pg_catalog.=) d.refobjid
+        UNION
+        SELECT o.rel, o.what, op.oprcode::pg_catalog.oid
+          FROM objs o
+          JOIN pg_catalog.pg_depend d ON d.classid OPERATOR(pg_catalog.=) o.classid
+                                     AND d.objid OPERATOR(pg_catalog.=) o.objid
+          JOIN pg_catalog.pg_operator op ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_operator'::pg_catalog.regclass
+                                        AND op.oid OPERATOR(pg_catalog.=) d.refobjid
+        UNION
+        SELECT o.rel, o.what, ap.amproc::pg_catalog.oid
+          FROM objs o
+          JOIN pg_catalog.pg_depend d ON d.classid OPERATOR(pg_catalog.=) o.classid
+                                     AND d.objid OPERATOR(pg_catalog.=) o.objid
+          JOIN pg_catalog.pg_opclass oc ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_opclass'::pg_catalog.regclass
+                                       AND oc.oid OPERATOR(pg_catalog.=) d.refobjid
+          JOIN pg_catalog.pg_amproc ap ON ap.amprocfamily OPERATOR(pg_catalog.=) oc.opcfamily
+        UNION
+        SELECT t.tgrelid, 'trigger ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(t.tgname), t.tgfoid
+          FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[]) AND NOT t.tgisinternal
+    )
+    SELECT c.rel::pg_catalog.regclass, c.what, p.oid::pg_catalog.regprocedure::pg_catalog.text, o.rolname
+      FROM calls c
+      JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) c.fn
+      JOIN pg_catalog.pg_roles o ON o.oid OPERATOR(pg_catalog.=) p.proowner
+     WHERE NOT o.rolsuper
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d, ext
+                        WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+                          AND d.objid OPERATOR(pg_catalog.=) p.oid
+                          AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+                          AND d.deptype OPERATOR(pg_catalog.=) 'e'
+                          AND d.refobjid OPERATOR(pg_catalog.=) ext.oid)
+    UNION
+    -- A rule rewrites the writer's statement into others, run as the writer.
+    SELECT r.ev_class::pg_catalog.regclass, 'rule ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(r.rulename),
+           NULL, NULL
+      FROM pg_catalog.pg_rewrite r
+     WHERE r.ev_class OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
+       AND r.rulename OPERATOR(pg_catalog.<>) '_RETURN'
      ORDER BY 1, 2
 $$;
 
@@ -1050,22 +1150,73 @@ BEGIN
                 fix := 'set hr_migrations.keyring_file and hr_migrations.active_key_version and reload (docs/key-management.md)';
             END IF;
             RETURN NEXT;
+
+            -- After enforced the credentials table is the only copy of the
+            -- secrets: anon has nothing on it, authenticated reads its own
+            -- organization's rows under RLS and writes nothing.
+            check_name := 'credentials table closed';
+            SELECT c.relrowsecurity AS rls,
+                   EXISTS (SELECT 1 FROM pg_catalog.pg_roles o WHERE o.rolname OPERATOR(pg_catalog.=) 'anon'
+                              AND pg_catalog.has_table_privilege(o.oid, c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')) AS anon_has,
+                   EXISTS (SELECT 1 FROM pg_catalog.pg_roles o WHERE o.rolname OPERATOR(pg_catalog.=) 'authenticated'
+                              AND pg_catalog.has_table_privilege(o.oid, c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')) AS auth_writes,
+                   c.oid::pg_catalog.regclass AS rel
+              INTO x
+              FROM pg_catalog.pg_class c
+             WHERE c.oid OPERATOR(pg_catalog.=) @extschema@.hr_credentials_table(r.migration);
+            IF x.rel IS NULL THEN
+                status := 'ok'; detail := 'the credentials table does not exist yet'; fix := NULL;
+            ELSIF x.rls AND NOT x.anon_has AND NOT x.auth_writes THEN
+                status := 'ok';
+                detail := format('%s: row level security on; anon has no privilege; authenticated writes nothing', x.rel);
+                fix := NULL;
+            ELSE
+                -- A warning, not a blocker: the script this gate guards is what closes it.
+                status := 'warning';
+                detail := format('%s:%s%s%s', x.rel,
+                                 CASE WHEN x.rls THEN '' ELSE ' row level security is off;' END,
+                                 CASE WHEN x.anon_has THEN ' anon holds privileges on it;' ELSE '' END,
+                                 CASE WHEN x.auth_writes THEN ' authenticated may write or truncate it;' ELSE '' END);
+                fix := CASE WHEN phase OPERATOR(pg_catalog.=) 'not_applied'
+                            THEN format('sql/migrations/%s closes it before moving anything in', @extschema@.hr_migration_script(r.migration))
+                            ELSE format('run sql/migrations/%s again (it closes it), or: ALTER TABLE %s ENABLE ROW LEVEL SECURITY; REVOKE ALL ON %s FROM anon; REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON %s FROM authenticated',
+                                        @extschema@.hr_migration_script(r.migration), x.rel, x.rel, x.rel) END;
+            END IF;
+            RETURN NEXT;
+
+            check_name := 'credentials linked once';
+            IF @extschema@.hr_column_exists(tbl, 'credential_id') THEN
+                EXECUTE format('SELECT count(*) FROM (SELECT t.credential_id FROM %s t WHERE t.credential_id IS NOT NULL
+                                  GROUP BY t.credential_id HAVING count(*) OPERATOR(pg_catalog.>) 1) d', tbl) INTO n;
+            ELSE
+                n := 0;
+            END IF;
+            IF n OPERATOR(pg_catalog.>) 0 THEN
+                status := 'blocker';
+                detail := format('%s credentials are linked by more than one integration of %s: setting the secret of one overwrites the others', n, tbl);
+                fix := format('SELECT credential_id, array_agg(id) FROM %s WHERE credential_id IS NOT NULL GROUP BY 1 HAVING count(*) > 1; unlink all but one (SET credential_id = NULL) and set the others'' secrets again with hr_set_integration_secret()', tbl);
+            ELSE
+                status := 'ok'; detail := 'every credential is linked by at most one integration'; fix := NULL;
+            END IF;
+            RETURN NEXT;
         ELSIF r.kind = 'token_hash' AND to_regclass(format('%I.%I', r.table_schema, r.objects ->> 'log_table')) IS NOT NULL THEN
             writes := writes || to_regclass(format('%I.%I', r.table_schema, r.objects ->> 'log_table'));
         END IF;
 
         check_name := 'foreign triggers';
         found_any := false;
-        FOR x IN SELECT * FROM @extschema@.hr_foreign_triggers(writes) LOOP
+        FOR x IN SELECT * FROM @extschema@.hr_planted_code(writes) LOOP
             found_any := true;
             status := 'blocker';
-            detail := format('trigger %s on %s runs %s, owned by role %s (neither a superuser nor the table''s owner)',
-                             quote_ident(x.trigger_name), x.table_name, x.function_name, quote_ident(x.function_owner));
-            fix := 'inspect it; drop it, or have the table''s owner own its function (docs/runbook.md, "Foreign triggers")';
+            detail := CASE WHEN x.function_name IS NULL
+                           THEN format('%s on %s would run as whoever writes the table', x.object, x.table_name)
+                           ELSE format('%s on %s runs %s, owned by role %s, which is not a superuser',
+                                       x.object, x.table_name, x.function_name, quote_ident(x.function_owner)) END;
+            fix := 'code on a table the extension writes would run as its definer role: drop it, or use the extension''s own hr_touch_updated_at() for updated_at (docs/runbook.md, "Foreign triggers")';
             RETURN NEXT;
         END LOOP;
         IF NOT found_any THEN
-            status := 'ok'; detail := 'no trigger owned by another role on the tables the extension writes'; fix := NULL;
+            status := 'ok'; detail := 'no code owned by a non-superuser on the tables the extension writes'; fix := NULL;
             RETURN NEXT;
         END IF;
 
@@ -1302,9 +1453,16 @@ $$;
 -- -----------------------------------------------------------------------------
 -- Procedures: batches in their own transactions. They COMMIT, so CALL them
 -- outside an explicit transaction block. They cannot be SECURITY DEFINER
--- nor pin search_path (a procedure with a SET clause cannot COMMIT); they
--- name every extension object by schema, and their batches are SECURITY
--- DEFINER with a pinned search_path.
+-- nor pin search_path with a SET clause (a procedure with one cannot
+-- COMMIT), and a caller's search_path may hold a closer-matching overload
+-- of an operator or function planted by a lesser role (on Supabase,
+-- postgres owns public and extensions) that a superuser's CALL would run.
+-- So each procedure pins search_path = pg_catalog, pg_temp with a
+-- transaction-local set_config as its first statement and again after
+-- every COMMIT and every nested CALL (either ends the transaction the
+-- setting belonged to); it has no DECLARE initializer (those run before
+-- the first statement); every extension object is named by schema; and the
+-- caller's setting is back when the CALL ends.
 
 -- Runs one operation of a migration to the end: one batch per
 -- transaction, a NOTICE per batch, resumable after a crash or cancel (the
@@ -1325,28 +1483,37 @@ CREATE PROCEDURE hr_batch_loop(migration text, operation text, batch_size intege
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    entry @extschema@.hr_migration_registry := @extschema@.hr_migration_entry(migration);
+    entry @extschema@.hr_migration_registry;
     spec record;
     size integer;
-    adaptive boolean := batch_size IS NULL;
-    min_size integer := 10;
+    adaptive boolean;
+    min_size integer;
     max_size integer;
     target_ms double precision;
     pause_ms double precision;
     max_lag_ms double precision;
     n bigint;
-    batches integer := 0;
-    done bigint := 0;
-    started timestamptz := clock_timestamp();
+    batches integer;
+    done bigint;
+    started timestamptz;
     batch_started timestamptz;
     ms double precision;
     c record;
-    retries integer := 0;
+    retries integer;
     lag_ms double precision;
-    analyzed boolean := false;
+    analyzed boolean;
     t regclass;
     old_lock_timeout text;
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    entry := @extschema@.hr_migration_entry(migration);
+    adaptive := batch_size IS NULL;
+    min_size := 10;
+    batches := 0;
+    done := 0;
+    started := clock_timestamp();
+    retries := 0;
+    analyzed := false;
     rows_pending := NULL;
     rows_blocked := NULL;
     PERFORM @extschema@.hr_require_applied(migration);
@@ -1399,6 +1566,7 @@ BEGIN
            finished_at = NULL, last_error = NULL
      WHERE p.migration = hr_batch_loop.migration AND p.operation = hr_batch_loop.operation;
     COMMIT;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 
     LOOP
         LOOP
@@ -1414,6 +1582,7 @@ BEGIN
             batch_started := clock_timestamp();
             n := @extschema@.hr_engine_batch(migration, operation, size);
             COMMIT;
+            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
             ms := extract(epoch FROM clock_timestamp() - batch_started) * 1000;
             EXIT WHEN n = 0;
             batches := batches + 1;
@@ -1431,6 +1600,7 @@ BEGIN
                     EXECUTE format('ANALYZE %s', t);
                 END LOOP;
                 COMMIT;
+                PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
                 analyzed := true;
             END IF;
             IF adaptive AND ms > 0 THEN
@@ -1444,6 +1614,7 @@ BEGIN
                 UPDATE @extschema@.hr_batch_progress p SET running_pid = NULL
                  WHERE p.migration = hr_batch_loop.migration AND p.operation = hr_batch_loop.operation;
                 COMMIT;
+                PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
                 RETURN;
             END IF;
             IF pause_ms > 0 THEN
@@ -1461,6 +1632,7 @@ BEGIN
     UPDATE @extschema@.hr_batch_progress p SET running_pid = NULL
      WHERE p.migration = hr_batch_loop.migration AND p.operation = hr_batch_loop.operation;
     COMMIT;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     RAISE NOTICE '%: %: finished: % rows in % batches, % s', migration, operation, done, batches,
         round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
     IF c.pending > 0 OR c.blocked > 0 THEN
@@ -1480,7 +1652,9 @@ DECLARE
     pending bigint;
     blocked bigint;
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     CALL @extschema@.hr_batch_loop(migration, operation, batch_size, max_batches, pending, blocked);
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 END
 $$;
 
@@ -1494,13 +1668,19 @@ CREATE PROCEDURE hr_run_backfill(migration text, batch_size integer DEFAULT NULL
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    phase text := @extschema@.hr_require_applied(migration);
-    op text := @extschema@.hr_phase_operation(migration, phase);
-    pending bigint := 0;
-    blocked bigint := 0;
+    phase text;
+    op text;
+    pending bigint;
+    blocked bigint;
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    phase := @extschema@.hr_require_applied(migration);
+    op := @extschema@.hr_phase_operation(migration, phase);
+    pending := 0;
+    blocked := 0;
     IF op IS NOT NULL THEN
         CALL @extschema@.hr_batch_loop(migration, op, batch_size, max_batches, pending, blocked);
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         IF pending IS NULL THEN
             -- Stopped by max_batches: count what is left.
             SELECT c.pending, c.blocked INTO pending, blocked FROM @extschema@.hr_operation_counts(migration, op) c;
@@ -1516,6 +1696,7 @@ BEGIN
             WHEN 'tenant_column' THEN CALL @extschema@.hr_tenant_column_finish(migration, phase);
             WHEN 'credential_move' THEN CALL @extschema@.hr_credential_move_finish(migration, phase);
         END CASE;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         IF phase = 'dual' AND promote THEN
             BEGIN
                 PERFORM @extschema@.hr_set_phase(migration, 'migrated');
@@ -1536,12 +1717,16 @@ CREATE PROCEDURE hr_run_phase(migration text, phase text, batch_size integer DEF
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    budget_ms double precision := @extschema@.hr_setting_ms('hr_migrations.ddl_retry_budget', 600000);
-    attempt integer := 0;
-    waited double precision := 0;
+    budget_ms double precision;
+    attempt integer;
+    waited double precision;
     pause double precision;
     started timestamptz;
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    budget_ms := @extschema@.hr_setting_ms('hr_migrations.ddl_retry_budget', 600000);
+    attempt := 0;
+    waited := 0;
     LOOP
         attempt := attempt + 1;
         started := clock_timestamp();
@@ -1561,7 +1746,9 @@ BEGIN
         END;
     END LOOP;
     COMMIT;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     CALL @extschema@.hr_run_backfill(migration, batch_size, NULL, false);
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 END
 $$;
 
@@ -1571,6 +1758,8 @@ CREATE PROCEDURE hr_run_rollback(migration text, batch_size integer DEFAULT NULL
 LANGUAGE plpgsql
 AS $$
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     CALL @extschema@.hr_run_batches(migration, 'rollback', batch_size);
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 END
 $$;

@@ -172,10 +172,13 @@ CREATE PROCEDURE hr_tenant_column_finish(migration text, phase text)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
-    chk text := @extschema@.hr_migration_object(migration, 'not_null_check');
+    t regclass;
+    chk text;
     valid boolean;
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    t := @extschema@.hr_migration_table(migration);
+    chk := @extschema@.hr_migration_object(migration, 'not_null_check');
     IF phase <> 'enforced' THEN
         RETURN;
     END IF;
@@ -184,6 +187,7 @@ BEGIN
         PERFORM pg_catalog.set_config('lock_timeout', '0', true);  -- SHARE UPDATE EXCLUSIVE blocks no app traffic
         EXECUTE pg_catalog.format('ALTER TABLE %s VALIDATE CONSTRAINT %I', t, chk);
         COMMIT;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         valid := true;
     END IF;
     IF valid THEN
@@ -191,6 +195,7 @@ BEGIN
             ALTER TABLE {table} ALTER COLUMN organization_id SET NOT NULL;
             ALTER TABLE {table} DROP CONSTRAINT {not_null_check}
         $ddl$);
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         RAISE NOTICE '%: organization_id is NOT NULL', migration;
     END IF;
 END

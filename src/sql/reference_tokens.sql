@@ -265,8 +265,10 @@ CREATE PROCEDURE hr_token_hash_finish(migration text, phase text)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
+    t regclass;
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    t := @extschema@.hr_migration_table(migration);
     IF phase <> 'contracted' OR NOT @extschema@.hr_column_exists(t, 'access_token') THEN
         RETURN;
     END IF;
@@ -274,6 +276,7 @@ BEGIN
         DROP TRIGGER IF EXISTS {token_trigger} ON {table};
         ALTER TABLE {table} DROP COLUMN IF EXISTS access_token
     $ddl$);
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     RAISE NOTICE '%: access_token dropped (VACUUM the table; old row versions, WAL and backups still hold what it held)', migration;
 END
 $$;

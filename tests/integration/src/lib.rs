@@ -22,6 +22,9 @@ pub fn repo() -> PathBuf {
 pub struct Cluster {
     dir: PathBuf,
     pub port: u16,
+    /// The bootstrap superuser every helper connects as: `postgres`, or
+    /// `supabase_admin` in the Supabase layout ([`Cluster::start_supabase`]).
+    pub superuser: &'static str,
 }
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -29,6 +32,11 @@ static SEQ: AtomicUsize = AtomicUsize::new(0);
 impl Cluster {
     /// Starts a new cluster; `conf` entries are `name=value` lines for postgresql.conf.
     pub fn start<S: AsRef<str>>(conf: &[S]) -> Cluster {
+        Cluster::start_as("postgres", conf)
+    }
+
+    /// Starts a new cluster whose bootstrap superuser is `superuser`.
+    fn start_as<S: AsRef<str>>(superuser: &'static str, conf: &[S]) -> Cluster {
         let dir = std::env::temp_dir().join(format!(
             "hrm-it-{}-{}",
             std::process::id(),
@@ -36,6 +44,7 @@ impl Cluster {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         let out = Command::new(repo().join("scripts/pg-cluster.sh"))
+            .env("PG_SUPERUSER", superuser)
             .arg("start")
             .arg(&dir)
             .args(conf.iter().map(|c| c.as_ref()))
@@ -50,13 +59,17 @@ impl Cluster {
             .trim()
             .parse()
             .expect("port");
-        Cluster { dir, port }
+        Cluster {
+            dir,
+            port,
+            superuser,
+        }
     }
 
     pub fn url(&self, db: &str) -> String {
         format!(
-            "host=127.0.0.1 port={} user=postgres dbname={db}",
-            self.port
+            "host=127.0.0.1 port={} user={} dbname={db}",
+            self.port, self.superuser
         )
     }
 
@@ -121,6 +134,66 @@ impl Cluster {
             "ALTER DATABASE {db} SET search_path = public, extensions"
         ))
         .unwrap();
+    }
+
+    /// A cluster with the role layout of Supabase's image: bootstrap
+    /// superuser `supabase_admin`; `postgres` comes with [`Cluster::supabase_db`].
+    pub fn start_supabase<S: AsRef<str>>(conf: &[S]) -> Cluster {
+        Cluster::start_as("supabase_admin", conf)
+    }
+
+    /// Builds database `db` as Supabase's image does
+    /// (tests/fixtures/supabase/README.md): the application's tables at
+    /// `scale`, owned by `postgres`, which is then demoted to a
+    /// non-superuser that owns `public`, `extensions` and the database.
+    /// The extension is not created: that is the platform step.
+    pub fn supabase_db(&self, db: &str, scale: u32) {
+        assert_eq!(self.superuser, "supabase_admin", "start_supabase first");
+        let fixtures = repo().join("tests/fixtures");
+        // One such database per cluster: roles.sql creates the role postgres.
+        self.psql_ok(
+            "postgres",
+            &fixtures.join("supabase/roles.sql"),
+            &[("db", db)],
+        );
+        let mut c = self.connect_as(db, "postgres");
+        c.batch_execute(
+            "ALTER SCHEMA public OWNER TO postgres; CREATE SCHEMA IF NOT EXISTS extensions",
+        )
+        .unwrap();
+        drop(c);
+        self.psql_as_ok(db, "postgres", &fixtures.join("schema.sql"), &[]);
+        self.psql_as_ok(
+            db,
+            "postgres",
+            &fixtures.join("generate.sql"),
+            &[("scale", &scale.to_string())],
+        );
+        self.psql_ok(db, &fixtures.join("supabase/layout.sql"), &[]);
+    }
+
+    /// Runs a SQL file with psql as `user`; panics with psql's output on failure.
+    pub fn psql_as_ok(&self, db: &str, user: &str, file: &Path, vars: &[(&str, &str)]) -> String {
+        let url = format!("host=127.0.0.1 port={} user={user} dbname={db}", self.port);
+        let mut cmd = Command::new("psql");
+        cmd.arg(url)
+            .args(["-X", "-v", "ON_ERROR_STOP=1", "-f"])
+            .arg(file);
+        for (k, v) in vars {
+            cmd.arg("-v").arg(format!("{k}={v}"));
+        }
+        let out = cmd.output().expect("run psql");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "psql -f {} as {user} failed:\n{text}",
+            file.display()
+        );
+        text
     }
 
     /// The server log so far (for log-hygiene assertions).
@@ -236,7 +309,7 @@ impl Cluster {
             "-h",
             "127.0.0.1",
             "-U",
-            "postgres",
+            self.superuser,
         ])
         .arg("-p")
         .arg(self.port.to_string())
@@ -260,7 +333,11 @@ impl Cluster {
         text.push_str(&extra);
         std::fs::write(&conf_path, text).unwrap();
         chown_postgres(&dir);
-        let mut standby = Cluster { dir, port: 0 };
+        let mut standby = Cluster {
+            dir,
+            port: 0,
+            superuser: self.superuser,
+        };
         standby.start_again();
         standby
     }

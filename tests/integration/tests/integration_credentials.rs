@@ -567,16 +567,40 @@ fn privileges_of_app_roles() {
             assert_eq!(sqlstate(&e), "42501", "{role}: {sql}: {}", message(&e));
             a.batch_execute("ROLLBACK").unwrap();
         }
-        // No organization's credentials are readable, the own one included (no policy).
+        // anon reads no credential; authenticated reads its own
+        // organization's envelopes only (RLS, pf_credentials_select).
         a.batch_execute(&format!(
             "BEGIN; SET LOCAL ROLE {role}; SELECT set_config('request.jwt.claims', '{{\"organization_id\":\"{org}\"}}', true)"
         ))
         .unwrap();
-        let n: i64 = a
-            .query_one("SELECT count(*) FROM public.pf_credentials", &[])
-            .unwrap()
-            .get(0);
-        assert_eq!(n, 0, "{role} read credentials");
+        let read = a.query_one(
+            "SELECT count(*), count(*) FILTER (WHERE organization_id <> $1::text::uuid) FROM public.pf_credentials",
+            &[&org],
+        );
+        match role {
+            "anon" => {
+                assert_eq!(
+                    sqlstate(&read.unwrap_err()),
+                    "42501",
+                    "anon read credentials"
+                );
+                a.batch_execute("ROLLBACK; BEGIN; SET LOCAL ROLE anon")
+                    .unwrap();
+            }
+            _ => {
+                let r = read.unwrap();
+                let (n, foreign): (i64, i64) = (r.get(0), r.get(1));
+                let own: i64 = one(
+                    &mut admin,
+                    &format!("SELECT count(*) FROM public.pf_credentials WHERE organization_id = '{org}'"),
+                );
+                assert_eq!(
+                    (n, foreign),
+                    (own, 0),
+                    "{role} read other organizations' credentials"
+                );
+            }
+        }
         // The keyring settings are hidden.
         let e = a
             .batch_execute("SHOW hr_migrations.keyring_file")

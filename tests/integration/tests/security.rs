@@ -796,9 +796,11 @@ fn finding_06_foreign_credentials_are_refused() {
         "42501",
         &[],
     );
-    // Linked anyway (triggers disabled by a superuser): it reads nothing.
+    // Linked anyway (triggers disabled by a superuser, and unlinked from its
+    // own integration first: a credential is linked once): it reads nothing.
     dba.batch_execute(&format!(
         "BEGIN; SET LOCAL session_replication_role = replica;
+         UPDATE public.hr_job_board_integrations SET credential_id = NULL WHERE credential_id = '{cb}';
          UPDATE public.hr_job_board_integrations SET credential_id = '{cb}' WHERE id = '{ia}'; COMMIT;"
     ))
     .unwrap();

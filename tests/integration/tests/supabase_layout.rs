@@ -1,0 +1,529 @@
+//! Security on the role layout of Supabase's own image (issue #15,
+//! tests/fixtures/supabase/README.md): the bootstrap superuser is
+//! `supabase_admin`; `postgres` is NOT a superuser but has CREATEROLE and
+//! BYPASSRLS, and owns the database, `public`, `extensions` and every
+//! application table. The platform superuser installs the extension in
+//! `extensions` and (until #16) runs the migration scripts.
+//!
+//! One test per finding of the review of 0.2.0 on this layout, each named
+//! after it. `postgres` is the attacker: whatever it plants must never run
+//! as a superuser or as `hr_migrations_definer`.
+
+use hr_migrations_it::*;
+
+/// Functions and operators our SQL might resolve by name, planted by
+/// `postgres` in `public` and `extensions` as closer matches than
+/// pg_catalog's (an exact argument type where pg_catalog needs a cast, a
+/// non-variadic or non-polymorphic signature where pg_catalog's is). Each
+/// records who called it in `public.canary_calls`, then does what the real
+/// one does.
+const PLANTED: &[(&str, &str)] = &[
+    // Our own functions, called with literals whose types a closer
+    // overload could match better (the install script, the migration scripts).
+    (
+        "FUNCTION {s}.hr_forget_init_privs(c text, o regnamespace) RETURNS void",
+        "pg_catalog.pg_sleep(0)",
+    ),
+    (
+        "FUNCTION {s}.hr_secure_table(t text, p text) RETURNS void",
+        "pg_catalog.pg_sleep(0)",
+    ),
+    (
+        "FUNCTION {s}.hr_column_exists(t text, c text) RETURNS boolean",
+        "false",
+    ),
+    (
+        "FUNCTION {s}.format(f text, a text) RETURNS text",
+        "pg_catalog.format(f, a)",
+    ),
+    (
+        "FUNCTION {s}.format(f text, a text, b text) RETURNS text",
+        "pg_catalog.format(f, a, b)",
+    ),
+    (
+        "FUNCTION {s}.format(f text, a regclass) RETURNS text",
+        "pg_catalog.format(f, a)",
+    ),
+    (
+        "FUNCTION {s}.format(f text, a text, b regclass) RETURNS text",
+        "pg_catalog.format(f, a, b)",
+    ),
+    (
+        "FUNCTION {s}.format(f text, a regclass, b text) RETURNS text",
+        "pg_catalog.format(f, a, b)",
+    ),
+    (
+        "FUNCTION {s}.quote_ident(a name) RETURNS text",
+        "pg_catalog.quote_ident(a::text)",
+    ),
+    (
+        "FUNCTION {s}.pg_sleep(a numeric) RETURNS void",
+        "pg_catalog.pg_sleep(a::float8)",
+    ),
+    (
+        "FUNCTION {s}.unnest(a regclass[]) RETURNS SETOF regclass",
+        "pg_catalog.unnest(a)",
+    ),
+    (
+        "FUNCTION {s}.canary_eq_oid_regclass(a oid, b regclass) RETURNS boolean",
+        "a OPERATOR(pg_catalog.=) b::oid",
+    ),
+    (
+        "FUNCTION {s}.canary_eq_regclass_oid(a regclass, b oid) RETURNS boolean",
+        "a::oid OPERATOR(pg_catalog.=) b",
+    ),
+    (
+        "FUNCTION {s}.canary_ne_oid_regclass(a oid, b regclass) RETURNS boolean",
+        "a OPERATOR(pg_catalog.<>) b::oid",
+    ),
+    (
+        "FUNCTION {s}.canary_mul_numeric_int(a numeric, b integer) RETURNS numeric",
+        "a OPERATOR(pg_catalog.*) b::numeric",
+    ),
+    (
+        "FUNCTION {s}.canary_div_float_int(a double precision, b integer) RETURNS double precision",
+        "a OPERATOR(pg_catalog./) b::float8",
+    ),
+    (
+        "FUNCTION {s}.canary_cat_text_regclass(a text, b regclass) RETURNS text",
+        "a OPERATOR(pg_catalog.||) b::text",
+    ),
+    (
+        "FUNCTION {s}.canary_cat_text_int(a text, b integer) RETURNS text",
+        "a OPERATOR(pg_catalog.||) b::text",
+    ),
+];
+
+const PLANTED_OPERATORS: &[&str] = &[
+    "OPERATOR {s}.= (LEFTARG = oid, RIGHTARG = regclass, FUNCTION = {s}.canary_eq_oid_regclass)",
+    "OPERATOR {s}.= (LEFTARG = regclass, RIGHTARG = oid, FUNCTION = {s}.canary_eq_regclass_oid)",
+    "OPERATOR {s}.<> (LEFTARG = oid, RIGHTARG = regclass, FUNCTION = {s}.canary_ne_oid_regclass)",
+    "OPERATOR {s}.* (LEFTARG = numeric, RIGHTARG = integer, FUNCTION = {s}.canary_mul_numeric_int)",
+    "OPERATOR {s}./ (LEFTARG = double precision, RIGHTARG = integer, FUNCTION = {s}.canary_div_float_int)",
+    "OPERATOR {s}.|| (LEFTARG = text, RIGHTARG = regclass, FUNCTION = {s}.canary_cat_text_regclass)",
+    "OPERATOR {s}.|| (LEFTARG = text, RIGHTARG = integer, FUNCTION = {s}.canary_cat_text_int)",
+];
+
+struct Supa {
+    cl: Cluster,
+    org_a: String,
+    org_b: String,
+}
+
+impl Supa {
+    /// The layout with database "hr" at `scale`; `postgres` plants the
+    /// canary overloads first when `plant`; then the platform step and
+    /// every migration script, run by the superuser.
+    fn new(scale: u32, plant: bool) -> Supa {
+        let keyring = write_keyring(&[(1, random_key()), (2, random_key())]);
+        let mut conf = keyring_conf(&keyring, 1);
+        conf.push("shared_preload_libraries=hr_migrations".into());
+        let cl = Cluster::start_supabase(&conf);
+        cl.supabase_db("hr", scale);
+        let mut pg = cl.connect_as("hr", "postgres");
+        pg.batch_execute(
+            "CREATE TABLE public.canary_calls (fn text, called_as name, superuser boolean, at timestamptz DEFAULT now());
+             GRANT INSERT ON public.canary_calls TO PUBLIC;
+             CREATE FUNCTION public.canary(fn text) RETURNS void LANGUAGE sql AS $$
+                 INSERT INTO public.canary_calls (fn, called_as, superuser)
+                 SELECT fn, current_user, r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user
+             $$;
+             GRANT EXECUTE ON FUNCTION public.canary(text) TO PUBLIC;",
+        )
+        .unwrap();
+        if plant {
+            for schema in ["public", "extensions"] {
+                for (sig, body) in PLANTED {
+                    let sig = sig.replace("{s}", schema);
+                    let ret_void = sig.ends_with("RETURNS void");
+                    let setof = sig.contains("RETURNS SETOF");
+                    let body = if ret_void {
+                        format!("SELECT public.canary('{schema} ' || {sig:?}); SELECT {body};")
+                    } else if setof {
+                        format!(
+                            "SELECT public.canary('{schema} ' || {sig:?}); SELECT * FROM {body};"
+                        )
+                    } else {
+                        format!("SELECT public.canary('{schema} ' || {sig:?}); SELECT {body};")
+                    };
+                    let body = body.replace('"', "'");
+                    pg.batch_execute(&format!(
+                        "CREATE {sig} LANGUAGE sql AS $canary$ {body} $canary$;
+                         GRANT EXECUTE ON FUNCTION {} TO PUBLIC;",
+                        sig.split(" RETURNS ")
+                            .next()
+                            .unwrap()
+                            .trim_start_matches("FUNCTION ")
+                    ))
+                    .unwrap_or_else(|e| panic!("{sig}: {}", error_text(&e)));
+                }
+                for op in PLANTED_OPERATORS {
+                    pg.batch_execute(&format!("CREATE {}", op.replace("{s}", schema)))
+                        .unwrap_or_else(|e| panic!("{op}: {}", error_text(&e)));
+                }
+            }
+        }
+        drop(pg);
+        let mut admin = cl.connect("hr");
+        admin
+            .batch_execute("CREATE EXTENSION hr_migrations SCHEMA extensions")
+            .unwrap();
+        admin
+            .batch_execute(
+                "DELETE FROM public.hr_candidate_portal_sessions s
+                  WHERE NOT EXISTS (SELECT 1 FROM public.hr_candidates c
+                                     WHERE c.id = s.candidate_id AND c.organization_id IS NOT NULL)",
+            )
+            .unwrap();
+        cl.migrate_all("hr");
+        let orgs: Vec<String> = admin
+            .query(
+                "SELECT id::text FROM public.pf_organizations ORDER BY name LIMIT 2",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        Supa {
+            cl,
+            org_a: orgs[0].clone(),
+            org_b: orgs[1].clone(),
+        }
+    }
+
+    /// The platform superuser.
+    fn admin(&self) -> Client {
+        self.cl.connect("hr")
+    }
+
+    /// Supabase's `postgres`: the project's admin, not a superuser.
+    fn postgres(&self) -> Client {
+        self.cl.connect_as("hr", "postgres")
+    }
+
+    /// A PostgREST-like session: authenticator, SET ROLE, the organization's claims.
+    fn as_role(&self, role: &str, org: Option<&str>) -> Client {
+        let mut c = self.cl.connect_as("hr", "authenticator");
+        c.batch_execute(&format!("SET ROLE {role}")).unwrap();
+        if let Some(org) = org {
+            c.batch_execute(&format!(
+                "SELECT set_config('request.jwt.claims', '{{\"organization_id\":\"{org}\",\"role\":\"{role}\"}}', false)"
+            ))
+            .unwrap();
+        }
+        c
+    }
+
+    /// Calls of planted code made as a superuser or as the definer role.
+    fn privileged_canary_calls(&self) -> Vec<String> {
+        self.admin()
+            .query(
+                "SELECT DISTINCT fn || ' as ' || called_as FROM public.canary_calls
+                  WHERE superuser OR called_as = 'hr_migrations_definer' ORDER BY 1",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    fn integration_of(&self, c: &mut Client, org: &str, nth: i64) -> (String, String) {
+        let r = c
+            .query_one(
+                "SELECT id::text, credential_id::text FROM public.hr_job_board_integrations
+                  WHERE organization_id = $1::text::uuid AND credential_id IS NOT NULL ORDER BY id OFFSET $2 LIMIT 1",
+                &[&org, &nth],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    }
+}
+
+fn preflight(c: &mut Client, check: &str) -> Vec<(String, String)> {
+    c.query(
+        "SELECT status, detail FROM extensions.hr_preflight() WHERE check_name = $1",
+        &[&check],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// Finding 1 (critical): overloads `postgres` planted in `public` and
+/// `extensions` ran as the superuser who applied our scripts or CALLed our
+/// procedures (`public.format(text, text, text)` through the preamble,
+/// `public.= (oid, regclass)` 424 times through `hr_batch_loop`).
+#[test]
+fn finding_1_overloads_planted_by_postgres_never_run_as_a_superuser() {
+    let w = Supa::new(200, true);
+    // The canary works: the same overload, called by postgres, is recorded.
+    let mut pg = w.postgres();
+    pg.batch_execute("SELECT format('%s', 'x'::text)").unwrap();
+    let recorded: i64 = one(
+        &mut w.admin(),
+        "SELECT count(*) FROM public.canary_calls WHERE called_as = 'postgres'",
+    );
+    assert!(
+        recorded > 0,
+        "the planted format(text, text) was not called"
+    );
+
+    let mut admin = w.admin();
+    for m in [
+        "reference_tokens",
+        "portal_sessions",
+        "integration_credentials",
+    ] {
+        admin
+            .batch_execute(&format!("CALL extensions.hr_run_phase('{m}', 'enforced')"))
+            .unwrap_or_else(|e| panic!("{m}: {}", error_text(&e)));
+    }
+    for sql in [
+        "SELECT * FROM extensions.hr_migration_status()",
+        "SELECT * FROM extensions.hr_preflight()",
+        "SELECT * FROM extensions.hr_migration_progress",
+        "CALL extensions.hr_run_rewrap()",
+    ] {
+        admin.batch_execute(sql).unwrap();
+    }
+    for m in [
+        "reference_tokens",
+        "portal_sessions",
+        "integration_credentials",
+    ] {
+        admin
+            .batch_execute(&format!("SELECT extensions.hr_set_phase('{m}', 'dual')"))
+            .unwrap();
+    }
+    for script in [
+        "003_integration_credentials.sql",
+        "002_portal_sessions.sql",
+        "001_reference_tokens.sql",
+    ] {
+        w.cl.psql_ok("hr", &repo().join("sql/rollback").join(script), &[]);
+    }
+    w.cl.migrate_all("hr");
+    let calls = w.privileged_canary_calls();
+    assert!(
+        calls.is_empty(),
+        "planted code ran as a superuser or the definer role:\n{}",
+        calls.join("\n")
+    );
+    let postgres_is_super: bool = one(
+        &mut admin,
+        "SELECT rolsuper FROM pg_roles WHERE rolname = 'postgres'",
+    );
+    assert!(!postgres_is_super);
+}
+
+/// Finding 3 (high): a trigger whose function the table's owner owns was
+/// trusted; on Supabase the owner is postgres, not a superuser, and its
+/// statement trigger on pf_credentials ran as hr_migrations_definer during
+/// the application's hr_set_integration_secret() call.
+#[test]
+fn finding_3_a_trigger_of_the_tables_owner_does_not_run_as_the_definer() {
+    let w = Supa::new(100, false);
+    let mut admin = w.admin();
+    let mut pg = w.postgres();
+    let (integration, _) = w.integration_of(&mut admin, &w.org_a, 0);
+    let secret = r#"{"api_key":"k-3","api_secret":null,"refresh_token":null}"#;
+    // Code the owner can attach to a table the definer writes, one at a time.
+    let plants = [
+        (
+            "CREATE TRIGGER zz_owner AFTER INSERT OR UPDATE ON public.pf_credentials
+                 FOR EACH STATEMENT EXECUTE FUNCTION public.owner_trigger()",
+            "DROP TRIGGER zz_owner ON public.pf_credentials",
+            "trigger zz_owner",
+        ),
+        (
+            "ALTER TABLE public.pf_credentials ALTER COLUMN name SET DEFAULT public.owner_default()",
+            "ALTER TABLE public.pf_credentials ALTER COLUMN name DROP DEFAULT",
+            "default of column name",
+        ),
+        (
+            "ALTER TABLE public.pf_credentials ADD CONSTRAINT zz_owner_check CHECK (public.owner_check(name)) NOT VALID",
+            "ALTER TABLE public.pf_credentials DROP CONSTRAINT zz_owner_check",
+            "constraint zz_owner_check",
+        ),
+        (
+            "CREATE INDEX zz_owner_index ON public.pf_credentials (public.owner_index(name))",
+            "DROP INDEX public.zz_owner_index",
+            "index public.zz_owner_index",
+        ),
+        (
+            "CREATE RULE zz_owner_rule AS ON UPDATE TO public.pf_credentials
+                 DO ALSO SELECT public.owner_check('x')",
+            "DROP RULE zz_owner_rule ON public.pf_credentials",
+            "rule zz_owner_rule",
+        ),
+    ];
+    pg.batch_execute(
+        "CREATE FUNCTION public.owner_trigger() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM public.canary('owner trigger'); RETURN NULL; END $$;
+         CREATE FUNCTION public.owner_default() RETURNS text LANGUAGE plpgsql AS $$
+         BEGIN PERFORM public.canary('owner default'); RETURN 'x'; END $$;
+         CREATE FUNCTION public.owner_check(t text) RETURNS boolean LANGUAGE plpgsql AS $$
+         BEGIN PERFORM public.canary('owner check'); RETURN true; END $$;
+         CREATE FUNCTION public.owner_index(t text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+         BEGIN PERFORM public.canary('owner index'); RETURN t; END $$;",
+    )
+    .unwrap();
+    let mut sr = w.as_role("service_role", None);
+    for (plant, undo, named) in plants {
+        pg.batch_execute(plant)
+            .unwrap_or_else(|e| panic!("{plant}: {}", error_text(&e)));
+        let text = assert_raises(
+            &mut sr,
+            &format!("SELECT extensions.hr_set_integration_secret('{integration}', '{secret}')"),
+            "55000",
+            &["k-3"],
+        );
+        assert!(text.contains(named), "{plant}: {text}");
+        let found = preflight(&mut admin, "foreign triggers");
+        assert!(
+            found
+                .iter()
+                .any(|(s, d)| s == "blocker" && d.contains(named)),
+            "{plant}: preflight said {found:?}"
+        );
+        // The engine refuses too.
+        let e = admin
+            .batch_execute("CALL extensions.hr_run_rewrap()")
+            .expect_err(&format!("rewrap ran with planted code: {plant}"));
+        assert_eq!(sqlstate(&e), "55000", "{}", error_text(&e));
+        pg.batch_execute(undo).unwrap();
+    }
+    // Gone again: everything works.
+    sr.batch_execute(&format!(
+        "SELECT extensions.hr_set_integration_secret('{integration}', '{secret}')"
+    ))
+    .unwrap();
+    admin
+        .batch_execute("CALL extensions.hr_run_rewrap()")
+        .unwrap();
+    let calls = w.privileged_canary_calls();
+    assert!(calls.is_empty(), "ran as the definer: {calls:?}");
+}
+
+/// Finding 4 (medium): one credential linked by two integrations; setting
+/// the secret of one destroyed the other's.
+#[test]
+fn finding_4_a_credential_is_linked_by_one_integration_only() {
+    let w = Supa::new(100, false);
+    let mut admin = w.admin();
+    let (i1, c1) = w.integration_of(&mut admin, &w.org_a, 0);
+    let (i2, _) = w.integration_of(&mut admin, &w.org_a, 1);
+    let before: String = one(
+        &mut admin,
+        &format!("SELECT extensions.hr_integration_secret('{i1}')::text"),
+    );
+    let mut auth = w.as_role("authenticated", Some(&w.org_a));
+    let e = auth
+        .batch_execute(&format!(
+            "UPDATE public.hr_job_board_integrations SET credential_id = '{c1}' WHERE id = '{i2}'"
+        ))
+        .expect_err("a second integration was linked to a credential");
+    assert!(
+        ["23505", "42501"].contains(&sqlstate(&e).as_str()),
+        "{}",
+        error_text(&e)
+    );
+    let mut sr = w.as_role("service_role", None);
+    sr.batch_execute(&format!(
+        "SELECT extensions.hr_set_integration_secret('{i2}', '{{\"api_key\":\"other\",\"api_secret\":null,\"refresh_token\":null}}')"
+    ))
+    .unwrap();
+    let after: String = one(
+        &mut admin,
+        &format!("SELECT extensions.hr_integration_secret('{i1}')::text"),
+    );
+    assert_eq!(before, after, "setting I2's secret changed I1's");
+    // Duplicates that exist already (made with triggers off) are reported.
+    assert!(preflight(&mut admin, "credentials linked once")
+        .iter()
+        .all(|(s, _)| s == "ok"));
+    admin
+        .batch_execute(&format!(
+            "DROP INDEX public.hr_job_board_integrations_credential_id_key;
+             BEGIN; SET LOCAL session_replication_role = replica;
+             UPDATE public.hr_job_board_integrations SET credential_id = '{c1}' WHERE id = '{i2}'; COMMIT;"
+        ))
+        .unwrap();
+    let found = preflight(&mut admin, "credentials linked once");
+    assert!(
+        found
+            .iter()
+            .any(|(s, d)| s == "blocker" && d.starts_with("1 credentials")),
+        "{found:?}"
+    );
+}
+
+/// Finding 5 (critical, data loss): under Supabase's default grants and
+/// with no RLS on pf_credentials, anon and authenticated read every
+/// organization's envelopes, and anon deleted every row.
+#[test]
+fn finding_5_pf_credentials_is_closed_to_anon_and_other_tenants() {
+    let w = Supa::new(100, false);
+    let mut admin = w.admin();
+    let total: i64 = one(&mut admin, "SELECT count(*) FROM public.pf_credentials");
+    let own: i64 = one(
+        &mut admin,
+        &format!(
+            "SELECT count(*) FROM public.pf_credentials WHERE organization_id = '{}'",
+            w.org_a
+        ),
+    );
+    assert!(total > own && own > 0, "{total} {own}");
+
+    let mut anon = w.as_role("anon", Some(&w.org_a));
+    for sql in [
+        "SELECT count(*) FROM public.pf_credentials",
+        "DELETE FROM public.pf_credentials",
+        "UPDATE public.pf_credentials SET name = 'x'",
+        "TRUNCATE public.pf_credentials",
+        "SELECT count(*) FROM public.pf_credential_migrations",
+        "DELETE FROM public.pf_credential_migrations",
+    ] {
+        assert_raises(&mut anon, sql, "42501", &[]);
+    }
+    let mut auth = w.as_role("authenticated", Some(&w.org_a));
+    let seen: i64 = one(&mut auth, "SELECT count(*) FROM public.pf_credentials");
+    assert_eq!(
+        seen, own,
+        "authenticated sees other organizations' envelopes"
+    );
+    // The plan's embed works for the caller's own organization.
+    let embedded: i64 = one(
+        &mut auth,
+        "SELECT count(c.encrypted_value) FROM public.hr_job_board_integrations i
+           JOIN public.pf_credentials c ON c.id = i.credential_id",
+    );
+    assert_eq!(embedded, own);
+    for sql in [
+        "DELETE FROM public.pf_credentials",
+        "UPDATE public.pf_credentials SET name = 'x'",
+        "INSERT INTO public.pf_credentials (organization_id, credential_type, name, encrypted_value)
+         SELECT organization_id, credential_type, name, encrypted_value FROM public.pf_credentials LIMIT 1",
+        "TRUNCATE public.pf_credentials",
+    ] {
+        assert_raises(&mut auth, sql, "42501", &[]);
+    }
+    let after: i64 = one(&mut admin, "SELECT count(*) FROM public.pf_credentials");
+    assert_eq!(after, total);
+    let found = preflight(&mut admin, "credentials table closed");
+    assert!(found.iter().all(|(s, _)| s == "ok"), "{found:?}");
+    // Opened again by someone: preflight says so.
+    w.postgres()
+        .batch_execute("GRANT DELETE ON public.pf_credentials TO anon")
+        .unwrap();
+    let found = preflight(&mut admin, "credentials table closed");
+    assert!(
+        found
+            .iter()
+            .any(|(s, d)| s == "warning" && d.contains("anon holds privileges")),
+        "{found:?}"
+    );
+}
