@@ -197,7 +197,7 @@ SQL
 UPDATE hr_job_board_integrations SET credential_id = NULL WHERE credential_id IS NOT NULL;
 DELETE FROM pf_credentials WHERE credential_type <> 'other';
 DELETE FROM pf_credential_migrations;
-DELETE FROM extensions.hr_batch_progress; COMMIT;
+DELETE FROM hr_migrations.hr_batch_progress; COMMIT;
 VACUUM hr_job_board_integrations, pf_credentials, pf_credential_migrations;"
     local ours plain plan longest before after scans
     # The baselines run without our dual-write triggers (they are what the
@@ -277,7 +277,7 @@ sess_bench() {  # n
     reset="BEGIN; SET LOCAL session_replication_role = replica;
 UPDATE hr_candidate_portal_sessions SET organization_id = NULL
  WHERE id IN (SELECT id FROM hr_candidate_portal_sessions ORDER BY id LIMIT $count);
-DELETE FROM extensions.hr_batch_progress; COMMIT; VACUUM ANALYZE hr_candidate_portal_sessions;"
+DELETE FROM hr_migrations.hr_batch_progress; COMMIT; VACUUM ANALYZE hr_candidate_portal_sessions;"
     ours=$(time_sql fills "$reset" "CALL hr_run_backfill('portal_sessions');" 3)
     # The plan's UPDATE with the plan's foreign key checked, without our triggers.
     plain=$(time_sql fills "$reset" "BEGIN; ALTER TABLE hr_candidate_portal_sessions DISABLE TRIGGER USER;
@@ -291,7 +291,7 @@ ALTER TABLE hr_candidate_portal_sessions ENABLE TRIGGER USER; COMMIT;" 3)
 sess_bench "$N_SESS_A"
 sess_bench "$N_SESS_B"
 reset="BEGIN; SET LOCAL session_replication_role = replica;
-UPDATE hr_references SET access_token_hash = NULL; DELETE FROM extensions.hr_batch_progress; COMMIT;
+UPDATE hr_references SET access_token_hash = NULL; DELETE FROM hr_migrations.hr_batch_progress; COMMIT;
 VACUUM ANALYZE hr_references;"
 ours=$(time_sql fills "$reset" "CALL hr_run_backfill('reference_tokens');" 3)
 plain=$(time_sql fills "$reset" "BEGIN; ALTER TABLE hr_references DISABLE TRIGGER USER;

@@ -157,7 +157,7 @@ def _sql_values(text):
 
 def load_registry(path=OPERATIONS_SQL):
     sql = Path(path).read_text()
-    m = re.search(r"INSERT INTO hr_migration_registry \(([^)]*)\) VALUES\s*(.*?\));\s*$", sql, re.S | re.M)
+    m = re.search(r"INSERT INTO hr_migrations\.hr_migration_registry \(([^)]*)\) VALUES\s*(.*?\));\s*$", sql, re.S | re.M)
     if not m:
         raise RenderError(f"{path}: no INSERT INTO hr_migration_registry (...) VALUES found")
     columns = [c.strip() for c in m.group(1).split(",")]
@@ -181,7 +181,7 @@ def hr_render(entry, template, ext):
         return None
     out = template.replace("{table}", qualified(entry.table_schema, entry.table_name))
     out = out.replace("{table_schema}", quote_ident(entry.table_schema))
-    out = out.replace("{ext}", quote_ident(ext))
+    out = out.replace("{ext}", "hr_migrations")  # the extension's own schema, whatever @extschema@ is
     for k, v in entry.objects.items():
         if not isinstance(v, str):
             continue
@@ -634,11 +634,11 @@ def verify(conninfo, registry, rendered_scripts, ext):
             raise RenderError(f"a template contains ${tag}$")
     values = ",\n".join(f"({quote_literal(m)}, ${tag}${t}${tag}$, {i})" for i, (m, t) in enumerate(pairs))
     q = f"""SELECT json_build_object(
-  'renders', (SELECT json_agg({quote_ident(ext)}.hr_render(m, t) ORDER BY i) FROM (VALUES {values}) v(m, t, i)),
+  'renders', (SELECT json_agg(hr_migrations.hr_render(m, t) ORDER BY i) FROM (VALUES {values}) v(m, t, i)),
   'registry', (SELECT json_agg(json_build_object('migration', r.migration, 'position', r.position, 'kind', r.kind,
         'table_schema', r.table_schema, 'table_name', r.table_name, 'default_batch_size', r.default_batch_size,
         'objects', r.objects) ORDER BY r.position)
-     FROM {quote_ident(ext)}.hr_migration_registry r WHERE r.builtin))"""
+     FROM hr_migrations.hr_migration_registry r WHERE r.builtin))"""
     res = subprocess.run(["psql", conninfo, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"], input=q,
                          capture_output=True, text=True)
     if res.returncode != 0:

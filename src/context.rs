@@ -8,7 +8,7 @@
 //! ends. Within one statement the phase is what its first row saw — as if
 //! the statement had run just before or just after a concurrent phase
 //! change; moving to a phase that refuses plaintext waits for the writers in
-//! flight (hr_wait_for_writers), and legacy plaintext is erased by the
+//! flight (hr_migrations.hr_wait_for_writers), and legacy plaintext is erased by the
 //! contract phase either way.
 
 use std::cell::RefCell;
@@ -60,7 +60,7 @@ pub fn of_trigger(relid: pg_sys::Oid, kind: &'static str) -> Result<(String, Pha
     if let Some(hit) = hit {
         return Ok(hit);
     }
-    let schema = definer::extension_schema()?;
+    let schema = definer::own_schema()?;
     let query = format!(
         "SELECT r.migration, COALESCE(p.phase, 'not_applied') \
            FROM {schema}.hr_migration_registry r \
@@ -117,7 +117,7 @@ pub fn clear_checks() {
 /// Raises 55000 naming the first code planted on `relid` that would run as
 /// the definer role (a trigger, default, constraint, index expression,
 /// domain check or rule calling a function a non-superuser owns:
-/// `hr_planted_code()`, the one definition the preflight and the engine
+/// `hr_migrations.hr_planted_code()`, the one definition the preflight and the engine
 /// read too). Checked once per statement and table, so a trigger
 /// function can call it for every row.
 pub fn refuse_foreign_triggers(relid: pg_sys::Oid) -> Result<(), Error> {
@@ -131,14 +131,16 @@ pub fn refuse_foreign_triggers(relid: pg_sys::Oid) -> Result<(), Error> {
     // ADD CONSTRAINT), so nothing appears between the check and the write.
     // SAFETY: a lock on a relation id; held until the transaction ends.
     unsafe { pg_sys::LockRelationOid(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) };
-    let schema = definer::extension_schema()?;
-    let query = format!(
+    let schema = definer::own_schema()?;
+    let query = {
+        format!(
         "SELECT CASE WHEN f.function_name IS NULL \
                      THEN pg_catalog.format('refusing to write %s: %s would run as the extension''s definer role', f.table_name, f.object) \
                      ELSE pg_catalog.format('refusing to write %s: %s runs function %s owned by role %s, which is not a superuser: it would run as the extension''s definer role', \
                               f.table_name, f.object, f.function_name, pg_catalog.quote_ident(f.function_owner)) END \
            FROM {schema}.hr_planted_code(ARRAY[$1::pg_catalog.oid::pg_catalog.regclass]) f LIMIT 1"
-    );
+        )
+    };
     let found = Spi::connect(|client| {
         let mut rows = client.select(&query, Some(1), &[relid.into()])?;
         Ok::<_, pgrx::spi::SpiError>(match rows.next() {
@@ -165,7 +167,7 @@ pub fn refuse_foreign_triggers(relid: pg_sys::Oid) -> Result<(), Error> {
 /// writes calls before writing, once per statement and table.
 /// A NULL in the list (a table that does not exist: `to_regclass` gave
 /// NULL) is refused with 42P01 before anything is written.
-#[pg_extern(volatile, strict, parallel_unsafe)]
+#[pg_extern(volatile, strict, parallel_unsafe, schema = "hr_migrations")]
 fn hr_refuse_foreign_triggers(tables: Vec<Option<pg_sys::Oid>>) {
     for t in tables {
         let Some(t) = t else {
@@ -173,7 +175,7 @@ fn hr_refuse_foreign_triggers(tables: Vec<Option<pg_sys::Oid>>) {
                 ERROR,
                 PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
                 "a table this operation writes does not exist",
-                "hr_migration_registry names it; was it renamed or dropped?"
+                "hr_migrations.hr_migration_registry names it; was it renamed or dropped?"
             );
         };
         refuse_foreign_triggers(t).unwrap_or_else(|e| e.raise());

@@ -21,7 +21,7 @@ use crate::{envelope, keyring, keystore, random, secret};
 /// `associated_data` (use `hr_credential_aad(organization_id, id)` for
 /// `pf_credentials`). NULL in, NULL out. Errors: F0000 when the keyring or
 /// the active version is not usable (the message names the setting).
-#[pg_extern(volatile, strict, parallel_restricted)]
+#[pg_extern(volatile, strict, parallel_restricted, schema = "hr_migrations")]
 fn hr_encrypt_credential(plaintext: &str, associated_data: default!(&str, "''")) -> String {
     seal(plaintext, associated_data).unwrap_or_else(|e| e.raise())
 }
@@ -44,7 +44,7 @@ fn seal(plaintext: &str, associated_data: &str) -> Result<String, Error> {
 /// (wrong associated data — another row or organization — or altered);
 /// F0000 when the key is missing or differs from the one first used under
 /// its version. No message contains the envelope or the plaintext.
-#[pg_extern(stable, strict, parallel_restricted)]
+#[pg_extern(stable, strict, parallel_restricted, schema = "hr_migrations")]
 fn hr_decrypt_credential(envelope: &str, associated_data: default!(&str, "''")) -> String {
     open(envelope, associated_data)
         .unwrap_or_else(|e| e.raise())
@@ -57,7 +57,7 @@ fn hr_decrypt_credential(envelope: &str, associated_data: default!(&str, "''")) 
 /// `'pf_credentials:' || organization_id || ':' || credential_id`: the
 /// associated data of a `pf_credentials` row, so a ciphertext copied to
 /// another row or organization does not decrypt.
-#[pg_extern(immutable, strict, parallel_safe)]
+#[pg_extern(immutable, strict, parallel_safe, schema = "hr_migrations")]
 fn hr_credential_aad(organization_id: pgrx::Uuid, credential_id: pgrx::Uuid) -> String {
     format!("pf_credentials:{organization_id}:{credential_id}")
 }
@@ -71,7 +71,7 @@ extension_sql_file!(
 // 1000 rows made every rollback batch hash two whole tables (the batch
 // engine's comment in sql/operations.sql).
 extension_sql!(
-    "ALTER FUNCTION hr_open_secret(text, text) ROWS 1;\nALTER FUNCTION hr_parse_secret(text) ROWS 1;\n",
+    "ALTER FUNCTION hr_migrations.hr_open_secret(text, text) ROWS 1;\nALTER FUNCTION hr_migrations.hr_parse_secret(text) ROWS 1;\n",
     name = "credential_single_rows",
     requires = [hr_open_secret, hr_parse_secret],
 );
@@ -79,7 +79,7 @@ extension_sql!(
 /// `hr_active_key_version() RETURNS integer` — STABLE PARALLEL SAFE.
 /// Internal. `hr_migrations.active_key_version`, or NULL while it is unset
 /// (the rewrap's pending predicate compares envelopes with it).
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_safe, schema = "hr_migrations")]
 fn hr_active_key_version() -> Option<i32> {
     crate::gucs::active_key_version().map(keyring::version_sql)
 }
@@ -87,7 +87,7 @@ fn hr_active_key_version() -> Option<i32> {
 /// `hr_envelope_key_version(envelope text) RETURNS integer` — IMMUTABLE
 /// STRICT PARALLEL SAFE. The key version in an envelope's header, or NULL
 /// when it is not an envelope v1 (for CHECK constraints, rewrap and status).
-#[pg_extern(immutable, strict, parallel_safe)]
+#[pg_extern(immutable, strict, parallel_safe, schema = "hr_migrations")]
 fn hr_envelope_key_version(envelope: &str) -> Option<i32> {
     envelope::parse(envelope)
         .ok()
@@ -105,7 +105,7 @@ fn open(envelope: &str, associated_data: &str) -> Result<zeroize::Zeroizing<Stri
 /// `hr_integration_secret_json(api_key text, api_secret text, refresh_token text) RETURNS text`
 /// — IMMUTABLE PARALLEL SAFE. The job-board secret plaintext (DESIGN.md §3):
 /// a JSON object with exactly these three keys, `null` where NULL.
-#[pg_extern(immutable, parallel_safe)]
+#[pg_extern(immutable, parallel_safe, schema = "hr_migrations")]
 fn hr_integration_secret_json(
     api_key: Option<&str>,
     api_secret: Option<&str>,
@@ -120,7 +120,7 @@ fn hr_integration_secret_json(
 /// `hr_encrypt_credential`, then the envelope is opened again and compared
 /// with `plaintext` before it is returned: every ciphertext the migration
 /// writes is known to decrypt before its transaction commits. XX001 if not.
-#[pg_extern(volatile, strict, parallel_restricted)]
+#[pg_extern(volatile, strict, parallel_restricted, schema = "hr_migrations")]
 fn hr_seal_verified(plaintext: &str, associated_data: &str) -> String {
     let checked = seal(plaintext, associated_data).and_then(|sealed| {
         if open(&sealed, associated_data)?.as_str() == plaintext {
@@ -141,7 +141,7 @@ fn hr_seal_verified(plaintext: &str, associated_data: &str) -> String {
 /// No error quotes the plaintext (a `::jsonb` cast in SQL did, in DETAIL).
 // pgrx reads the column names from the signature itself: no type alias.
 #[allow(clippy::type_complexity)]
-#[pg_extern(stable, strict, parallel_restricted)]
+#[pg_extern(stable, strict, parallel_restricted, schema = "hr_migrations")]
 fn hr_open_secret(
     envelope: &str,
     associated_data: &str,
@@ -171,7 +171,7 @@ fn hr_open_secret(
 /// (definer role): a job-board secret given by the application, parsed
 /// strictly in Rust (`src/secret.rs`), so that a malformed one is refused
 /// (22023) without the server's JSON parser quoting it in an error's context.
-#[pg_extern(immutable, strict, parallel_safe)]
+#[pg_extern(immutable, strict, parallel_safe, schema = "hr_migrations")]
 fn hr_parse_secret(
     secret: &str,
 ) -> TableIterator<
@@ -196,7 +196,7 @@ fn hr_parse_secret(
 ///
 /// Whether the credential holds exactly these plaintext values (NULLs
 /// included). Errors as `hr_open_secret`; NULL envelope or AAD gives false.
-#[pg_extern(stable, parallel_restricted)]
+#[pg_extern(stable, parallel_restricted, schema = "hr_migrations")]
 fn hr_secret_matches(
     envelope: Option<&str>,
     associated_data: Option<&str>,
@@ -216,7 +216,7 @@ fn hr_secret_matches(
 /// — VOLATILE. EXECUTE revoked from PUBLIC. The versions in the keyring
 /// file (never the keys) and which one is active; the preflight of
 /// migration 3 calls it so a bad keyring stops the script before any DDL.
-#[pg_extern(volatile)]
+#[pg_extern(volatile, schema = "hr_migrations")]
 fn hr_keyring_versions(
 ) -> Result<TableIterator<'static, (name!(key_version, i32), name!(active, bool))>, ErrorReport> {
     let active = keystore::active_version()?;

@@ -63,13 +63,27 @@ pub fn run<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// The quoted name of the schema the extension lives in.
-pub fn extension_schema() -> Result<String, Error> {
+/// The quoted name of the schema that holds the extension's own tables and
+/// functions: `hr_migrations`, a member of the extension that the
+/// installing superuser created. In a database still running older
+/// extension SQL with this library (after the package was replaced,
+/// before ALTER EXTENSION UPDATE), they are in the extension's schema.
+/// A schema named `hr_migrations` that is not the extension's (made by
+/// another role) is never used.
+pub fn own_schema() -> Result<String, Error> {
     Spi::get_one::<String>(
         "SELECT pg_catalog.quote_ident(n.nspname) \
            FROM pg_catalog.pg_extension e \
-           JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace \
-          WHERE e.extname OPERATOR(pg_catalog.=) 'hr_migrations'",
+           JOIN pg_catalog.pg_namespace n \
+             ON n.oid OPERATOR(pg_catalog.=) e.extnamespace \
+             OR (n.nspname OPERATOR(pg_catalog.=) 'hr_migrations' AND EXISTS ( \
+                   SELECT 1 FROM pg_catalog.pg_depend d \
+                    WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_namespace'::pg_catalog.regclass \
+                      AND d.objid OPERATOR(pg_catalog.=) n.oid AND d.deptype OPERATOR(pg_catalog.=) 'e' \
+                      AND d.refobjid OPERATOR(pg_catalog.=) e.oid)) \
+          WHERE e.extname OPERATOR(pg_catalog.=) 'hr_migrations' \
+          ORDER BY n.nspname OPERATOR(pg_catalog.=) 'hr_migrations' DESC \
+          LIMIT 1",
     )
     .map_err(|e| Error::Catalog(format!("could not look up the extension's schema ({e})")))?
     .ok_or_else(|| Error::Catalog("the extension is not installed in this database".into()))

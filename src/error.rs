@@ -64,6 +64,12 @@ pub enum Error {
     #[error("{0}")]
     ForeignTrigger(String),
 
+    /// 55000: the extension refuses to run: its definer role is reachable
+    /// (a member, LOGIN, SUPERUSER) or one of its objects was changed since
+    /// the install (`integrity`). The message says which and what to do.
+    #[error("hr_migrations refuses to run: {0}")]
+    Tampered(String),
+
     /// 55000: the extension's own catalog state is not usable (not
     /// installed in this database, its definer role missing, a query on its
     /// tables failed). Names the object, never a value.
@@ -94,6 +100,7 @@ impl Error {
             Error::Catalog(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             Error::TriggerMisuse(_) => PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
             Error::ForeignTrigger(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            Error::Tampered(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
         }
     }
 
@@ -122,14 +129,17 @@ impl Error {
                 "restore the original key for this version in hr_migrations.keyring_file; a new key needs a new version",
             ),
             Error::NotASecret(_) => Some(
-                "the credential was not written by hr_migrations; hr_batch_failures lists such rows by id",
+                "the credential was not written by hr_migrations; hr_migrations.hr_batch_failures lists such rows by id",
             ),
             Error::SealCheck => Some("check the keyring file and hr_migrations.active_key_version"),
             Error::SecretInput => Some(r#"for example {"api_key": "...", "api_secret": null, "refresh_token": "..."}"#),
             Error::Catalog(_) => Some("ALTER EXTENSION hr_migrations UPDATE, or reinstall it (docs/runbook.md)"),
             Error::TriggerMisuse(_) => Some("the migration scripts install the extension's triggers; do not attach them yourself"),
             Error::ForeignTrigger(_) => Some(
-                "a trigger planted by another role would run with the extension's rights; inspect it, drop it (or have the table's owner own its function) (docs/runbook.md, \"Foreign triggers\")",
+                "code a non-superuser owns would run with the extension's rights; drop it, or use hr_migrations.hr_touch_updated_at() for updated_at (docs/runbook.md, \"Foreign triggers\")",
+            ),
+            Error::Tampered(_) => Some(
+                "nobody may be a member of hr_migrations_definer nor change the extension's objects; SELECT * FROM hr_preflight() says what to undo (docs/security.md, \"Integrity\")",
             ),
         }
     }

@@ -92,7 +92,7 @@ pub fn is_on() -> bool {
 /// The migrations' trigger WHEN clauses call it, and WHEN clauses run as the
 /// writing role, so EXECUTE is granted to PUBLIC: it reads one boolean that
 /// only [`hr_set_backfill_flag`] changes.
-#[pg_extern(volatile, parallel_restricted)]
+#[pg_extern(volatile, parallel_restricted, schema = "hr_migrations")]
 fn hr_backfill_in_progress() -> bool {
     is_on()
 }
@@ -101,7 +101,7 @@ fn hr_backfill_in_progress() -> bool {
 ///
 /// Sets the flag for the current transaction. EXECUTE: the extension's
 /// definer role only (its batch functions). STRICT: NULL does nothing.
-#[pg_extern(volatile, strict, parallel_unsafe)]
+#[pg_extern(volatile, strict, parallel_unsafe, schema = "hr_migrations")]
 fn hr_set_backfill_flag(on: bool) {
     set(on);
 }
@@ -112,7 +112,7 @@ mod tests {
     use pgrx::prelude::*;
 
     fn on() -> bool {
-        Spi::get_one::<bool>("SELECT hr_backfill_in_progress()")
+        Spi::get_one::<bool>("SELECT hr_migrations.hr_backfill_in_progress()")
             .unwrap()
             .unwrap()
     }
@@ -120,9 +120,9 @@ mod tests {
     #[pg_test]
     fn flag_is_off_by_default_and_follows_set() {
         assert!(!on());
-        Spi::run("SELECT hr_set_backfill_flag(true)").unwrap();
+        Spi::run("SELECT hr_migrations.hr_set_backfill_flag(true)").unwrap();
         assert!(on());
-        Spi::run("SELECT hr_set_backfill_flag(false)").unwrap();
+        Spi::run("SELECT hr_migrations.hr_set_backfill_flag(false)").unwrap();
         assert!(!on());
     }
 
@@ -132,24 +132,24 @@ mod tests {
         Spi::run(
             "DO $$ BEGIN
                BEGIN
-                 PERFORM hr_set_backfill_flag(true);
+                 PERFORM hr_migrations.hr_set_backfill_flag(true);
                  RAISE EXCEPTION 'fail the block';
                EXCEPTION WHEN raise_exception THEN NULL;
                END;
-               IF hr_backfill_in_progress() THEN RAISE EXCEPTION 'flag survived the rollback'; END IF;
+               IF hr_migrations.hr_backfill_in_progress() THEN RAISE EXCEPTION 'flag survived the rollback'; END IF;
              END $$",
         )
         .unwrap();
         // Set in the outer block, an inner block fails: still on.
         Spi::run(
             "DO $$ BEGIN
-               PERFORM hr_set_backfill_flag(true);
+               PERFORM hr_migrations.hr_set_backfill_flag(true);
                BEGIN
                  RAISE EXCEPTION 'fail the inner block';
                EXCEPTION WHEN raise_exception THEN NULL;
                END;
-               IF NOT hr_backfill_in_progress() THEN RAISE EXCEPTION 'flag lost'; END IF;
-               PERFORM hr_set_backfill_flag(false);
+               IF NOT hr_migrations.hr_backfill_in_progress() THEN RAISE EXCEPTION 'flag lost'; END IF;
+               PERFORM hr_migrations.hr_set_backfill_flag(false);
              END $$",
         )
         .unwrap();

@@ -62,7 +62,7 @@ fn load(path: &str) -> Result<Keystore, Error> {
 /// recorded one, through `hr_key_check()` run as the definer role.
 fn verify_check_value(version: u32, key: &Key) -> Result<(), Error> {
     let kcv = keyring::check_value(key);
-    let schema = definer::extension_schema()?;
+    let schema = definer::own_schema()?;
     let same = definer::run(|| {
         Spi::get_one_with_args::<bool>(
             &format!("SELECT {schema}.hr_key_check($1, $2)"),

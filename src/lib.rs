@@ -21,7 +21,8 @@
 //!
 //! Support: `error` (one enum, one SQLSTATE per variant), `gucs` (every
 //! setting), `random` (the per-backend CSPRNG, reseeded after fork), `flag`
-//! (the backfill flag only the extension's own code can set), `definer`
+//! (the backfill flag only the extension's own code can set), `integrity`
+//! (the live check that the definer role is out of reach), `definer`
 //! (catalog queries as the definer role), `context` (a trigger's migration
 //! and phase, once per statement).
 
@@ -40,6 +41,7 @@ pub mod envelope;
 mod error;
 mod flag;
 mod gucs;
+mod integrity;
 pub mod keyring;
 mod keystore;
 mod operations;
@@ -53,12 +55,22 @@ mod tokens;
 
 ::pgrx::pg_module_magic!(name, version);
 
+/// Schema `hr_migrations`, where every function of the extension lives (the
+/// API has thin wrappers in the extension's schema: src/sql/privileges.sql).
+/// The bootstrap (src/sql/operations.sql) creates it and refuses to install
+/// when one exists already; this declaration lets `#[pg_extern(schema =
+/// "hr_migrations")]` name it (its `CREATE SCHEMA IF NOT EXISTS` then finds
+/// the bootstrap's).
+#[pg_schema]
+mod hr_migrations {}
+
 /// Runs when the library is loaded: in the postmaster when it is listed in
 /// `shared_preload_libraries`, otherwise in each backend on first use.
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     flag::init();
+    integrity::init();
     // Seeding here is deliberate: under shared_preload_libraries this state is
     // inherited by every forked backend, and `random` must notice and reseed.
     // The fork test in tests/integration keeps that promise honest.

@@ -33,7 +33,7 @@ fn parse_phase(s: &str) -> Result<Phase, ErrorReport> {
 /// No row when the move is allowed; otherwise one row saying why not and
 /// what to do (`src/phase.rs`). 22023 for a phase name that does not exist.
 #[allow(clippy::too_many_arguments)]
-#[pg_extern(immutable, parallel_safe)]
+#[pg_extern(immutable, parallel_safe, schema = "hr_migrations")]
 fn hr_phase_refusal(
     migration: &str,
     from_phase: &str,
@@ -69,7 +69,7 @@ fn hr_phase_refusal(
 /// `hr_phase_accepts_plaintext(phase text) RETURNS boolean` — IMMUTABLE
 /// STRICT PARALLEL SAFE. Internal: whether legacy plaintext is still
 /// verified, read and written in that phase (before `enforced`).
-#[pg_extern(immutable, strict, parallel_safe)]
+#[pg_extern(immutable, strict, parallel_safe, schema = "hr_migrations")]
 fn hr_phase_accepts_plaintext(phase: &str) -> Result<bool, ErrorReport> {
     Ok(parse_phase(phase)?.accepts_plaintext())
 }
@@ -124,7 +124,7 @@ mod tests {
         ] {
             let r = Spi::get_two::<String, bool>(&format!(
                 "SELECT provolatile::text || proisstrict::text || proparallel::text, prosecdef \
-                   FROM pg_proc WHERE proname = '{name}'"
+                   FROM pg_proc WHERE proname = '{name}' AND pronamespace = 'hr_migrations'::regnamespace"
             ))
             .unwrap();
             assert_eq!(
@@ -137,10 +137,10 @@ mod tests {
 
     #[pg_test]
     fn phase_rules_reach_sql() {
-        let q = "SELECT reason FROM hr_phase_refusal('m', 'dual', 'enforced', true, true, 3, 0, 0, 0, NULL, 0)";
+        let q = "SELECT reason FROM hr_migrations.hr_phase_refusal('m', 'dual', 'enforced', true, true, 3, 0, 0, 0, NULL, 0)";
         let r = Spi::get_one::<String>(q).unwrap().unwrap();
         assert!(r.contains("3 rows pending"), "{r}");
-        let q = "SELECT count(*) FROM hr_phase_refusal('m', 'dual', 'migrated', true, true, 0, 0, 0, 0, NULL, 0)";
+        let q = "SELECT count(*) FROM hr_migrations.hr_phase_refusal('m', 'dual', 'migrated', true, true, 0, 0, 0, 0, NULL, 0)";
         assert_eq!(Spi::get_one::<i64>(q), Ok(Some(0)));
     }
 }

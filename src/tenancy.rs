@@ -21,7 +21,7 @@ extension_sql_file!("sql/portal_sessions.sql", name = "portal_sessions");
 /// RLS policy comparing with it fails closed with zero rows. Wrap it as
 /// `(SELECT hr_jwt_organization_id())` in policies so it is read once per
 /// query (an InitPlan), not once per row.
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_safe, schema = "hr_migrations")]
 fn hr_jwt_organization_id() -> Option<pgrx::Uuid> {
     // SAFETY: GetConfigOption returns NULL or a pointer to the setting's
     // current value, which stays valid until the setting changes; it is

@@ -12,7 +12,7 @@ extension_sql_file!("sql/reference_tokens.sql", name = "reference_tokens");
 
 // One row, as the planner should expect (see src/credentials.rs).
 extension_sql!(
-    "ALTER FUNCTION hr_token_verdict(boolean, text, text, text) ROWS 1;\n",
+    "ALTER FUNCTION hr_migrations.hr_token_verdict(boolean, text, text, text) ROWS 1;\n",
     name = "token_single_rows",
     requires = [hr_token_verdict],
 );
@@ -21,7 +21,7 @@ extension_sql!(
 ///
 /// A new token: 32 bytes from the per-backend CSPRNG, base64url without
 /// padding (43 characters). Raises 58000 if the OS gives no entropy.
-#[pg_extern(volatile, parallel_safe)]
+#[pg_extern(volatile, parallel_safe, schema = "hr_migrations")]
 fn hr_generate_token() -> String {
     let bytes = random::bytes::<{ token::TOKEN_BYTES }>().unwrap_or_else(|e| e.raise());
     token::encode_token(&bytes)
@@ -31,7 +31,7 @@ fn hr_generate_token() -> String {
 ///
 /// Token hash v1 with a fresh 16-byte salt: 64 characters. NULL gives NULL.
 /// Volatile because every call draws a new salt.
-#[pg_extern(volatile, strict, parallel_safe)]
+#[pg_extern(volatile, strict, parallel_safe, schema = "hr_migrations")]
 fn hr_hash_token(token: &str) -> String {
     let salt = random::bytes::<{ token::SALT_LEN }>().unwrap_or_else(|e| e.raise());
     token::hash_with_salt(token, &salt)
@@ -43,7 +43,7 @@ fn hr_hash_token(token: &str) -> String {
 /// `true` when `token` hashes to `stored_hash` (digests compared in constant
 /// time), `false` otherwise; NULL in, NULL out. A `stored_hash` that is not a
 /// v1 hash raises 22023, and the message quotes neither argument.
-#[pg_extern(immutable, strict, parallel_safe)]
+#[pg_extern(immutable, strict, parallel_safe, schema = "hr_migrations")]
 fn hr_verify_token(token: &str, stored_hash: &str) -> bool {
     token::verify(token, stored_hash).unwrap_or_else(|e| Error::from(e).raise())
 }
@@ -54,7 +54,7 @@ fn hr_verify_token(token: &str, stored_hash: &str) -> bool {
 /// Constant-time equality of a presented token and a legacy plaintext token,
 /// for the dual path of `hr_verify_reference_token`. SQL's `=` stops at the
 /// first differing byte; this does not, nor does it leak the stored length.
-#[pg_extern(immutable, strict, parallel_safe)]
+#[pg_extern(immutable, strict, parallel_safe, schema = "hr_migrations")]
 fn hr_token_plaintext_matches(presented: &str, stored: &str) -> bool {
     token::plaintext_matches(presented, stored)
 }
@@ -67,7 +67,7 @@ fn hr_token_plaintext_matches(presented: &str, stored: &str) -> bool {
 /// which path accepted the presented token, or which was tried. A NULL
 /// presented token is treated as empty (never verifies). 22023 when the
 /// stored hash is not a v1 hash; no message quotes a value.
-#[pg_extern(immutable, parallel_safe)]
+#[pg_extern(immutable, parallel_safe, schema = "hr_migrations")]
 fn hr_token_verdict(
     plaintext_accepted: bool,
     presented: Option<&str>,
@@ -154,7 +154,7 @@ pub unsafe extern "C-unwind" fn hr_references_token_trigger_v1(
 }
 
 extension_sql!(
-    "CREATE FUNCTION \"hr_references_token_trigger\"() RETURNS trigger\nLANGUAGE c AS 'MODULE_PATHNAME', 'hr_references_token_trigger_v1';\n",
+    "CREATE FUNCTION hr_migrations.\"hr_references_token_trigger\"() RETURNS trigger\nLANGUAGE c AS 'MODULE_PATHNAME', 'hr_references_token_trigger_v1';\n",
     name = "hr_references_token_trigger",
 );
 
@@ -288,10 +288,10 @@ mod tests {
 
     #[pg_test]
     fn plaintext_comparison_matches_equality() {
-        let q = "SELECT hr_token_plaintext_matches('abc', 'abc') \
-                 AND NOT hr_token_plaintext_matches('abc', 'abd') \
-                 AND NOT hr_token_plaintext_matches('abc', 'abcd') \
-                 AND hr_token_plaintext_matches('', '')";
+        let q = "SELECT hr_migrations.hr_token_plaintext_matches('abc', 'abc') \
+                 AND NOT hr_migrations.hr_token_plaintext_matches('abc', 'abd') \
+                 AND NOT hr_migrations.hr_token_plaintext_matches('abc', 'abcd') \
+                 AND hr_migrations.hr_token_plaintext_matches('', '')";
         assert_eq!(Spi::get_one::<bool>(q), Ok(Some(true)));
     }
 }

@@ -20,20 +20,20 @@
 \ir ../preamble.psql
 
 -- Step A ---------------------------------------------------------------------
-CALL :"hr_schema".hr_ddl(:'migration', $ddl$
+CALL hr_migrations.hr_ddl(:'migration', $ddl$
     ALTER TABLE {table}
         ADD COLUMN IF NOT EXISTS created_by uuid,
         ADD COLUMN IF NOT EXISTS updated_by uuid;
     COMMENT ON COLUMN {table}.access_token IS
         'DEPRECATED (hr_migrations 001): plaintext reference token. Issue tokens with hr_issue_reference_token() and verify with hr_verify_reference_token(); erased and dropped by the contract phase.'
 $ddl$);
-CALL :"hr_schema".hr_ddl(:'migration', $ddl$
+CALL hr_migrations.hr_ddl(:'migration', $ddl$
     ALTER TABLE {table} ADD CONSTRAINT hr_references_created_by_fkey
         FOREIGN KEY (created_by) REFERENCES {table_schema}.pf_profiles (id) NOT VALID
 $ddl$, skip_when => $ddl$
     EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = '{table}'::regclass AND conname = 'hr_references_created_by_fkey')
 $ddl$);
-CALL :"hr_schema".hr_ddl(:'migration', $ddl$
+CALL hr_migrations.hr_ddl(:'migration', $ddl$
     ALTER TABLE {table} ADD CONSTRAINT hr_references_updated_by_fkey
         FOREIGN KEY (updated_by) REFERENCES {table_schema}.pf_profiles (id) NOT VALID
 $ddl$, skip_when => $ddl$
@@ -45,7 +45,7 @@ ALTER TABLE :tbl VALIDATE CONSTRAINT hr_references_updated_by_fkey;
 -- Step B ---------------------------------------------------------------------
 -- Only the definer role writes it (hr_verify_reference_token); service_role
 -- reads it; anon and authenticated have nothing (docs/security.md).
-CALL :"hr_schema".hr_ddl(:'migration', $ddl$
+CALL hr_migrations.hr_ddl(:'migration', $ddl$
     CREATE TABLE IF NOT EXISTS {log_table} (
         id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         reference_id uuid,
@@ -57,10 +57,10 @@ CALL :"hr_schema".hr_ddl(:'migration', $ddl$
     COMMENT ON TABLE {log_table} IS
         'hr_migrations: one row per hr_verify_reference_token() call (never the token)'
 $ddl$);
-SELECT :"hr_schema".hr_render(:'migration', '{log_table}') AS log_table \gset
+SELECT hr_migrations.hr_render(:'migration', '{log_table}') AS log_table \gset
 CREATE INDEX CONCURRENTLY IF NOT EXISTS hr_reference_token_validations_reference
     ON :log_table (reference_id, validated_at);
-SELECT :"hr_schema".hr_secure_own_table(:'log_table'::pg_catalog.regclass, ARRAY['service_role']::pg_catalog.text[], 'INSERT'::pg_catalog.text);
+SELECT hr_migrations.hr_secure_own_table(:'log_table'::pg_catalog.regclass, ARRAY['service_role']::pg_catalog.text[], 'INSERT'::pg_catalog.text);
 
 -- Step C ---------------------------------------------------------------------
 \ir ../kinds/token_hash.psql

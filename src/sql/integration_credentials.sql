@@ -9,14 +9,14 @@
 
 -- Key check values: one row per key version, written on the version's first
 -- use. Not the key: 16 bytes of a domain-separated SHA-256 of it.
-CREATE TABLE hr_key_checks (
+CREATE TABLE hr_migrations.hr_key_checks (
     key_version   integer PRIMARY KEY CHECK (key_version > 0),
     check_value   text NOT NULL,
     first_used_at timestamptz NOT NULL DEFAULT now()
 );
-COMMENT ON TABLE hr_key_checks IS
+COMMENT ON TABLE hr_migrations.hr_key_checks IS
     'hr_migrations: key check value of each keyring version, recorded on first use (never the key)';
-SELECT pg_catalog.pg_extension_config_dump('hr_key_checks', '');
+SELECT pg_catalog.pg_extension_config_dump('hr_migrations.hr_key_checks', '');
 
 -- Records a version's check value on first use; true when it matches the
 -- recorded one. In a read-only transaction a first use cannot be recorded
@@ -24,23 +24,23 @@ SELECT pg_catalog.pg_extension_config_dump('hr_key_checks', '');
 -- Rust keystore as hr_migrations_definer (src/keystore.rs), never by app
 -- roles: one that could call it could record a bogus value for an unused
 -- version and make that key unusable.
-CREATE FUNCTION hr_key_check(key_version integer, check_value text) RETURNS boolean
+CREATE FUNCTION hr_migrations.hr_key_check(key_version integer, check_value text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     recorded text;
 BEGIN
-    SELECT k.check_value INTO recorded FROM @extschema@.hr_key_checks k
+    SELECT k.check_value INTO recorded FROM hr_migrations.hr_key_checks k
      WHERE k.key_version = hr_key_check.key_version;
     IF recorded IS NULL THEN
         IF current_setting('transaction_read_only') = 'on' THEN
             RETURN true;
         END IF;
-        INSERT INTO @extschema@.hr_key_checks AS k (key_version, check_value)
+        INSERT INTO hr_migrations.hr_key_checks AS k (key_version, check_value)
         VALUES (hr_key_check.key_version, hr_key_check.check_value)
         ON CONFLICT ON CONSTRAINT hr_key_checks_pkey DO NOTHING;
-        SELECT k.check_value INTO recorded FROM @extschema@.hr_key_checks k
+        SELECT k.check_value INTO recorded FROM hr_migrations.hr_key_checks k
          WHERE k.key_version = hr_key_check.key_version;
     END IF;
     RETURN recorded = check_value;
@@ -48,26 +48,26 @@ END
 $$;
 
 -- The credentials table and audit log of a credential_move migration.
-CREATE FUNCTION hr_credentials_table(migration text) RETURNS regclass
+CREATE FUNCTION hr_migrations.hr_credentials_table(migration text) RETURNS regclass
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT to_regclass(format('%I.%I', e.table_schema, e.objects ->> 'credentials_table'))
-      FROM @extschema@.hr_migration_entry(migration) e  -- 22023 when not registered
+      FROM hr_migrations.hr_migration_entry(migration) e  -- 22023 when not registered
 $$;
 
-CREATE FUNCTION hr_credential_log_table(migration text) RETURNS regclass
+CREATE FUNCTION hr_migrations.hr_credential_log_table(migration text) RETURNS regclass
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT to_regclass(format('%I.%I', e.table_schema, e.objects ->> 'log_table'))
-      FROM @extschema@.hr_migration_entry(migration) e  -- 22023 when not registered
+      FROM hr_migrations.hr_migration_entry(migration) e  -- 22023 when not registered
 $$;
 
 -- Raises 42501 unless a credential belongs to the integration's
 -- organization. Every read, rollback, rewrap, clearing and link checks it:
 -- a credential_id pointing at another tenant's credential reads nothing.
-CREATE FUNCTION hr_require_same_organization(integration_org uuid, credential_org uuid) RETURNS boolean
+CREATE FUNCTION hr_migrations.hr_require_same_organization(integration_org uuid, credential_org uuid) RETURNS boolean
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -85,43 +85,43 @@ $$;
 -- with AAD hr_credential_aad(organization_id, new id), verified to open,
 -- logged) or, when the integration already has one, that credential
 -- re-encrypted if the secret changed. Returns the credential id.
-CREATE FUNCTION hr_put_secret(migration text, integration_id uuid, organization_id uuid,
+CREATE FUNCTION hr_migrations.hr_put_secret(migration text, integration_id uuid, organization_id uuid,
     job_board_type text, created_by uuid, credential_id uuid, secret text, note text) RETURNS uuid
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    creds regclass := @extschema@.hr_credentials_table(migration);
+    creds regclass := hr_migrations.hr_credentials_table(migration);
     cid uuid := credential_id;
     corg uuid;
     envelope text;
     same boolean;
 BEGIN
-    PERFORM @extschema@.hr_refuse_foreign_triggers(ARRAY[@extschema@.hr_migration_table(migration), creds,
-                                                         @extschema@.hr_credential_log_table(migration)]::oid[]);
+    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY[hr_migrations.hr_migration_table(migration), creds,
+                                                         hr_migrations.hr_credential_log_table(migration)]::oid[]);
     IF cid IS NULL THEN
         cid := gen_random_uuid();
         EXECUTE format('INSERT INTO %s (id, organization_id, credential_type, name, encrypted_value, created_by)
                         VALUES ($1, $2, $3, $4, $5, $6)', creds)
           USING cid, organization_id, 'job_board_' || job_board_type, job_board_type || ' - Migrated',
-                @extschema@.hr_seal_verified(secret, @extschema@.hr_credential_aad(organization_id, cid)), created_by;
+                hr_migrations.hr_seal_verified(secret, hr_migrations.hr_credential_aad(organization_id, cid)), created_by;
         EXECUTE format('INSERT INTO %s (table_name, record_id, credential_type, migrated_by, notes)
-                        VALUES ($1, $2, $3, NULL, $4)', @extschema@.hr_credential_log_table(migration))
-          USING (@extschema@.hr_migration_entry(migration)).table_name, integration_id,
+                        VALUES ($1, $2, $3, NULL, $4)', hr_migrations.hr_credential_log_table(migration))
+          USING (hr_migrations.hr_migration_entry(migration)).table_name, integration_id,
                 'job_board_' || job_board_type, note;
         RETURN cid;
     END IF;
     EXECUTE format('SELECT c.organization_id, c.encrypted_value FROM %s c WHERE c.id = $1 FOR UPDATE', creds)
        INTO corg, envelope USING cid;
-    PERFORM @extschema@.hr_require_same_organization(organization_id, corg);
+    PERFORM hr_migrations.hr_require_same_organization(organization_id, corg);
     BEGIN
-        same := @extschema@.hr_decrypt_credential(envelope, @extschema@.hr_credential_aad(corg, cid)) = secret;
+        same := hr_migrations.hr_decrypt_credential(envelope, hr_migrations.hr_credential_aad(corg, cid)) = secret;
     EXCEPTION WHEN invalid_parameter_value OR invalid_text_representation THEN
         same := false;  -- an envelope that no longer opens is replaced
     END;
     IF NOT same THEN
         EXECUTE format('UPDATE %s c SET encrypted_value = $2, updated_at = now() WHERE c.id = $1', creds)
-          USING cid, @extschema@.hr_seal_verified(secret, @extschema@.hr_credential_aad(corg, cid));
+          USING cid, hr_migrations.hr_seal_verified(secret, hr_migrations.hr_credential_aad(corg, cid));
     END IF;
     RETURN cid;
 END
@@ -142,7 +142,7 @@ $$;
 -- SECURITY DEFINER (owner hr_migrations_definer): writers need no access
 -- to the credentials table or keys. EXECUTE is granted to nobody, and
 -- hr_trigger_migration() refuses any table but its own.
-CREATE OR REPLACE FUNCTION hr_job_board_integrations_trigger() RETURNS trigger
+CREATE OR REPLACE FUNCTION hr_migrations.hr_job_board_integrations_trigger() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -151,18 +151,19 @@ DECLARE
     corg uuid;
     cid uuid;
 BEGIN
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
     IF TG_LEVEL <> 'ROW' OR NOT ((TG_WHEN = 'AFTER' AND TG_OP = 'INSERT') OR (TG_WHEN = 'BEFORE' AND TG_OP = 'UPDATE')) THEN
         RAISE EXCEPTION 'hr_job_board_integrations_trigger() must be an AFTER INSERT or BEFORE UPDATE ... FOR EACH ROW trigger'
             USING ERRCODE = 'trigger_protocol_violated';
     END IF;
-    m := @extschema@.hr_trigger_migration(TG_RELID, 'credential_move');
-    IF @extschema@.hr_backfill_in_progress() THEN
+    m := hr_migrations.hr_trigger_migration(TG_RELID, 'credential_move');
+    IF hr_migrations.hr_backfill_in_progress() THEN
         RETURN NEW;
     END IF;
     IF NEW.credential_id IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.credential_id IS DISTINCT FROM OLD.credential_id) THEN
-        EXECUTE format('SELECT c.organization_id FROM %s c WHERE c.id = $1', @extschema@.hr_credentials_table(m))
+        EXECUTE format('SELECT c.organization_id FROM %s c WHERE c.id = $1', hr_migrations.hr_credentials_table(m))
            INTO corg USING NEW.credential_id;
-        PERFORM @extschema@.hr_require_same_organization(NEW.organization_id, corg);
+        PERFORM hr_migrations.hr_require_same_organization(NEW.organization_id, corg);
     END IF;
     IF NEW.api_key IS NULL AND NEW.api_secret IS NULL AND NEW.refresh_token IS NULL THEN
         RETURN NEW;
@@ -172,21 +173,21 @@ BEGIN
        AND NEW.refresh_token IS NOT DISTINCT FROM OLD.refresh_token THEN
         RETURN NEW;
     END IF;
-    IF NOT @extschema@.hr_phase_accepts_plaintext(@extschema@.hr_migration_phase(m)) THEN
+    IF NOT hr_migrations.hr_phase_accepts_plaintext(hr_migrations.hr_migration_phase(m)) THEN
         RAISE EXCEPTION '% no longer accepts plaintext credentials: % is enforced', TG_TABLE_NAME, m
             USING ERRCODE = 'check_violation', TABLE = TG_TABLE_NAME,
                   HINT = 'store the secret with hr_set_integration_secret(id, secret) instead';
     END IF;
-    cid := @extschema@.hr_put_secret(m, NEW.id, NEW.organization_id, NEW.job_board_type, NEW.created_by,
+    cid := hr_migrations.hr_put_secret(m, NEW.id, NEW.organization_id, NEW.job_board_type, NEW.created_by,
         NEW.credential_id,
-        @extschema@.hr_integration_secret_json(NEW.api_key, NEW.api_secret, NEW.refresh_token),
+        hr_migrations.hr_integration_secret_json(NEW.api_key, NEW.api_secret, NEW.refresh_token),
         'hr_migrations: plaintext written by the application, moved at once');
     IF TG_OP = 'INSERT' THEN
         IF NEW.credential_id IS NULL THEN
-            PERFORM @extschema@.hr_set_backfill_flag(true);  -- our own write: the triggers skip it
+            PERFORM hr_migrations.hr_set_backfill_flag(true);  -- our own write: the triggers skip it
             EXECUTE format('UPDATE %s i SET credential_id = $1 WHERE i.id = $2', TG_RELID::regclass)
               USING cid, NEW.id;
-            PERFORM @extschema@.hr_set_backfill_flag(false);
+            PERFORM hr_migrations.hr_set_backfill_flag(false);
         END IF;
     ELSE
         NEW.credential_id := cid;
@@ -201,17 +202,18 @@ $$;
 -- does not exist or holds no secret. The secret is parsed in Rust
 -- (hr_open_secret), so no error can quote it.
 -- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
-CREATE FUNCTION hr_integration_secret(integration_id uuid) RETURNS jsonb
+CREATE FUNCTION hr_migrations.hr_integration_secret(integration_id uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    phase text := @extschema@.hr_require_applied('integration_credentials');
+    phase text := hr_migrations.hr_require_applied('integration_credentials');
     i record;
     c record;
     s record;
 BEGIN
-    IF @extschema@.hr_phase_accepts_plaintext(phase) THEN
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
+    IF hr_migrations.hr_phase_accepts_plaintext(phase) THEN
         SELECT x.organization_id, x.credential_id, x.api_key, x.api_secret, x.refresh_token INTO i
           FROM public.hr_job_board_integrations x WHERE x.id = integration_id;
     ELSE
@@ -225,9 +227,9 @@ BEGIN
     IF i.credential_id IS NOT NULL THEN
         SELECT y.id, y.organization_id, y.encrypted_value INTO c
           FROM public.pf_credentials y WHERE y.id = i.credential_id;
-        PERFORM @extschema@.hr_require_same_organization(i.organization_id, c.organization_id);
-        SELECT * INTO s FROM @extschema@.hr_open_secret(c.encrypted_value,
-                                 @extschema@.hr_credential_aad(c.organization_id, c.id));
+        PERFORM hr_migrations.hr_require_same_organization(i.organization_id, c.organization_id);
+        SELECT * INTO s FROM hr_migrations.hr_open_secret(c.encrypted_value,
+                                 hr_migrations.hr_credential_aad(c.organization_id, c.id));
         RETURN jsonb_build_object('api_key', s.api_key, 'api_secret', s.api_secret, 'refresh_token', s.refresh_token);
     END IF;
     IF i.api_key IS NULL AND i.api_secret IS NULL AND i.refresh_token IS NULL THEN
@@ -246,31 +248,32 @@ $$;
 -- enforced the plaintext columns are kept equal to it (old code still reads
 -- them); from enforced on they are set NULL. P0002 for an unknown integration.
 -- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
-CREATE FUNCTION hr_set_integration_secret(integration_id uuid, secret text) RETURNS uuid
+CREATE FUNCTION hr_migrations.hr_set_integration_secret(integration_id uuid, secret text) RETURNS uuid
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    phase text := @extschema@.hr_require_applied('integration_credentials');
+    phase text := hr_migrations.hr_require_applied('integration_credentials');
     s record;
     i record;
     cid uuid;
 BEGIN
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
     IF secret IS NULL THEN
         RAISE EXCEPTION 'secret must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    SELECT * INTO s FROM @extschema@.hr_parse_secret(secret);
+    SELECT * INTO s FROM hr_migrations.hr_parse_secret(secret);
     SELECT x.id, x.organization_id, x.job_board_type, x.created_by, x.credential_id INTO i
       FROM public.hr_job_board_integrations x WHERE x.id = integration_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no integration with that id' USING ERRCODE = 'no_data_found';
     END IF;
-    cid := @extschema@.hr_put_secret('integration_credentials', i.id, i.organization_id, i.job_board_type,
+    cid := hr_migrations.hr_put_secret('integration_credentials', i.id, i.organization_id, i.job_board_type,
         i.created_by, i.credential_id,
-        @extschema@.hr_integration_secret_json(s.api_key, s.api_secret, s.refresh_token),
+        hr_migrations.hr_integration_secret_json(s.api_key, s.api_secret, s.refresh_token),
         'hr_migrations: secret set with hr_set_integration_secret()');
-    PERFORM @extschema@.hr_set_backfill_flag(true);  -- our own write: the triggers skip it
-    IF @extschema@.hr_phase_accepts_plaintext(phase) THEN
+    PERFORM hr_migrations.hr_set_backfill_flag(true);  -- our own write: the triggers skip it
+    IF hr_migrations.hr_phase_accepts_plaintext(phase) THEN
         UPDATE public.hr_job_board_integrations x
            SET credential_id = cid, api_key = s.api_key, api_secret = s.api_secret,
                refresh_token = s.refresh_token, updated_at = now()
@@ -285,7 +288,7 @@ BEGIN
            SET credential_id = cid, api_key = NULL, api_secret = NULL, refresh_token = NULL, updated_at = now()
          WHERE x.id = integration_id;
     END IF;
-    PERFORM @extschema@.hr_set_backfill_flag(false);
+    PERFORM hr_migrations.hr_set_backfill_flag(false);
     RETURN cid;
 END
 $$;
@@ -295,7 +298,7 @@ $$;
 -- written); skipped: integrations with neither plaintext nor credential;
 -- remaining: integrations still to move (a count: CALL hr_run_backfill
 -- does not count per batch).
-CREATE FUNCTION hr_migrate_integrations(batch_size integer DEFAULT 1000, dry_run boolean DEFAULT false)
+CREATE FUNCTION hr_migrations.hr_migrate_integrations(batch_size integer DEFAULT 1000, dry_run boolean DEFAULT false)
 RETURNS TABLE (migrated bigint, skipped bigint, remaining bigint)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -303,11 +306,12 @@ AS $$
 DECLARE
     c record;
 BEGIN
-    PERFORM @extschema@.hr_check_batch_size(batch_size);
+    PERFORM hr_migrations.hr_require_integrity();
+    PERFORM hr_migrations.hr_check_batch_size(batch_size);
     IF NOT dry_run THEN
-        migrated := @extschema@.hr_engine_batch('integration_credentials', 'backfill', batch_size);
+        migrated := hr_migrations.hr_engine_batch('integration_credentials', 'backfill', batch_size);
     END IF;
-    SELECT * INTO c FROM @extschema@.hr_operation_counts('integration_credentials', 'backfill');
+    SELECT * INTO c FROM hr_migrations.hr_operation_counts('integration_credentials', 'backfill');
     IF dry_run THEN
         migrated := least(c.pending, batch_size::bigint);
     END IF;
@@ -319,26 +323,26 @@ $$;
 
 -- One batch of the plan's rollback, through the engine; rows whose
 -- credential cannot be restored exactly are skipped and recorded.
-CREATE FUNCTION hr_rollback_integrations(batch_size integer DEFAULT 1000) RETURNS bigint
+CREATE FUNCTION hr_migrations.hr_rollback_integrations(batch_size integer DEFAULT 1000) RETURNS bigint
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT @extschema@.hr_engine_batch('integration_credentials', 'rollback', batch_size) $$;
+AS $$ SELECT hr_migrations.hr_require_integrity(); SELECT hr_migrations.hr_engine_batch('integration_credentials', 'rollback', batch_size) $$;
 
 -- One batch of re-encryption under hr_migrations.active_key_version, through
 -- the engine: a cursor over the credentials table, failures recorded.
-CREATE FUNCTION hr_rewrap_credentials(batch_size integer DEFAULT 1000) RETURNS bigint
+CREATE FUNCTION hr_migrations.hr_rewrap_credentials(batch_size integer DEFAULT 1000) RETURNS bigint
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT @extschema@.hr_engine_batch('integration_credentials', 'rewrap', batch_size) $$;
+AS $$ SELECT hr_migrations.hr_require_integrity(); SELECT hr_migrations.hr_engine_batch('integration_credentials', 'rewrap', batch_size) $$;
 
 -- Rewrap to the end, one committed batch at a time (docs/key-management.md).
-CREATE PROCEDURE hr_run_rewrap(batch_size integer DEFAULT NULL)
+CREATE PROCEDURE hr_migrations.hr_run_rewrap(batch_size integer DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-    CALL @extschema@.hr_run_batches('integration_credentials', 'rewrap', batch_size);
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    PERFORM hr_migrations.hr_procedure_step();
+    CALL hr_migrations.hr_run_batches('integration_credentials', 'rewrap', batch_size);
+    PERFORM hr_migrations.hr_procedure_step();
 END
 $$;
 
@@ -347,17 +351,17 @@ $$;
 --   clear     (enforced) rows with a credential that still hold plaintext;
 --   rollback  rows with a credential (refused from enforced on);
 --   rewrap    credentials (of the credentials table) under another key version.
-CREATE FUNCTION hr_credential_move_spec(migration text, operation text,
+CREATE FUNCTION hr_migrations.hr_credential_move_spec(migration text, operation text,
     OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
     OUT action text, OUT writes regclass[])
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
-    creds regclass := @extschema@.hr_credentials_table(migration);
-    logt regclass := @extschema@.hr_credential_log_table(migration);
-    plaintext text := CASE WHEN @extschema@.hr_column_exists(t, 'api_key')
+    t regclass := hr_migrations.hr_migration_table(migration);
+    creds regclass := hr_migrations.hr_credentials_table(migration);
+    logt regclass := hr_migrations.hr_credential_log_table(migration);
+    plaintext text := CASE WHEN hr_migrations.hr_column_exists(t, 'api_key')
         THEN '(t.api_key IS NOT NULL OR t.api_secret IS NOT NULL OR t.refresh_token IS NOT NULL)'
         ELSE 'false' END;
 BEGIN
@@ -369,31 +373,31 @@ BEGIN
     CASE operation
         WHEN 'backfill' THEN
             pending := 't.credential_id IS NULL AND ' || plaintext;
-            action := '@extschema@.hr_credential_move_backfill';
+            action := 'hr_migrations.hr_credential_move_backfill';
             writes := ARRAY[t, creds, logt];
         WHEN 'clear' THEN
             -- Every row with plaintext: also one whose credential was unlinked
             -- or deleted after the move (the action moves it again first).
             pending := plaintext;
-            action := '@extschema@.hr_credential_move_clear';
+            action := 'hr_migrations.hr_credential_move_clear';
             writes := ARRAY[t, creds, logt];
         WHEN 'rollback' THEN
-            IF NOT @extschema@.hr_phase_accepts_plaintext(@extschema@.hr_migration_phase(migration)) THEN
-                RAISE EXCEPTION 'cannot roll back % while it is %', migration, @extschema@.hr_migration_phase(migration)
+            IF NOT hr_migrations.hr_phase_accepts_plaintext(hr_migrations.hr_migration_phase(migration)) THEN
+                RAISE EXCEPTION 'cannot roll back % while it is %', migration, hr_migrations.hr_migration_phase(migration)
                     USING ERRCODE = 'object_not_in_prerequisite_state',
                           HINT = format('SELECT hr_set_phase(%L, ''dual'') first (not possible once contracted)', migration);
             END IF;
             pending := 't.credential_id IS NOT NULL';
             migrated := 'false';
-            action := '@extschema@.hr_credential_move_rollback';
+            action := 'hr_migrations.hr_credential_move_rollback';
             writes := ARRAY[t, creds, logt];
         WHEN 'rewrap' THEN
-            PERFORM @extschema@.hr_keyring_versions();  -- F0000 now, naming the setting, if the keyring is not usable
+            PERFORM hr_migrations.hr_keyring_versions();  -- F0000 now, naming the setting, if the keyring is not usable
             pending := format('%s.hr_envelope_key_version(t.encrypted_value) <> %s.hr_active_key_version()',
-                              '@extschema@', '@extschema@');
+                              'hr_migrations', 'hr_migrations');
             migrated := format('%s.hr_envelope_key_version(t.encrypted_value) = %s.hr_active_key_version()',
-                               '@extschema@', '@extschema@');
-            action := '@extschema@.hr_credential_move_rewrap';
+                               'hr_migrations', 'hr_migrations');
+            action := 'hr_migrations.hr_credential_move_rewrap';
             writes := ARRAY[creds];
             tbl := creds;
             RETURN;
@@ -404,7 +408,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION hr_credential_move_phase_operation(migration text, phase text) RETURNS text
+CREATE FUNCTION hr_migrations.hr_credential_move_phase_operation(migration text, phase text) RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -416,7 +420,7 @@ $$;
 -- opened again before the batch commits (hr_seal_verified), the credential
 -- row, the link and the audit row, in one statement. Plaintext columns stay
 -- as they are until enforced (rollback needs them).
-CREATE FUNCTION hr_credential_move_backfill(migration text, ids uuid[]) RETURNS bigint
+CREATE FUNCTION hr_migrations.hr_credential_move_backfill(migration text, ids uuid[]) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -444,8 +448,8 @@ BEGIN
               FROM sealed s
         )
         UPDATE %2$s i SET credential_id = s.cid FROM sealed s WHERE i.id = s.id$q$,
-        '@extschema@', @extschema@.hr_migration_table(migration), @extschema@.hr_credentials_table(migration),
-        @extschema@.hr_credential_log_table(migration), (@extschema@.hr_migration_entry(migration)).table_name)
+        'hr_migrations', hr_migrations.hr_migration_table(migration), hr_migrations.hr_credentials_table(migration),
+        hr_migrations.hr_credential_log_table(migration), (hr_migrations.hr_migration_entry(migration)).table_name)
       USING ids;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -454,14 +458,14 @@ $$;
 
 -- Raises unless the credential holds exactly the integration's plaintext
 -- (55000), belongs to its organization (42501) and opens (22023/22P02).
-CREATE FUNCTION hr_require_secret_matches(envelope text, credential_id uuid, credential_org uuid,
+CREATE FUNCTION hr_migrations.hr_require_secret_matches(envelope text, credential_id uuid, credential_org uuid,
     integration_org uuid, api_key text, api_secret text, refresh_token text) RETURNS boolean
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM @extschema@.hr_require_same_organization(integration_org, credential_org);
-    IF NOT @extschema@.hr_secret_matches(envelope, @extschema@.hr_credential_aad(credential_org, credential_id),
+    PERFORM hr_migrations.hr_require_same_organization(integration_org, credential_org);
+    IF NOT hr_migrations.hr_secret_matches(envelope, hr_migrations.hr_credential_aad(credential_org, credential_id),
                                          api_key, api_secret, refresh_token) THEN
         RAISE EXCEPTION 'the plaintext columns differ from the integration''s credential: not cleared'
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -475,19 +479,19 @@ $$;
 -- whose credential decrypts to exactly that plaintext. A row that holds
 -- plaintext but no credential (unlinked, or its credential deleted, after
 -- the move) is moved first, so its secret is kept, not dropped.
-CREATE FUNCTION hr_credential_move_clear(migration text, ids uuid[]) RETURNS bigint
+CREATE FUNCTION hr_migrations.hr_credential_move_clear(migration text, ids uuid[]) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    tbl regclass := @extschema@.hr_migration_table(migration);
+    tbl regclass := hr_migrations.hr_migration_table(migration);
     unlinked uuid[];
     n bigint;
 BEGIN
     EXECUTE format('SELECT array_agg(t.id) FROM %s t WHERE t.id = ANY ($1) AND t.credential_id IS NULL', tbl)
        INTO unlinked USING ids;
     IF unlinked IS NOT NULL THEN
-        PERFORM @extschema@.hr_credential_move_backfill(migration, unlinked);
+        PERFORM hr_migrations.hr_credential_move_backfill(migration, unlinked);
     END IF;
     EXECUTE format($q$
         UPDATE %2$s i SET api_key = NULL, api_secret = NULL, refresh_token = NULL
@@ -495,7 +499,7 @@ BEGIN
          WHERE i.id = ANY ($1) AND c.id = i.credential_id
            AND %1$s.hr_require_secret_matches(c.encrypted_value, c.id, c.organization_id, i.organization_id,
                                               i.api_key, i.api_secret, i.refresh_token)$q$,
-        '@extschema@', tbl, @extschema@.hr_credentials_table(migration))
+        'hr_migrations', tbl, hr_migrations.hr_credentials_table(migration))
       USING ids;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -507,7 +511,7 @@ $$;
 -- byte for byte), the link cleared, the credential deleted when no other
 -- integration uses it, the rollback logged. A row that fails leaves its
 -- credential untouched and is recorded by the engine.
-CREATE FUNCTION hr_credential_move_rollback(migration text, ids uuid[]) RETURNS bigint
+CREATE FUNCTION hr_migrations.hr_credential_move_rollback(migration text, ids uuid[]) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -540,8 +544,8 @@ BEGIN
               FROM src s
         )
         SELECT count(*) FROM restored$q$,
-        '@extschema@', @extschema@.hr_migration_table(migration), @extschema@.hr_credentials_table(migration),
-        @extschema@.hr_credential_log_table(migration), (@extschema@.hr_migration_entry(migration)).table_name)
+        'hr_migrations', hr_migrations.hr_migration_table(migration), hr_migrations.hr_credentials_table(migration),
+        hr_migrations.hr_credential_log_table(migration), (hr_migrations.hr_migration_entry(migration)).table_name)
       INTO n USING ids;
     RETURN n;
 END
@@ -550,7 +554,7 @@ $$;
 -- Row action of the rewrap: each credential opened with the AAD rebuilt
 -- from its row and sealed again under the active version; refused (42501)
 -- when an integration of another organization links to it.
-CREATE FUNCTION hr_credential_move_rewrap(migration text, ids uuid[]) RETURNS bigint
+CREATE FUNCTION hr_migrations.hr_credential_move_rewrap(migration text, ids uuid[]) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -567,7 +571,7 @@ BEGIN
            AND NOT EXISTS (SELECT 1 FROM %2$s i
                             WHERE i.credential_id = c.id
                               AND NOT %1$s.hr_require_same_organization(i.organization_id, c.organization_id))$q$,
-        '@extschema@', @extschema@.hr_migration_table(migration), @extschema@.hr_credentials_table(migration))
+        'hr_migrations', hr_migrations.hr_migration_table(migration), hr_migrations.hr_credentials_table(migration))
       USING ids;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -577,19 +581,19 @@ $$;
 -- applied: credential_id and both sync triggers exist (after the contract
 -- phase dropped the triggers, credential_id alone). ready: the updated_at
 -- trigger too.
-CREATE FUNCTION hr_credential_move_state(migration text, OUT applied boolean, OUT ready boolean)
+CREATE FUNCTION hr_migrations.hr_credential_move_state(migration text, OUT applied boolean, OUT ready boolean)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
-    o jsonb := (@extschema@.hr_migration_entry(migration)).objects;
-    contracted boolean := @extschema@.hr_migration_phase(migration) = 'contracted';
+    t regclass := hr_migrations.hr_migration_table(migration);
+    o jsonb := (hr_migrations.hr_migration_entry(migration)).objects;
+    contracted boolean := hr_migrations.hr_migration_phase(migration) = 'contracted';
 BEGIN
-    applied := @extschema@.hr_column_exists(t, 'credential_id')
-        AND (contracted OR (@extschema@.hr_trigger_exists(t, o ->> 'sync_insert_trigger')
-                            AND @extschema@.hr_trigger_exists(t, o ->> 'sync_update_trigger')));
-    ready := applied AND @extschema@.hr_trigger_exists(t, o ->> 'touch_trigger');
+    applied := hr_migrations.hr_column_exists(t, 'credential_id')
+        AND (contracted OR (hr_migrations.hr_trigger_exists(t, o ->> 'sync_insert_trigger')
+                            AND hr_migrations.hr_trigger_exists(t, o ->> 'sync_update_trigger')));
+    ready := applied AND hr_migrations.hr_trigger_exists(t, o ->> 'touch_trigger');
 END
 $$;
 
@@ -597,29 +601,29 @@ $$;
 -- that has written the table to end (hr_wait_for_writers), so plaintext
 -- written before the move is visible to the clearing batches and none
 -- escapes them.
-CREATE FUNCTION hr_credential_move_enter(migration text, from_phase text, to_phase text) RETURNS void
+CREATE FUNCTION hr_migrations.hr_credential_move_enter(migration text, from_phase text, to_phase text) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF to_phase = 'enforced' THEN
-        PERFORM @extschema@.hr_wait_for_writers(@extschema@.hr_migration_table(migration));
+        PERFORM hr_migrations.hr_wait_for_writers(hr_migrations.hr_migration_table(migration));
     END IF;
 END
 $$;
 
 -- Closing DDL. contracted: drop the sync triggers (they served the
 -- transition) and the three plaintext columns.
-CREATE PROCEDURE hr_credential_move_finish(migration text, phase text)
+CREATE PROCEDURE hr_migrations.hr_credential_move_finish(migration text, phase text)
 LANGUAGE plpgsql
 AS $$
 DECLARE
     t regclass;
     left_over bigint;
 BEGIN
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-    t := @extschema@.hr_migration_table(migration);
-    IF phase <> 'contracted' OR NOT @extschema@.hr_column_exists(t, 'api_key') THEN
+    PERFORM hr_migrations.hr_procedure_step();
+    t := hr_migrations.hr_migration_table(migration);
+    IF phase <> 'contracted' OR NOT hr_migrations.hr_column_exists(t, 'api_key') THEN
         RETURN;
     END IF;
     EXECUTE format('SELECT count(*) FROM %s t WHERE t.api_key IS NOT NULL OR t.api_secret IS NOT NULL OR t.refresh_token IS NOT NULL', t)
@@ -629,35 +633,35 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'SELECT hr_set_phase(migration, ''enforced''); CALL hr_run_backfill(migration) clears them; then contract again';
     END IF;
-    CALL @extschema@.hr_ddl(migration, $ddl$
+    CALL hr_migrations.hr_ddl(migration, $ddl$
         DROP TRIGGER IF EXISTS {sync_insert_trigger} ON {table};
         DROP TRIGGER IF EXISTS {sync_update_trigger} ON {table};
         ALTER TABLE {table} DROP COLUMN IF EXISTS api_key, DROP COLUMN IF EXISTS api_secret,
                             DROP COLUMN IF EXISTS refresh_token
     $ddl$);
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    PERFORM hr_migrations.hr_procedure_step();
     RAISE NOTICE '%: plaintext columns dropped (VACUUM the table; old row versions, WAL and backups still hold what they held: rotate the job-board keys upstream)', migration;
 END
 $$;
 
-CREATE FUNCTION hr_credential_move_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
+CREATE FUNCTION hr_migrations.hr_credential_move_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
+    t regclass := hr_migrations.hr_migration_table(migration);
     plaintext_left bigint := 0;
     versions text;
     note text;
 BEGIN
-    IF @extschema@.hr_column_exists(t, 'api_key') THEN
+    IF hr_migrations.hr_column_exists(t, 'api_key') THEN
         EXECUTE format('SELECT count(*) FROM %s t WHERE t.api_key IS NOT NULL OR t.api_secret IS NOT NULL OR t.refresh_token IS NOT NULL', t)
            INTO plaintext_left;
     END IF;
     EXECUTE format('SELECT string_agg(format(''%%s under key version %%s'', cnt, coalesce(v::text, ''(not an envelope)'')), '', '' ORDER BY v)
                       FROM (SELECT %s.hr_envelope_key_version(c.encrypted_value) AS v, count(*) AS cnt
-                              FROM %s c GROUP BY 1) s', '@extschema@', @extschema@.hr_credentials_table(migration))
+                              FROM %s c GROUP BY 1) s', 'hr_migrations', hr_migrations.hr_credentials_table(migration))
        INTO versions;
     note := concat_ws('; ',
         CASE WHEN pending > 0 AND phase IN ('dual', 'migrated') THEN
@@ -668,12 +672,12 @@ BEGIN
             format('plaintext refused and no longer read; %s integrations still hold plaintext (%s pending, %s blocked): CALL hr_run_backfill(%L) clears it',
                    plaintext_left, pending, blocked, migration)
              WHEN phase = 'enforced' THEN 'plaintext columns cleared and refused' END,
-        CASE WHEN phase = 'contracted' AND @extschema@.hr_column_exists(t, 'api_key') THEN
+        CASE WHEN phase = 'contracted' AND hr_migrations.hr_column_exists(t, 'api_key') THEN
             format('CALL hr_run_backfill(%L) drops the plaintext columns', migration)
              WHEN phase = 'contracted' THEN 'plaintext columns dropped' END,
         CASE WHEN other_failures > 0 THEN
-            format('%s rows failed a rewrap or rollback: SELECT * FROM hr_batch_failures WHERE migration = %L', other_failures, migration) END,
-        CASE WHEN phase = 'enforced' THEN @extschema@.hr_contract_eta(migration) END,
+            format('%s rows failed a rewrap or rollback: SELECT * FROM hr_migrations.hr_batch_failures WHERE migration = %L', other_failures, migration) END,
+        CASE WHEN phase = 'enforced' THEN hr_migrations.hr_contract_eta(migration) END,
         'credentials: ' || coalesce(versions, 'none'));
     RETURN note;
 END

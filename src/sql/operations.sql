@@ -1,12 +1,15 @@
 -- The operations layer shared by every migration (DESIGN.md §4): the
--- definer role, the migration registry, the batch engine, phases, status and
--- the procedures a DBA CALLs.
+-- extension's own schema, the definer role, the migration registry, the
+-- batch engine, phases, status and the procedures a DBA CALLs.
 --
--- @extschema@ is the schema the extension was created in (the extension is
--- not relocatable, so Postgres substitutes it). Every function pins
--- search_path to pg_catalog, pg_temp and names everything else by schema:
--- extension objects as @extschema@.x, application tables by the names the
--- registry holds, quoted with format('%I').
+-- Everything lives in schema hr_migrations, which this script creates: the
+-- installing superuser owns it, and no other role may create, rename or
+-- replace anything in it. The schema the extension is created in
+-- (@extschema@; `extensions` on Supabase, which postgres owns) holds only
+-- the API's wrappers (src/sql/privileges.sql). Every function pins
+-- search_path to pg_catalog, pg_temp; every body names extension objects
+-- as hr_migrations.x and application tables by the names the registry
+-- holds, quoted with format('%I'), and never names @extschema@.
 --
 -- Who runs what (docs/security.md has the full table):
 --   * SECURITY DEFINER functions are owned by hr_migrations_definer, a
@@ -17,8 +20,25 @@
 --     calls them; nobody else may execute them.
 --   * Tables the definer writes are closed to planted code: app roles lose
 --     TRIGGER, TRUNCATE and REFERENCES on them (the migration scripts), and
---     every batch refuses to run while a table it writes has a trigger owned
---     by anyone but a superuser or the table's owner.
+--     every write refuses to run while code a non-superuser owns is
+--     attached to a table it writes (hr_planted_code).
+
+-- Statements of this script outside function bodies run with search_path
+-- = @extschema@: they qualify every function and operator, or pass
+-- arguments of exactly the parameter types.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n WHERE n.nspname OPERATOR(pg_catalog.=) 'hr_migrations') THEN
+        RAISE EXCEPTION 'schema hr_migrations exists already'
+            USING ERRCODE = 'duplicate_schema',
+                  DETAIL = 'hr_migrations keeps its tables and functions in a schema of that name that the installing superuser creates and owns; one made before could hold look-alikes',
+                  HINT = 'inspect and drop that schema, or install the extension into another schema (CREATE EXTENSION hr_migrations SCHEMA extensions)';
+    END IF;
+END
+$$;
+CREATE SCHEMA hr_migrations;
+COMMENT ON SCHEMA hr_migrations IS
+    'hr_migrations: the extension''s tables and functions; owned by the installing superuser (the API''s wrappers are in the extension''s schema)';
 
 -- -----------------------------------------------------------------------------
 -- The definer role. Roles are cluster-wide: a second database reuses it. A
@@ -29,9 +49,9 @@ DECLARE
     r record;
 BEGIN
     SELECT rolsuper, rolcanlogin, rolbypassrls,
-           EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m WHERE m.roleid = a.oid) AS has_members
+           EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m WHERE m.roleid OPERATOR(pg_catalog.=) a.oid) AS has_members
       INTO r
-      FROM pg_catalog.pg_roles a WHERE a.rolname = 'hr_migrations_definer';
+      FROM pg_catalog.pg_roles a WHERE a.rolname OPERATOR(pg_catalog.=) 'hr_migrations_definer'::pg_catalog.name;
     IF NOT FOUND THEN
         CREATE ROLE hr_migrations_definer NOLOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE BYPASSRLS;
     ELSIF r.rolsuper OR r.rolcanlogin OR r.has_members OR NOT r.rolbypassrls THEN
@@ -51,7 +71,7 @@ COMMENT ON ROLE hr_migrations_definer IS
 -- dump (the schema restores without the application roles' USAGE). For
 -- objects that belong to no extension, forget that record: their ACL stays
 -- what it is, and pg_dump dumps it in full.
-CREATE FUNCTION hr_forget_init_privs(class_id regclass, object_id oid) RETURNS void
+CREATE FUNCTION hr_migrations.hr_forget_init_privs(class_id regclass, object_id oid) RETURNS void
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -62,17 +82,7 @@ AS $$
 $$;
 
 -- The definer role calls the extension's functions by schema.
-DO $$
-BEGIN
-    IF NOT has_schema_privilege('hr_migrations_definer', '@extschema@', 'USAGE') THEN
-        GRANT USAGE ON SCHEMA @extschema@ TO hr_migrations_definer;
-        -- Argument types exact: a closer match planted in @extschema@
-        -- (postgres owns it on Supabase) cannot win.
-        PERFORM @extschema@.hr_forget_init_privs('pg_catalog.pg_namespace'::pg_catalog.regclass,
-                                                 '@extschema@'::pg_catalog.regnamespace::pg_catalog.oid);
-    END IF;
-END
-$$;
+GRANT USAGE ON SCHEMA hr_migrations TO hr_migrations_definer;
 
 -- -----------------------------------------------------------------------------
 -- The registry: the one place that says, for each migration, its key, order,
@@ -83,7 +93,7 @@ $$;
 -- (docs/sql-reference.md, "Registry"). Its script is
 -- sql/migrations/<position as 3 digits>_<migration>.sql, its rollback the
 -- same name under sql/rollback/.
-CREATE TABLE hr_migration_registry (
+CREATE TABLE hr_migrations.hr_migration_registry (
     migration          text PRIMARY KEY CHECK (migration ~ '^[a-z][a-z0-9_]{0,40}$'),
     position           integer NOT NULL UNIQUE CHECK (position BETWEEN 1 AND 999),
     kind               text NOT NULL CHECK (kind IN ('token_hash', 'tenant_column', 'credential_move')),
@@ -94,10 +104,10 @@ CREATE TABLE hr_migration_registry (
     builtin            boolean NOT NULL DEFAULT false,
     UNIQUE (table_schema, table_name)
 );
-COMMENT ON TABLE hr_migration_registry IS
+COMMENT ON TABLE hr_migrations.hr_migration_registry IS
     'hr_migrations: every migration, its kind, table, batch size and the names of the objects its script creates';
 
-INSERT INTO hr_migration_registry (migration, position, kind, table_name, default_batch_size, objects, builtin) VALUES
+INSERT INTO hr_migrations.hr_migration_registry (migration, position, kind, table_name, default_batch_size, objects, builtin) VALUES
 ('reference_tokens', 1, 'token_hash', 'hr_references', 5000, '{
     "token_trigger": "hr_references_token",
     "touch_trigger": "hr_references_touch_updated_at",
@@ -135,21 +145,21 @@ INSERT INTO hr_migration_registry (migration, position, kind, table_name, defaul
  }', true);
 
 -- Where each migration stands. A missing row means 'not_applied'.
-CREATE TABLE hr_migration_phases (
-    migration  text PRIMARY KEY REFERENCES hr_migration_registry (migration) ON DELETE CASCADE,
+CREATE TABLE hr_migrations.hr_migration_phases (
+    migration  text PRIMARY KEY REFERENCES hr_migrations.hr_migration_registry (migration) ON DELETE CASCADE,
     phase      text NOT NULL
                CHECK (phase IN ('not_applied', 'dual', 'migrated', 'enforced', 'contracted')),
     changed_at timestamptz NOT NULL DEFAULT now(),
     changed_by text NOT NULL DEFAULT session_user
 );
-COMMENT ON TABLE hr_migration_phases IS
+COMMENT ON TABLE hr_migrations.hr_migration_phases IS
     'hr_migrations: current phase of each migration; change it only with hr_set_phase()';
 
 -- The batch engine's state, one row per (migration, operation): the keyset
 -- cursor (committed with every batch, so a killed run resumes where it
 -- stopped), counters, the current batch size and the last error.
-CREATE TABLE hr_batch_progress (
-    migration      text NOT NULL REFERENCES hr_migration_registry (migration) ON DELETE CASCADE,
+CREATE TABLE hr_migrations.hr_batch_progress (
+    migration      text NOT NULL REFERENCES hr_migrations.hr_migration_registry (migration) ON DELETE CASCADE,
     operation      text NOT NULL CHECK (operation IN ('backfill', 'clear', 'erase', 'rollback', 'rewrap')),
     last_id        uuid,
     batches        bigint NOT NULL DEFAULT 0,
@@ -165,15 +175,15 @@ CREATE TABLE hr_batch_progress (
     last_error     text,
     PRIMARY KEY (migration, operation)
 );
-COMMENT ON TABLE hr_batch_progress IS
+COMMENT ON TABLE hr_migrations.hr_batch_progress IS
     'hr_migrations: cursor and counters of each batch operation (last_id NULL = start of table)';
 
 -- Rows a batch operation could not process: recorded by id with the
 -- SQLSTATE and a reason that never quotes row data, skipped by later
 -- batches, counted as blocked by hr_migration_status(). Fix the row, then
 -- SELECT hr_retry_failures(migration) and run the operation again.
-CREATE TABLE hr_batch_failures (
-    migration  text NOT NULL REFERENCES hr_migration_registry (migration) ON DELETE CASCADE,
+CREATE TABLE hr_migrations.hr_batch_failures (
+    migration  text NOT NULL REFERENCES hr_migrations.hr_migration_registry (migration) ON DELETE CASCADE,
     operation  text NOT NULL,
     row_id     uuid NOT NULL,
     sqlstate   text NOT NULL,
@@ -181,35 +191,35 @@ CREATE TABLE hr_batch_failures (
     failed_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (migration, operation, row_id)
 );
-COMMENT ON TABLE hr_batch_failures IS
+COMMENT ON TABLE hr_migrations.hr_batch_failures IS
     'hr_migrations: rows a batch operation skipped, by id, with SQLSTATE and reason (never a value)';
 
 -- pg_dump keeps these rows (the extension's own rows are re-created by
 -- CREATE EXTENSION; registered migrations are not).
-SELECT pg_catalog.pg_extension_config_dump('hr_migration_registry', 'WHERE NOT builtin');
-SELECT pg_catalog.pg_extension_config_dump('hr_migration_phases', '');
-SELECT pg_catalog.pg_extension_config_dump('hr_batch_progress', '');
-SELECT pg_catalog.pg_extension_config_dump('hr_batch_failures', '');
+SELECT pg_catalog.pg_extension_config_dump('hr_migrations.hr_migration_registry', 'WHERE NOT builtin');
+SELECT pg_catalog.pg_extension_config_dump('hr_migrations.hr_migration_phases', '');
+SELECT pg_catalog.pg_extension_config_dump('hr_migrations.hr_batch_progress', '');
+SELECT pg_catalog.pg_extension_config_dump('hr_migrations.hr_batch_failures', '');
 
 -- -----------------------------------------------------------------------------
 -- Registry lookups.
 
 -- The migration keys, in order.
-CREATE FUNCTION hr_migration_keys() RETURNS SETOF text
+CREATE FUNCTION hr_migrations.hr_migration_keys() RETURNS SETOF text
 LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT r.migration FROM @extschema@.hr_migration_registry r ORDER BY r.position $$;
+AS $$ SELECT r.migration FROM hr_migrations.hr_migration_registry r ORDER BY r.position $$;
 
 -- The registry row of a migration; 22023 for a key that is not registered,
 -- so a typo never reads as 'not_applied'.
-CREATE FUNCTION hr_migration_entry(migration text) RETURNS @extschema@.hr_migration_registry
+CREATE FUNCTION hr_migrations.hr_migration_entry(migration text) RETURNS hr_migrations.hr_migration_registry
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    r @extschema@.hr_migration_registry;
+    r hr_migrations.hr_migration_registry;
 BEGIN
-    SELECT * INTO r FROM @extschema@.hr_migration_registry m WHERE m.migration = hr_migration_entry.migration;
+    SELECT * INTO r FROM hr_migrations.hr_migration_registry m WHERE m.migration = hr_migration_entry.migration;
     IF NOT FOUND THEN
         -- The name given is not repeated: an error never quotes its input.
         RAISE EXCEPTION 'unknown migration: not in hr_migration_registry'
@@ -221,67 +231,67 @@ END
 $$;
 
 -- The migration's table, or NULL while it does not exist.
-CREATE FUNCTION hr_migration_table(migration text) RETURNS regclass
+CREATE FUNCTION hr_migrations.hr_migration_table(migration text) RETURNS regclass
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     -- NULL when the table does not exist; 22023 (hr_migration_entry) when
     -- the migration is not registered, so no caller builds SQL from NULL.
     SELECT to_regclass(format('%I.%I', e.table_schema, e.table_name))
-      FROM @extschema@.hr_migration_entry(migration) e
+      FROM hr_migrations.hr_migration_entry(migration) e
 $$;
 
 -- One object name from the registry entry (NULL when the kind has none).
-CREATE FUNCTION hr_migration_object(migration text, object text) RETURNS text
+CREATE FUNCTION hr_migrations.hr_migration_object(migration text, object text) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT r.objects ->> object FROM @extschema@.hr_migration_registry r
+    SELECT r.objects ->> object FROM hr_migrations.hr_migration_registry r
      WHERE r.migration = hr_migration_object.migration
 $$;
 
 -- The script that applies a migration, relative to sql/migrations/ (or sql/rollback/).
-CREATE FUNCTION hr_migration_script(migration text) RETURNS text
+CREATE FUNCTION hr_migrations.hr_migration_script(migration text) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT format('%s_%s.sql', lpad(r.position::text, 3, '0'), r.migration)
-      FROM @extschema@.hr_migration_registry r WHERE r.migration = hr_migration_script.migration
+      FROM hr_migrations.hr_migration_registry r WHERE r.migration = hr_migration_script.migration
 $$;
 
 -- The current phase ('not_applied' when it has no row); 22023 for an unknown key.
-CREATE FUNCTION hr_migration_phase(migration text) RETURNS text
+CREATE FUNCTION hr_migrations.hr_migration_phase(migration text) RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     p text;
 BEGIN
-    PERFORM @extschema@.hr_migration_entry(migration);
-    SELECT m.phase INTO p FROM @extschema@.hr_migration_phases m WHERE m.migration = hr_migration_phase.migration;
+    PERFORM hr_migrations.hr_migration_entry(migration);
+    SELECT m.phase INTO p FROM hr_migrations.hr_migration_phases m WHERE m.migration = hr_migration_phase.migration;
     RETURN coalesce(p, 'not_applied');
 END
 $$;
 
 -- Raises 55000 unless the migration's DDL has been applied; returns the phase.
-CREATE FUNCTION hr_require_applied(migration text) RETURNS text
+CREATE FUNCTION hr_migrations.hr_require_applied(migration text) RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    p text := @extschema@.hr_migration_phase(migration);
+    p text := hr_migrations.hr_migration_phase(migration);
 BEGIN
     IF p = 'not_applied' THEN
         RAISE EXCEPTION 'migration % is not applied', migration
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = format('apply sql/migrations/%s first (docs/runbook.md)', @extschema@.hr_migration_script(migration));
+                  HINT = format('apply sql/migrations/%s first (docs/runbook.md)', hr_migrations.hr_migration_script(migration));
     END IF;
     RETURN p;
 END
 $$;
 
 -- Catalog facts the kinds ask about their tables (false for a NULL table).
-CREATE FUNCTION hr_column_exists(tbl regclass, col text) RETURNS boolean
+CREATE FUNCTION hr_migrations.hr_column_exists(tbl regclass, col text) RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -289,7 +299,7 @@ AS $$
                     WHERE a.attrelid = tbl AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped)
 $$;
 
-CREATE FUNCTION hr_column_not_null(tbl regclass, col text) RETURNS boolean
+CREATE FUNCTION hr_migrations.hr_column_not_null(tbl regclass, col text) RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -297,7 +307,7 @@ AS $$
                     WHERE a.attrelid = tbl AND a.attname = col AND a.attnotnull AND NOT a.attisdropped)
 $$;
 
-CREATE FUNCTION hr_trigger_exists(tbl regclass, trigger_name text) RETURNS boolean
+CREATE FUNCTION hr_migrations.hr_trigger_exists(tbl regclass, trigger_name text) RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -306,7 +316,7 @@ AS $$
 $$;
 
 -- When an enforced migration may be contracted (for its status note).
-CREATE FUNCTION hr_contract_eta(migration text) RETURNS text
+CREATE FUNCTION hr_migrations.hr_contract_eta(migration text) RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -314,12 +324,12 @@ DECLARE
     since timestamptz;
     period interval;
 BEGIN
-    SELECT m.changed_at INTO since FROM @extschema@.hr_migration_phases m
+    SELECT m.changed_at INTO since FROM hr_migrations.hr_migration_phases m
      WHERE m.migration = hr_contract_eta.migration AND m.phase = 'enforced';
     IF since IS NULL THEN
         RETURN NULL;
     END IF;
-    PERFORM @extschema@.hr_backfill_in_progress();  -- loads the library, which defines the setting
+    PERFORM hr_migrations.hr_backfill_in_progress();  -- loads the library, which defines the setting
     period := coalesce(current_setting('hr_migrations.deprecation_period', true), '30 days')::interval;
     IF since + period <= now() THEN
         RETURN format('contracted is possible now: SELECT hr_set_phase(%L, ''contracted'')', migration);
@@ -331,14 +341,14 @@ $$;
 
 -- A millisecond setting of the extension as a number (current_setting
 -- would give '100ms'); the default when the library is not loaded yet.
-CREATE FUNCTION hr_setting_ms(name text, fallback double precision) RETURNS double precision
+CREATE FUNCTION hr_migrations.hr_setting_ms(name text, fallback double precision) RETURNS double precision
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v double precision;
 BEGIN
-    PERFORM @extschema@.hr_backfill_in_progress();  -- loads the library, which defines the settings
+    PERFORM hr_migrations.hr_backfill_in_progress();  -- loads the library, which defines the settings
     SELECT s.setting::double precision INTO v FROM pg_catalog.pg_settings s WHERE s.name = hr_setting_ms.name;
     RETURN coalesce(v, fallback);
 END
@@ -346,12 +356,12 @@ $$;
 
 -- Calls a kind's function hr_<kind>_<what>(migration, ...): dispatch by the
 -- registry's kind, so adding a migration of an existing kind adds no code.
-CREATE FUNCTION hr_kind_function(migration text, what text) RETURNS text
+CREATE FUNCTION hr_migrations.hr_kind_function(migration text, what text) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     -- hr_migration_entry raises 22023 for a migration that is not registered.
-    SELECT format('%s.%I', '@extschema@', 'hr_' || (@extschema@.hr_migration_entry(migration)).kind || '_' || what)
+    SELECT format('%s.%I', 'hr_migrations', 'hr_' || (hr_migrations.hr_migration_entry(migration)).kind || '_' || what)
 $$;
 
 -- What the batch engine needs to know about one operation of a migration,
@@ -361,14 +371,14 @@ $$;
 -- predicate of rows that are done ("migrated", for status), the function
 -- that acts on one batch of ids, and every table that function writes.
 -- Predicates are SQL over the alias t; NULL table = not an operation of this kind.
-CREATE FUNCTION hr_operation_spec(migration text, operation text,
+CREATE FUNCTION hr_migrations.hr_operation_spec(migration text, operation text,
     OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
     OUT action text, OUT writes regclass[])
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    EXECUTE format('SELECT * FROM %s($1, $2)', @extschema@.hr_kind_function(migration, 'spec'))
+    EXECUTE format('SELECT * FROM %s($1, $2)', hr_migrations.hr_kind_function(migration, 'spec'))
        INTO tbl, pending, blocked, migrated, action, writes
       USING migration, operation;
     IF tbl IS NULL THEN
@@ -380,14 +390,14 @@ END
 $$;
 
 -- The operation whose batches are the pending work of a phase, or NULL.
-CREATE FUNCTION hr_phase_operation(migration text, phase text) RETURNS text
+CREATE FUNCTION hr_migrations.hr_phase_operation(migration text, phase text) RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     op text;
 BEGIN
-    EXECUTE format('SELECT %s($1, $2)', @extschema@.hr_kind_function(migration, 'phase_operation'))
+    EXECUTE format('SELECT %s($1, $2)', hr_migrations.hr_kind_function(migration, 'phase_operation'))
        INTO op USING migration, phase;
     RETURN op;
 END
@@ -404,12 +414,12 @@ $$;
 --   {<key>}            any other object name of the registry entry, quoted
 -- so the scripts read as the DDL they run, and a renamed object is a
 -- registry change only. 22023 for a placeholder the entry does not define.
-CREATE FUNCTION hr_render(migration text, template text) RETURNS text
+CREATE FUNCTION hr_migrations.hr_render(migration text, template text) RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    e @extschema@.hr_migration_registry := @extschema@.hr_migration_entry(migration);
+    e hr_migrations.hr_migration_registry := hr_migrations.hr_migration_entry(migration);
     out text := template;
     k text;
     v text;
@@ -419,7 +429,7 @@ BEGIN
     END IF;
     out := replace(out, '{table}', format('%I.%I', e.table_schema, e.table_name));
     out := replace(out, '{table_schema}', quote_ident(e.table_schema));
-    out := replace(out, '{ext}', '@extschema@');
+    out := replace(out, '{ext}', 'hr_migrations');
     FOR k, v IN SELECT j.key, j.value FROM jsonb_each_text(e.objects) j WHERE jsonb_typeof(e.objects -> j.key) = 'string' LOOP
         IF k IN ('credentials_table', 'log_table') THEN
             out := replace(out, '{' || k || '}', format('%I.%I', e.table_schema, v));
@@ -445,7 +455,7 @@ $$;
 -- a boolean SQL expression (rendered like ddl), makes the step a no-op when
 -- its result already exists (ADD CONSTRAINT has no IF NOT EXISTS).
 -- COMMITs: CALL it outside an explicit transaction block.
-CREATE PROCEDURE hr_ddl(migration text, ddl text, skip_when text DEFAULT NULL)
+CREATE PROCEDURE hr_migrations.hr_ddl(migration text, ddl text, skip_when text DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -459,11 +469,11 @@ DECLARE
     skip boolean;
     started timestamptz;
 BEGIN
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-    stmt := @extschema@.hr_render(migration, ddl);
-    cond := @extschema@.hr_render(migration, skip_when);
-    attempt_ms := @extschema@.hr_setting_ms('hr_migrations.ddl_lock_timeout', 1000);
-    budget_ms := @extschema@.hr_setting_ms('hr_migrations.ddl_retry_budget', 600000);
+    PERFORM hr_migrations.hr_procedure_step();
+    stmt := hr_migrations.hr_render(migration, ddl);
+    cond := hr_migrations.hr_render(migration, skip_when);
+    attempt_ms := hr_migrations.hr_setting_ms('hr_migrations.ddl_lock_timeout', 1000);
+    budget_ms := hr_migrations.hr_setting_ms('hr_migrations.ddl_retry_budget', 600000);
     attempt := 0;
     waited := 0;
     skip := false;
@@ -499,34 +509,34 @@ BEGIN
         END;
     END LOOP;
     COMMIT;
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    PERFORM hr_migrations.hr_procedure_step();
 END
 $$;
 
 -- Drops the plan's triggers and policies that a migration replaces (the
 -- registry's legacy_triggers and legacy_policies), each only when present,
 -- each through hr_ddl.
-CREATE PROCEDURE hr_drop_legacy(migration text)
+CREATE PROCEDURE hr_migrations.hr_drop_legacy(migration text)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    e @extschema@.hr_migration_registry;
+    e hr_migrations.hr_migration_registry;
     tbl regclass;
     n text;
 BEGIN
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-    e := @extschema@.hr_migration_entry(migration);
-    tbl := @extschema@.hr_migration_table(migration);
+    PERFORM hr_migrations.hr_procedure_step();
+    e := hr_migrations.hr_migration_entry(migration);
+    tbl := hr_migrations.hr_migration_table(migration);
     FOR n IN SELECT jsonb_array_elements_text(coalesce(e.objects -> 'legacy_triggers', '[]')) LOOP
-        IF @extschema@.hr_trigger_exists(tbl, n) THEN
-            CALL @extschema@.hr_ddl(migration, pg_catalog.format('DROP TRIGGER %I ON %s', n, tbl));
-            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        IF hr_migrations.hr_trigger_exists(tbl, n) THEN
+            CALL hr_migrations.hr_ddl(migration, pg_catalog.format('DROP TRIGGER %I ON %s', n, tbl));
+            PERFORM hr_migrations.hr_procedure_step();
         END IF;
     END LOOP;
     FOR n IN SELECT jsonb_array_elements_text(coalesce(e.objects -> 'legacy_policies', '[]')) LOOP
         IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = tbl AND p.polname = n) THEN
-            CALL @extschema@.hr_ddl(migration, pg_catalog.format('DROP POLICY %I ON %s', n, tbl));
-            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+            CALL hr_migrations.hr_ddl(migration, pg_catalog.format('DROP POLICY %I ON %s', n, tbl));
+            PERFORM hr_migrations.hr_procedure_step();
         END IF;
     END LOOP;
 END
@@ -536,7 +546,7 @@ $$;
 -- Guards of the batch engine.
 
 -- Refuses (22023) a batch size outside 1..1000000.
-CREATE FUNCTION hr_check_batch_size(batch_size integer) RETURNS void
+CREATE FUNCTION hr_migrations.hr_check_batch_size(batch_size integer) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -558,7 +568,7 @@ $$;
 -- class), or a domain constraint of a column's type; and any rule, whose
 -- actions run as the writer. The table's owner is NOT trusted: on Supabase
 -- it is postgres, which is not a superuser. One row per object.
-CREATE FUNCTION hr_planted_code(tables regclass[])
+CREATE FUNCTION hr_migrations.hr_planted_code(tables regclass[])
 RETURNS TABLE (table_name regclass, object text, function_name text, function_owner name)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -657,7 +667,7 @@ $$;
 -- Only SQLSTATEs whose messages we write (and which never quote row data)
 -- are recorded with their message; anything else is recorded by SQLSTATE
 -- alone, since a server message can quote the value that failed to parse.
-CREATE FUNCTION hr_failure_reason(state text, message text) RETURNS text
+CREATE FUNCTION hr_migrations.hr_failure_reason(state text, message text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -675,7 +685,7 @@ $$;
 -- superuser running a migration); SELECT, INSERT, UPDATE and DELETE stay as
 -- the application had them. The migration scripts call it for each table
 -- they make the extension write. Runs as the DBA (it must own the table).
-CREATE FUNCTION hr_secure_table(tbl regclass, definer_privileges text) RETURNS void
+CREATE FUNCTION hr_migrations.hr_secure_table(tbl regclass, definer_privileges text) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -699,24 +709,24 @@ BEGIN
     -- role anything while one is there. SHARE UPDATE EXCLUSIVE waits for a
     -- CREATE TRIGGER in flight and blocks no reads or writes.
     EXECUTE format('LOCK TABLE %s IN SHARE UPDATE EXCLUSIVE MODE', tbl);
-    PERFORM @extschema@.hr_refuse_foreign_triggers(ARRAY[tbl]::oid[]);
+    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY[tbl]::oid[]);
     SELECT c.relnamespace INTO nsp FROM pg_catalog.pg_class c WHERE c.oid = tbl;
     IF NOT has_schema_privilege('hr_migrations_definer', nsp, 'USAGE') THEN
         EXECUTE format('GRANT USAGE ON SCHEMA %s TO hr_migrations_definer', nsp::regnamespace);
-        PERFORM @extschema@.hr_forget_init_privs('pg_catalog.pg_namespace', nsp);
+        PERFORM hr_migrations.hr_forget_init_privs('pg_catalog.pg_namespace', nsp);
     END IF;
     EXECUTE format('GRANT %s ON %s TO hr_migrations_definer', definer_privileges, tbl);
     -- Run by ALTER EXTENSION UPDATE (the upgrade refreshes applied
     -- migrations), these grants would otherwise count as the table's initial
     -- privileges and drop out of pg_dump.
-    PERFORM @extschema@.hr_forget_init_privs('pg_catalog.pg_class', tbl);
+    PERFORM hr_migrations.hr_forget_init_privs('pg_catalog.pg_class', tbl);
 END
 $$;
 
 -- Tables a migration creates for the extension alone (audit logs) and their
 -- sequences: nobody but the owner, then exactly the given readers (roles
 -- that do not exist are skipped) and the definer role's privileges.
-CREATE FUNCTION hr_secure_own_table(tbl regclass, readers text[], definer_privileges text) RETURNS void
+CREATE FUNCTION hr_migrations.hr_secure_own_table(tbl regclass, readers text[], definer_privileges text) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -744,14 +754,14 @@ BEGIN
         IF g.rolname IS NOT NULL THEN
             EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM %I', g.seq, g.rolname);
         END IF;
-        PERFORM @extschema@.hr_forget_init_privs('pg_catalog.pg_class', g.seq);
+        PERFORM hr_migrations.hr_forget_init_privs('pg_catalog.pg_class', g.seq);
     END LOOP;
     FOREACH r IN ARRAY readers LOOP
         IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles o WHERE o.rolname = r) THEN
             EXECUTE format('GRANT SELECT ON %s TO %I', tbl, r);
         END IF;
     END LOOP;
-    PERFORM @extschema@.hr_secure_table(tbl, definer_privileges);
+    PERFORM hr_migrations.hr_secure_table(tbl, definer_privileges);
 END
 $$;
 
@@ -782,7 +792,7 @@ $$;
 -- default 1000 made each rollback batch hash both tables whole: 69 s for
 -- 100k integrations, docs/benchmarks.md). JIT is off: a batch's statements
 -- are short, and a high estimate made each one compile for 50 ms.
-CREATE FUNCTION hr_engine_batch(migration text, operation text, batch_size integer) RETURNS bigint
+CREATE FUNCTION hr_migrations.hr_engine_batch(migration text, operation text, batch_size integer) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET jit = off
@@ -800,22 +810,23 @@ DECLARE
     started timestamptz := clock_timestamp();
     wrapped boolean := false;
 BEGIN
-    PERFORM @extschema@.hr_check_batch_size(batch_size);
-    PERFORM @extschema@.hr_require_applied(migration);
-    SELECT * INTO spec FROM @extschema@.hr_operation_spec(migration, operation);
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
+    PERFORM hr_migrations.hr_check_batch_size(batch_size);
+    PERFORM hr_migrations.hr_require_applied(migration);
+    SELECT * INTO spec FROM hr_migrations.hr_operation_spec(migration, operation);
     -- ROW EXCLUSIVE conflicts with CREATE TRIGGER: no trigger can appear
     -- between this check and the batch (hr_refuse_foreign_triggers, Rust).
-    PERFORM @extschema@.hr_lock_tables(spec.writes);
-    PERFORM @extschema@.hr_refuse_foreign_triggers(spec.writes::oid[]);
+    PERFORM hr_migrations.hr_lock_tables(spec.writes);
+    PERFORM hr_migrations.hr_refuse_foreign_triggers(spec.writes::oid[]);
 
-    INSERT INTO @extschema@.hr_batch_progress AS p (migration, operation)
+    INSERT INTO hr_migrations.hr_batch_progress AS p (migration, operation)
     VALUES (hr_engine_batch.migration, hr_engine_batch.operation)
     ON CONFLICT ON CONSTRAINT hr_batch_progress_pkey DO NOTHING;
-    SELECT p.last_id INTO after_id FROM @extschema@.hr_batch_progress p
+    SELECT p.last_id INTO after_id FROM hr_migrations.hr_batch_progress p
      WHERE p.migration = hr_engine_batch.migration AND p.operation = hr_engine_batch.operation
        FOR UPDATE;
 
-    PERFORM @extschema@.hr_set_backfill_flag(true);
+    PERFORM hr_migrations.hr_set_backfill_flag(true);
     LOOP
         EXECUTE format(
             'SELECT array_agg(s.id ORDER BY s.id) FROM (
@@ -827,7 +838,7 @@ BEGIN
                   ORDER BY t.id
                   LIMIT $2
                     FOR UPDATE OF t SKIP LOCKED) s',
-            spec.tbl, spec.pending, '@extschema@')
+            spec.tbl, spec.pending, 'hr_migrations')
           INTO ids USING after_id, batch_size, migration, operation;
 
         IF ids IS NULL THEN
@@ -849,9 +860,9 @@ BEGIN
                     done := done + n;
                 EXCEPTION WHEN OTHERS THEN
                     GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-                    INSERT INTO @extschema@.hr_batch_failures AS f (migration, operation, row_id, sqlstate, reason)
+                    INSERT INTO hr_migrations.hr_batch_failures AS f (migration, operation, row_id, sqlstate, reason)
                     VALUES (hr_engine_batch.migration, hr_engine_batch.operation, one, st,
-                            @extschema@.hr_failure_reason(st, msg))
+                            hr_migrations.hr_failure_reason(st, msg))
                     ON CONFLICT ON CONSTRAINT hr_batch_failures_pkey
                     DO UPDATE SET sqlstate = excluded.sqlstate, reason = excluded.reason, failed_at = now();
                     failed := failed + 1;
@@ -861,9 +872,9 @@ BEGIN
         after_id := ids[array_upper(ids, 1)];
         EXIT WHEN done > 0;
     END LOOP;
-    PERFORM @extschema@.hr_set_backfill_flag(false);
+    PERFORM hr_migrations.hr_set_backfill_flag(false);
 
-    UPDATE @extschema@.hr_batch_progress p
+    UPDATE hr_migrations.hr_batch_progress p
        SET last_id = CASE WHEN ids IS NULL THEN NULL ELSE after_id END,
            batches = p.batches + (done + failed > 0)::int,
            rows_done = p.rows_done + done,
@@ -874,7 +885,7 @@ BEGIN
            updated_at = clock_timestamp(),
            finished_at = CASE WHEN ids IS NULL THEN clock_timestamp() END,
            last_error = CASE WHEN failed > 0
-                             THEN format('%s rows failed in the last batch; SELECT * FROM hr_batch_failures', failed)
+                             THEN format('%s rows failed in the last batch; SELECT * FROM hr_migrations.hr_batch_failures', failed)
                              ELSE p.last_error END
      WHERE p.migration = hr_engine_batch.migration AND p.operation = hr_engine_batch.operation;
     RETURN done;
@@ -883,7 +894,7 @@ $$;
 
 -- ROW EXCLUSIVE on each table, in a stable order (what the batch's own
 -- UPDATEs take anyway; taken first so the trigger check cannot race).
-CREATE FUNCTION hr_lock_tables(tables regclass[]) RETURNS void
+CREATE FUNCTION hr_migrations.hr_lock_tables(tables regclass[]) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -899,7 +910,7 @@ $$;
 -- Counts of one operation, from the same predicates the batches select
 -- with: pending (to do, not failed before), blocked (cannot be done, or
 -- failed before), migrated (done), total rows of its table.
-CREATE FUNCTION hr_operation_counts(migration text, operation text,
+CREATE FUNCTION hr_migrations.hr_operation_counts(migration text, operation text,
     OUT total bigint, OUT migrated bigint, OUT pending bigint, OUT blocked bigint)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -907,7 +918,8 @@ AS $$
 DECLARE
     spec record;
 BEGIN
-    SELECT * INTO spec FROM @extschema@.hr_operation_spec(migration, operation);
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
+    SELECT * INTO spec FROM hr_migrations.hr_operation_spec(migration, operation);
     EXECUTE format(
         'SELECT count(*),
                 count(*) FILTER (WHERE %s),
@@ -916,22 +928,23 @@ BEGIN
            FROM (SELECT t.*, EXISTS (SELECT 1 FROM %s.hr_batch_failures f
                                       WHERE f.migration = $1 AND f.operation = $2 AND f.row_id = t.id) AS failed
                    FROM %s t) t',
-        spec.migrated, spec.pending, spec.blocked, spec.pending, '@extschema@', spec.tbl)
+        spec.migrated, spec.pending, spec.blocked, spec.pending, 'hr_migrations', spec.tbl)
       INTO total, migrated, pending, blocked USING migration, operation;
 END
 $$;
 
 -- Forgets the recorded failures of a migration (one operation or all), so
 -- the next run tries those rows again. Returns how many were forgotten.
-CREATE FUNCTION hr_retry_failures(migration text, operation text DEFAULT NULL) RETURNS bigint
+CREATE FUNCTION hr_migrations.hr_retry_failures(migration text, operation text DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n bigint;
 BEGIN
-    PERFORM @extschema@.hr_migration_entry(migration);
-    DELETE FROM @extschema@.hr_batch_failures f
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
+    PERFORM hr_migrations.hr_migration_entry(migration);
+    DELETE FROM hr_migrations.hr_batch_failures f
      WHERE f.migration = hr_retry_failures.migration
        AND (hr_retry_failures.operation IS NULL OR f.operation = hr_retry_failures.operation);
     GET DIAGNOSTICS n = ROW_COUNT;
@@ -946,7 +959,7 @@ $$;
 -- for reporting, not in a hot path. pending and blocked are those of the
 -- phase's operation (the backfill until migrated, the clearing or erasing
 -- after), plus rows other operations (rewrap, rollback) recorded as failed.
-CREATE FUNCTION hr_migration_status()
+CREATE FUNCTION hr_migrations.hr_migration_status()
 RETURNS TABLE (migration text, phase text, total bigint, migrated bigint,
                pending bigint, blocked bigint, note text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -958,30 +971,31 @@ DECLARE
     c record;
     other_failures bigint;
 BEGIN
-    FOR r IN SELECT * FROM @extschema@.hr_migration_registry ORDER BY position LOOP
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
+    FOR r IN SELECT * FROM hr_migrations.hr_migration_registry ORDER BY position LOOP
         migration := r.migration;
-        phase := @extschema@.hr_migration_phase(r.migration);
+        phase := hr_migrations.hr_migration_phase(r.migration);
         IF phase = 'not_applied' THEN
-            total := @extschema@.hr_row_count(@extschema@.hr_migration_table(r.migration));
+            total := hr_migrations.hr_row_count(hr_migrations.hr_migration_table(r.migration));
             migrated := 0; pending := total; blocked := 0;
-            note := format('apply sql/migrations/%s', @extschema@.hr_migration_script(r.migration));
+            note := format('apply sql/migrations/%s', hr_migrations.hr_migration_script(r.migration));
             RETURN NEXT;
             CONTINUE;
         END IF;
-        op := coalesce(@extschema@.hr_phase_operation(r.migration, phase), 'backfill');
-        SELECT * INTO c FROM @extschema@.hr_operation_counts(r.migration, op);
-        SELECT count(*) INTO other_failures FROM @extschema@.hr_batch_failures f
+        op := coalesce(hr_migrations.hr_phase_operation(r.migration, phase), 'backfill');
+        SELECT * INTO c FROM hr_migrations.hr_operation_counts(r.migration, op);
+        SELECT count(*) INTO other_failures FROM hr_migrations.hr_batch_failures f
          WHERE f.migration = r.migration AND f.operation <> op;
         total := c.total;
         migrated := c.migrated;
-        IF @extschema@.hr_phase_operation(r.migration, phase) IS NULL AND phase NOT IN ('dual', 'migrated') THEN
+        IF hr_migrations.hr_phase_operation(r.migration, phase) IS NULL AND phase NOT IN ('dual', 'migrated') THEN
             pending := 0;
             blocked := other_failures;
         ELSE
             pending := c.pending;
             blocked := c.blocked + other_failures;
         END IF;
-        EXECUTE format('SELECT %s($1, $2, $3, $4, $5)', @extschema@.hr_kind_function(r.migration, 'note'))
+        EXECUTE format('SELECT %s($1, $2, $3, $4, $5)', hr_migrations.hr_kind_function(r.migration, 'note'))
            INTO note USING r.migration, phase, pending, blocked, other_failures;
         RETURN NEXT;
     END LOOP;
@@ -990,7 +1004,7 @@ $$;
 
 -- Rows of a table that may not exist yet (0 then). Before its migration
 -- script granted the definer role SELECT, the planner's estimate.
-CREATE FUNCTION hr_row_count(tbl regclass) RETURNS bigint
+CREATE FUNCTION hr_migrations.hr_row_count(tbl regclass) RETURNS bigint
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1010,7 +1024,7 @@ $$;
 
 -- What hr_migration_progress shows: each batch operation that ran, with
 -- its rate, current batch size and an ETA from the rows it expected.
-CREATE VIEW hr_migration_progress AS
+CREATE VIEW hr_migrations.hr_migration_progress AS
 SELECT p.migration,
        p.operation,
        CASE WHEN p.running_pid IS NOT NULL
@@ -1032,8 +1046,8 @@ SELECT p.migration,
        p.started_at,
        p.updated_at,
        p.last_error
-  FROM @extschema@.hr_batch_progress p;
-COMMENT ON VIEW hr_migration_progress IS
+  FROM hr_migrations.hr_batch_progress p;
+COMMENT ON VIEW hr_migrations.hr_migration_progress IS
     'hr_migrations: rows done, rate, batch size and duration, ETA and last error of each batch operation';
 
 -- -----------------------------------------------------------------------------
@@ -1042,7 +1056,7 @@ COMMENT ON VIEW hr_migration_progress IS
 -- names objects (tables, indexes, pids, settings, roles), never values; fix
 -- says what to do. The migration scripts call hr_preflight_gate() first and
 -- stop on a blocker of their migration. Runs as the DBA.
-CREATE FUNCTION hr_preflight()
+CREATE FUNCTION hr_migrations.hr_preflight()
 RETURNS TABLE (migration text, check_name text, status text, detail text, fix text)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -1060,11 +1074,27 @@ DECLARE
     -- server code calls the functions as, and PostgREST's login role.
     param_roles constant text[] := ARRAY['service_role', 'authenticator'];
     lag_ms double precision;
-    max_lag_ms double precision := @extschema@.hr_setting_ms('hr_migrations.max_replication_lag_ms', 10000);
-    long_ms double precision := @extschema@.hr_setting_ms('hr_migrations.preflight_long_transaction', 10000);
+    max_lag_ms double precision := hr_migrations.hr_setting_ms('hr_migrations.max_replication_lag_ms', 10000);
+    long_ms double precision := hr_migrations.hr_setting_ms('hr_migrations.preflight_long_transaction', 10000);
 BEGIN
     -- Cluster-wide checks.
     migration := '*';
+    -- First: while the definer role is within reach or the extension was
+    -- changed, nothing below runs (it would call functions the definer
+    -- role owns, as the caller).
+    check_name := 'integrity';
+    detail := hr_migrations.hr_integrity_problem();
+    IF detail IS NOT NULL THEN
+        status := 'blocker';
+        fix := 'every SECURITY DEFINER function, procedure and batch refuses until it is undone (docs/security.md, "Integrity")';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    status := 'ok';
+    detail := 'hr_migrations_definer has no member and cannot log in; the extension''s objects are as installed';
+    fix := NULL;
+    RETURN NEXT;
+
     check_name := 'library preloaded';
     IF current_setting('shared_preload_libraries') ~ '(^|[ ,])hr_migrations($|[ ,])' THEN
         status := 'ok'; detail := 'shared_preload_libraries includes hr_migrations'; fix := NULL;
@@ -1093,10 +1123,10 @@ BEGIN
     found_any := false;
     FOR x IN
         SELECT ar.rolname,
-               coalesce(@extschema@.hr_role_setting(ar.oid, 'log_statement'), current_setting('log_statement')) AS log_statement,
-               coalesce(@extschema@.hr_role_setting(ar.oid, 'log_min_duration_statement'), current_setting('log_min_duration_statement')) AS min_duration,
-               coalesce(@extschema@.hr_role_setting(ar.oid, 'log_parameter_max_length'), current_setting('log_parameter_max_length')) AS max_len,
-               coalesce(@extschema@.hr_role_setting(ar.oid, 'log_parameter_max_length_on_error'), current_setting('log_parameter_max_length_on_error')) AS max_len_err
+               coalesce(hr_migrations.hr_role_setting(ar.oid, 'log_statement'), current_setting('log_statement')) AS log_statement,
+               coalesce(hr_migrations.hr_role_setting(ar.oid, 'log_min_duration_statement'), current_setting('log_min_duration_statement')) AS min_duration,
+               coalesce(hr_migrations.hr_role_setting(ar.oid, 'log_parameter_max_length'), current_setting('log_parameter_max_length')) AS max_len,
+               coalesce(hr_migrations.hr_role_setting(ar.oid, 'log_parameter_max_length_on_error'), current_setting('log_parameter_max_length_on_error')) AS max_len_err
           FROM pg_catalog.pg_roles ar WHERE ar.rolname = ANY (param_roles)
     LOOP
         IF ((x.log_statement = 'all' OR x.min_duration NOT IN ('-1', '-1ms')) AND x.max_len NOT IN ('0', '0B'))
@@ -1115,10 +1145,10 @@ BEGIN
         RETURN NEXT;
     END IF;
 
-    FOR r IN SELECT * FROM @extschema@.hr_migration_registry ORDER BY position LOOP
+    FOR r IN SELECT * FROM hr_migrations.hr_migration_registry ORDER BY position LOOP
         migration := r.migration;
-        tbl := @extschema@.hr_migration_table(r.migration);
-        phase := @extschema@.hr_migration_phase(r.migration);
+        tbl := hr_migrations.hr_migration_table(r.migration);
+        phase := hr_migrations.hr_migration_phase(r.migration);
 
         check_name := 'table exists';
         IF tbl IS NULL THEN
@@ -1132,13 +1162,13 @@ BEGIN
 
         writes := ARRAY[tbl];
         IF r.kind = 'credential_move' THEN
-            writes := writes || @extschema@.hr_credentials_table(r.migration);
-            IF @extschema@.hr_credential_log_table(r.migration) IS NOT NULL THEN
-                writes := writes || @extschema@.hr_credential_log_table(r.migration);
+            writes := writes || hr_migrations.hr_credentials_table(r.migration);
+            IF hr_migrations.hr_credential_log_table(r.migration) IS NOT NULL THEN
+                writes := writes || hr_migrations.hr_credential_log_table(r.migration);
             END IF;
             check_name := 'keyring';
             BEGIN
-                PERFORM * FROM @extschema@.hr_keyring_versions();
+                PERFORM * FROM hr_migrations.hr_keyring_versions();
                 keyring_error := NULL;
             EXCEPTION WHEN config_file_error THEN
                 keyring_error := SQLERRM;
@@ -1163,7 +1193,7 @@ BEGIN
                    c.oid::pg_catalog.regclass AS rel
               INTO x
               FROM pg_catalog.pg_class c
-             WHERE c.oid OPERATOR(pg_catalog.=) @extschema@.hr_credentials_table(r.migration);
+             WHERE c.oid OPERATOR(pg_catalog.=) hr_migrations.hr_credentials_table(r.migration);
             IF x.rel IS NULL THEN
                 status := 'ok'; detail := 'the credentials table does not exist yet'; fix := NULL;
             ELSIF x.rls AND NOT x.anon_has AND NOT x.auth_writes THEN
@@ -1178,14 +1208,14 @@ BEGIN
                                  CASE WHEN x.anon_has THEN ' anon holds privileges on it;' ELSE '' END,
                                  CASE WHEN x.auth_writes THEN ' authenticated may write or truncate it;' ELSE '' END);
                 fix := CASE WHEN phase OPERATOR(pg_catalog.=) 'not_applied'
-                            THEN format('sql/migrations/%s closes it before moving anything in', @extschema@.hr_migration_script(r.migration))
+                            THEN format('sql/migrations/%s closes it before moving anything in', hr_migrations.hr_migration_script(r.migration))
                             ELSE format('run sql/migrations/%s again (it closes it), or: ALTER TABLE %s ENABLE ROW LEVEL SECURITY; REVOKE ALL ON %s FROM anon; REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON %s FROM authenticated',
-                                        @extschema@.hr_migration_script(r.migration), x.rel, x.rel, x.rel) END;
+                                        hr_migrations.hr_migration_script(r.migration), x.rel, x.rel, x.rel) END;
             END IF;
             RETURN NEXT;
 
             check_name := 'credentials linked once';
-            IF @extschema@.hr_column_exists(tbl, 'credential_id') THEN
+            IF hr_migrations.hr_column_exists(tbl, 'credential_id') THEN
                 EXECUTE format('SELECT count(*) FROM (SELECT t.credential_id FROM %s t WHERE t.credential_id IS NOT NULL
                                   GROUP BY t.credential_id HAVING count(*) OPERATOR(pg_catalog.>) 1) d', tbl) INTO n;
             ELSE
@@ -1205,7 +1235,7 @@ BEGIN
 
         check_name := 'foreign triggers';
         found_any := false;
-        FOR x IN SELECT * FROM @extschema@.hr_planted_code(writes) LOOP
+        FOR x IN SELECT * FROM hr_migrations.hr_planted_code(writes) LOOP
             found_any := true;
             status := 'blocker';
             detail := CASE WHEN x.function_name IS NULL
@@ -1233,8 +1263,8 @@ BEGIN
             status := CASE WHEN phase = 'not_applied' THEN 'warning' ELSE 'blocker' END;
             detail := format('roles %s hold %s on %s', x.roles, x.privileges, x.rel);
             fix := CASE WHEN phase = 'not_applied'
-                        THEN format('sql/migrations/%s revokes them (hr_secure_table)', @extschema@.hr_migration_script(r.migration))
-                        ELSE format('REVOKE TRIGGER, TRUNCATE ON %s FROM %s, or run sql/migrations/%s again', x.rel, x.roles, @extschema@.hr_migration_script(r.migration)) END;
+                        THEN format('sql/migrations/%s revokes them (hr_secure_table)', hr_migrations.hr_migration_script(r.migration))
+                        ELSE format('REVOKE TRIGGER, TRUNCATE ON %s FROM %s, or run sql/migrations/%s again', x.rel, x.roles, hr_migrations.hr_migration_script(r.migration)) END;
             RETURN NEXT;
         END LOOP;
         IF NOT found_any THEN
@@ -1249,7 +1279,7 @@ BEGIN
             status := 'warning';
             detail := format('index %s is INVALID (an interrupted CREATE INDEX CONCURRENTLY?)', x.idx);
             fix := CASE WHEN x.idx = to_regclass(format('%I.%I', r.table_schema, coalesce(r.objects ->> 'index', '')))
-                        THEN format('sql/migrations/%s drops and rebuilds it', @extschema@.hr_migration_script(r.migration))
+                        THEN format('sql/migrations/%s drops and rebuilds it', hr_migrations.hr_migration_script(r.migration))
                         ELSE format('DROP INDEX CONCURRENTLY %s; then create it again', x.idx) END;
             RETURN NEXT;
         END LOOP;
@@ -1279,7 +1309,7 @@ BEGIN
 
         IF phase <> 'not_applied' THEN
             check_name := 'rows that cannot be migrated';
-            SELECT c.blocked INTO n FROM @extschema@.hr_operation_counts(r.migration, 'backfill') c;
+            SELECT c.blocked INTO n FROM hr_migrations.hr_operation_counts(r.migration, 'backfill') c;
             IF n > 0 THEN
                 status := 'warning';
                 detail := format('%s rows of %s cannot be migrated (hr_migration_status() says why)', n, tbl);
@@ -1306,7 +1336,7 @@ END
 $$;
 
 -- A role's own setting of a parameter (ALTER ROLE ... SET), if any.
-CREATE FUNCTION hr_role_setting(role_id oid, name text) RETURNS text
+CREATE FUNCTION hr_migrations.hr_role_setting(role_id oid, name text) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1320,7 +1350,7 @@ $$;
 
 -- The scripts' first step: prints the preflight's warnings for a migration
 -- and stops (55000) on a blocker.
-CREATE FUNCTION hr_preflight_gate(migration text) RETURNS void
+CREATE FUNCTION hr_migrations.hr_preflight_gate(migration text) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1328,7 +1358,7 @@ DECLARE
     p record;
     blockers integer := 0;
 BEGIN
-    FOR p IN SELECT * FROM @extschema@.hr_preflight() f WHERE f.migration IN (hr_preflight_gate.migration, '*')
+    FOR p IN SELECT * FROM hr_migrations.hr_preflight() f WHERE f.migration IN (hr_preflight_gate.migration, '*')
                                                        AND f.status <> 'ok' LOOP
         IF p.status = 'blocker' THEN
             blockers := blockers + 1;
@@ -1356,7 +1386,7 @@ $$;
 -- CALL hr_run_phase(migration, phase). Setting the current phase again is a
 -- no-op. Phase changes are serialised by a row lock on the phase row.
 -- Runs as the caller (it does DDL on the application's tables): the DBA.
-CREATE FUNCTION hr_set_phase(migration text, phase text) RETURNS void
+CREATE FUNCTION hr_migrations.hr_set_phase(migration text, phase text) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1372,36 +1402,37 @@ DECLARE
     enforced_for double precision;
     period interval;
 BEGIN
-    PERFORM @extschema@.hr_migration_entry(migration);
-    PERFORM @extschema@.hr_phase_accepts_plaintext(phase);  -- 22023 for an unknown phase
-    INSERT INTO @extschema@.hr_migration_phases AS m (migration, phase)
+    PERFORM hr_migrations.hr_require_integrity();
+    PERFORM hr_migrations.hr_migration_entry(migration);
+    PERFORM hr_migrations.hr_phase_accepts_plaintext(phase);  -- 22023 for an unknown phase
+    INSERT INTO hr_migrations.hr_migration_phases AS m (migration, phase)
     VALUES (hr_set_phase.migration, 'not_applied')
     ON CONFLICT ON CONSTRAINT hr_migration_phases_pkey DO NOTHING;
     SELECT m.phase, extract(epoch FROM now() - m.changed_at) INTO current_phase, enforced_for
-      FROM @extschema@.hr_migration_phases m
+      FROM hr_migrations.hr_migration_phases m
      WHERE m.migration = hr_set_phase.migration
        FOR UPDATE;
     IF current_phase = phase THEN
         RETURN;
     END IF;
 
-    EXECUTE format('SELECT * FROM %s($1)', @extschema@.hr_kind_function(migration, 'state'))
+    EXECUTE format('SELECT * FROM %s($1)', hr_migrations.hr_kind_function(migration, 'state'))
        INTO state USING migration;
     IF state.applied AND phase IN ('migrated', 'enforced') THEN
         SELECT c.pending, c.blocked INTO pending, blocked
-          FROM @extschema@.hr_operation_counts(migration, 'backfill') c;
+          FROM hr_migrations.hr_operation_counts(migration, 'backfill') c;
     END IF;
     IF state.applied AND phase = 'contracted' THEN
-        cleanup_op := @extschema@.hr_phase_operation(migration, 'enforced');
+        cleanup_op := hr_migrations.hr_phase_operation(migration, 'enforced');
         IF cleanup_op IS NOT NULL THEN
             SELECT c.pending, c.blocked INTO cleanup_pending, cleanup_blocked
-              FROM @extschema@.hr_operation_counts(migration, cleanup_op) c;
+              FROM hr_migrations.hr_operation_counts(migration, cleanup_op) c;
         END IF;
     END IF;
-    PERFORM @extschema@.hr_backfill_in_progress();  -- loads the library, which defines the setting below
+    PERFORM hr_migrations.hr_backfill_in_progress();  -- loads the library, which defines the setting below
     period := coalesce(current_setting('hr_migrations.deprecation_period', true), '30 days')::interval;
     SELECT * INTO refusal
-      FROM @extschema@.hr_phase_refusal(migration, current_phase, phase, state.applied, state.ready,
+      FROM hr_migrations.hr_phase_refusal(migration, current_phase, phase, state.applied, state.ready,
                pending, blocked, cleanup_pending, cleanup_blocked,
                CASE WHEN current_phase = 'enforced' THEN enforced_for END,
                extract(epoch FROM period));
@@ -1410,10 +1441,10 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state', HINT = refusal.hint;
     END IF;
 
-    EXECUTE format('SELECT %s($1, $2, $3)', @extschema@.hr_kind_function(migration, 'enter'))
+    EXECUTE format('SELECT %s($1, $2, $3)', hr_migrations.hr_kind_function(migration, 'enter'))
       USING migration, current_phase, phase;
 
-    UPDATE @extschema@.hr_migration_phases m
+    UPDATE hr_migrations.hr_migration_phases m
        SET phase = hr_set_phase.phase, changed_at = now(), changed_by = session_user
      WHERE m.migration = hr_set_phase.migration;
     RAISE NOTICE '%: phase % -> %', migration, current_phase, phase;
@@ -1425,12 +1456,12 @@ $$;
 -- every writer holds until it commits. Used when a phase stops accepting
 -- plaintext, so nothing written before the move escapes it. The lock is
 -- held until the caller's transaction ends (the phase change commits).
-CREATE FUNCTION hr_wait_for_writers(tbl regclass) RETURNS void
+CREATE FUNCTION hr_migrations.hr_wait_for_writers(tbl regclass) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM @extschema@.hr_bound_lock_wait();
+    PERFORM hr_migrations.hr_bound_lock_wait();
     EXECUTE format('LOCK TABLE %s IN SHARE MODE', tbl);
 END
 $$;
@@ -1438,14 +1469,14 @@ $$;
 -- DDL inside hr_set_phase waits for its locks at most the session's
 -- lock_timeout, or hr_migrations.ddl_lock_timeout when the session has none
 -- (CALL hr_run_phase retries a move that timed out, with backoff).
-CREATE FUNCTION hr_bound_lock_wait() RETURNS void
+CREATE FUNCTION hr_migrations.hr_bound_lock_wait() RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF current_setting('lock_timeout') IN ('0', '0ms') THEN
         PERFORM set_config('lock_timeout',
-            @extschema@.hr_setting_ms('hr_migrations.ddl_lock_timeout', 1000)::bigint || 'ms', true);
+            hr_migrations.hr_setting_ms('hr_migrations.ddl_lock_timeout', 1000)::bigint || 'ms', true);
     END IF;
 END
 $$;
@@ -1462,7 +1493,22 @@ $$;
 -- every COMMIT and every nested CALL (either ends the transaction the
 -- setting belonged to); it has no DECLARE initializer (those run before
 -- the first statement); every extension object is named by schema; and the
--- caller's setting is back when the CALL ends.
+-- caller's setting is back when the CALL ends. The same step checks the
+-- extension's integrity (src/integrity.rs) before the procedure calls a
+-- function the definer role owns.
+
+-- What a procedure does first and after every COMMIT or nested CALL: pin
+-- search_path for the rest of the transaction, then refuse (55000) unless
+-- the definer role is out of reach and the extension intact. No SET clause:
+-- one would undo the pin when the function returns.
+CREATE FUNCTION hr_migrations.hr_procedure_step() RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    PERFORM hr_migrations.hr_require_integrity();
+END
+$$;
 
 -- Runs one operation of a migration to the end: one batch per
 -- transaction, a NOTICE per batch, resumable after a crash or cancel (the
@@ -1478,12 +1524,12 @@ $$;
 -- hr_batch_loop does the work and hands back the rows still pending and
 -- blocked when it finished (NULL when max_batches stopped it early), so
 -- hr_run_backfill need not count them again (a count reads the whole table).
-CREATE PROCEDURE hr_batch_loop(migration text, operation text, batch_size integer,
+CREATE PROCEDURE hr_migrations.hr_batch_loop(migration text, operation text, batch_size integer,
                                max_batches integer, INOUT rows_pending bigint, INOUT rows_blocked bigint)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    entry @extschema@.hr_migration_registry;
+    entry hr_migrations.hr_migration_registry;
     spec record;
     size integer;
     adaptive boolean;
@@ -1505,8 +1551,8 @@ DECLARE
     t regclass;
     old_lock_timeout text;
 BEGIN
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-    entry := @extschema@.hr_migration_entry(migration);
+    PERFORM hr_migrations.hr_procedure_step();
+    entry := hr_migrations.hr_migration_entry(migration);
     adaptive := batch_size IS NULL;
     min_size := 10;
     batches := 0;
@@ -1516,18 +1562,18 @@ BEGIN
     analyzed := false;
     rows_pending := NULL;
     rows_blocked := NULL;
-    PERFORM @extschema@.hr_require_applied(migration);
+    PERFORM hr_migrations.hr_require_applied(migration);
     IF max_batches IS NOT NULL AND max_batches < 1 THEN
         RAISE EXCEPTION 'max_batches must be at least 1 (got %)', max_batches
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT * INTO spec FROM @extschema@.hr_operation_spec(migration, operation);
+    SELECT * INTO spec FROM hr_migrations.hr_operation_spec(migration, operation);
     size := coalesce(batch_size, entry.default_batch_size);
-    PERFORM @extschema@.hr_check_batch_size(size);
+    PERFORM hr_migrations.hr_check_batch_size(size);
     max_size := greatest(size, least(entry.default_batch_size * 10, 1000000));
-    target_ms := @extschema@.hr_setting_ms('hr_migrations.batch_target_ms', 100);
-    pause_ms := @extschema@.hr_setting_ms('hr_migrations.batch_pause_ms', 0);
-    max_lag_ms := @extschema@.hr_setting_ms('hr_migrations.max_replication_lag_ms', 10000);
+    target_ms := hr_migrations.hr_setting_ms('hr_migrations.batch_target_ms', 100);
+    pause_ms := hr_migrations.hr_setting_ms('hr_migrations.batch_pause_ms', 0);
+    max_lag_ms := hr_migrations.hr_setting_ms('hr_migrations.max_replication_lag_ms', 10000);
 
     -- Statistics as the run starts: the column it reads was often just
     -- filled or emptied, and a stale estimate makes every batch sort all
@@ -1549,13 +1595,13 @@ BEGIN
         END;
         PERFORM set_config('lock_timeout', old_lock_timeout, true);
     END IF;
-    SELECT * INTO c FROM @extschema@.hr_operation_counts(migration, operation);
-    INSERT INTO @extschema@.hr_batch_progress AS p (migration, operation)
+    SELECT * INTO c FROM hr_migrations.hr_operation_counts(migration, operation);
+    INSERT INTO hr_migrations.hr_batch_progress AS p (migration, operation)
     VALUES (hr_batch_loop.migration, hr_batch_loop.operation)
     ON CONFLICT ON CONSTRAINT hr_batch_progress_pkey DO NOTHING;
     -- A run after a finished one starts its counters afresh; a run after
     -- an interrupted one (crash, cancel, max_batches) carries them on.
-    UPDATE @extschema@.hr_batch_progress p
+    UPDATE hr_migrations.hr_batch_progress p
        SET running_pid = pg_backend_pid(),
            batches = CASE WHEN p.finished_at IS NULL THEN p.batches ELSE 0 END,
            rows_done = CASE WHEN p.finished_at IS NULL THEN p.rows_done ELSE 0 END,
@@ -1566,7 +1612,7 @@ BEGIN
            finished_at = NULL, last_error = NULL
      WHERE p.migration = hr_batch_loop.migration AND p.operation = hr_batch_loop.operation;
     COMMIT;
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    PERFORM hr_migrations.hr_procedure_step();
 
     LOOP
         LOOP
@@ -1580,9 +1626,9 @@ BEGIN
                 END LOOP;
             END IF;
             batch_started := clock_timestamp();
-            n := @extschema@.hr_engine_batch(migration, operation, size);
+            n := hr_migrations.hr_engine_batch(migration, operation, size);
             COMMIT;
-            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+            PERFORM hr_migrations.hr_procedure_step();
             ms := extract(epoch FROM clock_timestamp() - batch_started) * 1000;
             EXIT WHEN n = 0;
             batches := batches + 1;
@@ -1600,7 +1646,7 @@ BEGIN
                     EXECUTE format('ANALYZE %s', t);
                 END LOOP;
                 COMMIT;
-                PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+                PERFORM hr_migrations.hr_procedure_step();
                 analyzed := true;
             END IF;
             IF adaptive AND ms > 0 THEN
@@ -1611,17 +1657,17 @@ BEGIN
             END IF;
             IF max_batches IS NOT NULL AND batches >= max_batches THEN
                 RAISE NOTICE '%: %: stopped after % batches as asked; CALL again to resume', migration, operation, batches;
-                UPDATE @extschema@.hr_batch_progress p SET running_pid = NULL
+                UPDATE hr_migrations.hr_batch_progress p SET running_pid = NULL
                  WHERE p.migration = hr_batch_loop.migration AND p.operation = hr_batch_loop.operation;
                 COMMIT;
-                PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+                PERFORM hr_migrations.hr_procedure_step();
                 RETURN;
             END IF;
             IF pause_ms > 0 THEN
                 PERFORM pg_sleep(pause_ms / 1000.0);
             END IF;
         END LOOP;
-        SELECT * INTO c FROM @extschema@.hr_operation_counts(migration, operation);
+        SELECT * INTO c FROM hr_migrations.hr_operation_counts(migration, operation);
         -- Rows other transactions held locked were skipped (SKIP LOCKED):
         -- give them a few chances before reporting them as pending.
         EXIT WHEN c.pending = 0 OR retries >= 5;
@@ -1629,22 +1675,22 @@ BEGIN
         PERFORM pg_sleep(0.2 * retries);
     END LOOP;
 
-    UPDATE @extschema@.hr_batch_progress p SET running_pid = NULL
+    UPDATE hr_migrations.hr_batch_progress p SET running_pid = NULL
      WHERE p.migration = hr_batch_loop.migration AND p.operation = hr_batch_loop.operation;
     COMMIT;
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    PERFORM hr_migrations.hr_procedure_step();
     RAISE NOTICE '%: %: finished: % rows in % batches, % s', migration, operation, done, batches,
         round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
     IF c.pending > 0 OR c.blocked > 0 THEN
         RAISE WARNING '%: %: % rows pending and % rows blocked remain', migration, operation, c.pending, c.blocked
-            USING HINT = 'SELECT * FROM hr_migration_status() and hr_batch_failures say why; CALL again after fixing them';
+            USING HINT = 'SELECT * FROM hr_migration_status() and hr_migrations.hr_batch_failures say why; CALL again after fixing them';
     END IF;
     rows_pending := c.pending;
     rows_blocked := c.blocked;
 END
 $$;
 
-CREATE PROCEDURE hr_run_batches(migration text, operation text, batch_size integer DEFAULT NULL,
+CREATE PROCEDURE hr_migrations.hr_run_batches(migration text, operation text, batch_size integer DEFAULT NULL,
                                 max_batches integer DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
@@ -1652,9 +1698,9 @@ DECLARE
     pending bigint;
     blocked bigint;
 BEGIN
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-    CALL @extschema@.hr_batch_loop(migration, operation, batch_size, max_batches, pending, blocked);
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    PERFORM hr_migrations.hr_procedure_step();
+    CALL hr_migrations.hr_batch_loop(migration, operation, batch_size, max_batches, pending, blocked);
+    PERFORM hr_migrations.hr_procedure_step();
 END
 $$;
 
@@ -1663,7 +1709,7 @@ $$;
 -- the kind's closing DDL (hr_<kind>_finish). In dual, when nothing is left
 -- pending or blocked and promote is true, moves the phase to migrated (a
 -- refused promotion is a WARNING: the batches are committed either way).
-CREATE PROCEDURE hr_run_backfill(migration text, batch_size integer DEFAULT NULL,
+CREATE PROCEDURE hr_migrations.hr_run_backfill(migration text, batch_size integer DEFAULT NULL,
                                  max_batches integer DEFAULT NULL, promote boolean DEFAULT true)
 LANGUAGE plpgsql
 AS $$
@@ -1673,17 +1719,17 @@ DECLARE
     pending bigint;
     blocked bigint;
 BEGIN
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-    phase := @extschema@.hr_require_applied(migration);
-    op := @extschema@.hr_phase_operation(migration, phase);
+    PERFORM hr_migrations.hr_procedure_step();
+    phase := hr_migrations.hr_require_applied(migration);
+    op := hr_migrations.hr_phase_operation(migration, phase);
     pending := 0;
     blocked := 0;
     IF op IS NOT NULL THEN
-        CALL @extschema@.hr_batch_loop(migration, op, batch_size, max_batches, pending, blocked);
-        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        CALL hr_migrations.hr_batch_loop(migration, op, batch_size, max_batches, pending, blocked);
+        PERFORM hr_migrations.hr_procedure_step();
         IF pending IS NULL THEN
             -- Stopped by max_batches: count what is left.
-            SELECT c.pending, c.blocked INTO pending, blocked FROM @extschema@.hr_operation_counts(migration, op) c;
+            SELECT c.pending, c.blocked INTO pending, blocked FROM hr_migrations.hr_operation_counts(migration, op) c;
         END IF;
         IF max_batches IS NOT NULL AND pending > 0 THEN
             RETURN;
@@ -1691,15 +1737,15 @@ BEGIN
     END IF;
     IF pending = 0 AND blocked = 0 THEN
         -- Dispatch by kind, statically: a CALL run through EXECUTE could not COMMIT.
-        CASE (@extschema@.hr_migration_entry(migration)).kind
-            WHEN 'token_hash' THEN CALL @extschema@.hr_token_hash_finish(migration, phase);
-            WHEN 'tenant_column' THEN CALL @extschema@.hr_tenant_column_finish(migration, phase);
-            WHEN 'credential_move' THEN CALL @extschema@.hr_credential_move_finish(migration, phase);
+        CASE (hr_migrations.hr_migration_entry(migration)).kind
+            WHEN 'token_hash' THEN CALL hr_migrations.hr_token_hash_finish(migration, phase);
+            WHEN 'tenant_column' THEN CALL hr_migrations.hr_tenant_column_finish(migration, phase);
+            WHEN 'credential_move' THEN CALL hr_migrations.hr_credential_move_finish(migration, phase);
         END CASE;
-        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        PERFORM hr_migrations.hr_procedure_step();
         IF phase = 'dual' AND promote THEN
             BEGIN
-                PERFORM @extschema@.hr_set_phase(migration, 'migrated');
+                PERFORM hr_migrations.hr_set_phase(migration, 'migrated');
             EXCEPTION WHEN object_not_in_prerequisite_state THEN
                 RAISE WARNING '%: backfill complete but phase stays dual: %', migration, SQLERRM;
             END;
@@ -1713,7 +1759,7 @@ $$;
 -- hr_set_phase, then the work that phase leaves, each step committed. A
 -- move whose brief DDL cannot get its lock is retried with backoff and
 -- jitter (like hr_ddl), for at most hr_migrations.ddl_retry_budget.
-CREATE PROCEDURE hr_run_phase(migration text, phase text, batch_size integer DEFAULT NULL)
+CREATE PROCEDURE hr_migrations.hr_run_phase(migration text, phase text, batch_size integer DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -1723,15 +1769,15 @@ DECLARE
     pause double precision;
     started timestamptz;
 BEGIN
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-    budget_ms := @extschema@.hr_setting_ms('hr_migrations.ddl_retry_budget', 600000);
+    PERFORM hr_migrations.hr_procedure_step();
+    budget_ms := hr_migrations.hr_setting_ms('hr_migrations.ddl_retry_budget', 600000);
     attempt := 0;
     waited := 0;
     LOOP
         attempt := attempt + 1;
         started := clock_timestamp();
         BEGIN
-            PERFORM @extschema@.hr_set_phase(migration, phase);
+            PERFORM hr_migrations.hr_set_phase(migration, phase);
             EXIT;
         EXCEPTION WHEN lock_not_available THEN
             waited := waited + extract(epoch FROM clock_timestamp() - started) * 1000;
@@ -1746,20 +1792,20 @@ BEGIN
         END;
     END LOOP;
     COMMIT;
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-    CALL @extschema@.hr_run_backfill(migration, batch_size, NULL, false);
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    PERFORM hr_migrations.hr_procedure_step();
+    CALL hr_migrations.hr_run_backfill(migration, batch_size, NULL, false);
+    PERFORM hr_migrations.hr_procedure_step();
 END
 $$;
 
 -- Step 2 of a rollback: an operation of the migration's kind that undoes
 -- the data move, to the end (sql/rollback/ calls it).
-CREATE PROCEDURE hr_run_rollback(migration text, batch_size integer DEFAULT NULL)
+CREATE PROCEDURE hr_migrations.hr_run_rollback(migration text, batch_size integer DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-    CALL @extschema@.hr_run_batches(migration, 'rollback', batch_size);
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    PERFORM hr_migrations.hr_procedure_step();
+    CALL hr_migrations.hr_run_batches(migration, 'rollback', batch_size);
+    PERFORM hr_migrations.hr_procedure_step();
 END
 $$;

@@ -14,19 +14,20 @@
 -- is not hidden by RLS on hr_candidates; EXECUTE is granted to nobody and
 -- hr_trigger_migration() refuses any table but its own, so it cannot be
 -- attached to a temp table to read candidates' organizations.
-CREATE OR REPLACE FUNCTION hr_portal_sessions_org_trigger() RETURNS trigger
+CREATE OR REPLACE FUNCTION hr_migrations.hr_portal_sessions_org_trigger() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     derived uuid;
 BEGIN
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
     IF TG_WHEN <> 'BEFORE' OR TG_LEVEL <> 'ROW' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
         RAISE EXCEPTION 'hr_portal_sessions_org_trigger() must be a BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger'
             USING ERRCODE = 'trigger_protocol_violated';
     END IF;
-    PERFORM @extschema@.hr_trigger_migration(TG_RELID, 'tenant_column');
-    IF @extschema@.hr_backfill_in_progress() THEN
+    PERFORM hr_migrations.hr_trigger_migration(TG_RELID, 'tenant_column');
+    IF hr_migrations.hr_backfill_in_progress() THEN
         RETURN NEW;
     END IF;
     IF TG_OP = 'UPDATE'
@@ -52,22 +53,22 @@ END
 $$;
 
 -- One keyset batch of the backfill (DESIGN.md §4), through the engine.
-CREATE FUNCTION hr_backfill_portal_session_organizations(batch_size integer DEFAULT 5000) RETURNS bigint
+CREATE FUNCTION hr_migrations.hr_backfill_portal_session_organizations(batch_size integer DEFAULT 5000) RETURNS bigint
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT @extschema@.hr_engine_batch('portal_sessions', 'backfill', batch_size) $$;
+AS $$ SELECT hr_migrations.hr_require_integrity(); SELECT hr_migrations.hr_engine_batch('portal_sessions', 'backfill', batch_size) $$;
 
 -- The engine's view of a tenant_column migration: rows without
 -- organization_id are pending when their candidate has one, blocked when
 -- the candidate is missing or has none (never guessed, never looped over).
-CREATE FUNCTION hr_tenant_column_spec(migration text, operation text,
+CREATE FUNCTION hr_migrations.hr_tenant_column_spec(migration text, operation text,
     OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
     OUT action text, OUT writes regclass[])
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
+    t regclass := hr_migrations.hr_migration_table(migration);
     resolvable constant text :=
         'EXISTS (SELECT 1 FROM public.hr_candidates c WHERE c.id = t.candidate_id AND c.organization_id IS NOT NULL)';
 BEGIN
@@ -78,19 +79,19 @@ BEGIN
     pending := 't.organization_id IS NULL AND ' || resolvable;
     blocked := 't.organization_id IS NULL AND NOT ' || resolvable;
     migrated := 't.organization_id IS NOT NULL';
-    action := '@extschema@.hr_tenant_column_backfill';
+    action := 'hr_migrations.hr_tenant_column_backfill';
     writes := ARRAY[t];
 END
 $$;
 
-CREATE FUNCTION hr_tenant_column_phase_operation(migration text, phase text) RETURNS text
+CREATE FUNCTION hr_migrations.hr_tenant_column_phase_operation(migration text, phase text) RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT CASE WHEN phase IN ('dual', 'migrated') THEN 'backfill' END $$;
 
 -- Row action of the backfill: the organization is looked up per row by
 -- primary key, so the UPDATE cannot become a hash join over either table.
-CREATE FUNCTION hr_tenant_column_backfill(migration text, ids uuid[]) RETURNS bigint
+CREATE FUNCTION hr_migrations.hr_tenant_column_backfill(migration text, ids uuid[]) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -100,7 +101,7 @@ BEGIN
     EXECUTE format('UPDATE %s t
                        SET organization_id = (SELECT c.organization_id FROM public.hr_candidates c
                                                WHERE c.id = t.candidate_id)
-                     WHERE t.id = ANY ($1)', @extschema@.hr_migration_table(migration))
+                     WHERE t.id = ANY ($1)', hr_migrations.hr_migration_table(migration))
       USING ids;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -109,16 +110,16 @@ $$;
 
 -- applied: organization_id and the org trigger exist. ready: row level
 -- security is on and the four policies the registry names exist.
-CREATE FUNCTION hr_tenant_column_state(migration text, OUT applied boolean, OUT ready boolean)
+CREATE FUNCTION hr_migrations.hr_tenant_column_state(migration text, OUT applied boolean, OUT ready boolean)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
-    o jsonb := (@extschema@.hr_migration_entry(migration)).objects;
+    t regclass := hr_migrations.hr_migration_table(migration);
+    o jsonb := (hr_migrations.hr_migration_entry(migration)).objects;
 BEGIN
-    applied := @extschema@.hr_column_exists(t, 'organization_id')
-               AND @extschema@.hr_trigger_exists(t, o ->> 'org_trigger');
+    applied := hr_migrations.hr_column_exists(t, 'organization_id')
+               AND hr_migrations.hr_trigger_exists(t, o ->> 'org_trigger');
     ready := applied
         AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t AND c.relrowsecurity)
         AND (SELECT count(*) FROM pg_catalog.pg_policy p
@@ -133,19 +134,19 @@ $$;
 -- (ACCESS EXCLUSIVE for milliseconds, no scan); the validating scan and SET
 -- NOT NULL are the phase's closing work (hr_tenant_column_finish), outside
 -- ACCESS EXCLUSIVE. Out of enforced: NOT NULL and the check are dropped.
-CREATE FUNCTION hr_tenant_column_enter(migration text, from_phase text, to_phase text) RETURNS void
+CREATE FUNCTION hr_migrations.hr_tenant_column_enter(migration text, from_phase text, to_phase text) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
-    chk text := @extschema@.hr_migration_object(migration, 'not_null_check');
+    t regclass := hr_migrations.hr_migration_table(migration);
+    chk text := hr_migrations.hr_migration_object(migration, 'not_null_check');
     valid boolean;
 BEGIN
-    PERFORM @extschema@.hr_bound_lock_wait();
+    PERFORM hr_migrations.hr_bound_lock_wait();
     IF to_phase = 'enforced' THEN
         SELECT c.convalidated INTO valid FROM pg_catalog.pg_constraint c WHERE c.conrelid = t AND c.conname = chk;
-        IF @extschema@.hr_column_not_null(t, 'organization_id') THEN
+        IF hr_migrations.hr_column_not_null(t, 'organization_id') THEN
             NULL;
         ELSIF valid THEN
             -- Validated beforehand (docs/runbook.md, large tables): SET NOT
@@ -168,7 +169,7 @@ $$;
 -- reads and writes go on during the scan), COMMIT, then SET NOT NULL, which
 -- uses the validated check instead of scanning (ACCESS EXCLUSIVE, brief),
 -- and drop the check. Idempotent.
-CREATE PROCEDURE hr_tenant_column_finish(migration text, phase text)
+CREATE PROCEDURE hr_migrations.hr_tenant_column_finish(migration text, phase text)
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -176,9 +177,9 @@ DECLARE
     chk text;
     valid boolean;
 BEGIN
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-    t := @extschema@.hr_migration_table(migration);
-    chk := @extschema@.hr_migration_object(migration, 'not_null_check');
+    PERFORM hr_migrations.hr_procedure_step();
+    t := hr_migrations.hr_migration_table(migration);
+    chk := hr_migrations.hr_migration_object(migration, 'not_null_check');
     IF phase <> 'enforced' THEN
         RETURN;
     END IF;
@@ -187,27 +188,27 @@ BEGIN
         PERFORM pg_catalog.set_config('lock_timeout', '0', true);  -- SHARE UPDATE EXCLUSIVE blocks no app traffic
         EXECUTE pg_catalog.format('ALTER TABLE %s VALIDATE CONSTRAINT %I', t, chk);
         COMMIT;
-        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        PERFORM hr_migrations.hr_procedure_step();
         valid := true;
     END IF;
     IF valid THEN
-        CALL @extschema@.hr_ddl(migration, $ddl$
+        CALL hr_migrations.hr_ddl(migration, $ddl$
             ALTER TABLE {table} ALTER COLUMN organization_id SET NOT NULL;
             ALTER TABLE {table} DROP CONSTRAINT {not_null_check}
         $ddl$);
-        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        PERFORM hr_migrations.hr_procedure_step();
         RAISE NOTICE '%: organization_id is NOT NULL', migration;
     END IF;
 END
 $$;
 
-CREATE FUNCTION hr_tenant_column_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
+CREATE FUNCTION hr_migrations.hr_tenant_column_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
+    t regclass := hr_migrations.hr_migration_table(migration);
     note text;
 BEGIN
     note := concat_ws('; ',
@@ -215,7 +216,7 @@ BEGIN
             format('%s rows have no organization_id yet: CALL hr_run_backfill(%L)', pending, migration) END,
         CASE WHEN blocked > 0 THEN
             format('%s rows cannot be resolved (candidate missing or without organization): fix hr_candidates.organization_id or delete those rows, then CALL hr_run_backfill(%L)', blocked, migration) END,
-        CASE WHEN phase IN ('enforced', 'contracted') AND @extschema@.hr_column_not_null(t, 'organization_id')
+        CASE WHEN phase IN ('enforced', 'contracted') AND hr_migrations.hr_column_not_null(t, 'organization_id')
              THEN 'organization_id is NOT NULL; RLS isolates rows by organization'
              WHEN phase = 'enforced'
              THEN format('writes without organization_id are refused; CALL hr_run_backfill(%L) validates and sets NOT NULL', migration) END);

@@ -6,11 +6,97 @@
 -- created), then exactly the allowlist below is granted. The install
 -- script and every upgrade script end with SELECT hr_apply_privileges().
 
+-- -----------------------------------------------------------------------------
+-- Integrity (src/integrity.rs): what the install created, to compare with.
+-- One row per member object of the extension: a digest of what a member
+-- of the definer role could change (owner, SECURITY DEFINER flag, settings,
+-- body, privileges). Recorded at the end of hr_apply_privileges(), i.e. by
+-- CREATE and ALTER EXTENSION only. Readable by the definer role (the check
+-- runs as it); nobody writes it but the installing superuser.
+CREATE TABLE hr_migrations.hr_member_fingerprints (
+    classid     oid NOT NULL,
+    objid       oid NOT NULL,
+    object      text NOT NULL,
+    fingerprint text NOT NULL,
+    PRIMARY KEY (classid, objid)
+);
+COMMENT ON TABLE hr_migrations.hr_member_fingerprints IS
+    'hr_migrations: digests of the extension''s objects as installed (owner, SECURITY DEFINER, settings, body, privileges)';
+
+-- The extension's member objects now, with their digests.
+CREATE FUNCTION hr_migrations.hr_member_state(OUT classid oid, OUT objid oid, OUT object text, OUT fingerprint text)
+RETURNS SETOF record
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH ext AS (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'hr_migrations')
+    SELECT 'pg_catalog.pg_proc'::regclass::oid, p.oid, 'function ' || p.oid::regprocedure::text,
+           md5(concat_ws('|', p.proowner, p.prosecdef, p.proconfig::text, p.prosrc, p.probin, p.proacl::text,
+                         p.provolatile, p.proisstrict, p.prolang, p.pronamespace, p.proname, p.prokind,
+                         p.proargtypes::text, p.prorettype, pg_catalog.pg_get_function_sqlbody(p.oid)))
+      FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_proc p ON p.oid = d.objid, ext
+     WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.deptype = 'e' AND d.refobjid = ext.oid
+    UNION ALL
+    SELECT 'pg_catalog.pg_class'::regclass::oid, c.oid, 'relation ' || c.oid::regclass::text,
+           md5(concat_ws('|', c.relowner, c.relacl::text, c.relkind, c.relnamespace, c.relname, c.relrowsecurity))
+      FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class c ON c.oid = d.objid, ext
+     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.deptype = 'e' AND d.refobjid = ext.oid
+    UNION ALL
+    SELECT 'pg_catalog.pg_namespace'::regclass::oid, n.oid, 'schema ' || quote_ident(n.nspname),
+           md5(concat_ws('|', n.nspowner, n.nspacl::text, n.nspname))
+      FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_namespace n ON n.oid = d.objid, ext
+     WHERE d.classid = 'pg_catalog.pg_namespace'::regclass AND d.deptype = 'e' AND d.refobjid = ext.oid
+$$;
+
+-- The first reason the extension must not run, with its fix; NULL when
+-- the definer role is out of reach and every object is as installed.
+CREATE FUNCTION hr_migrations.hr_integrity_problem() RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH definer AS (SELECT r.oid, r.rolcanlogin, r.rolsuper FROM pg_catalog.pg_roles r
+                      WHERE r.rolname = 'hr_migrations_definer')
+    SELECT x.problem FROM (
+        SELECT 1 AS o, format('role hr_migrations_definer has members (%s), who can change what runs as it; fix: REVOKE hr_migrations_definer FROM %s',
+                              string_agg(quote_ident(m.member::regrole::text), ', '),
+                              string_agg(quote_ident(m.member::regrole::text), ', ')) AS problem
+          FROM pg_catalog.pg_auth_members m, definer WHERE m.roleid = definer.oid
+        HAVING count(*) > 0
+        UNION ALL
+        SELECT 2, 'role hr_migrations_definer can log in; fix: ALTER ROLE hr_migrations_definer NOLOGIN'
+          FROM definer WHERE definer.rolcanlogin
+        UNION ALL
+        SELECT 3, 'role hr_migrations_definer is a superuser; fix: ALTER ROLE hr_migrations_definer NOSUPERUSER'
+          FROM definer WHERE definer.rolsuper
+        UNION ALL
+        SELECT 4, 'role hr_migrations_definer does not exist; fix: reinstall the extension'
+         WHERE NOT EXISTS (SELECT 1 FROM definer)
+        UNION ALL
+        SELECT 5, format('%s is not as the extension installed it (its owner, SECURITY DEFINER flag, settings, body or privileges changed, or it was added or dropped); fix: undo the change, or reinstall the extension',
+                         coalesce(n.object, f.object))
+          FROM hr_migrations.hr_member_state() n
+          FULL JOIN hr_migrations.hr_member_fingerprints f ON f.classid = n.classid AND f.objid = n.objid
+         WHERE n.fingerprint IS DISTINCT FROM f.fingerprint
+    ) x
+    ORDER BY x.o, x.problem
+    LIMIT 1
+$$;
+
+-- Records what is installed now (CREATE and ALTER EXTENSION, last step).
+CREATE FUNCTION hr_migrations.hr_record_fingerprints() RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    DELETE FROM hr_migrations.hr_member_fingerprints;
+    INSERT INTO hr_migrations.hr_member_fingerprints (classid, objid, object, fingerprint)
+    SELECT s.classid, s.objid, s.object, s.fingerprint FROM hr_migrations.hr_member_state() s;
+$$;
+
 -- The allowlist: role, object, privilege. Roles that do not exist in this
 -- cluster are skipped. hr_migrations_definer additionally gets EXECUTE on
 -- every function its SECURITY DEFINER code may call (all but the DBA's
 -- DDL), and owns the SECURITY DEFINER functions.
-CREATE FUNCTION hr_privilege_allowlist()
+CREATE FUNCTION hr_migrations.hr_privilege_allowlist()
 RETURNS TABLE (role_name text, object_type text, object_name text, privilege text)
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -19,6 +105,10 @@ AS $$
         -- Read by the WHEN clauses of the migrations' triggers, which run
         -- as whoever writes the table; reads one boolean.
         ('PUBLIC',                'FUNCTION', 'hr_backfill_in_progress()',                 'EXECUTE'),
+        -- The API's wrappers of SECURITY DEFINER functions call it as the
+        -- caller first (src/integrity.rs); it says only whether the
+        -- extension is intact, and why not.
+        ('PUBLIC',                'FUNCTION', 'hr_require_integrity()',                    'EXECUTE'),
         -- RLS policies compare rows with it.
         ('authenticated',         'FUNCTION', 'hr_jwt_organization_id()',                  'EXECUTE'),
         ('service_role',          'FUNCTION', 'hr_jwt_organization_id()',                  'EXECUTE'),
@@ -37,23 +127,24 @@ AS $$
         ('hr_migrations_definer', 'TABLE',    'hr_migration_phases',                       'SELECT'),
         ('hr_migrations_definer', 'TABLE',    'hr_batch_progress',                         'SELECT, INSERT, UPDATE'),
         ('hr_migrations_definer', 'TABLE',    'hr_batch_failures',                         'SELECT, INSERT, UPDATE, DELETE'),
-        ('hr_migrations_definer', 'TABLE',    'hr_key_checks',                             'SELECT, INSERT')
+        ('hr_migrations_definer', 'TABLE',    'hr_key_checks',                             'SELECT, INSERT'),
+        ('hr_migrations_definer', 'TABLE',    'hr_member_fingerprints',                    'SELECT')
 $$;
 
 -- Functions only the DBA runs (DDL on the application's tables, phase
 -- changes, this file): the definer role gets no EXECUTE on them.
-CREATE FUNCTION hr_dba_only_functions() RETURNS SETOF text
+CREATE FUNCTION hr_migrations.hr_dba_only_functions() RETURNS SETOF text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    VALUES ('hr_set_phase(text,text)'), ('hr_apply_privileges()'), ('hr_wait_for_writers(regclass)'),
+    VALUES ('hr_set_phase(text,text)'), ('hr_apply_privileges()'), ('hr_record_fingerprints()'), ('hr_wait_for_writers(regclass)'),
            ('hr_secure_table(regclass,text)'), ('hr_secure_own_table(regclass,text[],text)'),
            ('hr_bound_lock_wait()'), ('hr_forget_init_privs(regclass,oid)'), ('hr_preflight()'), ('hr_preflight_gate(text)'),
            ('hr_token_hash_enter(text,text,text)'), ('hr_tenant_column_enter(text,text,text)'),
            ('hr_credential_move_enter(text,text,text)')
 $$;
 
-CREATE FUNCTION hr_apply_privileges() RETURNS void
+CREATE FUNCTION hr_migrations.hr_apply_privileges() RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -63,6 +154,12 @@ DECLARE
     g record;
     a record;
     kw text;
+    grantee text;
+    wrapper oid;
+    -- The extension's schema, quoted: where the API's wrappers are.
+    ext_schema text := (SELECT quote_ident(n.nspname) FROM pg_catalog.pg_extension e
+                          JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+                         WHERE e.extname = 'hr_migrations');
 BEGIN
     -- Functions and procedures: nobody but the owner.
     FOR o IN SELECT p.oid, p.oid::regprocedure AS sig, p.prokind, p.proacl, p.proowner, p.prosecdef
@@ -80,8 +177,8 @@ BEGIN
         IF o.prosecdef THEN
             EXECUTE format('ALTER FUNCTION %s OWNER TO hr_migrations_definer', o.sig);
         END IF;
-        IF o.prokind <> 'p' AND o.oid NOT IN (SELECT to_regprocedure('@extschema@.' || f)
-                                                FROM @extschema@.hr_dba_only_functions() f) THEN
+        IF o.prokind <> 'p' AND o.oid NOT IN (SELECT to_regprocedure('hr_migrations.' || f)
+                                                FROM hr_migrations.hr_dba_only_functions() f) THEN
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO hr_migrations_definer', o.sig);
         END IF;
     END LOOP;
@@ -97,14 +194,97 @@ BEGIN
             EXECUTE format('REVOKE ALL ON %s FROM %I', o.rel, g.rolname);
         END LOOP;
     END LOOP;
-    -- The allowlist.
-    FOR a IN SELECT * FROM @extschema@.hr_privilege_allowlist() LOOP
+    -- The allowlist, on the object in hr_migrations and on its wrapper in
+    -- the extension's schema (the API), which calls it.
+    FOR a IN SELECT * FROM hr_migrations.hr_privilege_allowlist() LOOP
         CONTINUE WHEN a.role_name <> 'PUBLIC'
                   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = a.role_name);
-        EXECUTE format('GRANT %s ON %s %s.%s TO %s', a.privilege, a.object_type, '@extschema@', a.object_name,
-                       CASE a.role_name WHEN 'PUBLIC' THEN 'PUBLIC' ELSE quote_ident(a.role_name) END);
+        grantee := CASE a.role_name WHEN 'PUBLIC' THEN 'PUBLIC' ELSE quote_ident(a.role_name) END;
+        EXECUTE format('GRANT %s ON %s hr_migrations.%s TO %s', a.privilege, a.object_type, a.object_name, grantee);
+        IF a.object_type = 'FUNCTION' THEN
+            wrapper := to_regprocedure(ext_schema || '.' || a.object_name);
+        ELSE
+            wrapper := to_regclass(ext_schema || '.' || a.object_name);
+        END IF;
+        IF wrapper IS NOT NULL AND ext_schema <> 'hr_migrations' AND EXISTS (
+               SELECT 1 FROM pg_catalog.pg_depend d
+                WHERE d.classid = CASE a.object_type WHEN 'FUNCTION' THEN 'pg_catalog.pg_proc'::regclass
+                                                     ELSE 'pg_catalog.pg_class'::regclass END
+                  AND d.objid = wrapper AND d.deptype = 'e' AND d.refobjid = ext) THEN
+            EXECUTE format('GRANT %s ON %s %s.%s TO %s', a.privilege, a.object_type, ext_schema, a.object_name, grantee);
+        END IF;
+        EXECUTE format('GRANT USAGE ON SCHEMA hr_migrations TO %s', grantee);
     END LOOP;
+    -- What is installed now is what the integrity check compares with.
+    PERFORM hr_migrations.hr_record_fingerprints();
 END
 $$;
 
-SELECT hr_apply_privileges();
+-- -----------------------------------------------------------------------------
+-- The API of DESIGN.md §4 in the schema the extension was created in
+-- (@extschema@, `extensions` on Supabase). Everything the extension runs
+-- lives in schema hr_migrations, which the installing superuser creates and
+-- owns; on Supabase postgres owns @extschema@ and may rename it and plant
+-- look-alikes there, so no body of ours ever names @extschema@. What
+-- @extschema@ holds are thin wrappers: an SQL function with a standard body
+-- (BEGIN ATOMIC: bound to the wrapped function when it is created, never
+-- looked up by name again, and inlined by the planner) or a PL/pgSQL
+-- procedure that CALLs the one in hr_migrations, each with the wrapped
+-- one's signature, defaults, volatility, strictness and parallel safety.
+-- A role needs EXECUTE on both (hr_apply_privileges grants both).
+CREATE FUNCTION hr_migrations.hr_api() RETURNS SETOF text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    VALUES ('hr_generate_token'), ('hr_hash_token'), ('hr_verify_token'), ('hr_verify_reference_token'),
+           ('hr_backfill_reference_token_hashes'), ('hr_revoke_reference_token'), ('hr_issue_reference_token'),
+           ('hr_jwt_organization_id'), ('hr_backfill_portal_session_organizations'),
+           ('hr_encrypt_credential'), ('hr_decrypt_credential'), ('hr_credential_aad'),
+           ('hr_migrate_integrations'), ('hr_integration_secret'), ('hr_set_integration_secret'),
+           ('hr_rollback_integrations'), ('hr_rewrap_credentials'), ('hr_keyring_versions'),
+           ('hr_migration_status'), ('hr_set_phase'), ('hr_preflight'), ('hr_retry_failures'),
+           ('hr_run_backfill'), ('hr_run_phase'), ('hr_run_rollback'), ('hr_run_rewrap'), ('hr_run_batches')
+$$;
+
+DO $$
+DECLARE
+    f record;
+    args text;
+BEGIN
+    FOR f IN SELECT p.oid, p.proname, p.prokind, p.provolatile, p.proisstrict, p.proparallel, p.proretset, p.pronargs, p.prosecdef,
+                    pg_catalog.pg_get_function_arguments(p.oid) AS arguments,
+                    pg_catalog.pg_get_function_result(p.oid) AS result
+               FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace OPERATOR(pg_catalog.=) 'hr_migrations'::pg_catalog.regnamespace::pg_catalog.oid
+                AND p.proname::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT hr_migrations.hr_api()))
+              ORDER BY p.oid LOOP
+        SELECT pg_catalog.string_agg('$' OPERATOR(pg_catalog.||) i::pg_catalog.text, ', ' ORDER BY i) INTO args
+          FROM pg_catalog.generate_series(1, f.pronargs::pg_catalog.int4) i;
+        args := COALESCE(args, '');
+        IF f.prokind OPERATOR(pg_catalog.=) 'p' THEN
+            EXECUTE pg_catalog.format('CREATE PROCEDURE %s.%I(%s) LANGUAGE plpgsql AS %L',
+                '@extschema@', f.proname, f.arguments,
+                pg_catalog.format('BEGIN CALL hr_migrations.%I(%s); END', f.proname, args));
+        ELSE
+            EXECUTE pg_catalog.format('CREATE FUNCTION %s.%I(%s) RETURNS %s LANGUAGE sql %s %s PARALLEL %s BEGIN ATOMIC %s; END',
+                '@extschema@', f.proname, f.arguments, f.result,
+                CASE f.provolatile WHEN 'i' THEN 'IMMUTABLE' WHEN 's' THEN 'STABLE' ELSE 'VOLATILE' END,
+                CASE WHEN f.proisstrict THEN 'STRICT' ELSE 'CALLED ON NULL INPUT' END,
+                CASE f.proparallel WHEN 's' THEN 'SAFE' WHEN 'r' THEN 'RESTRICTED' ELSE 'UNSAFE' END,
+                -- A SECURITY DEFINER function is called only once the
+                -- extension is known intact (src/integrity.rs).
+                CASE WHEN f.prosecdef THEN 'SELECT hr_migrations.hr_require_integrity(); ' ELSE '' END
+                || pg_catalog.format(CASE WHEN f.proretset THEN 'SELECT * FROM hr_migrations.%I(%s)'
+                                          ELSE 'SELECT hr_migrations.%I(%s)' END, f.proname, args));
+        END IF;
+        EXECUTE pg_catalog.format('COMMENT ON %s %s.%I(%s) IS %L',
+            CASE f.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, '@extschema@', f.proname,
+            pg_catalog.pg_get_function_identity_arguments(f.oid),
+            pg_catalog.format('hr_migrations: calls hr_migrations.%I (docs/sql-reference.md)', f.proname));
+    END LOOP;
+END
+$$;
+CREATE VIEW @extschema@.hr_migration_progress AS SELECT * FROM hr_migrations.hr_migration_progress;
+COMMENT ON VIEW @extschema@.hr_migration_progress IS 'hr_migrations: hr_migrations.hr_migration_progress';
+
+SELECT hr_migrations.hr_apply_privileges();

@@ -10,14 +10,14 @@
 -- is not registered with that kind. Trigger functions call it first, so
 -- none of them can be aimed at another table (a temp table, another
 -- tenant's copy) by whoever manages to attach it.
-CREATE FUNCTION hr_trigger_migration(relid oid, kind text) RETURNS text
+CREATE FUNCTION hr_migrations.hr_trigger_migration(relid oid, kind text) RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     m text;
 BEGIN
-    SELECT r.migration INTO m FROM @extschema@.hr_migration_registry r
+    SELECT r.migration INTO m FROM hr_migrations.hr_migration_registry r
      WHERE r.kind = hr_trigger_migration.kind
        AND to_regclass(format('%I.%I', r.table_schema, r.table_name)) = relid;
     IF m IS NULL THEN
@@ -32,7 +32,7 @@ $$;
 -- function per table). Installed BEFORE UPDATE with
 -- WHEN (NOT hr_backfill_in_progress()), so the extension's own batches
 -- leave updated_at alone (the plan's bug 6).
-CREATE OR REPLACE FUNCTION hr_touch_updated_at() RETURNS trigger
+CREATE OR REPLACE FUNCTION hr_migrations.hr_touch_updated_at() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -41,7 +41,7 @@ BEGIN
         RAISE EXCEPTION 'hr_touch_updated_at() must be a BEFORE UPDATE ... FOR EACH ROW trigger (on %)', TG_TABLE_NAME
             USING ERRCODE = 'trigger_protocol_violated';
     END IF;
-    IF NOT @extschema@.hr_backfill_in_progress() THEN
+    IF NOT hr_migrations.hr_backfill_in_progress() THEN
         NEW.updated_at := now();
     END IF;
     RETURN NEW;
@@ -60,16 +60,17 @@ $$;
 -- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
 -- It reads hr_references and inserts into the log table; app roles hold no
 -- TRIGGER on either (001 revokes it), and batches refuse foreign triggers.
-CREATE FUNCTION hr_verify_reference_token(reference_id uuid, token text) RETURNS boolean
+CREATE FUNCTION hr_migrations.hr_verify_reference_token(reference_id uuid, token text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    phase text := @extschema@.hr_require_applied('reference_tokens');
+    phase text := hr_migrations.hr_require_applied('reference_tokens');
     stored_token text;
     stored_hash text;
     v record;
 BEGIN
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
     IF reference_id IS NOT NULL THEN
         IF phase = 'contracted' THEN  -- access_token is gone
             SELECT r.access_token_hash INTO stored_hash
@@ -79,9 +80,9 @@ BEGIN
               FROM public.hr_references r WHERE r.id = reference_id;
         END IF;
     END IF;
-    SELECT * INTO v FROM @extschema@.hr_token_verdict(
-        @extschema@.hr_phase_accepts_plaintext(phase), token, stored_hash, stored_token);
-    PERFORM @extschema@.hr_refuse_foreign_triggers(ARRAY['public.hr_reference_token_validations'::regclass]::oid[]);
+    SELECT * INTO v FROM hr_migrations.hr_token_verdict(
+        hr_migrations.hr_phase_accepts_plaintext(phase), token, stored_hash, stored_token);
+    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_reference_token_validations'::regclass]::oid[]);
     INSERT INTO public.hr_reference_token_validations (reference_id, method, success)
     VALUES (reference_id, v.method, v.ok);
     RETURN v.ok;
@@ -94,24 +95,25 @@ $$;
 -- token never travels to the database, so no statement or parameter log
 -- can hold it. P0002 for an unknown reference, 22004 for NULL.
 -- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
-CREATE FUNCTION hr_issue_reference_token(reference_id uuid) RETURNS text
+CREATE FUNCTION hr_migrations.hr_issue_reference_token(reference_id uuid) RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    phase text := @extschema@.hr_require_applied('reference_tokens');
-    tok text := @extschema@.hr_generate_token();
+    phase text := hr_migrations.hr_require_applied('reference_tokens');
+    tok text := hr_migrations.hr_generate_token();
 BEGIN
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
     IF reference_id IS NULL THEN
         RAISE EXCEPTION 'reference_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    PERFORM @extschema@.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
+    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
     IF phase = 'contracted' THEN
-        UPDATE public.hr_references r SET access_token_hash = @extschema@.hr_hash_token(tok)
+        UPDATE public.hr_references r SET access_token_hash = hr_migrations.hr_hash_token(tok)
          WHERE r.id = reference_id;
     ELSE
         UPDATE public.hr_references r
-           SET access_token = NULL, access_token_hash = @extschema@.hr_hash_token(tok)
+           SET access_token = NULL, access_token_hash = hr_migrations.hr_hash_token(tok)
          WHERE r.id = reference_id;
     END IF;
     IF NOT FOUND THEN
@@ -124,14 +126,15 @@ $$;
 
 -- Revokes a reference's token, hashed or plaintext, in every phase: true
 -- when there was one. SECURITY DEFINER: EXECUTE for service_role.
-CREATE FUNCTION hr_revoke_reference_token(reference_id uuid) RETURNS boolean
+CREATE FUNCTION hr_migrations.hr_revoke_reference_token(reference_id uuid) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    phase text := @extschema@.hr_require_applied('reference_tokens');
+    phase text := hr_migrations.hr_require_applied('reference_tokens');
 BEGIN
-    PERFORM @extschema@.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
+    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
     IF phase = 'contracted' THEN
         UPDATE public.hr_references r SET access_token_hash = NULL
          WHERE r.id = reference_id AND r.access_token_hash IS NOT NULL;
@@ -146,25 +149,25 @@ $$;
 -- One keyset batch of the backfill (DESIGN.md §4): hashes up to batch_size
 -- plaintext tokens that have no hash yet, through the batch engine
 -- (hr_engine_batch). Returns rows hashed; 0 = nothing left.
-CREATE FUNCTION hr_backfill_reference_token_hashes(batch_size integer DEFAULT 5000) RETURNS bigint
+CREATE FUNCTION hr_migrations.hr_backfill_reference_token_hashes(batch_size integer DEFAULT 5000) RETURNS bigint
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT @extschema@.hr_engine_batch('reference_tokens', 'backfill', batch_size) $$;
+AS $$ SELECT hr_migrations.hr_require_integrity(); SELECT hr_migrations.hr_engine_batch('reference_tokens', 'backfill', batch_size) $$;
 
 -- The engine's view of a token_hash migration (see hr_operation_spec):
 --   backfill  rows with a non-empty plaintext token and no hash;
 --   erase     (contracted) rows still holding legacy plaintext.
 -- Empty tokens are neither pending nor blocked: they verify nothing and
 -- are counted in the note.
-CREATE FUNCTION hr_token_hash_spec(migration text, operation text,
+CREATE FUNCTION hr_migrations.hr_token_hash_spec(migration text, operation text,
     OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
     OUT action text, OUT writes regclass[])
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
-    has_plaintext boolean := @extschema@.hr_column_exists(t, 'access_token');
+    t regclass := hr_migrations.hr_migration_table(migration);
+    has_plaintext boolean := hr_migrations.hr_column_exists(t, 'access_token');
 BEGIN
     IF t IS NULL THEN
         RETURN;
@@ -177,10 +180,10 @@ BEGIN
             pending := CASE WHEN has_plaintext
                 THEN 't.access_token IS NOT NULL AND t.access_token <> '''' AND t.access_token_hash IS NULL'
                 ELSE 'false' END;
-            action := '@extschema@.hr_token_hash_backfill';
+            action := 'hr_migrations.hr_token_hash_backfill';
         WHEN 'erase' THEN
             pending := CASE WHEN has_plaintext THEN 't.access_token IS NOT NULL' ELSE 'false' END;
-            action := '@extschema@.hr_token_hash_erase';
+            action := 'hr_migrations.hr_token_hash_erase';
         ELSE
             RETURN;
     END CASE;
@@ -188,7 +191,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION hr_token_hash_phase_operation(migration text, phase text) RETURNS text
+CREATE FUNCTION hr_migrations.hr_token_hash_phase_operation(migration text, phase text) RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -199,7 +202,7 @@ AS $$
 $$;
 
 -- Row action of the backfill: one statement for the whole batch.
-CREATE FUNCTION hr_token_hash_backfill(migration text, ids uuid[]) RETURNS bigint
+CREATE FUNCTION hr_migrations.hr_token_hash_backfill(migration text, ids uuid[]) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -207,7 +210,7 @@ DECLARE
     n bigint;
 BEGIN
     EXECUTE format('UPDATE %s t SET access_token_hash = %s.hr_hash_token(t.access_token) WHERE t.id = ANY ($1)',
-                   @extschema@.hr_migration_table(migration), '@extschema@')
+                   hr_migrations.hr_migration_table(migration), 'hr_migrations')
       USING ids;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -216,14 +219,14 @@ $$;
 
 -- Row action of the contract phase: erases legacy plaintext (the flag is
 -- on, so the token trigger does not take it for a revocation).
-CREATE FUNCTION hr_token_hash_erase(migration text, ids uuid[]) RETURNS bigint
+CREATE FUNCTION hr_migrations.hr_token_hash_erase(migration text, ids uuid[]) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n bigint;
 BEGIN
-    EXECUTE format('UPDATE %s t SET access_token = NULL WHERE t.id = ANY ($1)', @extschema@.hr_migration_table(migration))
+    EXECUTE format('UPDATE %s t SET access_token = NULL WHERE t.id = ANY ($1)', hr_migrations.hr_migration_table(migration))
       USING ids;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -233,24 +236,24 @@ $$;
 -- applied: the hash column and the token trigger exist (after the contract
 -- phase dropped the trigger, the hash column alone). ready: the triggers
 -- the script installs are there.
-CREATE FUNCTION hr_token_hash_state(migration text, OUT applied boolean, OUT ready boolean)
+CREATE FUNCTION hr_migrations.hr_token_hash_state(migration text, OUT applied boolean, OUT ready boolean)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
-    contracted boolean := @extschema@.hr_migration_phase(migration) = 'contracted';
+    t regclass := hr_migrations.hr_migration_table(migration);
+    contracted boolean := hr_migrations.hr_migration_phase(migration) = 'contracted';
 BEGIN
-    applied := @extschema@.hr_column_exists(t, 'access_token_hash')
-               AND (contracted OR @extschema@.hr_trigger_exists(t, @extschema@.hr_migration_object(migration, 'token_trigger')));
-    ready := applied AND @extschema@.hr_trigger_exists(t, @extschema@.hr_migration_object(migration, 'touch_trigger'));
+    applied := hr_migrations.hr_column_exists(t, 'access_token_hash')
+               AND (contracted OR hr_migrations.hr_trigger_exists(t, hr_migrations.hr_migration_object(migration, 'token_trigger')));
+    ready := applied AND hr_migrations.hr_trigger_exists(t, hr_migrations.hr_migration_object(migration, 'touch_trigger'));
 END
 $$;
 
 -- Brief DDL of a phase move: none for tokens. (Entering enforced needs no
 -- wait: a token written by a transaction still in flight is hashed by the
 -- trigger and its plaintext is legacy data the contract phase erases.)
-CREATE FUNCTION hr_token_hash_enter(migration text, from_phase text, to_phase text) RETURNS void
+CREATE FUNCTION hr_migrations.hr_token_hash_enter(migration text, from_phase text, to_phase text) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -261,39 +264,39 @@ $$;
 
 -- Closing DDL of a phase, once its batches are done. contracted: drop the
 -- token trigger (it served the transition) and the plaintext column.
-CREATE PROCEDURE hr_token_hash_finish(migration text, phase text)
+CREATE PROCEDURE hr_migrations.hr_token_hash_finish(migration text, phase text)
 LANGUAGE plpgsql
 AS $$
 DECLARE
     t regclass;
 BEGIN
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-    t := @extschema@.hr_migration_table(migration);
-    IF phase <> 'contracted' OR NOT @extschema@.hr_column_exists(t, 'access_token') THEN
+    PERFORM hr_migrations.hr_procedure_step();
+    t := hr_migrations.hr_migration_table(migration);
+    IF phase <> 'contracted' OR NOT hr_migrations.hr_column_exists(t, 'access_token') THEN
         RETURN;
     END IF;
-    CALL @extschema@.hr_ddl(migration, $ddl$
+    CALL hr_migrations.hr_ddl(migration, $ddl$
         DROP TRIGGER IF EXISTS {token_trigger} ON {table};
         ALTER TABLE {table} DROP COLUMN IF EXISTS access_token
     $ddl$);
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    PERFORM hr_migrations.hr_procedure_step();
     RAISE NOTICE '%: access_token dropped (VACUUM the table; old row versions, WAL and backups still hold what it held)', migration;
 END
 $$;
 
-CREATE FUNCTION hr_token_hash_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
+CREATE FUNCTION hr_migrations.hr_token_hash_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    t regclass := @extschema@.hr_migration_table(migration);
+    t regclass := hr_migrations.hr_migration_table(migration);
     empty_tokens bigint := 0;
     hash_only bigint;
     plaintext_left bigint := 0;
     note text;
 BEGIN
-    IF @extschema@.hr_column_exists(t, 'access_token') THEN
+    IF hr_migrations.hr_column_exists(t, 'access_token') THEN
         EXECUTE format('SELECT count(*) FILTER (WHERE t.access_token = ''''),
                                count(*) FILTER (WHERE t.access_token IS NULL AND t.access_token_hash IS NOT NULL),
                                count(*) FILTER (WHERE t.access_token IS NOT NULL)
@@ -307,15 +310,15 @@ BEGIN
             format('only hashes are stored and accepted; %s legacy plaintext tokens remain in access_token, no longer accepted (erased by the contract phase)', plaintext_left) END,
         CASE WHEN phase = 'contracted' AND pending > 0 THEN
             format('%s legacy plaintext tokens to erase: CALL hr_run_backfill(%L)', pending, migration) END,
-        CASE WHEN phase = 'contracted' AND pending = 0 AND plaintext_left = 0 AND @extschema@.hr_column_exists(t, 'access_token') THEN
+        CASE WHEN phase = 'contracted' AND pending = 0 AND plaintext_left = 0 AND hr_migrations.hr_column_exists(t, 'access_token') THEN
             format('plaintext erased; CALL hr_run_backfill(%L) drops access_token', migration) END,
-        CASE WHEN phase = 'contracted' AND NOT @extschema@.hr_column_exists(t, 'access_token') THEN
+        CASE WHEN phase = 'contracted' AND NOT hr_migrations.hr_column_exists(t, 'access_token') THEN
             'access_token dropped: only hashes exist' END,
         CASE WHEN phase IN ('dual', 'migrated') AND hash_only > 0 THEN
             format('%s references have no plaintext token left and verify by hash only', hash_only) END,
         CASE WHEN empty_tokens > 0 THEN
             format('%s references have an empty token, which is not hashed and never verifies', empty_tokens) END,
-        CASE WHEN phase = 'enforced' THEN @extschema@.hr_contract_eta(migration) END);
+        CASE WHEN phase = 'enforced' THEN hr_migrations.hr_contract_eta(migration) END);
     IF note = '' THEN
         note := 'every token has a hash; plaintext is still accepted until enforced';
     END IF;

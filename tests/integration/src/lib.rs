@@ -637,7 +637,7 @@ pub fn keyring_conf(path: &Path, active: u32) -> Vec<String> {
 /// registry (the one place that lists them).
 pub fn migrations(c: &mut Client) -> Vec<(String, String)> {
     c.query(
-        "SELECT migration, hr_migration_script(migration) FROM hr_migration_registry ORDER BY position",
+        "SELECT migration, hr_migrations.hr_migration_script(migration) FROM hr_migrations.hr_migration_registry ORDER BY position",
         &[],
     )
     .unwrap()

@@ -63,9 +63,9 @@ fn rewrap_is_linear_and_goes_past_a_poisoned_credential() {
     );
 
     let mut c = cl.connect("hr");
-    let v2: i64 = one(&mut c, "SELECT count(*) FROM public.pf_credentials WHERE hr_envelope_key_version(encrypted_value) = 2");
+    let v2: i64 = one(&mut c, "SELECT count(*) FROM public.pf_credentials WHERE hr_migrations.hr_envelope_key_version(encrypted_value) = 2");
     assert_eq!(v2, total - 1);
-    let f: String = one(&mut c, &format!("SELECT sqlstate FROM hr_batch_failures WHERE operation = 'rewrap' AND row_id = '{poisoned}'"));
+    let f: String = one(&mut c, &format!("SELECT sqlstate FROM hr_migrations.hr_batch_failures WHERE operation = 'rewrap' AND row_id = '{poisoned}'"));
     assert_eq!(f, "22023");
     let s = status(&mut c, "integration_credentials");
     assert_eq!(s.blocked, 1, "{s:?}");
@@ -78,7 +78,10 @@ fn rewrap_is_linear_and_goes_past_a_poisoned_credential() {
         &mut c,
         "SELECT last_error FROM hr_migration_progress WHERE operation = 'rewrap'",
     );
-    assert!(last_error.contains("hr_batch_failures"), "{last_error}");
+    assert!(
+        last_error.contains("hr_migrations.hr_batch_failures"),
+        "{last_error}"
+    );
 }
 
 #[test]
@@ -139,7 +142,7 @@ fn enforce_clears_in_committed_batches_and_resumes_after_a_crash() {
         assert!(Instant::now() < deadline, "the clearing never got going");
         let r = c
             .query_opt(
-                "SELECT a.pid FROM pg_stat_activity a, hr_batch_progress p
+                "SELECT a.pid FROM pg_stat_activity a, hr_migrations.hr_batch_progress p
                   WHERE p.migration = 'integration_credentials' AND p.operation = 'clear' AND p.rows_done >= 30000
                     AND a.query LIKE 'CALL hr_run_backfill%'",
                 &[],
@@ -257,7 +260,7 @@ fn status_and_engine_agree_on_pending_rows_held_locked() {
         );
         let counted: i64 = one(
             &mut c,
-            &format!("SELECT pending FROM hr_operation_counts('{m}', 'backfill')"),
+            &format!("SELECT pending FROM hr_migrations.hr_operation_counts('{m}', 'backfill')"),
         );
         assert_eq!((status(&mut c, m).pending, counted), (7, 7), "{m}");
         assert_eq!(
@@ -289,7 +292,7 @@ fn a_fourth_migration_of_an_existing_kind() {
              updated_at timestamptz NOT NULL DEFAULT timestamptz '2025-01-01');
          INSERT INTO public.hr_interview_slots (candidate_id)
          SELECT id FROM public.hr_candidates WHERE organization_id IS NOT NULL;
-         INSERT INTO hr_migration_registry (migration, position, kind, table_name, default_batch_size, objects)
+         INSERT INTO hr_migrations.hr_migration_registry (migration, position, kind, table_name, default_batch_size, objects)
          VALUES ('interview_slots', 4, 'tenant_column', 'hr_interview_slots', 50, '{
              \"org_trigger\": \"hr_interview_slots_org\",
              \"touch_trigger\": \"hr_interview_slots_touch_updated_at\",
@@ -304,7 +307,10 @@ fn a_fourth_migration_of_an_existing_kind() {
     .unwrap();
     let slots: i64 = one(&mut c, "SELECT count(*) FROM public.hr_interview_slots");
     assert_eq!(status(&mut c, "interview_slots").phase, "not_applied");
-    let script: String = one(&mut c, "SELECT hr_migration_script('interview_slots')");
+    let script: String = one(
+        &mut c,
+        "SELECT hr_migrations.hr_migration_script('interview_slots')",
+    );
     assert_eq!(script, "004_interview_slots.sql");
 
     let out = cl.psql_ok(
@@ -351,7 +357,7 @@ fn a_fourth_migration_of_an_existing_kind() {
         .unwrap();
     let notnull: bool = one(
         &mut c,
-        "SELECT hr_column_not_null('public.hr_interview_slots', 'organization_id')",
+        "SELECT hr_migrations.hr_column_not_null('public.hr_interview_slots', 'organization_id')",
     );
     assert!(notnull);
     assert_raises(
@@ -368,7 +374,7 @@ fn a_fourth_migration_of_an_existing_kind() {
     assert_eq!(status(&mut c, "interview_slots").phase, "not_applied");
     let col: bool = one(
         &mut c,
-        "SELECT hr_column_exists('public.hr_interview_slots', 'organization_id')",
+        "SELECT hr_migrations.hr_column_exists('public.hr_interview_slots', 'organization_id')",
     );
     assert!(!col);
     // The three built-in migrations never noticed.

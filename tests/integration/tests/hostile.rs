@@ -449,7 +449,11 @@ fn hostile_input_through_every_function_as_every_role() {
                 &[Envelope, Input],
                 false,
             ),
-            ("SELECT hr_envelope_key_version($1)", &[Input], false),
+            (
+                "SELECT hr_migrations.hr_envelope_key_version($1)",
+                &[Input],
+                false,
+            ),
             ("SELECT hr_encrypt_credential($1, $1)", &[Input], false),
             (
                 "SELECT hr_verify_reference_token($1::text::uuid, $2)",

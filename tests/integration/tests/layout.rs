@@ -46,7 +46,7 @@ fn migrations_work_with_the_extension_in_public() {
     );
     assert!(
         moved,
-        "hr_touch_updated_at did not set updated_at on an application update"
+        "hr_migrations.hr_touch_updated_at did not set updated_at on an application update"
     );
 
     // The flag that makes triggers skip work is the extension's alone: the
@@ -59,7 +59,7 @@ fn migrations_work_with_the_extension_in_public() {
                 "SELECT set_config('hr_migrations.backfill_in_progress', 'on', true)",
                 "42501",
             ),
-            ("SELECT hr_set_backfill_flag(true)", "42501"),
+            ("SELECT hr_migrations.hr_set_backfill_flag(true)", "42501"),
         ] {
             a.batch_execute(&format!("BEGIN; SET LOCAL ROLE {role}"))
                 .unwrap();

@@ -125,7 +125,7 @@ fn upgrade_from_0_1_0_keeps_every_token_and_secret() {
         .collect();
     let checks_before: String = one(
         &mut c,
-        "SELECT string_agg(key_version || check_value, ',') FROM extensions.hr_key_checks",
+        "SELECT string_agg(key_version || check_value, ',') FROM hr_key_checks",
     );
 
     c.batch_execute("ALTER EXTENSION hr_migrations UPDATE TO '0.2.0'")
@@ -148,12 +148,12 @@ fn upgrade_from_0_1_0_keeps_every_token_and_secret() {
     assert_eq!(phases_before, phases_after);
     let checks_after: String = one(
         &mut c,
-        "SELECT string_agg(key_version || check_value, ',') FROM extensions.hr_key_checks",
+        "SELECT string_agg(key_version || check_value, ',') FROM hr_migrations.hr_key_checks",
     );
     assert_eq!(checks_before, checks_after);
     assert_eq!(broken_tokens_and_secrets(&mut c), (0, 0));
 
-    // The catalog equals a fresh 0.2.0 install's.
+    // The catalog equals a fresh install's.
     admin.batch_execute("CREATE DATABASE fresh").unwrap();
     cl.psql_ok("fresh", &repo().join("tests/fixtures/schema.sql"), &[]);
     let mut f = cl.connect("fresh");
@@ -167,7 +167,7 @@ fn upgrade_from_0_1_0_keeps_every_token_and_secret() {
         "upgraded but not fresh: {only_upgraded:#?}\nfresh but not upgraded: {only_fresh:#?}"
     );
 
-    // And the 0.2.0 paths work on it: the scripts again, enforce, clear.
+    // And the current paths work on it: the scripts again, enforce, clear.
     for (_, script) in migrations(&mut c) {
         cl.migrate("old", &script, &[]);
     }

@@ -291,7 +291,7 @@ fn backfill_killed_midway_resumes() {
         assert!(Instant::now() < deadline, "backfill never got going");
         let r = c
             .query_opt(
-                "SELECT a.pid FROM pg_stat_activity a, extensions.hr_batch_progress p
+                "SELECT a.pid FROM pg_stat_activity a, hr_migrations.hr_batch_progress p
                   WHERE p.migration = 'reference_tokens' AND p.rows_done >= 1000
                     AND a.query ILIKE '%hr_run_backfill%' AND a.pid <> pg_backend_pid()",
                 &[],
@@ -337,7 +337,7 @@ fn backfill_killed_midway_resumes() {
     );
     let cursor: Option<String> = one(
         &mut c,
-        "SELECT last_id::text FROM extensions.hr_batch_progress WHERE migration = 'reference_tokens' AND operation = 'backfill'",
+        "SELECT last_id::text FROM hr_migrations.hr_batch_progress WHERE migration = 'reference_tokens' AND operation = 'backfill'",
     );
     assert!(
         cursor.is_some(),

@@ -144,7 +144,7 @@ const COLUMN_GONE: &str = "SELECT count(*) FROM pg_attribute
                             WHERE attrelid = 'public.hr_references'::regclass AND attname = 'access_token' AND NOT attisdropped";
 const PLAINTEXT_CLEARED: &str = "SELECT count(*) FROM public.hr_job_board_integrations
                                   WHERE api_key IS NOT NULL OR api_secret IS NOT NULL OR refresh_token IS NOT NULL";
-const ALL_V2: &str = "SELECT count(*) FROM public.pf_credentials WHERE hr_envelope_key_version(encrypted_value) <> 2";
+const ALL_V2: &str = "SELECT count(*) FROM public.pf_credentials WHERE hr_migrations.hr_envelope_key_version(encrypted_value) <> 2";
 const NO_CREDENTIALS: &str = "SELECT count(*) FROM public.pf_credentials";
 /// Integrations rolled back more than once, or not logged.
 const ROLLED_BACK_ONCE: &str = "SELECT (SELECT count(*) - count(DISTINCT record_id) FROM public.pf_credential_migrations

@@ -625,14 +625,19 @@ fn finding_02_trigger_functions_refuse_other_tables() {
         "SELECT id::text FROM public.pf_credentials LIMIT 1",
     );
     for (f, when) in [
-        ("hr_references_token_trigger", "BEFORE INSERT"),
-        ("hr_portal_sessions_org_trigger", "BEFORE INSERT"),
-        ("hr_job_board_integrations_trigger", "AFTER INSERT"),
+        ("hr_migrations.hr_references_token_trigger", "BEFORE INSERT"),
+        (
+            "hr_migrations.hr_portal_sessions_org_trigger",
+            "BEFORE INSERT",
+        ),
+        (
+            "hr_migrations.hr_job_board_integrations_trigger",
+            "AFTER INSERT",
+        ),
     ] {
         dba.batch_execute(&format!(
             "DROP TRIGGER IF EXISTS t ON pg_temp.bait;
-             CREATE TRIGGER t {when} ON pg_temp.bait FOR EACH ROW EXECUTE FUNCTION {}.{f}()",
-            w.schema
+             CREATE TRIGGER t {when} ON pg_temp.bait FOR EACH ROW EXECUTE FUNCTION {f}()"
         ))
         .unwrap();
         assert_raises(
@@ -661,10 +666,10 @@ fn finding_03_default_privileges_are_taken_back() {
         "CALL hr_run_backfill('reference_tokens')",
         "SELECT hr_migration_status()",
         "SELECT hr_verify_reference_token(gen_random_uuid(), 'x')",
-        "UPDATE public.hr_migration_phases SET phase = 'dual'",
-        "INSERT INTO public.hr_key_checks VALUES (9, 'poison')",
-        "UPDATE public.hr_batch_progress SET last_id = NULL",
-        "SELECT * FROM public.hr_migration_phases",
+        "UPDATE hr_migrations.hr_migration_phases SET phase = 'dual'",
+        "INSERT INTO hr_migrations.hr_key_checks VALUES (9, 'poison')",
+        "UPDATE hr_migrations.hr_batch_progress SET last_id = NULL",
+        "SELECT * FROM hr_migrations.hr_migration_phases",
         "TRUNCATE public.pf_credential_migrations",
         "DELETE FROM public.pf_credential_migrations",
         "SELECT * FROM public.hr_reference_token_validations",
@@ -673,7 +678,7 @@ fn finding_03_default_privileges_are_taken_back() {
     }
     let phase: String = one(
         &mut w.dba(),
-        "SELECT hr_migration_phase('reference_tokens')",
+        "SELECT hr_migrations.hr_migration_phase('reference_tokens')",
     );
     assert_eq!(phase, "migrated");
 }
@@ -723,7 +728,12 @@ fn finding_04_backfill_flag_cannot_be_spoofed() {
     // And the function that sets the flag is the extension's alone.
     for role in APP_ROLES {
         let mut s = w.as_role(role, None);
-        assert_raises(&mut s, "SELECT hr_set_backfill_flag(true)", "42501", &[]);
+        assert_raises(
+            &mut s,
+            "SELECT hr_migrations.hr_set_backfill_flag(true)",
+            "42501",
+            &[],
+        );
     }
 }
 
@@ -753,7 +763,7 @@ fn finding_05_secret_never_echoed() {
     let (state, reason): (String, String) = {
         let r = dba
             .query_one(
-                &format!("SELECT sqlstate, reason FROM hr_batch_failures WHERE row_id = '{iid}'"),
+                &format!("SELECT sqlstate, reason FROM hr_migrations.hr_batch_failures WHERE row_id = '{iid}'"),
                 &[],
             )
             .unwrap();
@@ -825,7 +835,7 @@ fn finding_06_foreign_credentials_are_refused() {
         .unwrap();
     let failures: Vec<(String, String)> = dba
         .query(
-            "SELECT operation, sqlstate FROM hr_batch_failures ORDER BY 1",
+            "SELECT operation, sqlstate FROM hr_migrations.hr_batch_failures ORDER BY 1",
             &[],
         )
         .unwrap()
@@ -858,7 +868,8 @@ fn finding_07_temp_objects_cannot_shadow_the_key_check() {
     dba.batch_execute(
         "CREATE ROLE encryptor LOGIN;
          GRANT EXECUTE ON FUNCTION extensions.hr_encrypt_credential(text, text) TO encryptor;
-         GRANT USAGE ON SCHEMA extensions TO encryptor;
+         GRANT EXECUTE ON FUNCTION hr_migrations.hr_encrypt_credential(text, text) TO encryptor;
+         GRANT USAGE ON SCHEMA extensions, hr_migrations TO encryptor;
          GRANT TEMP ON DATABASE hr TO encryptor;",
     )
     .unwrap();
@@ -873,7 +884,7 @@ fn finding_07_temp_objects_cannot_shadow_the_key_check() {
     .unwrap_or_else(|e| panic!("{}", error_text(&e)));
     let recorded: i64 = one(
         &mut dba,
-        "SELECT count(*) FROM extensions.hr_key_checks WHERE key_version = 1",
+        "SELECT count(*) FROM hr_migrations.hr_key_checks WHERE key_version = 1",
     );
     assert_eq!(recorded, 1, "the real key check value was not recorded");
     // Another key under version 1: refused, even with the shadows in place.
@@ -901,7 +912,7 @@ fn finding_07_temp_objects_cannot_shadow_the_key_check() {
     // The check function itself is not the caller's to call.
     assert_raises(
         &mut e,
-        "SELECT extensions.hr_key_check(2, 'poison')",
+        "SELECT hr_migrations.hr_key_check(2, 'poison')",
         "42501",
         &[],
     );
@@ -1120,7 +1131,7 @@ fn finding_11_rollback_never_loses_a_credential() {
     assert_eq!(s.blocked, 1, "{s:?}");
     let column_kept: bool = one(
         &mut dba,
-        "SELECT hr_column_exists('public.hr_job_board_integrations', 'credential_id')",
+        "SELECT hr_migrations.hr_column_exists('public.hr_job_board_integrations', 'credential_id')",
     );
     assert!(column_kept);
 }
@@ -1147,13 +1158,13 @@ fn finding_12_one_bad_row_does_not_stop_rewrap_or_rollback() {
     std::thread::sleep(Duration::from_millis(300));
     let mut dba = w.dba();
     dba.batch_execute("CALL hr_run_rewrap(50)").unwrap();
-    let v2: i64 = one(&mut dba, "SELECT count(*) FROM public.pf_credentials WHERE hr_envelope_key_version(encrypted_value) = 2");
+    let v2: i64 = one(&mut dba, "SELECT count(*) FROM public.pf_credentials WHERE hr_migrations.hr_envelope_key_version(encrypted_value) = 2");
     assert_eq!(v2, total - 1, "rewrap stopped at the poisoned row");
     let f: (String, String) = {
         let r = dba
             .query_one(
                 &format!(
-                    "SELECT operation, sqlstate FROM hr_batch_failures WHERE row_id = '{poisoned}'"
+                    "SELECT operation, sqlstate FROM hr_migrations.hr_batch_failures WHERE row_id = '{poisoned}'"
                 ),
                 &[],
             )
@@ -1223,7 +1234,7 @@ fn triggers_planted_before_the_migration_stop_it() {
     // Even called directly, securing the table refuses.
     assert_raises(
         &mut dba,
-        "SELECT hr_secure_table('public.hr_references', 'SELECT, UPDATE')",
+        "SELECT hr_migrations.hr_secure_table('public.hr_references', 'SELECT, UPDATE')",
         "55000",
         &[],
     );

@@ -255,7 +255,7 @@ fn preflight(c: &mut Client, check: &str) -> Vec<(String, String)> {
 /// Finding 1 (critical): overloads `postgres` planted in `public` and
 /// `extensions` ran as the superuser who applied our scripts or CALLed our
 /// procedures (`public.format(text, text, text)` through the preamble,
-/// `public.= (oid, regclass)` 424 times through `hr_batch_loop`).
+/// `public.= (oid, regclass)` 424 times through `hr_migrations.hr_batch_loop`).
 #[test]
 fn finding_1_overloads_planted_by_postgres_never_run_as_a_superuser() {
     let w = Supa::new(200, true);
@@ -526,4 +526,87 @@ fn finding_5_pf_credentials_is_closed_to_anon_and_other_tenants() {
             .any(|(s, d)| s == "warning" && d.contains("anon holds privileges")),
         "{found:?}"
     );
+}
+
+/// Finding 2 (high): postgres (CREATEROLE) granted itself
+/// hr_migrations_definer and, as it, changed a function the definer owns
+/// (SECURITY INVOKER, a search_path through `public`) so that the next
+/// superuser to read the status ran postgres's code. PG15 cannot refuse
+/// the GRANT: while the role has a member, can log in, or an object of the
+/// extension differs from the install, everything refuses, in every
+/// backend at once, and works again once it is undone.
+#[test]
+fn finding_2_postgres_cannot_use_the_definer_role() {
+    let w = Supa::new(100, true);
+    let mut admin = w.admin();
+    let mut pg = w.postgres();
+    let mut sr = w.as_role("service_role", None);
+    let (integration, _) = w.integration_of(&mut admin, &w.org_a, 0);
+    let secret_call = format!("SELECT extensions.hr_integration_secret('{integration}'::uuid)");
+    // Works, and the verdict is now cached in these backends.
+    sr.batch_execute(&secret_call).unwrap();
+    admin
+        .batch_execute("SELECT * FROM extensions.hr_migration_status()")
+        .unwrap();
+    let integrity = |c: &mut Client| preflight(c, "integrity");
+    assert_eq!(integrity(&mut admin)[0].0, "ok");
+
+    // 1. A member.
+    pg.batch_execute("GRANT hr_migrations_definer TO postgres").unwrap();
+    let text = assert_raises(&mut sr, &secret_call, "55000", &[]);
+    assert!(text.contains("has members (postgres)"), "{text}");
+    assert_raises(&mut admin, "SELECT * FROM extensions.hr_migration_status()", "55000", &[]);
+    assert_raises(&mut admin, "CALL extensions.hr_run_backfill('portal_sessions')", "55000", &[]);
+    assert_raises(&mut admin, "CALL extensions.hr_run_rewrap()", "55000", &[]);
+    let found = integrity(&mut admin);
+    assert!(found[0].0 == "blocker" && found[0].1.contains("has members"), "{found:?}");
+
+    // 2. As the definer role, a function it owns is changed, then the
+    // membership is given up again.
+    pg.batch_execute(
+        "SET ROLE hr_migrations_definer;
+         ALTER FUNCTION hr_migrations.hr_migration_status() SECURITY INVOKER;
+         ALTER FUNCTION hr_migrations.hr_migration_status() SET search_path = public, pg_catalog;
+         RESET ROLE;
+         REVOKE hr_migrations_definer FROM postgres;",
+    )
+    .unwrap();
+    let text = assert_raises(&mut admin, "SELECT * FROM extensions.hr_migration_status()", "55000", &[]);
+    assert!(
+        text.contains("function hr_migrations.hr_migration_status() is not as the extension installed it"),
+        "{text}"
+    );
+    assert_raises(&mut sr, &secret_call, "55000", &[]);
+    assert_raises(&mut admin, "CALL extensions.hr_run_phase('portal_sessions', 'enforced')", "55000", &[]);
+    let found = integrity(&mut admin);
+    assert!(found[0].0 == "blocker" && found[0].1.contains("hr_migration_status"), "{found:?}");
+    let out = w.cl.psql_file("hr", &repo().join("sql/migrations/002_portal_sessions.sql"), &[]);
+    assert!(!out.status.success(), "a migration script ran on a changed extension");
+
+    // 3. LOGIN.
+    pg.batch_execute(
+        "GRANT hr_migrations_definer TO postgres;
+         SET ROLE hr_migrations_definer;
+         ALTER FUNCTION hr_migrations.hr_migration_status() SECURITY DEFINER;
+         ALTER FUNCTION hr_migrations.hr_migration_status() SET search_path = pg_catalog, pg_temp;
+         RESET ROLE;
+         REVOKE hr_migrations_definer FROM postgres;
+         ALTER ROLE hr_migrations_definer LOGIN;",
+    )
+    .unwrap();
+    let text = assert_raises(&mut sr, &secret_call, "55000", &[]);
+    assert!(text.contains("can log in"), "{text}");
+
+    // Undone: everything works again, in the same backends.
+    pg.batch_execute("ALTER ROLE hr_migrations_definer NOLOGIN").unwrap();
+    sr.batch_execute(&secret_call).unwrap();
+    admin
+        .batch_execute("SELECT * FROM extensions.hr_migration_status()")
+        .unwrap();
+    admin.batch_execute("CALL extensions.hr_run_rewrap()").unwrap();
+    assert_eq!(integrity(&mut admin)[0].0, "ok");
+    let calls = w.privileged_canary_calls();
+    assert!(calls.is_empty(), "planted code ran privileged: {calls:?}");
+    let postgres_is_super: bool = one(&mut admin, "SELECT rolsuper FROM pg_roles WHERE rolname = 'postgres'");
+    assert!(!postgres_is_super);
 }
