@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the release package of the extension (cargo pgrx package) and
-# installs it into the system PostgreSQL 15, with the 0.1.0 install script
-# that pgrx does not ship (the upgrade test installs 0.1.0, then updates).
+# installs it into the system PostgreSQL 15, with the install scripts of
+# earlier releases that pgrx does not ship (sql/hr_migrations--0.1.0.sql and
+# --0.2.0.sql, as those releases generated them: the upgrade tests install
+# them, then update).
 # Files are replaced, never rewritten in place: a running server that has
 # the old library mapped keeps working until its backends restart.
 #   scripts/install-extension.sh            build and install (needs root or sudo)
@@ -13,7 +15,7 @@ cargo pgrx package --pg-config "$PG_CONFIG" >/dev/null 2>&1 || cargo pgrx packag
 root=target/release/hr_migrations-pg15
 extdir=$("$PG_CONFIG" --sharedir)/extension
 mkdir -p "$root$extdir"
-cp sql/hr_migrations--0.1.0.sql "$root$extdir/"
+cp sql/hr_migrations--0.1.0.sql sql/hr_migrations--0.2.0.sql "$root$extdir/"
 if [ "${1:-}" = --package ]; then
     echo "$root"
     exit 0

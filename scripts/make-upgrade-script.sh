@@ -1,29 +1,25 @@
 #!/usr/bin/env bash
-# Writes sql/hr_migrations--0.1.0--0.2.0.sql: the prelude (0.1.0 state
-# steps aside, 0.1.0 functions dropped), the 0.2.0 install script as pgrx
-# generates it (with the one function policies depend on replaced in
-# place), and the epilogue (state copied back, application objects of
-# applied migrations refreshed). Run it after changing the extension's SQL.
+# Writes sql/hr_migrations--0.2.0--0.3.0.sql: the prelude (0.2.0 functions
+# dropped, those application objects use renamed aside), the 0.3.0 install
+# script as pgrx generates it, and the epilogue (state copied into schema
+# hr_migrations, the application's triggers and policies pointed at the new
+# functions, the old ones dropped, fingerprints recorded). Run it after
+# changing the extension's SQL. Earlier upgrade scripts
+# (sql/hr_migrations--0.1.0--0.2.0.sql) are as their release shipped them.
 #   scripts/make-upgrade-script.sh          write it
 #   scripts/make-upgrade-script.sh --check  fail if the committed file is stale
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-out=sql/hr_migrations--0.1.0--0.2.0.sql
+out=sql/hr_migrations--0.2.0--0.3.0.sql
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cargo pgrx schema pg15 --pg-config "$PG_CONFIG" --out "$tmp/install.sql" >/dev/null 2>&1 \
     || cargo pgrx schema pg15 --out "$tmp/install.sql" >/dev/null
-for f in hr_jwt_organization_id hr_references_token_trigger; do
-    grep -qE "^CREATE +FUNCTION \"$f\"" "$tmp/install.sql" \
-        || { echo "make-upgrade-script: the install script no longer creates $f as expected" >&2; exit 1; }
-done
 {
-    cat sql/upgrade/0.1.0--0.2.0.prelude.sql
-    # RLS policies reference hr_jwt_organization_id() and the application's
-    # trigger references hr_references_token_trigger(): replace them in place.
-    sed -E 's/^CREATE +FUNCTION "(hr_jwt_organization_id|hr_references_token_trigger)"/CREATE OR REPLACE FUNCTION "\1"/' "$tmp/install.sql"
-    cat sql/upgrade/0.1.0--0.2.0.epilogue.sql
+    cat sql/upgrade/0.2.0--0.3.0.prelude.sql
+    cat "$tmp/install.sql"
+    cat sql/upgrade/0.2.0--0.3.0.epilogue.sql
 } >"$tmp/upgrade.sql"
 # pgrx orders the install script's blocks by a dependency graph whose
 # order of independent blocks varies from run to run: compare the blocks

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make package: the extension built for PostgreSQL 15 (cargo pgrx package,
-# plus the 0.1.0 install script for upgrades) as one tarball whose paths are
+# plus the 0.1.0 and 0.2.0 install scripts for upgrades) as one tarball whose paths are
 # the install paths, for another Debian 12 machine with postgresql-15:
 #   sudo tar -C / -xzf hr_migrations-<version>-pg15-<arch>.tar.gz
 # then, in each database: CREATE EXTENSION hr_migrations (or ALTER EXTENSION

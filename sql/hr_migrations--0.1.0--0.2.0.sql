@@ -18,25 +18,20 @@ ALTER TABLE hr_key_checks RENAME TO hr_key_checks_v010;
 ALTER INDEX hr_key_checks_pkey RENAME TO hr_key_checks_v010_pkey;
 
 -- Drop every 0.1.0 function and procedure but those the application's
--- triggers and RLS policies depend on: those step aside (renamed *_v010,
--- so the API's wrappers can take their names) until the epilogue has
--- pointed the triggers and policies at the new ones in schema
--- hr_migrations, then go.
+-- triggers and RLS policies depend on: the 0.2.0 script below replaces
+-- those in place (CREATE OR REPLACE), so no trigger or policy is dropped.
 DO $$
 DECLARE
     f record;
 BEGIN
-    FOR f IN SELECT p.oid::regprocedure AS sig, p.prokind, p.proname
+    FOR f IN SELECT p.oid::regprocedure AS sig, p.prokind
                FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_proc p ON p.oid = d.objid
               WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.deptype = 'e'
                 AND d.refclassid = 'pg_catalog.pg_extension'::regclass
-                AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'hr_migrations') LOOP
-        IF f.proname IN ('hr_jwt_organization_id', 'hr_touch_updated_at', 'hr_references_token_trigger',
-                         'hr_portal_sessions_org_trigger', 'hr_job_board_integrations_trigger') THEN
-            EXECUTE pg_catalog.format('ALTER FUNCTION %s RENAME TO %I', f.sig, f.proname || '_v010');
-        ELSE
-            EXECUTE pg_catalog.format('DROP %s %s', CASE f.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, f.sig);
-        END IF;
+                AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'hr_migrations')
+                AND p.proname NOT IN ('hr_jwt_organization_id', 'hr_touch_updated_at', 'hr_references_token_trigger',
+                                      'hr_portal_sessions_org_trigger', 'hr_job_board_integrations_trigger') LOOP
+        EXECUTE format('DROP %s %s', CASE f.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, f.sig);
     END LOOP;
 END
 $$;
@@ -54,17 +49,14 @@ The ordering of items is not stable, it is driven by a dependency graph.
 -- src/operations.rs:14
 -- bootstrap
 -- The operations layer shared by every migration (DESIGN.md §4): the
--- extension's own schema, the definer role, the migration registry, the
--- batch engine, phases, status and the procedures a DBA CALLs.
+-- definer role, the migration registry, the batch engine, phases, status and
+-- the procedures a DBA CALLs.
 --
--- Everything lives in schema hr_migrations, which this script creates: the
--- installing superuser owns it, and no other role may create, rename or
--- replace anything in it. The schema the extension is created in
--- (@extschema@; `extensions` on Supabase, which postgres owns) holds only
--- the API's wrappers (src/sql/privileges.sql). Every function pins
--- search_path to pg_catalog, pg_temp; every body names extension objects
--- as hr_migrations.x and application tables by the names the registry
--- holds, quoted with format('%I'), and never names @extschema@.
+-- @extschema@ is the schema the extension was created in (the extension is
+-- not relocatable, so Postgres substitutes it). Every function pins
+-- search_path to pg_catalog, pg_temp and names everything else by schema:
+-- extension objects as @extschema@.x, application tables by the names the
+-- registry holds, quoted with format('%I').
 --
 -- Who runs what (docs/security.md has the full table):
 --   * SECURITY DEFINER functions are owned by hr_migrations_definer, a
@@ -75,25 +67,8 @@ The ordering of items is not stable, it is driven by a dependency graph.
 --     calls them; nobody else may execute them.
 --   * Tables the definer writes are closed to planted code: app roles lose
 --     TRIGGER, TRUNCATE and REFERENCES on them (the migration scripts), and
---     every write refuses to run while code a non-superuser owns is
---     attached to a table it writes (hr_planted_code).
-
--- Statements of this script outside function bodies run with search_path
--- = @extschema@: they qualify every function and operator, or pass
--- arguments of exactly the parameter types.
-DO $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n WHERE n.nspname OPERATOR(pg_catalog.=) 'hr_migrations') THEN
-        RAISE EXCEPTION 'schema hr_migrations exists already'
-            USING ERRCODE = 'duplicate_schema',
-                  DETAIL = 'hr_migrations keeps its tables and functions in a schema of that name that the installing superuser creates and owns; one made before could hold look-alikes',
-                  HINT = 'inspect and drop that schema, or install the extension into another schema (CREATE EXTENSION hr_migrations SCHEMA extensions)';
-    END IF;
-END
-$$;
-CREATE SCHEMA hr_migrations;
-COMMENT ON SCHEMA hr_migrations IS
-    'hr_migrations: the extension''s tables and functions; owned by the installing superuser (the API''s wrappers are in the extension''s schema)';
+--     every batch refuses to run while a table it writes has a trigger owned
+--     by anyone but a superuser or the table's owner.
 
 -- -----------------------------------------------------------------------------
 -- The definer role. Roles are cluster-wide: a second database reuses it. A
@@ -104,9 +79,9 @@ DECLARE
     r record;
 BEGIN
     SELECT rolsuper, rolcanlogin, rolbypassrls,
-           EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m WHERE m.roleid OPERATOR(pg_catalog.=) a.oid) AS has_members
+           EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m WHERE m.roleid = a.oid) AS has_members
       INTO r
-      FROM pg_catalog.pg_roles a WHERE a.rolname OPERATOR(pg_catalog.=) 'hr_migrations_definer'::pg_catalog.name;
+      FROM pg_catalog.pg_roles a WHERE a.rolname = 'hr_migrations_definer';
     IF NOT FOUND THEN
         CREATE ROLE hr_migrations_definer NOLOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE BYPASSRLS;
     ELSIF r.rolsuper OR r.rolcanlogin OR r.has_members OR NOT r.rolbypassrls THEN
@@ -126,7 +101,7 @@ COMMENT ON ROLE hr_migrations_definer IS
 -- dump (the schema restores without the application roles' USAGE). For
 -- objects that belong to no extension, forget that record: their ACL stays
 -- what it is, and pg_dump dumps it in full.
-CREATE FUNCTION hr_migrations.hr_forget_init_privs(class_id regclass, object_id oid) RETURNS void
+CREATE FUNCTION hr_forget_init_privs(class_id regclass, object_id oid) RETURNS void
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -137,7 +112,14 @@ AS $$
 $$;
 
 -- The definer role calls the extension's functions by schema.
-GRANT USAGE ON SCHEMA hr_migrations TO hr_migrations_definer;
+DO $$
+BEGIN
+    IF NOT has_schema_privilege('hr_migrations_definer', '@extschema@', 'USAGE') THEN
+        GRANT USAGE ON SCHEMA @extschema@ TO hr_migrations_definer;
+        PERFORM @extschema@.hr_forget_init_privs('pg_catalog.pg_namespace', '@extschema@'::regnamespace);
+    END IF;
+END
+$$;
 
 -- -----------------------------------------------------------------------------
 -- The registry: the one place that says, for each migration, its key, order,
@@ -148,7 +130,7 @@ GRANT USAGE ON SCHEMA hr_migrations TO hr_migrations_definer;
 -- (docs/sql-reference.md, "Registry"). Its script is
 -- sql/migrations/<position as 3 digits>_<migration>.sql, its rollback the
 -- same name under sql/rollback/.
-CREATE TABLE hr_migrations.hr_migration_registry (
+CREATE TABLE hr_migration_registry (
     migration          text PRIMARY KEY CHECK (migration ~ '^[a-z][a-z0-9_]{0,40}$'),
     position           integer NOT NULL UNIQUE CHECK (position BETWEEN 1 AND 999),
     kind               text NOT NULL CHECK (kind IN ('token_hash', 'tenant_column', 'credential_move')),
@@ -159,10 +141,10 @@ CREATE TABLE hr_migrations.hr_migration_registry (
     builtin            boolean NOT NULL DEFAULT false,
     UNIQUE (table_schema, table_name)
 );
-COMMENT ON TABLE hr_migrations.hr_migration_registry IS
+COMMENT ON TABLE hr_migration_registry IS
     'hr_migrations: every migration, its kind, table, batch size and the names of the objects its script creates';
 
-INSERT INTO hr_migrations.hr_migration_registry (migration, position, kind, table_name, default_batch_size, objects, builtin) VALUES
+INSERT INTO hr_migration_registry (migration, position, kind, table_name, default_batch_size, objects, builtin) VALUES
 ('reference_tokens', 1, 'token_hash', 'hr_references', 5000, '{
     "token_trigger": "hr_references_token",
     "touch_trigger": "hr_references_touch_updated_at",
@@ -189,10 +171,7 @@ INSERT INTO hr_migrations.hr_migration_registry (migration, position, kind, tabl
     "touch_trigger": "hr_job_board_integrations_touch_updated_at",
     "fk": "fk_hr_job_board_integrations_credential_id",
     "index": "idx_hr_job_board_integrations_credential_id",
-    "unique_index": "hr_job_board_integrations_credential_id_key",
     "credentials_table": "pf_credentials",
-    "credentials_policy": "pf_credentials_select",
-    "credentials_org_index": "pf_credentials_organization_id",
     "envelope_check": "pf_credentials_encrypted_value_envelope_v1",
     "log_table": "pf_credential_migrations",
     "log_policy": "pf_credential_migrations_select",
@@ -200,21 +179,21 @@ INSERT INTO hr_migrations.hr_migration_registry (migration, position, kind, tabl
  }', true);
 
 -- Where each migration stands. A missing row means 'not_applied'.
-CREATE TABLE hr_migrations.hr_migration_phases (
-    migration  text PRIMARY KEY REFERENCES hr_migrations.hr_migration_registry (migration) ON DELETE CASCADE,
+CREATE TABLE hr_migration_phases (
+    migration  text PRIMARY KEY REFERENCES hr_migration_registry (migration) ON DELETE CASCADE,
     phase      text NOT NULL
                CHECK (phase IN ('not_applied', 'dual', 'migrated', 'enforced', 'contracted')),
     changed_at timestamptz NOT NULL DEFAULT now(),
     changed_by text NOT NULL DEFAULT session_user
 );
-COMMENT ON TABLE hr_migrations.hr_migration_phases IS
+COMMENT ON TABLE hr_migration_phases IS
     'hr_migrations: current phase of each migration; change it only with hr_set_phase()';
 
 -- The batch engine's state, one row per (migration, operation): the keyset
 -- cursor (committed with every batch, so a killed run resumes where it
 -- stopped), counters, the current batch size and the last error.
-CREATE TABLE hr_migrations.hr_batch_progress (
-    migration      text NOT NULL REFERENCES hr_migrations.hr_migration_registry (migration) ON DELETE CASCADE,
+CREATE TABLE hr_batch_progress (
+    migration      text NOT NULL REFERENCES hr_migration_registry (migration) ON DELETE CASCADE,
     operation      text NOT NULL CHECK (operation IN ('backfill', 'clear', 'erase', 'rollback', 'rewrap')),
     last_id        uuid,
     batches        bigint NOT NULL DEFAULT 0,
@@ -230,15 +209,15 @@ CREATE TABLE hr_migrations.hr_batch_progress (
     last_error     text,
     PRIMARY KEY (migration, operation)
 );
-COMMENT ON TABLE hr_migrations.hr_batch_progress IS
+COMMENT ON TABLE hr_batch_progress IS
     'hr_migrations: cursor and counters of each batch operation (last_id NULL = start of table)';
 
 -- Rows a batch operation could not process: recorded by id with the
 -- SQLSTATE and a reason that never quotes row data, skipped by later
 -- batches, counted as blocked by hr_migration_status(). Fix the row, then
 -- SELECT hr_retry_failures(migration) and run the operation again.
-CREATE TABLE hr_migrations.hr_batch_failures (
-    migration  text NOT NULL REFERENCES hr_migrations.hr_migration_registry (migration) ON DELETE CASCADE,
+CREATE TABLE hr_batch_failures (
+    migration  text NOT NULL REFERENCES hr_migration_registry (migration) ON DELETE CASCADE,
     operation  text NOT NULL,
     row_id     uuid NOT NULL,
     sqlstate   text NOT NULL,
@@ -246,35 +225,35 @@ CREATE TABLE hr_migrations.hr_batch_failures (
     failed_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (migration, operation, row_id)
 );
-COMMENT ON TABLE hr_migrations.hr_batch_failures IS
+COMMENT ON TABLE hr_batch_failures IS
     'hr_migrations: rows a batch operation skipped, by id, with SQLSTATE and reason (never a value)';
 
 -- pg_dump keeps these rows (the extension's own rows are re-created by
 -- CREATE EXTENSION; registered migrations are not).
-SELECT pg_catalog.pg_extension_config_dump('hr_migrations.hr_migration_registry', 'WHERE NOT builtin');
-SELECT pg_catalog.pg_extension_config_dump('hr_migrations.hr_migration_phases', '');
-SELECT pg_catalog.pg_extension_config_dump('hr_migrations.hr_batch_progress', '');
-SELECT pg_catalog.pg_extension_config_dump('hr_migrations.hr_batch_failures', '');
+SELECT pg_catalog.pg_extension_config_dump('hr_migration_registry', 'WHERE NOT builtin');
+SELECT pg_catalog.pg_extension_config_dump('hr_migration_phases', '');
+SELECT pg_catalog.pg_extension_config_dump('hr_batch_progress', '');
+SELECT pg_catalog.pg_extension_config_dump('hr_batch_failures', '');
 
 -- -----------------------------------------------------------------------------
 -- Registry lookups.
 
 -- The migration keys, in order.
-CREATE FUNCTION hr_migrations.hr_migration_keys() RETURNS SETOF text
+CREATE FUNCTION hr_migration_keys() RETURNS SETOF text
 LANGUAGE sql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT r.migration FROM hr_migrations.hr_migration_registry r ORDER BY r.position $$;
+AS $$ SELECT r.migration FROM @extschema@.hr_migration_registry r ORDER BY r.position $$;
 
 -- The registry row of a migration; 22023 for a key that is not registered,
 -- so a typo never reads as 'not_applied'.
-CREATE FUNCTION hr_migrations.hr_migration_entry(migration text) RETURNS hr_migrations.hr_migration_registry
+CREATE FUNCTION hr_migration_entry(migration text) RETURNS @extschema@.hr_migration_registry
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    r hr_migrations.hr_migration_registry;
+    r @extschema@.hr_migration_registry;
 BEGIN
-    SELECT * INTO r FROM hr_migrations.hr_migration_registry m WHERE m.migration = hr_migration_entry.migration;
+    SELECT * INTO r FROM @extschema@.hr_migration_registry m WHERE m.migration = hr_migration_entry.migration;
     IF NOT FOUND THEN
         -- The name given is not repeated: an error never quotes its input.
         RAISE EXCEPTION 'unknown migration: not in hr_migration_registry'
@@ -286,67 +265,67 @@ END
 $$;
 
 -- The migration's table, or NULL while it does not exist.
-CREATE FUNCTION hr_migrations.hr_migration_table(migration text) RETURNS regclass
+CREATE FUNCTION hr_migration_table(migration text) RETURNS regclass
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     -- NULL when the table does not exist; 22023 (hr_migration_entry) when
     -- the migration is not registered, so no caller builds SQL from NULL.
     SELECT to_regclass(format('%I.%I', e.table_schema, e.table_name))
-      FROM hr_migrations.hr_migration_entry(migration) e
+      FROM @extschema@.hr_migration_entry(migration) e
 $$;
 
 -- One object name from the registry entry (NULL when the kind has none).
-CREATE FUNCTION hr_migrations.hr_migration_object(migration text, object text) RETURNS text
+CREATE FUNCTION hr_migration_object(migration text, object text) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT r.objects ->> object FROM hr_migrations.hr_migration_registry r
+    SELECT r.objects ->> object FROM @extschema@.hr_migration_registry r
      WHERE r.migration = hr_migration_object.migration
 $$;
 
 -- The script that applies a migration, relative to sql/migrations/ (or sql/rollback/).
-CREATE FUNCTION hr_migrations.hr_migration_script(migration text) RETURNS text
+CREATE FUNCTION hr_migration_script(migration text) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT format('%s_%s.sql', lpad(r.position::text, 3, '0'), r.migration)
-      FROM hr_migrations.hr_migration_registry r WHERE r.migration = hr_migration_script.migration
+      FROM @extschema@.hr_migration_registry r WHERE r.migration = hr_migration_script.migration
 $$;
 
 -- The current phase ('not_applied' when it has no row); 22023 for an unknown key.
-CREATE FUNCTION hr_migrations.hr_migration_phase(migration text) RETURNS text
+CREATE FUNCTION hr_migration_phase(migration text) RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     p text;
 BEGIN
-    PERFORM hr_migrations.hr_migration_entry(migration);
-    SELECT m.phase INTO p FROM hr_migrations.hr_migration_phases m WHERE m.migration = hr_migration_phase.migration;
+    PERFORM @extschema@.hr_migration_entry(migration);
+    SELECT m.phase INTO p FROM @extschema@.hr_migration_phases m WHERE m.migration = hr_migration_phase.migration;
     RETURN coalesce(p, 'not_applied');
 END
 $$;
 
 -- Raises 55000 unless the migration's DDL has been applied; returns the phase.
-CREATE FUNCTION hr_migrations.hr_require_applied(migration text) RETURNS text
+CREATE FUNCTION hr_require_applied(migration text) RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    p text := hr_migrations.hr_migration_phase(migration);
+    p text := @extschema@.hr_migration_phase(migration);
 BEGIN
     IF p = 'not_applied' THEN
         RAISE EXCEPTION 'migration % is not applied', migration
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = format('apply sql/migrations/%s first (docs/runbook.md)', hr_migrations.hr_migration_script(migration));
+                  HINT = format('apply sql/migrations/%s first (docs/runbook.md)', @extschema@.hr_migration_script(migration));
     END IF;
     RETURN p;
 END
 $$;
 
 -- Catalog facts the kinds ask about their tables (false for a NULL table).
-CREATE FUNCTION hr_migrations.hr_column_exists(tbl regclass, col text) RETURNS boolean
+CREATE FUNCTION hr_column_exists(tbl regclass, col text) RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -354,7 +333,7 @@ AS $$
                     WHERE a.attrelid = tbl AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped)
 $$;
 
-CREATE FUNCTION hr_migrations.hr_column_not_null(tbl regclass, col text) RETURNS boolean
+CREATE FUNCTION hr_column_not_null(tbl regclass, col text) RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -362,7 +341,7 @@ AS $$
                     WHERE a.attrelid = tbl AND a.attname = col AND a.attnotnull AND NOT a.attisdropped)
 $$;
 
-CREATE FUNCTION hr_migrations.hr_trigger_exists(tbl regclass, trigger_name text) RETURNS boolean
+CREATE FUNCTION hr_trigger_exists(tbl regclass, trigger_name text) RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -371,7 +350,7 @@ AS $$
 $$;
 
 -- When an enforced migration may be contracted (for its status note).
-CREATE FUNCTION hr_migrations.hr_contract_eta(migration text) RETURNS text
+CREATE FUNCTION hr_contract_eta(migration text) RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -379,12 +358,12 @@ DECLARE
     since timestamptz;
     period interval;
 BEGIN
-    SELECT m.changed_at INTO since FROM hr_migrations.hr_migration_phases m
+    SELECT m.changed_at INTO since FROM @extschema@.hr_migration_phases m
      WHERE m.migration = hr_contract_eta.migration AND m.phase = 'enforced';
     IF since IS NULL THEN
         RETURN NULL;
     END IF;
-    PERFORM hr_migrations.hr_backfill_in_progress();  -- loads the library, which defines the setting
+    PERFORM @extschema@.hr_backfill_in_progress();  -- loads the library, which defines the setting
     period := coalesce(current_setting('hr_migrations.deprecation_period', true), '30 days')::interval;
     IF since + period <= now() THEN
         RETURN format('contracted is possible now: SELECT hr_set_phase(%L, ''contracted'')', migration);
@@ -396,14 +375,14 @@ $$;
 
 -- A millisecond setting of the extension as a number (current_setting
 -- would give '100ms'); the default when the library is not loaded yet.
-CREATE FUNCTION hr_migrations.hr_setting_ms(name text, fallback double precision) RETURNS double precision
+CREATE FUNCTION hr_setting_ms(name text, fallback double precision) RETURNS double precision
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v double precision;
 BEGIN
-    PERFORM hr_migrations.hr_backfill_in_progress();  -- loads the library, which defines the settings
+    PERFORM @extschema@.hr_backfill_in_progress();  -- loads the library, which defines the settings
     SELECT s.setting::double precision INTO v FROM pg_catalog.pg_settings s WHERE s.name = hr_setting_ms.name;
     RETURN coalesce(v, fallback);
 END
@@ -411,12 +390,12 @@ $$;
 
 -- Calls a kind's function hr_<kind>_<what>(migration, ...): dispatch by the
 -- registry's kind, so adding a migration of an existing kind adds no code.
-CREATE FUNCTION hr_migrations.hr_kind_function(migration text, what text) RETURNS text
+CREATE FUNCTION hr_kind_function(migration text, what text) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     -- hr_migration_entry raises 22023 for a migration that is not registered.
-    SELECT format('%s.%I', 'hr_migrations', 'hr_' || (hr_migrations.hr_migration_entry(migration)).kind || '_' || what)
+    SELECT format('%s.%I', '@extschema@', 'hr_' || (@extschema@.hr_migration_entry(migration)).kind || '_' || what)
 $$;
 
 -- What the batch engine needs to know about one operation of a migration,
@@ -426,14 +405,14 @@ $$;
 -- predicate of rows that are done ("migrated", for status), the function
 -- that acts on one batch of ids, and every table that function writes.
 -- Predicates are SQL over the alias t; NULL table = not an operation of this kind.
-CREATE FUNCTION hr_migrations.hr_operation_spec(migration text, operation text,
+CREATE FUNCTION hr_operation_spec(migration text, operation text,
     OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
     OUT action text, OUT writes regclass[])
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    EXECUTE format('SELECT * FROM %s($1, $2)', hr_migrations.hr_kind_function(migration, 'spec'))
+    EXECUTE format('SELECT * FROM %s($1, $2)', @extschema@.hr_kind_function(migration, 'spec'))
        INTO tbl, pending, blocked, migrated, action, writes
       USING migration, operation;
     IF tbl IS NULL THEN
@@ -445,14 +424,14 @@ END
 $$;
 
 -- The operation whose batches are the pending work of a phase, or NULL.
-CREATE FUNCTION hr_migrations.hr_phase_operation(migration text, phase text) RETURNS text
+CREATE FUNCTION hr_phase_operation(migration text, phase text) RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     op text;
 BEGIN
-    EXECUTE format('SELECT %s($1, $2)', hr_migrations.hr_kind_function(migration, 'phase_operation'))
+    EXECUTE format('SELECT %s($1, $2)', @extschema@.hr_kind_function(migration, 'phase_operation'))
        INTO op USING migration, phase;
     RETURN op;
 END
@@ -469,12 +448,12 @@ $$;
 --   {<key>}            any other object name of the registry entry, quoted
 -- so the scripts read as the DDL they run, and a renamed object is a
 -- registry change only. 22023 for a placeholder the entry does not define.
-CREATE FUNCTION hr_migrations.hr_render(migration text, template text) RETURNS text
+CREATE FUNCTION hr_render(migration text, template text) RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    e hr_migrations.hr_migration_registry := hr_migrations.hr_migration_entry(migration);
+    e @extschema@.hr_migration_registry := @extschema@.hr_migration_entry(migration);
     out text := template;
     k text;
     v text;
@@ -484,7 +463,7 @@ BEGIN
     END IF;
     out := replace(out, '{table}', format('%I.%I', e.table_schema, e.table_name));
     out := replace(out, '{table_schema}', quote_ident(e.table_schema));
-    out := replace(out, '{ext}', 'hr_migrations');
+    out := replace(out, '{ext}', '@extschema@');
     FOR k, v IN SELECT j.key, j.value FROM jsonb_each_text(e.objects) j WHERE jsonb_typeof(e.objects -> j.key) = 'string' LOOP
         IF k IN ('credentials_table', 'log_table') THEN
             out := replace(out, '{' || k || '}', format('%I.%I', e.table_schema, v));
@@ -510,28 +489,20 @@ $$;
 -- a boolean SQL expression (rendered like ddl), makes the step a no-op when
 -- its result already exists (ADD CONSTRAINT has no IF NOT EXISTS).
 -- COMMITs: CALL it outside an explicit transaction block.
-CREATE PROCEDURE hr_migrations.hr_ddl(migration text, ddl text, skip_when text DEFAULT NULL)
+CREATE PROCEDURE hr_ddl(migration text, ddl text, skip_when text DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    stmt text;
-    cond text;
-    attempt_ms double precision;
-    budget_ms double precision;
-    attempt integer;
-    waited double precision;
+    stmt text := @extschema@.hr_render(migration, ddl);
+    cond text := @extschema@.hr_render(migration, skip_when);
+    attempt_ms double precision := @extschema@.hr_setting_ms('hr_migrations.ddl_lock_timeout', 1000);
+    budget_ms double precision := @extschema@.hr_setting_ms('hr_migrations.ddl_retry_budget', 600000);
+    attempt integer := 0;
+    waited double precision := 0;
     pause double precision;
-    skip boolean;
+    skip boolean := false;
     started timestamptz;
 BEGIN
-    PERFORM hr_migrations.hr_procedure_step();
-    stmt := hr_migrations.hr_render(migration, ddl);
-    cond := hr_migrations.hr_render(migration, skip_when);
-    attempt_ms := hr_migrations.hr_setting_ms('hr_migrations.ddl_lock_timeout', 1000);
-    budget_ms := hr_migrations.hr_setting_ms('hr_migrations.ddl_retry_budget', 600000);
-    attempt := 0;
-    waited := 0;
-    skip := false;
     IF cond IS NOT NULL THEN
         EXECUTE 'SELECT ' || cond INTO skip;
         IF skip THEN
@@ -564,34 +535,28 @@ BEGIN
         END;
     END LOOP;
     COMMIT;
-    PERFORM hr_migrations.hr_procedure_step();
 END
 $$;
 
 -- Drops the plan's triggers and policies that a migration replaces (the
 -- registry's legacy_triggers and legacy_policies), each only when present,
 -- each through hr_ddl.
-CREATE PROCEDURE hr_migrations.hr_drop_legacy(migration text)
+CREATE PROCEDURE hr_drop_legacy(migration text)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    e hr_migrations.hr_migration_registry;
-    tbl regclass;
+    e @extschema@.hr_migration_registry := @extschema@.hr_migration_entry(migration);
+    tbl regclass := @extschema@.hr_migration_table(migration);
     n text;
 BEGIN
-    PERFORM hr_migrations.hr_procedure_step();
-    e := hr_migrations.hr_migration_entry(migration);
-    tbl := hr_migrations.hr_migration_table(migration);
     FOR n IN SELECT jsonb_array_elements_text(coalesce(e.objects -> 'legacy_triggers', '[]')) LOOP
-        IF hr_migrations.hr_trigger_exists(tbl, n) THEN
-            CALL hr_migrations.hr_ddl(migration, pg_catalog.format('DROP TRIGGER %I ON %s', n, tbl));
-            PERFORM hr_migrations.hr_procedure_step();
+        IF @extschema@.hr_trigger_exists(tbl, n) THEN
+            CALL @extschema@.hr_ddl(migration, pg_catalog.format('DROP TRIGGER %I ON %s', n, tbl));
         END IF;
     END LOOP;
     FOR n IN SELECT jsonb_array_elements_text(coalesce(e.objects -> 'legacy_policies', '[]')) LOOP
         IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = tbl AND p.polname = n) THEN
-            CALL hr_migrations.hr_ddl(migration, pg_catalog.format('DROP POLICY %I ON %s', n, tbl));
-            PERFORM hr_migrations.hr_procedure_step();
+            CALL @extschema@.hr_ddl(migration, pg_catalog.format('DROP POLICY %I ON %s', n, tbl));
         END IF;
     END LOOP;
 END
@@ -601,7 +566,7 @@ $$;
 -- Guards of the batch engine.
 
 -- Refuses (22023) a batch size outside 1..1000000.
-CREATE FUNCTION hr_migrations.hr_check_batch_size(batch_size integer) RETURNS void
+CREATE FUNCTION hr_check_batch_size(batch_size integer) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -613,116 +578,36 @@ BEGIN
 END
 $$;
 
--- Code on the given tables that would run as whoever writes them (the
--- definer role during a batch or a SECURITY DEFINER write, a superuser
--- running a migration) and that a role below the superuser could have
--- planted: a function owned by a role that is not a superuser (the
--- extension's own functions excepted), reached from a trigger (its function
--- or WHEN clause), a column DEFAULT or generated expression, a CHECK or
--- other constraint, an index expression or predicate (or its operator
--- class), or a domain constraint of a column's type; and any rule, whose
--- actions run as the writer. The table's owner is NOT trusted: on Supabase
--- it is postgres, which is not a superuser. One row per object.
-CREATE FUNCTION hr_migrations.hr_planted_code(tables regclass[])
-RETURNS TABLE (table_name regclass, object text, function_name text, function_owner name)
+-- Triggers on the given tables whose function is owned by a role that is
+-- neither a superuser nor the table's owner: code someone else planted,
+-- which would run with the rights of whoever writes the table (the definer
+-- role during a batch, a superuser running a migration).
+CREATE FUNCTION hr_foreign_triggers(tables regclass[])
+RETURNS TABLE (table_name regclass, trigger_name name, function_name regprocedure, function_owner name)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH ext AS (
-        SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'hr_migrations'
-    ),
-    -- Objects of each table whose expressions may call functions, as
-    -- (table, class, object id, description).
-    objs AS (
-        SELECT t.tgrelid AS rel, 'pg_catalog.pg_trigger'::pg_catalog.regclass AS classid, t.oid AS objid,
-               'trigger ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(t.tgname) AS what
-          FROM pg_catalog.pg_trigger t
-         WHERE t.tgrelid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[]) AND NOT t.tgisinternal
-        UNION ALL
-        SELECT d.adrelid, 'pg_catalog.pg_attrdef'::pg_catalog.regclass, d.oid,
-               'default of column ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(a.attname)
-          FROM pg_catalog.pg_attrdef d
-          JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) d.adrelid
-                                        AND a.attnum OPERATOR(pg_catalog.=) d.adnum
-         WHERE d.adrelid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
-        UNION ALL
-        SELECT c.conrelid, 'pg_catalog.pg_constraint'::pg_catalog.regclass, c.oid,
-               'constraint ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(c.conname)
-          FROM pg_catalog.pg_constraint c
-         WHERE c.conrelid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
-        UNION ALL
-        SELECT i.indrelid, 'pg_catalog.pg_class'::pg_catalog.regclass, i.indexrelid,
-               'index ' OPERATOR(pg_catalog.||) i.indexrelid::pg_catalog.regclass::pg_catalog.text
-          FROM pg_catalog.pg_index i
-         WHERE i.indrelid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
-        UNION ALL
-        -- Domain constraints of the columns' types (a domain over a domain
-        -- is checked at each level: its own constraints are listed too).
-        SELECT a.attrelid, 'pg_catalog.pg_constraint'::pg_catalog.regclass, c.oid,
-               'constraint ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(c.conname)
-                   OPERATOR(pg_catalog.||) ' of domain ' OPERATOR(pg_catalog.||) c.contypid::pg_catalog.regtype::pg_catalog.text
-                   OPERATOR(pg_catalog.||) ' (column ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(a.attname) OPERATOR(pg_catalog.||) ')'
-          FROM pg_catalog.pg_attribute a
-          JOIN pg_catalog.pg_type ty ON ty.oid OPERATOR(pg_catalog.=) a.atttypid
-          JOIN pg_catalog.pg_constraint c ON c.contypid OPERATOR(pg_catalog.=) ty.oid
-                                          OR c.contypid OPERATOR(pg_catalog.=) ty.typbasetype
-         WHERE a.attrelid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
-           AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped AND ty.typtype OPERATOR(pg_catalog.=) 'd'
-    ),
-    -- The functions those objects call: directly, through an operator, or
-    -- through an operator class (indexes).
-    calls AS (
-        SELECT o.rel, o.what, p.oid AS fn
-          FROM objs o
-          JOIN pg_catalog.pg_depend d ON d.classid OPERATOR(pg_catalog.=) o.classid
-                                     AND d.objid OPERATOR(pg_catalog.=) o.objid
-          JOIN pg_catalog.pg_proc p ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
-                                   AND p.oid OPERATOR(pg_catalog.=) d.refobjid
-        UNION
-        SELECT o.rel, o.what, op.oprcode::pg_catalog.oid
-          FROM objs o
-          JOIN pg_catalog.pg_depend d ON d.classid OPERATOR(pg_catalog.=) o.classid
-                                     AND d.objid OPERATOR(pg_catalog.=) o.objid
-          JOIN pg_catalog.pg_operator op ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_operator'::pg_catalog.regclass
-                                        AND op.oid OPERATOR(pg_catalog.=) d.refobjid
-        UNION
-        SELECT o.rel, o.what, ap.amproc::pg_catalog.oid
-          FROM objs o
-          JOIN pg_catalog.pg_depend d ON d.classid OPERATOR(pg_catalog.=) o.classid
-                                     AND d.objid OPERATOR(pg_catalog.=) o.objid
-          JOIN pg_catalog.pg_opclass oc ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_opclass'::pg_catalog.regclass
-                                       AND oc.oid OPERATOR(pg_catalog.=) d.refobjid
-          JOIN pg_catalog.pg_amproc ap ON ap.amprocfamily OPERATOR(pg_catalog.=) oc.opcfamily
-        UNION
-        SELECT t.tgrelid, 'trigger ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(t.tgname), t.tgfoid
-          FROM pg_catalog.pg_trigger t
-         WHERE t.tgrelid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[]) AND NOT t.tgisinternal
-    )
-    SELECT c.rel::pg_catalog.regclass, c.what, p.oid::pg_catalog.regprocedure::pg_catalog.text, o.rolname
-      FROM calls c
-      JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) c.fn
-      JOIN pg_catalog.pg_roles o ON o.oid OPERATOR(pg_catalog.=) p.proowner
-     WHERE NOT o.rolsuper
-       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d, ext
-                        WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
-                          AND d.objid OPERATOR(pg_catalog.=) p.oid
-                          AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
-                          AND d.deptype OPERATOR(pg_catalog.=) 'e'
-                          AND d.refobjid OPERATOR(pg_catalog.=) ext.oid)
-    UNION
-    -- A rule rewrites the writer's statement into others, run as the writer.
-    SELECT r.ev_class::pg_catalog.regclass, 'rule ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(r.rulename),
-           NULL, NULL
-      FROM pg_catalog.pg_rewrite r
-     WHERE r.ev_class OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
-       AND r.rulename OPERATOR(pg_catalog.<>) '_RETURN'
+    SELECT t.tgrelid::regclass, t.tgname, p.oid::regprocedure, o.rolname
+      FROM pg_catalog.pg_trigger t
+      JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+      JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+      JOIN pg_catalog.pg_roles o ON o.oid = p.proowner
+     WHERE t.tgrelid = ANY (tables)
+       AND NOT t.tgisinternal
+       AND NOT o.rolsuper
+       AND p.proowner <> c.relowner
+       -- the extension's own trigger functions (owned by its definer role)
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                        WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid
+                          AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
+                          AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'hr_migrations'))
      ORDER BY 1, 2
 $$;
 
 -- Only SQLSTATEs whose messages we write (and which never quote row data)
 -- are recorded with their message; anything else is recorded by SQLSTATE
 -- alone, since a server message can quote the value that failed to parse.
-CREATE FUNCTION hr_migrations.hr_failure_reason(state text, message text) RETURNS text
+CREATE FUNCTION hr_failure_reason(state text, message text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -740,7 +625,7 @@ $$;
 -- superuser running a migration); SELECT, INSERT, UPDATE and DELETE stay as
 -- the application had them. The migration scripts call it for each table
 -- they make the extension write. Runs as the DBA (it must own the table).
-CREATE FUNCTION hr_migrations.hr_secure_table(tbl regclass, definer_privileges text) RETURNS void
+CREATE FUNCTION hr_secure_table(tbl regclass, definer_privileges text) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -764,24 +649,24 @@ BEGIN
     -- role anything while one is there. SHARE UPDATE EXCLUSIVE waits for a
     -- CREATE TRIGGER in flight and blocks no reads or writes.
     EXECUTE format('LOCK TABLE %s IN SHARE UPDATE EXCLUSIVE MODE', tbl);
-    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY[tbl]::oid[]);
+    PERFORM @extschema@.hr_refuse_foreign_triggers(ARRAY[tbl]::oid[]);
     SELECT c.relnamespace INTO nsp FROM pg_catalog.pg_class c WHERE c.oid = tbl;
     IF NOT has_schema_privilege('hr_migrations_definer', nsp, 'USAGE') THEN
         EXECUTE format('GRANT USAGE ON SCHEMA %s TO hr_migrations_definer', nsp::regnamespace);
-        PERFORM hr_migrations.hr_forget_init_privs('pg_catalog.pg_namespace', nsp);
+        PERFORM @extschema@.hr_forget_init_privs('pg_catalog.pg_namespace', nsp);
     END IF;
     EXECUTE format('GRANT %s ON %s TO hr_migrations_definer', definer_privileges, tbl);
     -- Run by ALTER EXTENSION UPDATE (the upgrade refreshes applied
     -- migrations), these grants would otherwise count as the table's initial
     -- privileges and drop out of pg_dump.
-    PERFORM hr_migrations.hr_forget_init_privs('pg_catalog.pg_class', tbl);
+    PERFORM @extschema@.hr_forget_init_privs('pg_catalog.pg_class', tbl);
 END
 $$;
 
 -- Tables a migration creates for the extension alone (audit logs) and their
 -- sequences: nobody but the owner, then exactly the given readers (roles
 -- that do not exist are skipped) and the definer role's privileges.
-CREATE FUNCTION hr_migrations.hr_secure_own_table(tbl regclass, readers text[], definer_privileges text) RETURNS void
+CREATE FUNCTION hr_secure_own_table(tbl regclass, readers text[], definer_privileges text) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -809,14 +694,14 @@ BEGIN
         IF g.rolname IS NOT NULL THEN
             EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM %I', g.seq, g.rolname);
         END IF;
-        PERFORM hr_migrations.hr_forget_init_privs('pg_catalog.pg_class', g.seq);
+        PERFORM @extschema@.hr_forget_init_privs('pg_catalog.pg_class', g.seq);
     END LOOP;
     FOREACH r IN ARRAY readers LOOP
         IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles o WHERE o.rolname = r) THEN
             EXECUTE format('GRANT SELECT ON %s TO %I', tbl, r);
         END IF;
     END LOOP;
-    PERFORM hr_migrations.hr_secure_table(tbl, definer_privileges);
+    PERFORM @extschema@.hr_secure_table(tbl, definer_privileges);
 END
 $$;
 
@@ -847,7 +732,7 @@ $$;
 -- default 1000 made each rollback batch hash both tables whole: 69 s for
 -- 100k integrations, docs/benchmarks.md). JIT is off: a batch's statements
 -- are short, and a high estimate made each one compile for 50 ms.
-CREATE FUNCTION hr_migrations.hr_engine_batch(migration text, operation text, batch_size integer) RETURNS bigint
+CREATE FUNCTION hr_engine_batch(migration text, operation text, batch_size integer) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET jit = off
@@ -865,23 +750,22 @@ DECLARE
     started timestamptz := clock_timestamp();
     wrapped boolean := false;
 BEGIN
-    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
-    PERFORM hr_migrations.hr_check_batch_size(batch_size);
-    PERFORM hr_migrations.hr_require_applied(migration);
-    SELECT * INTO spec FROM hr_migrations.hr_operation_spec(migration, operation);
+    PERFORM @extschema@.hr_check_batch_size(batch_size);
+    PERFORM @extschema@.hr_require_applied(migration);
+    SELECT * INTO spec FROM @extschema@.hr_operation_spec(migration, operation);
     -- ROW EXCLUSIVE conflicts with CREATE TRIGGER: no trigger can appear
     -- between this check and the batch (hr_refuse_foreign_triggers, Rust).
-    PERFORM hr_migrations.hr_lock_tables(spec.writes);
-    PERFORM hr_migrations.hr_refuse_foreign_triggers(spec.writes::oid[]);
+    PERFORM @extschema@.hr_lock_tables(spec.writes);
+    PERFORM @extschema@.hr_refuse_foreign_triggers(spec.writes::oid[]);
 
-    INSERT INTO hr_migrations.hr_batch_progress AS p (migration, operation)
+    INSERT INTO @extschema@.hr_batch_progress AS p (migration, operation)
     VALUES (hr_engine_batch.migration, hr_engine_batch.operation)
     ON CONFLICT ON CONSTRAINT hr_batch_progress_pkey DO NOTHING;
-    SELECT p.last_id INTO after_id FROM hr_migrations.hr_batch_progress p
+    SELECT p.last_id INTO after_id FROM @extschema@.hr_batch_progress p
      WHERE p.migration = hr_engine_batch.migration AND p.operation = hr_engine_batch.operation
        FOR UPDATE;
 
-    PERFORM hr_migrations.hr_set_backfill_flag(true);
+    PERFORM @extschema@.hr_set_backfill_flag(true);
     LOOP
         EXECUTE format(
             'SELECT array_agg(s.id ORDER BY s.id) FROM (
@@ -893,7 +777,7 @@ BEGIN
                   ORDER BY t.id
                   LIMIT $2
                     FOR UPDATE OF t SKIP LOCKED) s',
-            spec.tbl, spec.pending, 'hr_migrations')
+            spec.tbl, spec.pending, '@extschema@')
           INTO ids USING after_id, batch_size, migration, operation;
 
         IF ids IS NULL THEN
@@ -915,9 +799,9 @@ BEGIN
                     done := done + n;
                 EXCEPTION WHEN OTHERS THEN
                     GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-                    INSERT INTO hr_migrations.hr_batch_failures AS f (migration, operation, row_id, sqlstate, reason)
+                    INSERT INTO @extschema@.hr_batch_failures AS f (migration, operation, row_id, sqlstate, reason)
                     VALUES (hr_engine_batch.migration, hr_engine_batch.operation, one, st,
-                            hr_migrations.hr_failure_reason(st, msg))
+                            @extschema@.hr_failure_reason(st, msg))
                     ON CONFLICT ON CONSTRAINT hr_batch_failures_pkey
                     DO UPDATE SET sqlstate = excluded.sqlstate, reason = excluded.reason, failed_at = now();
                     failed := failed + 1;
@@ -927,9 +811,9 @@ BEGIN
         after_id := ids[array_upper(ids, 1)];
         EXIT WHEN done > 0;
     END LOOP;
-    PERFORM hr_migrations.hr_set_backfill_flag(false);
+    PERFORM @extschema@.hr_set_backfill_flag(false);
 
-    UPDATE hr_migrations.hr_batch_progress p
+    UPDATE @extschema@.hr_batch_progress p
        SET last_id = CASE WHEN ids IS NULL THEN NULL ELSE after_id END,
            batches = p.batches + (done + failed > 0)::int,
            rows_done = p.rows_done + done,
@@ -940,7 +824,7 @@ BEGIN
            updated_at = clock_timestamp(),
            finished_at = CASE WHEN ids IS NULL THEN clock_timestamp() END,
            last_error = CASE WHEN failed > 0
-                             THEN format('%s rows failed in the last batch; SELECT * FROM hr_migrations.hr_batch_failures', failed)
+                             THEN format('%s rows failed in the last batch; SELECT * FROM hr_batch_failures', failed)
                              ELSE p.last_error END
      WHERE p.migration = hr_engine_batch.migration AND p.operation = hr_engine_batch.operation;
     RETURN done;
@@ -949,7 +833,7 @@ $$;
 
 -- ROW EXCLUSIVE on each table, in a stable order (what the batch's own
 -- UPDATEs take anyway; taken first so the trigger check cannot race).
-CREATE FUNCTION hr_migrations.hr_lock_tables(tables regclass[]) RETURNS void
+CREATE FUNCTION hr_lock_tables(tables regclass[]) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -965,7 +849,7 @@ $$;
 -- Counts of one operation, from the same predicates the batches select
 -- with: pending (to do, not failed before), blocked (cannot be done, or
 -- failed before), migrated (done), total rows of its table.
-CREATE FUNCTION hr_migrations.hr_operation_counts(migration text, operation text,
+CREATE FUNCTION hr_operation_counts(migration text, operation text,
     OUT total bigint, OUT migrated bigint, OUT pending bigint, OUT blocked bigint)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -973,8 +857,7 @@ AS $$
 DECLARE
     spec record;
 BEGIN
-    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
-    SELECT * INTO spec FROM hr_migrations.hr_operation_spec(migration, operation);
+    SELECT * INTO spec FROM @extschema@.hr_operation_spec(migration, operation);
     EXECUTE format(
         'SELECT count(*),
                 count(*) FILTER (WHERE %s),
@@ -983,23 +866,22 @@ BEGIN
            FROM (SELECT t.*, EXISTS (SELECT 1 FROM %s.hr_batch_failures f
                                       WHERE f.migration = $1 AND f.operation = $2 AND f.row_id = t.id) AS failed
                    FROM %s t) t',
-        spec.migrated, spec.pending, spec.blocked, spec.pending, 'hr_migrations', spec.tbl)
+        spec.migrated, spec.pending, spec.blocked, spec.pending, '@extschema@', spec.tbl)
       INTO total, migrated, pending, blocked USING migration, operation;
 END
 $$;
 
 -- Forgets the recorded failures of a migration (one operation or all), so
 -- the next run tries those rows again. Returns how many were forgotten.
-CREATE FUNCTION hr_migrations.hr_retry_failures(migration text, operation text DEFAULT NULL) RETURNS bigint
+CREATE FUNCTION hr_retry_failures(migration text, operation text DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n bigint;
 BEGIN
-    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
-    PERFORM hr_migrations.hr_migration_entry(migration);
-    DELETE FROM hr_migrations.hr_batch_failures f
+    PERFORM @extschema@.hr_migration_entry(migration);
+    DELETE FROM @extschema@.hr_batch_failures f
      WHERE f.migration = hr_retry_failures.migration
        AND (hr_retry_failures.operation IS NULL OR f.operation = hr_retry_failures.operation);
     GET DIAGNOSTICS n = ROW_COUNT;
@@ -1014,7 +896,7 @@ $$;
 -- for reporting, not in a hot path. pending and blocked are those of the
 -- phase's operation (the backfill until migrated, the clearing or erasing
 -- after), plus rows other operations (rewrap, rollback) recorded as failed.
-CREATE FUNCTION hr_migrations.hr_migration_status()
+CREATE FUNCTION hr_migration_status()
 RETURNS TABLE (migration text, phase text, total bigint, migrated bigint,
                pending bigint, blocked bigint, note text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -1026,31 +908,30 @@ DECLARE
     c record;
     other_failures bigint;
 BEGIN
-    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
-    FOR r IN SELECT * FROM hr_migrations.hr_migration_registry ORDER BY position LOOP
+    FOR r IN SELECT * FROM @extschema@.hr_migration_registry ORDER BY position LOOP
         migration := r.migration;
-        phase := hr_migrations.hr_migration_phase(r.migration);
+        phase := @extschema@.hr_migration_phase(r.migration);
         IF phase = 'not_applied' THEN
-            total := hr_migrations.hr_row_count(hr_migrations.hr_migration_table(r.migration));
+            total := @extschema@.hr_row_count(@extschema@.hr_migration_table(r.migration));
             migrated := 0; pending := total; blocked := 0;
-            note := format('apply sql/migrations/%s', hr_migrations.hr_migration_script(r.migration));
+            note := format('apply sql/migrations/%s', @extschema@.hr_migration_script(r.migration));
             RETURN NEXT;
             CONTINUE;
         END IF;
-        op := coalesce(hr_migrations.hr_phase_operation(r.migration, phase), 'backfill');
-        SELECT * INTO c FROM hr_migrations.hr_operation_counts(r.migration, op);
-        SELECT count(*) INTO other_failures FROM hr_migrations.hr_batch_failures f
+        op := coalesce(@extschema@.hr_phase_operation(r.migration, phase), 'backfill');
+        SELECT * INTO c FROM @extschema@.hr_operation_counts(r.migration, op);
+        SELECT count(*) INTO other_failures FROM @extschema@.hr_batch_failures f
          WHERE f.migration = r.migration AND f.operation <> op;
         total := c.total;
         migrated := c.migrated;
-        IF hr_migrations.hr_phase_operation(r.migration, phase) IS NULL AND phase NOT IN ('dual', 'migrated') THEN
+        IF @extschema@.hr_phase_operation(r.migration, phase) IS NULL AND phase NOT IN ('dual', 'migrated') THEN
             pending := 0;
             blocked := other_failures;
         ELSE
             pending := c.pending;
             blocked := c.blocked + other_failures;
         END IF;
-        EXECUTE format('SELECT %s($1, $2, $3, $4, $5)', hr_migrations.hr_kind_function(r.migration, 'note'))
+        EXECUTE format('SELECT %s($1, $2, $3, $4, $5)', @extschema@.hr_kind_function(r.migration, 'note'))
            INTO note USING r.migration, phase, pending, blocked, other_failures;
         RETURN NEXT;
     END LOOP;
@@ -1059,7 +940,7 @@ $$;
 
 -- Rows of a table that may not exist yet (0 then). Before its migration
 -- script granted the definer role SELECT, the planner's estimate.
-CREATE FUNCTION hr_migrations.hr_row_count(tbl regclass) RETURNS bigint
+CREATE FUNCTION hr_row_count(tbl regclass) RETURNS bigint
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1079,7 +960,7 @@ $$;
 
 -- What hr_migration_progress shows: each batch operation that ran, with
 -- its rate, current batch size and an ETA from the rows it expected.
-CREATE VIEW hr_migrations.hr_migration_progress AS
+CREATE VIEW hr_migration_progress AS
 SELECT p.migration,
        p.operation,
        CASE WHEN p.running_pid IS NOT NULL
@@ -1101,8 +982,8 @@ SELECT p.migration,
        p.started_at,
        p.updated_at,
        p.last_error
-  FROM hr_migrations.hr_batch_progress p;
-COMMENT ON VIEW hr_migrations.hr_migration_progress IS
+  FROM @extschema@.hr_batch_progress p;
+COMMENT ON VIEW hr_migration_progress IS
     'hr_migrations: rows done, rate, batch size and duration, ETA and last error of each batch operation';
 
 -- -----------------------------------------------------------------------------
@@ -1111,7 +992,7 @@ COMMENT ON VIEW hr_migrations.hr_migration_progress IS
 -- names objects (tables, indexes, pids, settings, roles), never values; fix
 -- says what to do. The migration scripts call hr_preflight_gate() first and
 -- stop on a blocker of their migration. Runs as the DBA.
-CREATE FUNCTION hr_migrations.hr_preflight()
+CREATE FUNCTION hr_preflight()
 RETURNS TABLE (migration text, check_name text, status text, detail text, fix text)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -1129,27 +1010,11 @@ DECLARE
     -- server code calls the functions as, and PostgREST's login role.
     param_roles constant text[] := ARRAY['service_role', 'authenticator'];
     lag_ms double precision;
-    max_lag_ms double precision := hr_migrations.hr_setting_ms('hr_migrations.max_replication_lag_ms', 10000);
-    long_ms double precision := hr_migrations.hr_setting_ms('hr_migrations.preflight_long_transaction', 10000);
+    max_lag_ms double precision := @extschema@.hr_setting_ms('hr_migrations.max_replication_lag_ms', 10000);
+    long_ms double precision := @extschema@.hr_setting_ms('hr_migrations.preflight_long_transaction', 10000);
 BEGIN
     -- Cluster-wide checks.
     migration := '*';
-    -- First: while the definer role is within reach or the extension was
-    -- changed, nothing below runs (it would call functions the definer
-    -- role owns, as the caller).
-    check_name := 'integrity';
-    detail := hr_migrations.hr_integrity_problem();
-    IF detail IS NOT NULL THEN
-        status := 'blocker';
-        fix := 'every SECURITY DEFINER function, procedure and batch refuses until it is undone (docs/security.md, "Integrity")';
-        RETURN NEXT;
-        RETURN;
-    END IF;
-    status := 'ok';
-    detail := 'hr_migrations_definer has no member and cannot log in; the extension''s objects are as installed';
-    fix := NULL;
-    RETURN NEXT;
-
     check_name := 'library preloaded';
     IF current_setting('shared_preload_libraries') ~ '(^|[ ,])hr_migrations($|[ ,])' THEN
         status := 'ok'; detail := 'shared_preload_libraries includes hr_migrations'; fix := NULL;
@@ -1178,10 +1043,10 @@ BEGIN
     found_any := false;
     FOR x IN
         SELECT ar.rolname,
-               coalesce(hr_migrations.hr_role_setting(ar.oid, 'log_statement'), current_setting('log_statement')) AS log_statement,
-               coalesce(hr_migrations.hr_role_setting(ar.oid, 'log_min_duration_statement'), current_setting('log_min_duration_statement')) AS min_duration,
-               coalesce(hr_migrations.hr_role_setting(ar.oid, 'log_parameter_max_length'), current_setting('log_parameter_max_length')) AS max_len,
-               coalesce(hr_migrations.hr_role_setting(ar.oid, 'log_parameter_max_length_on_error'), current_setting('log_parameter_max_length_on_error')) AS max_len_err
+               coalesce(@extschema@.hr_role_setting(ar.oid, 'log_statement'), current_setting('log_statement')) AS log_statement,
+               coalesce(@extschema@.hr_role_setting(ar.oid, 'log_min_duration_statement'), current_setting('log_min_duration_statement')) AS min_duration,
+               coalesce(@extschema@.hr_role_setting(ar.oid, 'log_parameter_max_length'), current_setting('log_parameter_max_length')) AS max_len,
+               coalesce(@extschema@.hr_role_setting(ar.oid, 'log_parameter_max_length_on_error'), current_setting('log_parameter_max_length_on_error')) AS max_len_err
           FROM pg_catalog.pg_roles ar WHERE ar.rolname = ANY (param_roles)
     LOOP
         IF ((x.log_statement = 'all' OR x.min_duration NOT IN ('-1', '-1ms')) AND x.max_len NOT IN ('0', '0B'))
@@ -1200,10 +1065,10 @@ BEGIN
         RETURN NEXT;
     END IF;
 
-    FOR r IN SELECT * FROM hr_migrations.hr_migration_registry ORDER BY position LOOP
+    FOR r IN SELECT * FROM @extschema@.hr_migration_registry ORDER BY position LOOP
         migration := r.migration;
-        tbl := hr_migrations.hr_migration_table(r.migration);
-        phase := hr_migrations.hr_migration_phase(r.migration);
+        tbl := @extschema@.hr_migration_table(r.migration);
+        phase := @extschema@.hr_migration_phase(r.migration);
 
         check_name := 'table exists';
         IF tbl IS NULL THEN
@@ -1217,13 +1082,13 @@ BEGIN
 
         writes := ARRAY[tbl];
         IF r.kind = 'credential_move' THEN
-            writes := writes || hr_migrations.hr_credentials_table(r.migration);
-            IF hr_migrations.hr_credential_log_table(r.migration) IS NOT NULL THEN
-                writes := writes || hr_migrations.hr_credential_log_table(r.migration);
+            writes := writes || @extschema@.hr_credentials_table(r.migration);
+            IF @extschema@.hr_credential_log_table(r.migration) IS NOT NULL THEN
+                writes := writes || @extschema@.hr_credential_log_table(r.migration);
             END IF;
             check_name := 'keyring';
             BEGIN
-                PERFORM * FROM hr_migrations.hr_keyring_versions();
+                PERFORM * FROM @extschema@.hr_keyring_versions();
                 keyring_error := NULL;
             EXCEPTION WHEN config_file_error THEN
                 keyring_error := SQLERRM;
@@ -1235,73 +1100,22 @@ BEGIN
                 fix := 'set hr_migrations.keyring_file and hr_migrations.active_key_version and reload (docs/key-management.md)';
             END IF;
             RETURN NEXT;
-
-            -- After enforced the credentials table is the only copy of the
-            -- secrets: anon has nothing on it, authenticated reads its own
-            -- organization's rows under RLS and writes nothing.
-            check_name := 'credentials table closed';
-            SELECT c.relrowsecurity AS rls,
-                   EXISTS (SELECT 1 FROM pg_catalog.pg_roles o WHERE o.rolname OPERATOR(pg_catalog.=) 'anon'
-                              AND pg_catalog.has_table_privilege(o.oid, c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')) AS anon_has,
-                   EXISTS (SELECT 1 FROM pg_catalog.pg_roles o WHERE o.rolname OPERATOR(pg_catalog.=) 'authenticated'
-                              AND pg_catalog.has_table_privilege(o.oid, c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')) AS auth_writes,
-                   c.oid::pg_catalog.regclass AS rel
-              INTO x
-              FROM pg_catalog.pg_class c
-             WHERE c.oid OPERATOR(pg_catalog.=) hr_migrations.hr_credentials_table(r.migration);
-            IF x.rel IS NULL THEN
-                status := 'ok'; detail := 'the credentials table does not exist yet'; fix := NULL;
-            ELSIF x.rls AND NOT x.anon_has AND NOT x.auth_writes THEN
-                status := 'ok';
-                detail := format('%s: row level security on; anon has no privilege; authenticated writes nothing', x.rel);
-                fix := NULL;
-            ELSE
-                -- A warning, not a blocker: the script this gate guards is what closes it.
-                status := 'warning';
-                detail := format('%s:%s%s%s', x.rel,
-                                 CASE WHEN x.rls THEN '' ELSE ' row level security is off;' END,
-                                 CASE WHEN x.anon_has THEN ' anon holds privileges on it;' ELSE '' END,
-                                 CASE WHEN x.auth_writes THEN ' authenticated may write or truncate it;' ELSE '' END);
-                fix := CASE WHEN phase OPERATOR(pg_catalog.=) 'not_applied'
-                            THEN format('sql/migrations/%s closes it before moving anything in', hr_migrations.hr_migration_script(r.migration))
-                            ELSE format('run sql/migrations/%s again (it closes it), or: ALTER TABLE %s ENABLE ROW LEVEL SECURITY; REVOKE ALL ON %s FROM anon; REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON %s FROM authenticated',
-                                        hr_migrations.hr_migration_script(r.migration), x.rel, x.rel, x.rel) END;
-            END IF;
-            RETURN NEXT;
-
-            check_name := 'credentials linked once';
-            IF hr_migrations.hr_column_exists(tbl, 'credential_id') THEN
-                EXECUTE format('SELECT count(*) FROM (SELECT t.credential_id FROM %s t WHERE t.credential_id IS NOT NULL
-                                  GROUP BY t.credential_id HAVING count(*) OPERATOR(pg_catalog.>) 1) d', tbl) INTO n;
-            ELSE
-                n := 0;
-            END IF;
-            IF n OPERATOR(pg_catalog.>) 0 THEN
-                status := 'blocker';
-                detail := format('%s credentials are linked by more than one integration of %s: setting the secret of one overwrites the others', n, tbl);
-                fix := format('SELECT credential_id, array_agg(id) FROM %s WHERE credential_id IS NOT NULL GROUP BY 1 HAVING count(*) > 1; unlink all but one (SET credential_id = NULL) and set the others'' secrets again with hr_set_integration_secret()', tbl);
-            ELSE
-                status := 'ok'; detail := 'every credential is linked by at most one integration'; fix := NULL;
-            END IF;
-            RETURN NEXT;
         ELSIF r.kind = 'token_hash' AND to_regclass(format('%I.%I', r.table_schema, r.objects ->> 'log_table')) IS NOT NULL THEN
             writes := writes || to_regclass(format('%I.%I', r.table_schema, r.objects ->> 'log_table'));
         END IF;
 
         check_name := 'foreign triggers';
         found_any := false;
-        FOR x IN SELECT * FROM hr_migrations.hr_planted_code(writes) LOOP
+        FOR x IN SELECT * FROM @extschema@.hr_foreign_triggers(writes) LOOP
             found_any := true;
             status := 'blocker';
-            detail := CASE WHEN x.function_name IS NULL
-                           THEN format('%s on %s would run as whoever writes the table', x.object, x.table_name)
-                           ELSE format('%s on %s runs %s, owned by role %s, which is not a superuser',
-                                       x.object, x.table_name, x.function_name, quote_ident(x.function_owner)) END;
-            fix := 'code on a table the extension writes would run as its definer role: drop it, or use the extension''s own hr_touch_updated_at() for updated_at (docs/runbook.md, "Foreign triggers")';
+            detail := format('trigger %s on %s runs %s, owned by role %s (neither a superuser nor the table''s owner)',
+                             quote_ident(x.trigger_name), x.table_name, x.function_name, quote_ident(x.function_owner));
+            fix := 'inspect it; drop it, or have the table''s owner own its function (docs/runbook.md, "Foreign triggers")';
             RETURN NEXT;
         END LOOP;
         IF NOT found_any THEN
-            status := 'ok'; detail := 'no code owned by a non-superuser on the tables the extension writes'; fix := NULL;
+            status := 'ok'; detail := 'no trigger owned by another role on the tables the extension writes'; fix := NULL;
             RETURN NEXT;
         END IF;
 
@@ -1318,8 +1132,8 @@ BEGIN
             status := CASE WHEN phase = 'not_applied' THEN 'warning' ELSE 'blocker' END;
             detail := format('roles %s hold %s on %s', x.roles, x.privileges, x.rel);
             fix := CASE WHEN phase = 'not_applied'
-                        THEN format('sql/migrations/%s revokes them (hr_secure_table)', hr_migrations.hr_migration_script(r.migration))
-                        ELSE format('REVOKE TRIGGER, TRUNCATE ON %s FROM %s, or run sql/migrations/%s again', x.rel, x.roles, hr_migrations.hr_migration_script(r.migration)) END;
+                        THEN format('sql/migrations/%s revokes them (hr_secure_table)', @extschema@.hr_migration_script(r.migration))
+                        ELSE format('REVOKE TRIGGER, TRUNCATE ON %s FROM %s, or run sql/migrations/%s again', x.rel, x.roles, @extschema@.hr_migration_script(r.migration)) END;
             RETURN NEXT;
         END LOOP;
         IF NOT found_any THEN
@@ -1334,7 +1148,7 @@ BEGIN
             status := 'warning';
             detail := format('index %s is INVALID (an interrupted CREATE INDEX CONCURRENTLY?)', x.idx);
             fix := CASE WHEN x.idx = to_regclass(format('%I.%I', r.table_schema, coalesce(r.objects ->> 'index', '')))
-                        THEN format('sql/migrations/%s drops and rebuilds it', hr_migrations.hr_migration_script(r.migration))
+                        THEN format('sql/migrations/%s drops and rebuilds it', @extschema@.hr_migration_script(r.migration))
                         ELSE format('DROP INDEX CONCURRENTLY %s; then create it again', x.idx) END;
             RETURN NEXT;
         END LOOP;
@@ -1364,7 +1178,7 @@ BEGIN
 
         IF phase <> 'not_applied' THEN
             check_name := 'rows that cannot be migrated';
-            SELECT c.blocked INTO n FROM hr_migrations.hr_operation_counts(r.migration, 'backfill') c;
+            SELECT c.blocked INTO n FROM @extschema@.hr_operation_counts(r.migration, 'backfill') c;
             IF n > 0 THEN
                 status := 'warning';
                 detail := format('%s rows of %s cannot be migrated (hr_migration_status() says why)', n, tbl);
@@ -1391,7 +1205,7 @@ END
 $$;
 
 -- A role's own setting of a parameter (ALTER ROLE ... SET), if any.
-CREATE FUNCTION hr_migrations.hr_role_setting(role_id oid, name text) RETURNS text
+CREATE FUNCTION hr_role_setting(role_id oid, name text) RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1405,7 +1219,7 @@ $$;
 
 -- The scripts' first step: prints the preflight's warnings for a migration
 -- and stops (55000) on a blocker.
-CREATE FUNCTION hr_migrations.hr_preflight_gate(migration text) RETURNS void
+CREATE FUNCTION hr_preflight_gate(migration text) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1413,7 +1227,7 @@ DECLARE
     p record;
     blockers integer := 0;
 BEGIN
-    FOR p IN SELECT * FROM hr_migrations.hr_preflight() f WHERE f.migration IN (hr_preflight_gate.migration, '*')
+    FOR p IN SELECT * FROM @extschema@.hr_preflight() f WHERE f.migration IN (hr_preflight_gate.migration, '*')
                                                        AND f.status <> 'ok' LOOP
         IF p.status = 'blocker' THEN
             blockers := blockers + 1;
@@ -1441,7 +1255,7 @@ $$;
 -- CALL hr_run_phase(migration, phase). Setting the current phase again is a
 -- no-op. Phase changes are serialised by a row lock on the phase row.
 -- Runs as the caller (it does DDL on the application's tables): the DBA.
-CREATE FUNCTION hr_migrations.hr_set_phase(migration text, phase text) RETURNS void
+CREATE FUNCTION hr_set_phase(migration text, phase text) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1457,37 +1271,36 @@ DECLARE
     enforced_for double precision;
     period interval;
 BEGIN
-    PERFORM hr_migrations.hr_require_integrity();
-    PERFORM hr_migrations.hr_migration_entry(migration);
-    PERFORM hr_migrations.hr_phase_accepts_plaintext(phase);  -- 22023 for an unknown phase
-    INSERT INTO hr_migrations.hr_migration_phases AS m (migration, phase)
+    PERFORM @extschema@.hr_migration_entry(migration);
+    PERFORM @extschema@.hr_phase_accepts_plaintext(phase);  -- 22023 for an unknown phase
+    INSERT INTO @extschema@.hr_migration_phases AS m (migration, phase)
     VALUES (hr_set_phase.migration, 'not_applied')
     ON CONFLICT ON CONSTRAINT hr_migration_phases_pkey DO NOTHING;
     SELECT m.phase, extract(epoch FROM now() - m.changed_at) INTO current_phase, enforced_for
-      FROM hr_migrations.hr_migration_phases m
+      FROM @extschema@.hr_migration_phases m
      WHERE m.migration = hr_set_phase.migration
        FOR UPDATE;
     IF current_phase = phase THEN
         RETURN;
     END IF;
 
-    EXECUTE format('SELECT * FROM %s($1)', hr_migrations.hr_kind_function(migration, 'state'))
+    EXECUTE format('SELECT * FROM %s($1)', @extschema@.hr_kind_function(migration, 'state'))
        INTO state USING migration;
     IF state.applied AND phase IN ('migrated', 'enforced') THEN
         SELECT c.pending, c.blocked INTO pending, blocked
-          FROM hr_migrations.hr_operation_counts(migration, 'backfill') c;
+          FROM @extschema@.hr_operation_counts(migration, 'backfill') c;
     END IF;
     IF state.applied AND phase = 'contracted' THEN
-        cleanup_op := hr_migrations.hr_phase_operation(migration, 'enforced');
+        cleanup_op := @extschema@.hr_phase_operation(migration, 'enforced');
         IF cleanup_op IS NOT NULL THEN
             SELECT c.pending, c.blocked INTO cleanup_pending, cleanup_blocked
-              FROM hr_migrations.hr_operation_counts(migration, cleanup_op) c;
+              FROM @extschema@.hr_operation_counts(migration, cleanup_op) c;
         END IF;
     END IF;
-    PERFORM hr_migrations.hr_backfill_in_progress();  -- loads the library, which defines the setting below
+    PERFORM @extschema@.hr_backfill_in_progress();  -- loads the library, which defines the setting below
     period := coalesce(current_setting('hr_migrations.deprecation_period', true), '30 days')::interval;
     SELECT * INTO refusal
-      FROM hr_migrations.hr_phase_refusal(migration, current_phase, phase, state.applied, state.ready,
+      FROM @extschema@.hr_phase_refusal(migration, current_phase, phase, state.applied, state.ready,
                pending, blocked, cleanup_pending, cleanup_blocked,
                CASE WHEN current_phase = 'enforced' THEN enforced_for END,
                extract(epoch FROM period));
@@ -1496,10 +1309,10 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state', HINT = refusal.hint;
     END IF;
 
-    EXECUTE format('SELECT %s($1, $2, $3)', hr_migrations.hr_kind_function(migration, 'enter'))
+    EXECUTE format('SELECT %s($1, $2, $3)', @extschema@.hr_kind_function(migration, 'enter'))
       USING migration, current_phase, phase;
 
-    UPDATE hr_migrations.hr_migration_phases m
+    UPDATE @extschema@.hr_migration_phases m
        SET phase = hr_set_phase.phase, changed_at = now(), changed_by = session_user
      WHERE m.migration = hr_set_phase.migration;
     RAISE NOTICE '%: phase % -> %', migration, current_phase, phase;
@@ -1511,12 +1324,12 @@ $$;
 -- every writer holds until it commits. Used when a phase stops accepting
 -- plaintext, so nothing written before the move escapes it. The lock is
 -- held until the caller's transaction ends (the phase change commits).
-CREATE FUNCTION hr_migrations.hr_wait_for_writers(tbl regclass) RETURNS void
+CREATE FUNCTION hr_wait_for_writers(tbl regclass) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM hr_migrations.hr_bound_lock_wait();
+    PERFORM @extschema@.hr_bound_lock_wait();
     EXECUTE format('LOCK TABLE %s IN SHARE MODE', tbl);
 END
 $$;
@@ -1524,14 +1337,14 @@ $$;
 -- DDL inside hr_set_phase waits for its locks at most the session's
 -- lock_timeout, or hr_migrations.ddl_lock_timeout when the session has none
 -- (CALL hr_run_phase retries a move that timed out, with backoff).
-CREATE FUNCTION hr_migrations.hr_bound_lock_wait() RETURNS void
+CREATE FUNCTION hr_bound_lock_wait() RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF current_setting('lock_timeout') IN ('0', '0ms') THEN
         PERFORM set_config('lock_timeout',
-            hr_migrations.hr_setting_ms('hr_migrations.ddl_lock_timeout', 1000)::bigint || 'ms', true);
+            @extschema@.hr_setting_ms('hr_migrations.ddl_lock_timeout', 1000)::bigint || 'ms', true);
     END IF;
 END
 $$;
@@ -1539,31 +1352,9 @@ $$;
 -- -----------------------------------------------------------------------------
 -- Procedures: batches in their own transactions. They COMMIT, so CALL them
 -- outside an explicit transaction block. They cannot be SECURITY DEFINER
--- nor pin search_path with a SET clause (a procedure with one cannot
--- COMMIT), and a caller's search_path may hold a closer-matching overload
--- of an operator or function planted by a lesser role (on Supabase,
--- postgres owns public and extensions) that a superuser's CALL would run.
--- So each procedure pins search_path = pg_catalog, pg_temp with a
--- transaction-local set_config as its first statement and again after
--- every COMMIT and every nested CALL (either ends the transaction the
--- setting belonged to); it has no DECLARE initializer (those run before
--- the first statement); every extension object is named by schema; and the
--- caller's setting is back when the CALL ends. The same step checks the
--- extension's integrity (src/integrity.rs) before the procedure calls a
--- function the definer role owns.
-
--- What a procedure does first and after every COMMIT or nested CALL: pin
--- search_path for the rest of the transaction, then refuse (55000) unless
--- the definer role is out of reach and the extension intact. No SET clause:
--- one would undo the pin when the function returns.
-CREATE FUNCTION hr_migrations.hr_procedure_step() RETURNS void
-LANGUAGE plpgsql VOLATILE
-AS $$
-BEGIN
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-    PERFORM hr_migrations.hr_require_integrity();
-END
-$$;
+-- nor pin search_path (a procedure with a SET clause cannot COMMIT); they
+-- name every extension object by schema, and their batches are SECURITY
+-- DEFINER with a pinned search_path.
 
 -- Runs one operation of a migration to the end: one batch per
 -- transaction, a NOTICE per batch, resumable after a crash or cancel (the
@@ -1579,56 +1370,47 @@ $$;
 -- hr_batch_loop does the work and hands back the rows still pending and
 -- blocked when it finished (NULL when max_batches stopped it early), so
 -- hr_run_backfill need not count them again (a count reads the whole table).
-CREATE PROCEDURE hr_migrations.hr_batch_loop(migration text, operation text, batch_size integer,
+CREATE PROCEDURE hr_batch_loop(migration text, operation text, batch_size integer,
                                max_batches integer, INOUT rows_pending bigint, INOUT rows_blocked bigint)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    entry hr_migrations.hr_migration_registry;
+    entry @extschema@.hr_migration_registry := @extschema@.hr_migration_entry(migration);
     spec record;
     size integer;
-    adaptive boolean;
-    min_size integer;
+    adaptive boolean := batch_size IS NULL;
+    min_size integer := 10;
     max_size integer;
     target_ms double precision;
     pause_ms double precision;
     max_lag_ms double precision;
     n bigint;
-    batches integer;
-    done bigint;
-    started timestamptz;
+    batches integer := 0;
+    done bigint := 0;
+    started timestamptz := clock_timestamp();
     batch_started timestamptz;
     ms double precision;
     c record;
-    retries integer;
+    retries integer := 0;
     lag_ms double precision;
-    analyzed boolean;
+    analyzed boolean := false;
     t regclass;
     old_lock_timeout text;
 BEGIN
-    PERFORM hr_migrations.hr_procedure_step();
-    entry := hr_migrations.hr_migration_entry(migration);
-    adaptive := batch_size IS NULL;
-    min_size := 10;
-    batches := 0;
-    done := 0;
-    started := clock_timestamp();
-    retries := 0;
-    analyzed := false;
     rows_pending := NULL;
     rows_blocked := NULL;
-    PERFORM hr_migrations.hr_require_applied(migration);
+    PERFORM @extschema@.hr_require_applied(migration);
     IF max_batches IS NOT NULL AND max_batches < 1 THEN
         RAISE EXCEPTION 'max_batches must be at least 1 (got %)', max_batches
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT * INTO spec FROM hr_migrations.hr_operation_spec(migration, operation);
+    SELECT * INTO spec FROM @extschema@.hr_operation_spec(migration, operation);
     size := coalesce(batch_size, entry.default_batch_size);
-    PERFORM hr_migrations.hr_check_batch_size(size);
+    PERFORM @extschema@.hr_check_batch_size(size);
     max_size := greatest(size, least(entry.default_batch_size * 10, 1000000));
-    target_ms := hr_migrations.hr_setting_ms('hr_migrations.batch_target_ms', 100);
-    pause_ms := hr_migrations.hr_setting_ms('hr_migrations.batch_pause_ms', 0);
-    max_lag_ms := hr_migrations.hr_setting_ms('hr_migrations.max_replication_lag_ms', 10000);
+    target_ms := @extschema@.hr_setting_ms('hr_migrations.batch_target_ms', 100);
+    pause_ms := @extschema@.hr_setting_ms('hr_migrations.batch_pause_ms', 0);
+    max_lag_ms := @extschema@.hr_setting_ms('hr_migrations.max_replication_lag_ms', 10000);
 
     -- Statistics as the run starts: the column it reads was often just
     -- filled or emptied, and a stale estimate makes every batch sort all
@@ -1650,13 +1432,13 @@ BEGIN
         END;
         PERFORM set_config('lock_timeout', old_lock_timeout, true);
     END IF;
-    SELECT * INTO c FROM hr_migrations.hr_operation_counts(migration, operation);
-    INSERT INTO hr_migrations.hr_batch_progress AS p (migration, operation)
+    SELECT * INTO c FROM @extschema@.hr_operation_counts(migration, operation);
+    INSERT INTO @extschema@.hr_batch_progress AS p (migration, operation)
     VALUES (hr_batch_loop.migration, hr_batch_loop.operation)
     ON CONFLICT ON CONSTRAINT hr_batch_progress_pkey DO NOTHING;
     -- A run after a finished one starts its counters afresh; a run after
     -- an interrupted one (crash, cancel, max_batches) carries them on.
-    UPDATE hr_migrations.hr_batch_progress p
+    UPDATE @extschema@.hr_batch_progress p
        SET running_pid = pg_backend_pid(),
            batches = CASE WHEN p.finished_at IS NULL THEN p.batches ELSE 0 END,
            rows_done = CASE WHEN p.finished_at IS NULL THEN p.rows_done ELSE 0 END,
@@ -1667,7 +1449,6 @@ BEGIN
            finished_at = NULL, last_error = NULL
      WHERE p.migration = hr_batch_loop.migration AND p.operation = hr_batch_loop.operation;
     COMMIT;
-    PERFORM hr_migrations.hr_procedure_step();
 
     LOOP
         LOOP
@@ -1681,9 +1462,8 @@ BEGIN
                 END LOOP;
             END IF;
             batch_started := clock_timestamp();
-            n := hr_migrations.hr_engine_batch(migration, operation, size);
+            n := @extschema@.hr_engine_batch(migration, operation, size);
             COMMIT;
-            PERFORM hr_migrations.hr_procedure_step();
             ms := extract(epoch FROM clock_timestamp() - batch_started) * 1000;
             EXIT WHEN n = 0;
             batches := batches + 1;
@@ -1701,7 +1481,6 @@ BEGIN
                     EXECUTE format('ANALYZE %s', t);
                 END LOOP;
                 COMMIT;
-                PERFORM hr_migrations.hr_procedure_step();
                 analyzed := true;
             END IF;
             IF adaptive AND ms > 0 THEN
@@ -1712,17 +1491,16 @@ BEGIN
             END IF;
             IF max_batches IS NOT NULL AND batches >= max_batches THEN
                 RAISE NOTICE '%: %: stopped after % batches as asked; CALL again to resume', migration, operation, batches;
-                UPDATE hr_migrations.hr_batch_progress p SET running_pid = NULL
+                UPDATE @extschema@.hr_batch_progress p SET running_pid = NULL
                  WHERE p.migration = hr_batch_loop.migration AND p.operation = hr_batch_loop.operation;
                 COMMIT;
-                PERFORM hr_migrations.hr_procedure_step();
                 RETURN;
             END IF;
             IF pause_ms > 0 THEN
                 PERFORM pg_sleep(pause_ms / 1000.0);
             END IF;
         END LOOP;
-        SELECT * INTO c FROM hr_migrations.hr_operation_counts(migration, operation);
+        SELECT * INTO c FROM @extschema@.hr_operation_counts(migration, operation);
         -- Rows other transactions held locked were skipped (SKIP LOCKED):
         -- give them a few chances before reporting them as pending.
         EXIT WHEN c.pending = 0 OR retries >= 5;
@@ -1730,22 +1508,21 @@ BEGIN
         PERFORM pg_sleep(0.2 * retries);
     END LOOP;
 
-    UPDATE hr_migrations.hr_batch_progress p SET running_pid = NULL
+    UPDATE @extschema@.hr_batch_progress p SET running_pid = NULL
      WHERE p.migration = hr_batch_loop.migration AND p.operation = hr_batch_loop.operation;
     COMMIT;
-    PERFORM hr_migrations.hr_procedure_step();
     RAISE NOTICE '%: %: finished: % rows in % batches, % s', migration, operation, done, batches,
         round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
     IF c.pending > 0 OR c.blocked > 0 THEN
         RAISE WARNING '%: %: % rows pending and % rows blocked remain', migration, operation, c.pending, c.blocked
-            USING HINT = 'SELECT * FROM hr_migration_status() and hr_migrations.hr_batch_failures say why; CALL again after fixing them';
+            USING HINT = 'SELECT * FROM hr_migration_status() and hr_batch_failures say why; CALL again after fixing them';
     END IF;
     rows_pending := c.pending;
     rows_blocked := c.blocked;
 END
 $$;
 
-CREATE PROCEDURE hr_migrations.hr_run_batches(migration text, operation text, batch_size integer DEFAULT NULL,
+CREATE PROCEDURE hr_run_batches(migration text, operation text, batch_size integer DEFAULT NULL,
                                 max_batches integer DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
@@ -1753,9 +1530,7 @@ DECLARE
     pending bigint;
     blocked bigint;
 BEGIN
-    PERFORM hr_migrations.hr_procedure_step();
-    CALL hr_migrations.hr_batch_loop(migration, operation, batch_size, max_batches, pending, blocked);
-    PERFORM hr_migrations.hr_procedure_step();
+    CALL @extschema@.hr_batch_loop(migration, operation, batch_size, max_batches, pending, blocked);
 END
 $$;
 
@@ -1764,27 +1539,21 @@ $$;
 -- the kind's closing DDL (hr_<kind>_finish). In dual, when nothing is left
 -- pending or blocked and promote is true, moves the phase to migrated (a
 -- refused promotion is a WARNING: the batches are committed either way).
-CREATE PROCEDURE hr_migrations.hr_run_backfill(migration text, batch_size integer DEFAULT NULL,
+CREATE PROCEDURE hr_run_backfill(migration text, batch_size integer DEFAULT NULL,
                                  max_batches integer DEFAULT NULL, promote boolean DEFAULT true)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    phase text;
-    op text;
-    pending bigint;
-    blocked bigint;
+    phase text := @extschema@.hr_require_applied(migration);
+    op text := @extschema@.hr_phase_operation(migration, phase);
+    pending bigint := 0;
+    blocked bigint := 0;
 BEGIN
-    PERFORM hr_migrations.hr_procedure_step();
-    phase := hr_migrations.hr_require_applied(migration);
-    op := hr_migrations.hr_phase_operation(migration, phase);
-    pending := 0;
-    blocked := 0;
     IF op IS NOT NULL THEN
-        CALL hr_migrations.hr_batch_loop(migration, op, batch_size, max_batches, pending, blocked);
-        PERFORM hr_migrations.hr_procedure_step();
+        CALL @extschema@.hr_batch_loop(migration, op, batch_size, max_batches, pending, blocked);
         IF pending IS NULL THEN
             -- Stopped by max_batches: count what is left.
-            SELECT c.pending, c.blocked INTO pending, blocked FROM hr_migrations.hr_operation_counts(migration, op) c;
+            SELECT c.pending, c.blocked INTO pending, blocked FROM @extschema@.hr_operation_counts(migration, op) c;
         END IF;
         IF max_batches IS NOT NULL AND pending > 0 THEN
             RETURN;
@@ -1792,15 +1561,14 @@ BEGIN
     END IF;
     IF pending = 0 AND blocked = 0 THEN
         -- Dispatch by kind, statically: a CALL run through EXECUTE could not COMMIT.
-        CASE (hr_migrations.hr_migration_entry(migration)).kind
-            WHEN 'token_hash' THEN CALL hr_migrations.hr_token_hash_finish(migration, phase);
-            WHEN 'tenant_column' THEN CALL hr_migrations.hr_tenant_column_finish(migration, phase);
-            WHEN 'credential_move' THEN CALL hr_migrations.hr_credential_move_finish(migration, phase);
+        CASE (@extschema@.hr_migration_entry(migration)).kind
+            WHEN 'token_hash' THEN CALL @extschema@.hr_token_hash_finish(migration, phase);
+            WHEN 'tenant_column' THEN CALL @extschema@.hr_tenant_column_finish(migration, phase);
+            WHEN 'credential_move' THEN CALL @extschema@.hr_credential_move_finish(migration, phase);
         END CASE;
-        PERFORM hr_migrations.hr_procedure_step();
         IF phase = 'dual' AND promote THEN
             BEGIN
-                PERFORM hr_migrations.hr_set_phase(migration, 'migrated');
+                PERFORM @extschema@.hr_set_phase(migration, 'migrated');
             EXCEPTION WHEN object_not_in_prerequisite_state THEN
                 RAISE WARNING '%: backfill complete but phase stays dual: %', migration, SQLERRM;
             END;
@@ -1814,25 +1582,21 @@ $$;
 -- hr_set_phase, then the work that phase leaves, each step committed. A
 -- move whose brief DDL cannot get its lock is retried with backoff and
 -- jitter (like hr_ddl), for at most hr_migrations.ddl_retry_budget.
-CREATE PROCEDURE hr_migrations.hr_run_phase(migration text, phase text, batch_size integer DEFAULT NULL)
+CREATE PROCEDURE hr_run_phase(migration text, phase text, batch_size integer DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    budget_ms double precision;
-    attempt integer;
-    waited double precision;
+    budget_ms double precision := @extschema@.hr_setting_ms('hr_migrations.ddl_retry_budget', 600000);
+    attempt integer := 0;
+    waited double precision := 0;
     pause double precision;
     started timestamptz;
 BEGIN
-    PERFORM hr_migrations.hr_procedure_step();
-    budget_ms := hr_migrations.hr_setting_ms('hr_migrations.ddl_retry_budget', 600000);
-    attempt := 0;
-    waited := 0;
     LOOP
         attempt := attempt + 1;
         started := clock_timestamp();
         BEGIN
-            PERFORM hr_migrations.hr_set_phase(migration, phase);
+            PERFORM @extschema@.hr_set_phase(migration, phase);
             EXIT;
         EXCEPTION WHEN lock_not_available THEN
             waited := waited + extract(epoch FROM clock_timestamp() - started) * 1000;
@@ -1847,23 +1611,25 @@ BEGIN
         END;
     END LOOP;
     COMMIT;
-    PERFORM hr_migrations.hr_procedure_step();
-    CALL hr_migrations.hr_run_backfill(migration, batch_size, NULL, false);
-    PERFORM hr_migrations.hr_procedure_step();
+    CALL @extschema@.hr_run_backfill(migration, batch_size, NULL, false);
 END
 $$;
 
 -- Step 2 of a rollback: an operation of the migration's kind that undoes
 -- the data move, to the end (sql/rollback/ calls it).
-CREATE PROCEDURE hr_migrations.hr_run_rollback(migration text, batch_size integer DEFAULT NULL)
+CREATE PROCEDURE hr_run_rollback(migration text, batch_size integer DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    PERFORM hr_migrations.hr_procedure_step();
-    CALL hr_migrations.hr_run_batches(migration, 'rollback', batch_size);
-    PERFORM hr_migrations.hr_procedure_step();
+    CALL @extschema@.hr_run_batches(migration, 'rollback', batch_size);
 END
 $$;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tokens.rs:156
+CREATE OR REPLACE FUNCTION "hr_references_token_trigger"() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'hr_references_token_trigger_v1';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -1884,20 +1650,19 @@ $$;
 -- is not hidden by RLS on hr_candidates; EXECUTE is granted to nobody and
 -- hr_trigger_migration() refuses any table but its own, so it cannot be
 -- attached to a temp table to read candidates' organizations.
-CREATE OR REPLACE FUNCTION hr_migrations.hr_portal_sessions_org_trigger() RETURNS trigger
+CREATE OR REPLACE FUNCTION hr_portal_sessions_org_trigger() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     derived uuid;
 BEGIN
-    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
     IF TG_WHEN <> 'BEFORE' OR TG_LEVEL <> 'ROW' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
         RAISE EXCEPTION 'hr_portal_sessions_org_trigger() must be a BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger'
             USING ERRCODE = 'trigger_protocol_violated';
     END IF;
-    PERFORM hr_migrations.hr_trigger_migration(TG_RELID, 'tenant_column');
-    IF hr_migrations.hr_backfill_in_progress() THEN
+    PERFORM @extschema@.hr_trigger_migration(TG_RELID, 'tenant_column');
+    IF @extschema@.hr_backfill_in_progress() THEN
         RETURN NEW;
     END IF;
     IF TG_OP = 'UPDATE'
@@ -1923,22 +1688,22 @@ END
 $$;
 
 -- One keyset batch of the backfill (DESIGN.md §4), through the engine.
-CREATE FUNCTION hr_migrations.hr_backfill_portal_session_organizations(batch_size integer DEFAULT 5000) RETURNS bigint
+CREATE FUNCTION hr_backfill_portal_session_organizations(batch_size integer DEFAULT 5000) RETURNS bigint
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT hr_migrations.hr_require_integrity(); SELECT hr_migrations.hr_engine_batch('portal_sessions', 'backfill', batch_size) $$;
+AS $$ SELECT @extschema@.hr_engine_batch('portal_sessions', 'backfill', batch_size) $$;
 
 -- The engine's view of a tenant_column migration: rows without
 -- organization_id are pending when their candidate has one, blocked when
 -- the candidate is missing or has none (never guessed, never looped over).
-CREATE FUNCTION hr_migrations.hr_tenant_column_spec(migration text, operation text,
+CREATE FUNCTION hr_tenant_column_spec(migration text, operation text,
     OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
     OUT action text, OUT writes regclass[])
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    t regclass := hr_migrations.hr_migration_table(migration);
+    t regclass := @extschema@.hr_migration_table(migration);
     resolvable constant text :=
         'EXISTS (SELECT 1 FROM public.hr_candidates c WHERE c.id = t.candidate_id AND c.organization_id IS NOT NULL)';
 BEGIN
@@ -1949,19 +1714,19 @@ BEGIN
     pending := 't.organization_id IS NULL AND ' || resolvable;
     blocked := 't.organization_id IS NULL AND NOT ' || resolvable;
     migrated := 't.organization_id IS NOT NULL';
-    action := 'hr_migrations.hr_tenant_column_backfill';
+    action := '@extschema@.hr_tenant_column_backfill';
     writes := ARRAY[t];
 END
 $$;
 
-CREATE FUNCTION hr_migrations.hr_tenant_column_phase_operation(migration text, phase text) RETURNS text
+CREATE FUNCTION hr_tenant_column_phase_operation(migration text, phase text) RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT CASE WHEN phase IN ('dual', 'migrated') THEN 'backfill' END $$;
 
 -- Row action of the backfill: the organization is looked up per row by
 -- primary key, so the UPDATE cannot become a hash join over either table.
-CREATE FUNCTION hr_migrations.hr_tenant_column_backfill(migration text, ids uuid[]) RETURNS bigint
+CREATE FUNCTION hr_tenant_column_backfill(migration text, ids uuid[]) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1971,7 +1736,7 @@ BEGIN
     EXECUTE format('UPDATE %s t
                        SET organization_id = (SELECT c.organization_id FROM public.hr_candidates c
                                                WHERE c.id = t.candidate_id)
-                     WHERE t.id = ANY ($1)', hr_migrations.hr_migration_table(migration))
+                     WHERE t.id = ANY ($1)', @extschema@.hr_migration_table(migration))
       USING ids;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -1980,16 +1745,16 @@ $$;
 
 -- applied: organization_id and the org trigger exist. ready: row level
 -- security is on and the four policies the registry names exist.
-CREATE FUNCTION hr_migrations.hr_tenant_column_state(migration text, OUT applied boolean, OUT ready boolean)
+CREATE FUNCTION hr_tenant_column_state(migration text, OUT applied boolean, OUT ready boolean)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    t regclass := hr_migrations.hr_migration_table(migration);
-    o jsonb := (hr_migrations.hr_migration_entry(migration)).objects;
+    t regclass := @extschema@.hr_migration_table(migration);
+    o jsonb := (@extschema@.hr_migration_entry(migration)).objects;
 BEGIN
-    applied := hr_migrations.hr_column_exists(t, 'organization_id')
-               AND hr_migrations.hr_trigger_exists(t, o ->> 'org_trigger');
+    applied := @extschema@.hr_column_exists(t, 'organization_id')
+               AND @extschema@.hr_trigger_exists(t, o ->> 'org_trigger');
     ready := applied
         AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t AND c.relrowsecurity)
         AND (SELECT count(*) FROM pg_catalog.pg_policy p
@@ -2004,19 +1769,19 @@ $$;
 -- (ACCESS EXCLUSIVE for milliseconds, no scan); the validating scan and SET
 -- NOT NULL are the phase's closing work (hr_tenant_column_finish), outside
 -- ACCESS EXCLUSIVE. Out of enforced: NOT NULL and the check are dropped.
-CREATE FUNCTION hr_migrations.hr_tenant_column_enter(migration text, from_phase text, to_phase text) RETURNS void
+CREATE FUNCTION hr_tenant_column_enter(migration text, from_phase text, to_phase text) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    t regclass := hr_migrations.hr_migration_table(migration);
-    chk text := hr_migrations.hr_migration_object(migration, 'not_null_check');
+    t regclass := @extschema@.hr_migration_table(migration);
+    chk text := @extschema@.hr_migration_object(migration, 'not_null_check');
     valid boolean;
 BEGIN
-    PERFORM hr_migrations.hr_bound_lock_wait();
+    PERFORM @extschema@.hr_bound_lock_wait();
     IF to_phase = 'enforced' THEN
         SELECT c.convalidated INTO valid FROM pg_catalog.pg_constraint c WHERE c.conrelid = t AND c.conname = chk;
-        IF hr_migrations.hr_column_not_null(t, 'organization_id') THEN
+        IF @extschema@.hr_column_not_null(t, 'organization_id') THEN
             NULL;
         ELSIF valid THEN
             -- Validated beforehand (docs/runbook.md, large tables): SET NOT
@@ -2039,17 +1804,14 @@ $$;
 -- reads and writes go on during the scan), COMMIT, then SET NOT NULL, which
 -- uses the validated check instead of scanning (ACCESS EXCLUSIVE, brief),
 -- and drop the check. Idempotent.
-CREATE PROCEDURE hr_migrations.hr_tenant_column_finish(migration text, phase text)
+CREATE PROCEDURE hr_tenant_column_finish(migration text, phase text)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    t regclass;
-    chk text;
+    t regclass := @extschema@.hr_migration_table(migration);
+    chk text := @extschema@.hr_migration_object(migration, 'not_null_check');
     valid boolean;
 BEGIN
-    PERFORM hr_migrations.hr_procedure_step();
-    t := hr_migrations.hr_migration_table(migration);
-    chk := hr_migrations.hr_migration_object(migration, 'not_null_check');
     IF phase <> 'enforced' THEN
         RETURN;
     END IF;
@@ -2058,27 +1820,25 @@ BEGIN
         PERFORM pg_catalog.set_config('lock_timeout', '0', true);  -- SHARE UPDATE EXCLUSIVE blocks no app traffic
         EXECUTE pg_catalog.format('ALTER TABLE %s VALIDATE CONSTRAINT %I', t, chk);
         COMMIT;
-        PERFORM hr_migrations.hr_procedure_step();
         valid := true;
     END IF;
     IF valid THEN
-        CALL hr_migrations.hr_ddl(migration, $ddl$
+        CALL @extschema@.hr_ddl(migration, $ddl$
             ALTER TABLE {table} ALTER COLUMN organization_id SET NOT NULL;
             ALTER TABLE {table} DROP CONSTRAINT {not_null_check}
         $ddl$);
-        PERFORM hr_migrations.hr_procedure_step();
         RAISE NOTICE '%: organization_id is NOT NULL', migration;
     END IF;
 END
 $$;
 
-CREATE FUNCTION hr_migrations.hr_tenant_column_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
+CREATE FUNCTION hr_tenant_column_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    t regclass := hr_migrations.hr_migration_table(migration);
+    t regclass := @extschema@.hr_migration_table(migration);
     note text;
 BEGIN
     note := concat_ws('; ',
@@ -2086,7 +1846,7 @@ BEGIN
             format('%s rows have no organization_id yet: CALL hr_run_backfill(%L)', pending, migration) END,
         CASE WHEN blocked > 0 THEN
             format('%s rows cannot be resolved (candidate missing or without organization): fix hr_candidates.organization_id or delete those rows, then CALL hr_run_backfill(%L)', blocked, migration) END,
-        CASE WHEN phase IN ('enforced', 'contracted') AND hr_migrations.hr_column_not_null(t, 'organization_id')
+        CASE WHEN phase IN ('enforced', 'contracted') AND @extschema@.hr_column_not_null(t, 'organization_id')
              THEN 'organization_id is NOT NULL; RLS isolates rows by organization'
              WHEN phase = 'enforced'
              THEN format('writes without organization_id are refused; CALL hr_run_backfill(%L) validates and sets NOT NULL', migration) END);
@@ -2096,343 +1856,6 @@ BEGIN
     RETURN note;
 END
 $$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tokens.rs:11
--- Kind token_hash (migration reference_tokens): salted-hash storage of a
--- table's reference tokens. A table of this kind has `id uuid` and
--- `access_token text` (legacy plaintext); its script adds
--- `access_token_hash text` (token hash v1).
---
--- PL/pgSQL resolves table and column names when a statement first runs, so
--- CREATE EXTENSION works before sql/migrations/001 has created anything.
-
--- The migration of a kind whose table fired a trigger; 39P01 when the table
--- is not registered with that kind. Trigger functions call it first, so
--- none of them can be aimed at another table (a temp table, another
--- tenant's copy) by whoever manages to attach it.
-CREATE FUNCTION hr_migrations.hr_trigger_migration(relid oid, kind text) RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    m text;
-BEGIN
-    SELECT r.migration INTO m FROM hr_migrations.hr_migration_registry r
-     WHERE r.kind = hr_trigger_migration.kind
-       AND to_regclass(format('%I.%I', r.table_schema, r.table_name)) = relid;
-    IF m IS NULL THEN
-        RAISE EXCEPTION 'this hr_migrations trigger function serves only the tables of its migrations, not %', relid::regclass
-            USING ERRCODE = 'trigger_protocol_violated';
-    END IF;
-    RETURN m;
-END
-$$;
-
--- Generic updated_at maintenance for every table (replaces the plan's one
--- function per table). Installed BEFORE UPDATE with
--- WHEN (NOT hr_backfill_in_progress()), so the extension's own batches
--- leave updated_at alone (the plan's bug 6).
-CREATE OR REPLACE FUNCTION hr_migrations.hr_touch_updated_at() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF TG_WHEN <> 'BEFORE' OR TG_OP <> 'UPDATE' OR TG_LEVEL <> 'ROW' THEN
-        RAISE EXCEPTION 'hr_touch_updated_at() must be a BEFORE UPDATE ... FOR EACH ROW trigger (on %)', TG_TABLE_NAME
-            USING ERRCODE = 'trigger_protocol_violated';
-    END IF;
-    IF NOT hr_migrations.hr_backfill_in_progress() THEN
-        NEW.updated_at := now();
-    END IF;
-    RETURN NEW;
-END
-$$;
-
--- The trigger function of this kind, hr_references_token_trigger(), is Rust
--- (src/tokens.rs): it runs once per written row.
-
--- Dual-path verification by reference id (DESIGN.md §4): the hash first,
--- then (before enforced) the legacy plaintext, compared in constant time;
--- the decision is src/dual_path.rs (hr_token_verdict). An empty presented
--- token never verifies. Appends one row to hr_reference_token_validations:
--- reference id, method, success, time; never the token. NULL arguments
--- return false (not NULL) and are logged as 'none'.
--- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
--- It reads hr_references and inserts into the log table; app roles hold no
--- TRIGGER on either (001 revokes it), and batches refuse foreign triggers.
-CREATE FUNCTION hr_migrations.hr_verify_reference_token(reference_id uuid, token text) RETURNS boolean
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    phase text := hr_migrations.hr_require_applied('reference_tokens');
-    stored_token text;
-    stored_hash text;
-    v record;
-BEGIN
-    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
-    IF reference_id IS NOT NULL THEN
-        IF phase = 'contracted' THEN  -- access_token is gone
-            SELECT r.access_token_hash INTO stored_hash
-              FROM public.hr_references r WHERE r.id = reference_id;
-        ELSE
-            SELECT r.access_token, r.access_token_hash INTO stored_token, stored_hash
-              FROM public.hr_references r WHERE r.id = reference_id;
-        END IF;
-    END IF;
-    SELECT * INTO v FROM hr_migrations.hr_token_verdict(
-        hr_migrations.hr_phase_accepts_plaintext(phase), token, stored_hash, stored_token);
-    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_reference_token_validations'::regclass]::oid[]);
-    INSERT INTO public.hr_reference_token_validations (reference_id, method, success)
-    VALUES (reference_id, v.method, v.ok);
-    RETURN v.ok;
-END
-$$;
-
--- A new token for a reference: generated here, stored only as its hash (in
--- every phase), returned once. It replaces any earlier token of the
--- reference, hashed or legacy plaintext (the plaintext is cleared). The
--- token never travels to the database, so no statement or parameter log
--- can hold it. P0002 for an unknown reference, 22004 for NULL.
--- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
-CREATE FUNCTION hr_migrations.hr_issue_reference_token(reference_id uuid) RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    phase text := hr_migrations.hr_require_applied('reference_tokens');
-    tok text := hr_migrations.hr_generate_token();
-BEGIN
-    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
-    IF reference_id IS NULL THEN
-        RAISE EXCEPTION 'reference_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
-    IF phase = 'contracted' THEN
-        UPDATE public.hr_references r SET access_token_hash = hr_migrations.hr_hash_token(tok)
-         WHERE r.id = reference_id;
-    ELSE
-        UPDATE public.hr_references r
-           SET access_token = NULL, access_token_hash = hr_migrations.hr_hash_token(tok)
-         WHERE r.id = reference_id;
-    END IF;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'no reference with that id' USING ERRCODE = 'no_data_found',
-            HINT = 'hr_issue_reference_token() replaces the token of an existing hr_references row';
-    END IF;
-    RETURN tok;
-END
-$$;
-
--- Revokes a reference's token, hashed or plaintext, in every phase: true
--- when there was one. SECURITY DEFINER: EXECUTE for service_role.
-CREATE FUNCTION hr_migrations.hr_revoke_reference_token(reference_id uuid) RETURNS boolean
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    phase text := hr_migrations.hr_require_applied('reference_tokens');
-BEGIN
-    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
-    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
-    IF phase = 'contracted' THEN
-        UPDATE public.hr_references r SET access_token_hash = NULL
-         WHERE r.id = reference_id AND r.access_token_hash IS NOT NULL;
-    ELSE
-        UPDATE public.hr_references r SET access_token = NULL, access_token_hash = NULL
-         WHERE r.id = reference_id AND (r.access_token IS NOT NULL OR r.access_token_hash IS NOT NULL);
-    END IF;
-    RETURN FOUND;
-END
-$$;
-
--- One keyset batch of the backfill (DESIGN.md §4): hashes up to batch_size
--- plaintext tokens that have no hash yet, through the batch engine
--- (hr_engine_batch). Returns rows hashed; 0 = nothing left.
-CREATE FUNCTION hr_migrations.hr_backfill_reference_token_hashes(batch_size integer DEFAULT 5000) RETURNS bigint
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT hr_migrations.hr_require_integrity(); SELECT hr_migrations.hr_engine_batch('reference_tokens', 'backfill', batch_size) $$;
-
--- The engine's view of a token_hash migration (see hr_operation_spec):
---   backfill  rows with a non-empty plaintext token and no hash;
---   erase     (contracted) rows still holding legacy plaintext.
--- Empty tokens are neither pending nor blocked: they verify nothing and
--- are counted in the note.
-CREATE FUNCTION hr_migrations.hr_token_hash_spec(migration text, operation text,
-    OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
-    OUT action text, OUT writes regclass[])
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := hr_migrations.hr_migration_table(migration);
-    has_plaintext boolean := hr_migrations.hr_column_exists(t, 'access_token');
-BEGIN
-    IF t IS NULL THEN
-        RETURN;
-    END IF;
-    blocked := 'false';
-    migrated := 't.access_token_hash IS NOT NULL';
-    writes := ARRAY[t];
-    CASE operation
-        WHEN 'backfill' THEN
-            pending := CASE WHEN has_plaintext
-                THEN 't.access_token IS NOT NULL AND t.access_token <> '''' AND t.access_token_hash IS NULL'
-                ELSE 'false' END;
-            action := 'hr_migrations.hr_token_hash_backfill';
-        WHEN 'erase' THEN
-            pending := CASE WHEN has_plaintext THEN 't.access_token IS NOT NULL' ELSE 'false' END;
-            action := 'hr_migrations.hr_token_hash_erase';
-        ELSE
-            RETURN;
-    END CASE;
-    tbl := t;
-END
-$$;
-
-CREATE FUNCTION hr_migrations.hr_token_hash_phase_operation(migration text, phase text) RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    -- In enforced too: a token written with triggers disabled is hashed,
-    -- or it could never verify again.
-    SELECT CASE phase WHEN 'dual' THEN 'backfill' WHEN 'migrated' THEN 'backfill'
-                      WHEN 'enforced' THEN 'backfill' WHEN 'contracted' THEN 'erase' END
-$$;
-
--- Row action of the backfill: one statement for the whole batch.
-CREATE FUNCTION hr_migrations.hr_token_hash_backfill(migration text, ids uuid[]) RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    n bigint;
-BEGIN
-    EXECUTE format('UPDATE %s t SET access_token_hash = %s.hr_hash_token(t.access_token) WHERE t.id = ANY ($1)',
-                   hr_migrations.hr_migration_table(migration), 'hr_migrations')
-      USING ids;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
-END
-$$;
-
--- Row action of the contract phase: erases legacy plaintext (the flag is
--- on, so the token trigger does not take it for a revocation).
-CREATE FUNCTION hr_migrations.hr_token_hash_erase(migration text, ids uuid[]) RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    n bigint;
-BEGIN
-    EXECUTE format('UPDATE %s t SET access_token = NULL WHERE t.id = ANY ($1)', hr_migrations.hr_migration_table(migration))
-      USING ids;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
-END
-$$;
-
--- applied: the hash column and the token trigger exist (after the contract
--- phase dropped the trigger, the hash column alone). ready: the triggers
--- the script installs are there.
-CREATE FUNCTION hr_migrations.hr_token_hash_state(migration text, OUT applied boolean, OUT ready boolean)
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := hr_migrations.hr_migration_table(migration);
-    contracted boolean := hr_migrations.hr_migration_phase(migration) = 'contracted';
-BEGIN
-    applied := hr_migrations.hr_column_exists(t, 'access_token_hash')
-               AND (contracted OR hr_migrations.hr_trigger_exists(t, hr_migrations.hr_migration_object(migration, 'token_trigger')));
-    ready := applied AND hr_migrations.hr_trigger_exists(t, hr_migrations.hr_migration_object(migration, 'touch_trigger'));
-END
-$$;
-
--- Brief DDL of a phase move: none for tokens. (Entering enforced needs no
--- wait: a token written by a transaction still in flight is hashed by the
--- trigger and its plaintext is legacy data the contract phase erases.)
-CREATE FUNCTION hr_migrations.hr_token_hash_enter(migration text, from_phase text, to_phase text) RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    NULL;
-END
-$$;
-
--- Closing DDL of a phase, once its batches are done. contracted: drop the
--- token trigger (it served the transition) and the plaintext column.
-CREATE PROCEDURE hr_migrations.hr_token_hash_finish(migration text, phase text)
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    t regclass;
-BEGIN
-    PERFORM hr_migrations.hr_procedure_step();
-    t := hr_migrations.hr_migration_table(migration);
-    IF phase <> 'contracted' OR NOT hr_migrations.hr_column_exists(t, 'access_token') THEN
-        RETURN;
-    END IF;
-    CALL hr_migrations.hr_ddl(migration, $ddl$
-        DROP TRIGGER IF EXISTS {token_trigger} ON {table};
-        ALTER TABLE {table} DROP COLUMN IF EXISTS access_token
-    $ddl$);
-    PERFORM hr_migrations.hr_procedure_step();
-    RAISE NOTICE '%: access_token dropped (VACUUM the table; old row versions, WAL and backups still hold what it held)', migration;
-END
-$$;
-
-CREATE FUNCTION hr_migrations.hr_token_hash_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := hr_migrations.hr_migration_table(migration);
-    empty_tokens bigint := 0;
-    hash_only bigint;
-    plaintext_left bigint := 0;
-    note text;
-BEGIN
-    IF hr_migrations.hr_column_exists(t, 'access_token') THEN
-        EXECUTE format('SELECT count(*) FILTER (WHERE t.access_token = ''''),
-                               count(*) FILTER (WHERE t.access_token IS NULL AND t.access_token_hash IS NOT NULL),
-                               count(*) FILTER (WHERE t.access_token IS NOT NULL)
-                          FROM %s t', t)
-           INTO empty_tokens, hash_only, plaintext_left;
-    END IF;
-    note := concat_ws('; ',
-        CASE WHEN pending > 0 AND phase IN ('dual', 'migrated', 'enforced') THEN
-            format('%s plaintext tokens have no hash yet: CALL hr_run_backfill(%L)', pending, migration) END,
-        CASE WHEN phase = 'enforced' THEN
-            format('only hashes are stored and accepted; %s legacy plaintext tokens remain in access_token, no longer accepted (erased by the contract phase)', plaintext_left) END,
-        CASE WHEN phase = 'contracted' AND pending > 0 THEN
-            format('%s legacy plaintext tokens to erase: CALL hr_run_backfill(%L)', pending, migration) END,
-        CASE WHEN phase = 'contracted' AND pending = 0 AND plaintext_left = 0 AND hr_migrations.hr_column_exists(t, 'access_token') THEN
-            format('plaintext erased; CALL hr_run_backfill(%L) drops access_token', migration) END,
-        CASE WHEN phase = 'contracted' AND NOT hr_migrations.hr_column_exists(t, 'access_token') THEN
-            'access_token dropped: only hashes exist' END,
-        CASE WHEN phase IN ('dual', 'migrated') AND hash_only > 0 THEN
-            format('%s references have no plaintext token left and verify by hash only', hash_only) END,
-        CASE WHEN empty_tokens > 0 THEN
-            format('%s references have an empty token, which is not hashed and never verifies', empty_tokens) END,
-        CASE WHEN phase = 'enforced' THEN hr_migrations.hr_contract_eta(migration) END);
-    IF note = '' THEN
-        note := 'every token has a hash; plaintext is still accepted until enforced';
-    END IF;
-    RETURN note;
-END
-$$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tokens.rs:156
-CREATE FUNCTION hr_migrations."hr_references_token_trigger"() RETURNS trigger
-LANGUAGE c AS 'MODULE_PATHNAME', 'hr_references_token_trigger_v1';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2448,14 +1871,14 @@ LANGUAGE c AS 'MODULE_PATHNAME', 'hr_references_token_trigger_v1';
 
 -- Key check values: one row per key version, written on the version's first
 -- use. Not the key: 16 bytes of a domain-separated SHA-256 of it.
-CREATE TABLE hr_migrations.hr_key_checks (
+CREATE TABLE hr_key_checks (
     key_version   integer PRIMARY KEY CHECK (key_version > 0),
     check_value   text NOT NULL,
     first_used_at timestamptz NOT NULL DEFAULT now()
 );
-COMMENT ON TABLE hr_migrations.hr_key_checks IS
+COMMENT ON TABLE hr_key_checks IS
     'hr_migrations: key check value of each keyring version, recorded on first use (never the key)';
-SELECT pg_catalog.pg_extension_config_dump('hr_migrations.hr_key_checks', '');
+SELECT pg_catalog.pg_extension_config_dump('hr_key_checks', '');
 
 -- Records a version's check value on first use; true when it matches the
 -- recorded one. In a read-only transaction a first use cannot be recorded
@@ -2463,23 +1886,23 @@ SELECT pg_catalog.pg_extension_config_dump('hr_migrations.hr_key_checks', '');
 -- Rust keystore as hr_migrations_definer (src/keystore.rs), never by app
 -- roles: one that could call it could record a bogus value for an unused
 -- version and make that key unusable.
-CREATE FUNCTION hr_migrations.hr_key_check(key_version integer, check_value text) RETURNS boolean
+CREATE FUNCTION hr_key_check(key_version integer, check_value text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     recorded text;
 BEGIN
-    SELECT k.check_value INTO recorded FROM hr_migrations.hr_key_checks k
+    SELECT k.check_value INTO recorded FROM @extschema@.hr_key_checks k
      WHERE k.key_version = hr_key_check.key_version;
     IF recorded IS NULL THEN
         IF current_setting('transaction_read_only') = 'on' THEN
             RETURN true;
         END IF;
-        INSERT INTO hr_migrations.hr_key_checks AS k (key_version, check_value)
+        INSERT INTO @extschema@.hr_key_checks AS k (key_version, check_value)
         VALUES (hr_key_check.key_version, hr_key_check.check_value)
         ON CONFLICT ON CONSTRAINT hr_key_checks_pkey DO NOTHING;
-        SELECT k.check_value INTO recorded FROM hr_migrations.hr_key_checks k
+        SELECT k.check_value INTO recorded FROM @extschema@.hr_key_checks k
          WHERE k.key_version = hr_key_check.key_version;
     END IF;
     RETURN recorded = check_value;
@@ -2487,26 +1910,26 @@ END
 $$;
 
 -- The credentials table and audit log of a credential_move migration.
-CREATE FUNCTION hr_migrations.hr_credentials_table(migration text) RETURNS regclass
+CREATE FUNCTION hr_credentials_table(migration text) RETURNS regclass
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT to_regclass(format('%I.%I', e.table_schema, e.objects ->> 'credentials_table'))
-      FROM hr_migrations.hr_migration_entry(migration) e  -- 22023 when not registered
+      FROM @extschema@.hr_migration_entry(migration) e  -- 22023 when not registered
 $$;
 
-CREATE FUNCTION hr_migrations.hr_credential_log_table(migration text) RETURNS regclass
+CREATE FUNCTION hr_credential_log_table(migration text) RETURNS regclass
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT to_regclass(format('%I.%I', e.table_schema, e.objects ->> 'log_table'))
-      FROM hr_migrations.hr_migration_entry(migration) e  -- 22023 when not registered
+      FROM @extschema@.hr_migration_entry(migration) e  -- 22023 when not registered
 $$;
 
 -- Raises 42501 unless a credential belongs to the integration's
 -- organization. Every read, rollback, rewrap, clearing and link checks it:
 -- a credential_id pointing at another tenant's credential reads nothing.
-CREATE FUNCTION hr_migrations.hr_require_same_organization(integration_org uuid, credential_org uuid) RETURNS boolean
+CREATE FUNCTION hr_require_same_organization(integration_org uuid, credential_org uuid) RETURNS boolean
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -2524,43 +1947,43 @@ $$;
 -- with AAD hr_credential_aad(organization_id, new id), verified to open,
 -- logged) or, when the integration already has one, that credential
 -- re-encrypted if the secret changed. Returns the credential id.
-CREATE FUNCTION hr_migrations.hr_put_secret(migration text, integration_id uuid, organization_id uuid,
+CREATE FUNCTION hr_put_secret(migration text, integration_id uuid, organization_id uuid,
     job_board_type text, created_by uuid, credential_id uuid, secret text, note text) RETURNS uuid
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    creds regclass := hr_migrations.hr_credentials_table(migration);
+    creds regclass := @extschema@.hr_credentials_table(migration);
     cid uuid := credential_id;
     corg uuid;
     envelope text;
     same boolean;
 BEGIN
-    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY[hr_migrations.hr_migration_table(migration), creds,
-                                                         hr_migrations.hr_credential_log_table(migration)]::oid[]);
+    PERFORM @extschema@.hr_refuse_foreign_triggers(ARRAY[@extschema@.hr_migration_table(migration), creds,
+                                                         @extschema@.hr_credential_log_table(migration)]::oid[]);
     IF cid IS NULL THEN
         cid := gen_random_uuid();
         EXECUTE format('INSERT INTO %s (id, organization_id, credential_type, name, encrypted_value, created_by)
                         VALUES ($1, $2, $3, $4, $5, $6)', creds)
           USING cid, organization_id, 'job_board_' || job_board_type, job_board_type || ' - Migrated',
-                hr_migrations.hr_seal_verified(secret, hr_migrations.hr_credential_aad(organization_id, cid)), created_by;
+                @extschema@.hr_seal_verified(secret, @extschema@.hr_credential_aad(organization_id, cid)), created_by;
         EXECUTE format('INSERT INTO %s (table_name, record_id, credential_type, migrated_by, notes)
-                        VALUES ($1, $2, $3, NULL, $4)', hr_migrations.hr_credential_log_table(migration))
-          USING (hr_migrations.hr_migration_entry(migration)).table_name, integration_id,
+                        VALUES ($1, $2, $3, NULL, $4)', @extschema@.hr_credential_log_table(migration))
+          USING (@extschema@.hr_migration_entry(migration)).table_name, integration_id,
                 'job_board_' || job_board_type, note;
         RETURN cid;
     END IF;
     EXECUTE format('SELECT c.organization_id, c.encrypted_value FROM %s c WHERE c.id = $1 FOR UPDATE', creds)
        INTO corg, envelope USING cid;
-    PERFORM hr_migrations.hr_require_same_organization(organization_id, corg);
+    PERFORM @extschema@.hr_require_same_organization(organization_id, corg);
     BEGIN
-        same := hr_migrations.hr_decrypt_credential(envelope, hr_migrations.hr_credential_aad(corg, cid)) = secret;
+        same := @extschema@.hr_decrypt_credential(envelope, @extschema@.hr_credential_aad(corg, cid)) = secret;
     EXCEPTION WHEN invalid_parameter_value OR invalid_text_representation THEN
         same := false;  -- an envelope that no longer opens is replaced
     END;
     IF NOT same THEN
         EXECUTE format('UPDATE %s c SET encrypted_value = $2, updated_at = now() WHERE c.id = $1', creds)
-          USING cid, hr_migrations.hr_seal_verified(secret, hr_migrations.hr_credential_aad(corg, cid));
+          USING cid, @extschema@.hr_seal_verified(secret, @extschema@.hr_credential_aad(corg, cid));
     END IF;
     RETURN cid;
 END
@@ -2581,7 +2004,7 @@ $$;
 -- SECURITY DEFINER (owner hr_migrations_definer): writers need no access
 -- to the credentials table or keys. EXECUTE is granted to nobody, and
 -- hr_trigger_migration() refuses any table but its own.
-CREATE OR REPLACE FUNCTION hr_migrations.hr_job_board_integrations_trigger() RETURNS trigger
+CREATE OR REPLACE FUNCTION hr_job_board_integrations_trigger() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -2590,19 +2013,18 @@ DECLARE
     corg uuid;
     cid uuid;
 BEGIN
-    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
     IF TG_LEVEL <> 'ROW' OR NOT ((TG_WHEN = 'AFTER' AND TG_OP = 'INSERT') OR (TG_WHEN = 'BEFORE' AND TG_OP = 'UPDATE')) THEN
         RAISE EXCEPTION 'hr_job_board_integrations_trigger() must be an AFTER INSERT or BEFORE UPDATE ... FOR EACH ROW trigger'
             USING ERRCODE = 'trigger_protocol_violated';
     END IF;
-    m := hr_migrations.hr_trigger_migration(TG_RELID, 'credential_move');
-    IF hr_migrations.hr_backfill_in_progress() THEN
+    m := @extschema@.hr_trigger_migration(TG_RELID, 'credential_move');
+    IF @extschema@.hr_backfill_in_progress() THEN
         RETURN NEW;
     END IF;
     IF NEW.credential_id IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.credential_id IS DISTINCT FROM OLD.credential_id) THEN
-        EXECUTE format('SELECT c.organization_id FROM %s c WHERE c.id = $1', hr_migrations.hr_credentials_table(m))
+        EXECUTE format('SELECT c.organization_id FROM %s c WHERE c.id = $1', @extschema@.hr_credentials_table(m))
            INTO corg USING NEW.credential_id;
-        PERFORM hr_migrations.hr_require_same_organization(NEW.organization_id, corg);
+        PERFORM @extschema@.hr_require_same_organization(NEW.organization_id, corg);
     END IF;
     IF NEW.api_key IS NULL AND NEW.api_secret IS NULL AND NEW.refresh_token IS NULL THEN
         RETURN NEW;
@@ -2612,21 +2034,21 @@ BEGIN
        AND NEW.refresh_token IS NOT DISTINCT FROM OLD.refresh_token THEN
         RETURN NEW;
     END IF;
-    IF NOT hr_migrations.hr_phase_accepts_plaintext(hr_migrations.hr_migration_phase(m)) THEN
+    IF NOT @extschema@.hr_phase_accepts_plaintext(@extschema@.hr_migration_phase(m)) THEN
         RAISE EXCEPTION '% no longer accepts plaintext credentials: % is enforced', TG_TABLE_NAME, m
             USING ERRCODE = 'check_violation', TABLE = TG_TABLE_NAME,
                   HINT = 'store the secret with hr_set_integration_secret(id, secret) instead';
     END IF;
-    cid := hr_migrations.hr_put_secret(m, NEW.id, NEW.organization_id, NEW.job_board_type, NEW.created_by,
+    cid := @extschema@.hr_put_secret(m, NEW.id, NEW.organization_id, NEW.job_board_type, NEW.created_by,
         NEW.credential_id,
-        hr_migrations.hr_integration_secret_json(NEW.api_key, NEW.api_secret, NEW.refresh_token),
+        @extschema@.hr_integration_secret_json(NEW.api_key, NEW.api_secret, NEW.refresh_token),
         'hr_migrations: plaintext written by the application, moved at once');
     IF TG_OP = 'INSERT' THEN
         IF NEW.credential_id IS NULL THEN
-            PERFORM hr_migrations.hr_set_backfill_flag(true);  -- our own write: the triggers skip it
+            PERFORM @extschema@.hr_set_backfill_flag(true);  -- our own write: the triggers skip it
             EXECUTE format('UPDATE %s i SET credential_id = $1 WHERE i.id = $2', TG_RELID::regclass)
               USING cid, NEW.id;
-            PERFORM hr_migrations.hr_set_backfill_flag(false);
+            PERFORM @extschema@.hr_set_backfill_flag(false);
         END IF;
     ELSE
         NEW.credential_id := cid;
@@ -2641,18 +2063,17 @@ $$;
 -- does not exist or holds no secret. The secret is parsed in Rust
 -- (hr_open_secret), so no error can quote it.
 -- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
-CREATE FUNCTION hr_migrations.hr_integration_secret(integration_id uuid) RETURNS jsonb
+CREATE FUNCTION hr_integration_secret(integration_id uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    phase text := hr_migrations.hr_require_applied('integration_credentials');
+    phase text := @extschema@.hr_require_applied('integration_credentials');
     i record;
     c record;
     s record;
 BEGIN
-    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
-    IF hr_migrations.hr_phase_accepts_plaintext(phase) THEN
+    IF @extschema@.hr_phase_accepts_plaintext(phase) THEN
         SELECT x.organization_id, x.credential_id, x.api_key, x.api_secret, x.refresh_token INTO i
           FROM public.hr_job_board_integrations x WHERE x.id = integration_id;
     ELSE
@@ -2666,9 +2087,9 @@ BEGIN
     IF i.credential_id IS NOT NULL THEN
         SELECT y.id, y.organization_id, y.encrypted_value INTO c
           FROM public.pf_credentials y WHERE y.id = i.credential_id;
-        PERFORM hr_migrations.hr_require_same_organization(i.organization_id, c.organization_id);
-        SELECT * INTO s FROM hr_migrations.hr_open_secret(c.encrypted_value,
-                                 hr_migrations.hr_credential_aad(c.organization_id, c.id));
+        PERFORM @extschema@.hr_require_same_organization(i.organization_id, c.organization_id);
+        SELECT * INTO s FROM @extschema@.hr_open_secret(c.encrypted_value,
+                                 @extschema@.hr_credential_aad(c.organization_id, c.id));
         RETURN jsonb_build_object('api_key', s.api_key, 'api_secret', s.api_secret, 'refresh_token', s.refresh_token);
     END IF;
     IF i.api_key IS NULL AND i.api_secret IS NULL AND i.refresh_token IS NULL THEN
@@ -2687,32 +2108,31 @@ $$;
 -- enforced the plaintext columns are kept equal to it (old code still reads
 -- them); from enforced on they are set NULL. P0002 for an unknown integration.
 -- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
-CREATE FUNCTION hr_migrations.hr_set_integration_secret(integration_id uuid, secret text) RETURNS uuid
+CREATE FUNCTION hr_set_integration_secret(integration_id uuid, secret text) RETURNS uuid
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    phase text := hr_migrations.hr_require_applied('integration_credentials');
+    phase text := @extschema@.hr_require_applied('integration_credentials');
     s record;
     i record;
     cid uuid;
 BEGIN
-    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
     IF secret IS NULL THEN
         RAISE EXCEPTION 'secret must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    SELECT * INTO s FROM hr_migrations.hr_parse_secret(secret);
+    SELECT * INTO s FROM @extschema@.hr_parse_secret(secret);
     SELECT x.id, x.organization_id, x.job_board_type, x.created_by, x.credential_id INTO i
       FROM public.hr_job_board_integrations x WHERE x.id = integration_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no integration with that id' USING ERRCODE = 'no_data_found';
     END IF;
-    cid := hr_migrations.hr_put_secret('integration_credentials', i.id, i.organization_id, i.job_board_type,
+    cid := @extschema@.hr_put_secret('integration_credentials', i.id, i.organization_id, i.job_board_type,
         i.created_by, i.credential_id,
-        hr_migrations.hr_integration_secret_json(s.api_key, s.api_secret, s.refresh_token),
+        @extschema@.hr_integration_secret_json(s.api_key, s.api_secret, s.refresh_token),
         'hr_migrations: secret set with hr_set_integration_secret()');
-    PERFORM hr_migrations.hr_set_backfill_flag(true);  -- our own write: the triggers skip it
-    IF hr_migrations.hr_phase_accepts_plaintext(phase) THEN
+    PERFORM @extschema@.hr_set_backfill_flag(true);  -- our own write: the triggers skip it
+    IF @extschema@.hr_phase_accepts_plaintext(phase) THEN
         UPDATE public.hr_job_board_integrations x
            SET credential_id = cid, api_key = s.api_key, api_secret = s.api_secret,
                refresh_token = s.refresh_token, updated_at = now()
@@ -2727,7 +2147,7 @@ BEGIN
            SET credential_id = cid, api_key = NULL, api_secret = NULL, refresh_token = NULL, updated_at = now()
          WHERE x.id = integration_id;
     END IF;
-    PERFORM hr_migrations.hr_set_backfill_flag(false);
+    PERFORM @extschema@.hr_set_backfill_flag(false);
     RETURN cid;
 END
 $$;
@@ -2737,7 +2157,7 @@ $$;
 -- written); skipped: integrations with neither plaintext nor credential;
 -- remaining: integrations still to move (a count: CALL hr_run_backfill
 -- does not count per batch).
-CREATE FUNCTION hr_migrations.hr_migrate_integrations(batch_size integer DEFAULT 1000, dry_run boolean DEFAULT false)
+CREATE FUNCTION hr_migrate_integrations(batch_size integer DEFAULT 1000, dry_run boolean DEFAULT false)
 RETURNS TABLE (migrated bigint, skipped bigint, remaining bigint)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -2745,12 +2165,11 @@ AS $$
 DECLARE
     c record;
 BEGIN
-    PERFORM hr_migrations.hr_require_integrity();
-    PERFORM hr_migrations.hr_check_batch_size(batch_size);
+    PERFORM @extschema@.hr_check_batch_size(batch_size);
     IF NOT dry_run THEN
-        migrated := hr_migrations.hr_engine_batch('integration_credentials', 'backfill', batch_size);
+        migrated := @extschema@.hr_engine_batch('integration_credentials', 'backfill', batch_size);
     END IF;
-    SELECT * INTO c FROM hr_migrations.hr_operation_counts('integration_credentials', 'backfill');
+    SELECT * INTO c FROM @extschema@.hr_operation_counts('integration_credentials', 'backfill');
     IF dry_run THEN
         migrated := least(c.pending, batch_size::bigint);
     END IF;
@@ -2762,26 +2181,24 @@ $$;
 
 -- One batch of the plan's rollback, through the engine; rows whose
 -- credential cannot be restored exactly are skipped and recorded.
-CREATE FUNCTION hr_migrations.hr_rollback_integrations(batch_size integer DEFAULT 1000) RETURNS bigint
+CREATE FUNCTION hr_rollback_integrations(batch_size integer DEFAULT 1000) RETURNS bigint
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT hr_migrations.hr_require_integrity(); SELECT hr_migrations.hr_engine_batch('integration_credentials', 'rollback', batch_size) $$;
+AS $$ SELECT @extschema@.hr_engine_batch('integration_credentials', 'rollback', batch_size) $$;
 
 -- One batch of re-encryption under hr_migrations.active_key_version, through
 -- the engine: a cursor over the credentials table, failures recorded.
-CREATE FUNCTION hr_migrations.hr_rewrap_credentials(batch_size integer DEFAULT 1000) RETURNS bigint
+CREATE FUNCTION hr_rewrap_credentials(batch_size integer DEFAULT 1000) RETURNS bigint
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT hr_migrations.hr_require_integrity(); SELECT hr_migrations.hr_engine_batch('integration_credentials', 'rewrap', batch_size) $$;
+AS $$ SELECT @extschema@.hr_engine_batch('integration_credentials', 'rewrap', batch_size) $$;
 
 -- Rewrap to the end, one committed batch at a time (docs/key-management.md).
-CREATE PROCEDURE hr_migrations.hr_run_rewrap(batch_size integer DEFAULT NULL)
+CREATE PROCEDURE hr_run_rewrap(batch_size integer DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    PERFORM hr_migrations.hr_procedure_step();
-    CALL hr_migrations.hr_run_batches('integration_credentials', 'rewrap', batch_size);
-    PERFORM hr_migrations.hr_procedure_step();
+    CALL @extschema@.hr_run_batches('integration_credentials', 'rewrap', batch_size);
 END
 $$;
 
@@ -2790,17 +2207,17 @@ $$;
 --   clear     (enforced) rows with a credential that still hold plaintext;
 --   rollback  rows with a credential (refused from enforced on);
 --   rewrap    credentials (of the credentials table) under another key version.
-CREATE FUNCTION hr_migrations.hr_credential_move_spec(migration text, operation text,
+CREATE FUNCTION hr_credential_move_spec(migration text, operation text,
     OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
     OUT action text, OUT writes regclass[])
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    t regclass := hr_migrations.hr_migration_table(migration);
-    creds regclass := hr_migrations.hr_credentials_table(migration);
-    logt regclass := hr_migrations.hr_credential_log_table(migration);
-    plaintext text := CASE WHEN hr_migrations.hr_column_exists(t, 'api_key')
+    t regclass := @extschema@.hr_migration_table(migration);
+    creds regclass := @extschema@.hr_credentials_table(migration);
+    logt regclass := @extschema@.hr_credential_log_table(migration);
+    plaintext text := CASE WHEN @extschema@.hr_column_exists(t, 'api_key')
         THEN '(t.api_key IS NOT NULL OR t.api_secret IS NOT NULL OR t.refresh_token IS NOT NULL)'
         ELSE 'false' END;
 BEGIN
@@ -2812,31 +2229,31 @@ BEGIN
     CASE operation
         WHEN 'backfill' THEN
             pending := 't.credential_id IS NULL AND ' || plaintext;
-            action := 'hr_migrations.hr_credential_move_backfill';
+            action := '@extschema@.hr_credential_move_backfill';
             writes := ARRAY[t, creds, logt];
         WHEN 'clear' THEN
             -- Every row with plaintext: also one whose credential was unlinked
             -- or deleted after the move (the action moves it again first).
             pending := plaintext;
-            action := 'hr_migrations.hr_credential_move_clear';
+            action := '@extschema@.hr_credential_move_clear';
             writes := ARRAY[t, creds, logt];
         WHEN 'rollback' THEN
-            IF NOT hr_migrations.hr_phase_accepts_plaintext(hr_migrations.hr_migration_phase(migration)) THEN
-                RAISE EXCEPTION 'cannot roll back % while it is %', migration, hr_migrations.hr_migration_phase(migration)
+            IF NOT @extschema@.hr_phase_accepts_plaintext(@extschema@.hr_migration_phase(migration)) THEN
+                RAISE EXCEPTION 'cannot roll back % while it is %', migration, @extschema@.hr_migration_phase(migration)
                     USING ERRCODE = 'object_not_in_prerequisite_state',
                           HINT = format('SELECT hr_set_phase(%L, ''dual'') first (not possible once contracted)', migration);
             END IF;
             pending := 't.credential_id IS NOT NULL';
             migrated := 'false';
-            action := 'hr_migrations.hr_credential_move_rollback';
+            action := '@extschema@.hr_credential_move_rollback';
             writes := ARRAY[t, creds, logt];
         WHEN 'rewrap' THEN
-            PERFORM hr_migrations.hr_keyring_versions();  -- F0000 now, naming the setting, if the keyring is not usable
+            PERFORM @extschema@.hr_keyring_versions();  -- F0000 now, naming the setting, if the keyring is not usable
             pending := format('%s.hr_envelope_key_version(t.encrypted_value) <> %s.hr_active_key_version()',
-                              'hr_migrations', 'hr_migrations');
+                              '@extschema@', '@extschema@');
             migrated := format('%s.hr_envelope_key_version(t.encrypted_value) = %s.hr_active_key_version()',
-                               'hr_migrations', 'hr_migrations');
-            action := 'hr_migrations.hr_credential_move_rewrap';
+                               '@extschema@', '@extschema@');
+            action := '@extschema@.hr_credential_move_rewrap';
             writes := ARRAY[creds];
             tbl := creds;
             RETURN;
@@ -2847,7 +2264,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION hr_migrations.hr_credential_move_phase_operation(migration text, phase text) RETURNS text
+CREATE FUNCTION hr_credential_move_phase_operation(migration text, phase text) RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -2859,7 +2276,7 @@ $$;
 -- opened again before the batch commits (hr_seal_verified), the credential
 -- row, the link and the audit row, in one statement. Plaintext columns stay
 -- as they are until enforced (rollback needs them).
-CREATE FUNCTION hr_migrations.hr_credential_move_backfill(migration text, ids uuid[]) RETURNS bigint
+CREATE FUNCTION hr_credential_move_backfill(migration text, ids uuid[]) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -2887,8 +2304,8 @@ BEGIN
               FROM sealed s
         )
         UPDATE %2$s i SET credential_id = s.cid FROM sealed s WHERE i.id = s.id$q$,
-        'hr_migrations', hr_migrations.hr_migration_table(migration), hr_migrations.hr_credentials_table(migration),
-        hr_migrations.hr_credential_log_table(migration), (hr_migrations.hr_migration_entry(migration)).table_name)
+        '@extschema@', @extschema@.hr_migration_table(migration), @extschema@.hr_credentials_table(migration),
+        @extschema@.hr_credential_log_table(migration), (@extschema@.hr_migration_entry(migration)).table_name)
       USING ids;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -2897,14 +2314,14 @@ $$;
 
 -- Raises unless the credential holds exactly the integration's plaintext
 -- (55000), belongs to its organization (42501) and opens (22023/22P02).
-CREATE FUNCTION hr_migrations.hr_require_secret_matches(envelope text, credential_id uuid, credential_org uuid,
+CREATE FUNCTION hr_require_secret_matches(envelope text, credential_id uuid, credential_org uuid,
     integration_org uuid, api_key text, api_secret text, refresh_token text) RETURNS boolean
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM hr_migrations.hr_require_same_organization(integration_org, credential_org);
-    IF NOT hr_migrations.hr_secret_matches(envelope, hr_migrations.hr_credential_aad(credential_org, credential_id),
+    PERFORM @extschema@.hr_require_same_organization(integration_org, credential_org);
+    IF NOT @extschema@.hr_secret_matches(envelope, @extschema@.hr_credential_aad(credential_org, credential_id),
                                          api_key, api_secret, refresh_token) THEN
         RAISE EXCEPTION 'the plaintext columns differ from the integration''s credential: not cleared'
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -2918,19 +2335,19 @@ $$;
 -- whose credential decrypts to exactly that plaintext. A row that holds
 -- plaintext but no credential (unlinked, or its credential deleted, after
 -- the move) is moved first, so its secret is kept, not dropped.
-CREATE FUNCTION hr_migrations.hr_credential_move_clear(migration text, ids uuid[]) RETURNS bigint
+CREATE FUNCTION hr_credential_move_clear(migration text, ids uuid[]) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    tbl regclass := hr_migrations.hr_migration_table(migration);
+    tbl regclass := @extschema@.hr_migration_table(migration);
     unlinked uuid[];
     n bigint;
 BEGIN
     EXECUTE format('SELECT array_agg(t.id) FROM %s t WHERE t.id = ANY ($1) AND t.credential_id IS NULL', tbl)
        INTO unlinked USING ids;
     IF unlinked IS NOT NULL THEN
-        PERFORM hr_migrations.hr_credential_move_backfill(migration, unlinked);
+        PERFORM @extschema@.hr_credential_move_backfill(migration, unlinked);
     END IF;
     EXECUTE format($q$
         UPDATE %2$s i SET api_key = NULL, api_secret = NULL, refresh_token = NULL
@@ -2938,7 +2355,7 @@ BEGIN
          WHERE i.id = ANY ($1) AND c.id = i.credential_id
            AND %1$s.hr_require_secret_matches(c.encrypted_value, c.id, c.organization_id, i.organization_id,
                                               i.api_key, i.api_secret, i.refresh_token)$q$,
-        'hr_migrations', tbl, hr_migrations.hr_credentials_table(migration))
+        '@extschema@', tbl, @extschema@.hr_credentials_table(migration))
       USING ids;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -2950,7 +2367,7 @@ $$;
 -- byte for byte), the link cleared, the credential deleted when no other
 -- integration uses it, the rollback logged. A row that fails leaves its
 -- credential untouched and is recorded by the engine.
-CREATE FUNCTION hr_migrations.hr_credential_move_rollback(migration text, ids uuid[]) RETURNS bigint
+CREATE FUNCTION hr_credential_move_rollback(migration text, ids uuid[]) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -2983,8 +2400,8 @@ BEGIN
               FROM src s
         )
         SELECT count(*) FROM restored$q$,
-        'hr_migrations', hr_migrations.hr_migration_table(migration), hr_migrations.hr_credentials_table(migration),
-        hr_migrations.hr_credential_log_table(migration), (hr_migrations.hr_migration_entry(migration)).table_name)
+        '@extschema@', @extschema@.hr_migration_table(migration), @extschema@.hr_credentials_table(migration),
+        @extschema@.hr_credential_log_table(migration), (@extschema@.hr_migration_entry(migration)).table_name)
       INTO n USING ids;
     RETURN n;
 END
@@ -2993,7 +2410,7 @@ $$;
 -- Row action of the rewrap: each credential opened with the AAD rebuilt
 -- from its row and sealed again under the active version; refused (42501)
 -- when an integration of another organization links to it.
-CREATE FUNCTION hr_migrations.hr_credential_move_rewrap(migration text, ids uuid[]) RETURNS bigint
+CREATE FUNCTION hr_credential_move_rewrap(migration text, ids uuid[]) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -3010,7 +2427,7 @@ BEGIN
            AND NOT EXISTS (SELECT 1 FROM %2$s i
                             WHERE i.credential_id = c.id
                               AND NOT %1$s.hr_require_same_organization(i.organization_id, c.organization_id))$q$,
-        'hr_migrations', hr_migrations.hr_migration_table(migration), hr_migrations.hr_credentials_table(migration))
+        '@extschema@', @extschema@.hr_migration_table(migration), @extschema@.hr_credentials_table(migration))
       USING ids;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
@@ -3020,19 +2437,19 @@ $$;
 -- applied: credential_id and both sync triggers exist (after the contract
 -- phase dropped the triggers, credential_id alone). ready: the updated_at
 -- trigger too.
-CREATE FUNCTION hr_migrations.hr_credential_move_state(migration text, OUT applied boolean, OUT ready boolean)
+CREATE FUNCTION hr_credential_move_state(migration text, OUT applied boolean, OUT ready boolean)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    t regclass := hr_migrations.hr_migration_table(migration);
-    o jsonb := (hr_migrations.hr_migration_entry(migration)).objects;
-    contracted boolean := hr_migrations.hr_migration_phase(migration) = 'contracted';
+    t regclass := @extschema@.hr_migration_table(migration);
+    o jsonb := (@extschema@.hr_migration_entry(migration)).objects;
+    contracted boolean := @extschema@.hr_migration_phase(migration) = 'contracted';
 BEGIN
-    applied := hr_migrations.hr_column_exists(t, 'credential_id')
-        AND (contracted OR (hr_migrations.hr_trigger_exists(t, o ->> 'sync_insert_trigger')
-                            AND hr_migrations.hr_trigger_exists(t, o ->> 'sync_update_trigger')));
-    ready := applied AND hr_migrations.hr_trigger_exists(t, o ->> 'touch_trigger');
+    applied := @extschema@.hr_column_exists(t, 'credential_id')
+        AND (contracted OR (@extschema@.hr_trigger_exists(t, o ->> 'sync_insert_trigger')
+                            AND @extschema@.hr_trigger_exists(t, o ->> 'sync_update_trigger')));
+    ready := applied AND @extschema@.hr_trigger_exists(t, o ->> 'touch_trigger');
 END
 $$;
 
@@ -3040,29 +2457,27 @@ $$;
 -- that has written the table to end (hr_wait_for_writers), so plaintext
 -- written before the move is visible to the clearing batches and none
 -- escapes them.
-CREATE FUNCTION hr_migrations.hr_credential_move_enter(migration text, from_phase text, to_phase text) RETURNS void
+CREATE FUNCTION hr_credential_move_enter(migration text, from_phase text, to_phase text) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF to_phase = 'enforced' THEN
-        PERFORM hr_migrations.hr_wait_for_writers(hr_migrations.hr_migration_table(migration));
+        PERFORM @extschema@.hr_wait_for_writers(@extschema@.hr_migration_table(migration));
     END IF;
 END
 $$;
 
 -- Closing DDL. contracted: drop the sync triggers (they served the
 -- transition) and the three plaintext columns.
-CREATE PROCEDURE hr_migrations.hr_credential_move_finish(migration text, phase text)
+CREATE PROCEDURE hr_credential_move_finish(migration text, phase text)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    t regclass;
+    t regclass := @extschema@.hr_migration_table(migration);
     left_over bigint;
 BEGIN
-    PERFORM hr_migrations.hr_procedure_step();
-    t := hr_migrations.hr_migration_table(migration);
-    IF phase <> 'contracted' OR NOT hr_migrations.hr_column_exists(t, 'api_key') THEN
+    IF phase <> 'contracted' OR NOT @extschema@.hr_column_exists(t, 'api_key') THEN
         RETURN;
     END IF;
     EXECUTE format('SELECT count(*) FROM %s t WHERE t.api_key IS NOT NULL OR t.api_secret IS NOT NULL OR t.refresh_token IS NOT NULL', t)
@@ -3072,35 +2487,34 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'SELECT hr_set_phase(migration, ''enforced''); CALL hr_run_backfill(migration) clears them; then contract again';
     END IF;
-    CALL hr_migrations.hr_ddl(migration, $ddl$
+    CALL @extschema@.hr_ddl(migration, $ddl$
         DROP TRIGGER IF EXISTS {sync_insert_trigger} ON {table};
         DROP TRIGGER IF EXISTS {sync_update_trigger} ON {table};
         ALTER TABLE {table} DROP COLUMN IF EXISTS api_key, DROP COLUMN IF EXISTS api_secret,
                             DROP COLUMN IF EXISTS refresh_token
     $ddl$);
-    PERFORM hr_migrations.hr_procedure_step();
     RAISE NOTICE '%: plaintext columns dropped (VACUUM the table; old row versions, WAL and backups still hold what they held: rotate the job-board keys upstream)', migration;
 END
 $$;
 
-CREATE FUNCTION hr_migrations.hr_credential_move_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
+CREATE FUNCTION hr_credential_move_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    t regclass := hr_migrations.hr_migration_table(migration);
+    t regclass := @extschema@.hr_migration_table(migration);
     plaintext_left bigint := 0;
     versions text;
     note text;
 BEGIN
-    IF hr_migrations.hr_column_exists(t, 'api_key') THEN
+    IF @extschema@.hr_column_exists(t, 'api_key') THEN
         EXECUTE format('SELECT count(*) FROM %s t WHERE t.api_key IS NOT NULL OR t.api_secret IS NOT NULL OR t.refresh_token IS NOT NULL', t)
            INTO plaintext_left;
     END IF;
     EXECUTE format('SELECT string_agg(format(''%%s under key version %%s'', cnt, coalesce(v::text, ''(not an envelope)'')), '', '' ORDER BY v)
                       FROM (SELECT %s.hr_envelope_key_version(c.encrypted_value) AS v, count(*) AS cnt
-                              FROM %s c GROUP BY 1) s', 'hr_migrations', hr_migrations.hr_credentials_table(migration))
+                              FROM %s c GROUP BY 1) s', '@extschema@', @extschema@.hr_credentials_table(migration))
        INTO versions;
     note := concat_ws('; ',
         CASE WHEN pending > 0 AND phase IN ('dual', 'migrated') THEN
@@ -3111,12 +2525,12 @@ BEGIN
             format('plaintext refused and no longer read; %s integrations still hold plaintext (%s pending, %s blocked): CALL hr_run_backfill(%L) clears it',
                    plaintext_left, pending, blocked, migration)
              WHEN phase = 'enforced' THEN 'plaintext columns cleared and refused' END,
-        CASE WHEN phase = 'contracted' AND hr_migrations.hr_column_exists(t, 'api_key') THEN
+        CASE WHEN phase = 'contracted' AND @extschema@.hr_column_exists(t, 'api_key') THEN
             format('CALL hr_run_backfill(%L) drops the plaintext columns', migration)
              WHEN phase = 'contracted' THEN 'plaintext columns dropped' END,
         CASE WHEN other_failures > 0 THEN
-            format('%s rows failed a rewrap or rollback: SELECT * FROM hr_migrations.hr_batch_failures WHERE migration = %L', other_failures, migration) END,
-        CASE WHEN phase = 'enforced' THEN hr_migrations.hr_contract_eta(migration) END,
+            format('%s rows failed a rewrap or rollback: SELECT * FROM hr_batch_failures WHERE migration = %L', other_failures, migration) END,
+        CASE WHEN phase = 'enforced' THEN @extschema@.hr_contract_eta(migration) END,
         'credentials: ' || coalesce(versions, 'none'));
     RETURN note;
 END
@@ -3124,234 +2538,505 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/lib.rs:64
-CREATE SCHEMA IF NOT EXISTS hr_migrations; /* hr_migrations::hr_migrations */
-/* </end connected objects> */
+-- src/tokens.rs:11
+-- Kind token_hash (migration reference_tokens): salted-hash storage of a
+-- table's reference tokens. A table of this kind has `id uuid` and
+-- `access_token text` (legacy plaintext); its script adds
+-- `access_token_hash text` (token hash v1).
+--
+-- PL/pgSQL resolves table and column names when a statement first runs, so
+-- CREATE EXTENSION works before sql/migrations/001 has created anything.
 
-/* <begin connected objects> */
--- src/credentials.rs:219
--- hr_migrations::credentials::hr_keyring_versions
-CREATE  FUNCTION hr_migrations."hr_keyring_versions"() RETURNS TABLE (
-	"key_version" INT,  /* i32 */
-	"active" bool  /* bool */
-)
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_keyring_versions_wrapper';
-/* </end connected objects> */
+-- The migration of a kind whose table fired a trigger; 39P01 when the table
+-- is not registered with that kind. Trigger functions call it first, so
+-- none of them can be aimed at another table (a temp table, another
+-- tenant's copy) by whoever manages to attach it.
+CREATE FUNCTION hr_trigger_migration(relid oid, kind text) RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m text;
+BEGIN
+    SELECT r.migration INTO m FROM @extschema@.hr_migration_registry r
+     WHERE r.kind = hr_trigger_migration.kind
+       AND to_regclass(format('%I.%I', r.table_schema, r.table_name)) = relid;
+    IF m IS NULL THEN
+        RAISE EXCEPTION 'this hr_migrations trigger function serves only the tables of its migrations, not %', relid::regclass
+            USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
+    RETURN m;
+END
+$$;
 
-/* <begin connected objects> */
--- src/tokens.rs:34
--- hr_migrations::tokens::hr_hash_token
-CREATE  FUNCTION hr_migrations."hr_hash_token"(
-	"token" TEXT /* & str */
-) RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_hash_token_wrapper';
-/* </end connected objects> */
+-- Generic updated_at maintenance for every table (replaces the plan's one
+-- function per table). Installed BEFORE UPDATE with
+-- WHEN (NOT hr_backfill_in_progress()), so the extension's own batches
+-- leave updated_at alone (the plan's bug 6).
+CREATE OR REPLACE FUNCTION hr_touch_updated_at() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_WHEN <> 'BEFORE' OR TG_OP <> 'UPDATE' OR TG_LEVEL <> 'ROW' THEN
+        RAISE EXCEPTION 'hr_touch_updated_at() must be a BEFORE UPDATE ... FOR EACH ROW trigger (on %)', TG_TABLE_NAME
+            USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
+    IF NOT @extschema@.hr_backfill_in_progress() THEN
+        NEW.updated_at := now();
+    END IF;
+    RETURN NEW;
+END
+$$;
 
-/* <begin connected objects> */
--- src/credentials.rs:90
--- hr_migrations::credentials::hr_envelope_key_version
-CREATE  FUNCTION hr_migrations."hr_envelope_key_version"(
-	"envelope" TEXT /* & str */
-) RETURNS INT /* Option < i32 > */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_envelope_key_version_wrapper';
-/* </end connected objects> */
+-- The trigger function of this kind, hr_references_token_trigger(), is Rust
+-- (src/tokens.rs): it runs once per written row.
 
-/* <begin connected objects> */
--- src/credentials.rs:108
--- hr_migrations::credentials::hr_integration_secret_json
-CREATE  FUNCTION hr_migrations."hr_integration_secret_json"(
-	"api_key" TEXT, /* Option < & str > */
-	"api_secret" TEXT, /* Option < & str > */
-	"refresh_token" TEXT /* Option < & str > */
-) RETURNS TEXT /* String */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_integration_secret_json_wrapper';
-/* </end connected objects> */
+-- Dual-path verification by reference id (DESIGN.md §4): the hash first,
+-- then (before enforced) the legacy plaintext, compared in constant time;
+-- the decision is src/dual_path.rs (hr_token_verdict). An empty presented
+-- token never verifies. Appends one row to hr_reference_token_validations:
+-- reference id, method, success, time; never the token. NULL arguments
+-- return false (not NULL) and are logged as 'none'.
+-- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
+-- It reads hr_references and inserts into the log table; app roles hold no
+-- TRIGGER on either (001 revokes it), and batches refuse foreign triggers.
+CREATE FUNCTION hr_verify_reference_token(reference_id uuid, token text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    phase text := @extschema@.hr_require_applied('reference_tokens');
+    stored_token text;
+    stored_hash text;
+    v record;
+BEGIN
+    IF reference_id IS NOT NULL THEN
+        IF phase = 'contracted' THEN  -- access_token is gone
+            SELECT r.access_token_hash INTO stored_hash
+              FROM public.hr_references r WHERE r.id = reference_id;
+        ELSE
+            SELECT r.access_token, r.access_token_hash INTO stored_token, stored_hash
+              FROM public.hr_references r WHERE r.id = reference_id;
+        END IF;
+    END IF;
+    SELECT * INTO v FROM @extschema@.hr_token_verdict(
+        @extschema@.hr_phase_accepts_plaintext(phase), token, stored_hash, stored_token);
+    PERFORM @extschema@.hr_refuse_foreign_triggers(ARRAY['public.hr_reference_token_validations'::regclass]::oid[]);
+    INSERT INTO public.hr_reference_token_validations (reference_id, method, success)
+    VALUES (reference_id, v.method, v.ok);
+    RETURN v.ok;
+END
+$$;
 
-/* <begin connected objects> */
--- src/tokens.rs:46
--- hr_migrations::tokens::hr_verify_token
-CREATE  FUNCTION hr_migrations."hr_verify_token"(
-	"token" TEXT, /* & str */
-	"stored_hash" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_verify_token_wrapper';
-/* </end connected objects> */
+-- A new token for a reference: generated here, stored only as its hash (in
+-- every phase), returned once. It replaces any earlier token of the
+-- reference, hashed or legacy plaintext (the plaintext is cleared). The
+-- token never travels to the database, so no statement or parameter log
+-- can hold it. P0002 for an unknown reference, 22004 for NULL.
+-- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
+CREATE FUNCTION hr_issue_reference_token(reference_id uuid) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    phase text := @extschema@.hr_require_applied('reference_tokens');
+    tok text := @extschema@.hr_generate_token();
+BEGIN
+    IF reference_id IS NULL THEN
+        RAISE EXCEPTION 'reference_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM @extschema@.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
+    IF phase = 'contracted' THEN
+        UPDATE public.hr_references r SET access_token_hash = @extschema@.hr_hash_token(tok)
+         WHERE r.id = reference_id;
+    ELSE
+        UPDATE public.hr_references r
+           SET access_token = NULL, access_token_hash = @extschema@.hr_hash_token(tok)
+         WHERE r.id = reference_id;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no reference with that id' USING ERRCODE = 'no_data_found',
+            HINT = 'hr_issue_reference_token() replaces the token of an existing hr_references row';
+    END IF;
+    RETURN tok;
+END
+$$;
 
-/* <begin connected objects> */
--- src/operations.rs:72
--- hr_migrations::operations::hr_phase_accepts_plaintext
-CREATE  FUNCTION hr_migrations."hr_phase_accepts_plaintext"(
-	"phase" TEXT /* & str */
-) RETURNS bool /* Result < bool, ErrorReport > */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_phase_accepts_plaintext_wrapper';
-/* </end connected objects> */
+-- Revokes a reference's token, hashed or plaintext, in every phase: true
+-- when there was one. SECURITY DEFINER: EXECUTE for service_role.
+CREATE FUNCTION hr_revoke_reference_token(reference_id uuid) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    phase text := @extschema@.hr_require_applied('reference_tokens');
+BEGIN
+    PERFORM @extschema@.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
+    IF phase = 'contracted' THEN
+        UPDATE public.hr_references r SET access_token_hash = NULL
+         WHERE r.id = reference_id AND r.access_token_hash IS NOT NULL;
+    ELSE
+        UPDATE public.hr_references r SET access_token = NULL, access_token_hash = NULL
+         WHERE r.id = reference_id AND (r.access_token IS NOT NULL OR r.access_token_hash IS NOT NULL);
+    END IF;
+    RETURN FOUND;
+END
+$$;
 
-/* <begin connected objects> */
--- src/tokens.rs:57
--- hr_migrations::tokens::hr_token_plaintext_matches
-CREATE  FUNCTION hr_migrations."hr_token_plaintext_matches"(
-	"presented" TEXT, /* & str */
-	"stored" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_token_plaintext_matches_wrapper';
-/* </end connected objects> */
+-- One keyset batch of the backfill (DESIGN.md §4): hashes up to batch_size
+-- plaintext tokens that have no hash yet, through the batch engine
+-- (hr_engine_batch). Returns rows hashed; 0 = nothing left.
+CREATE FUNCTION hr_backfill_reference_token_hashes(batch_size integer DEFAULT 5000) RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT @extschema@.hr_engine_batch('reference_tokens', 'backfill', batch_size) $$;
 
-/* <begin connected objects> */
--- src/integrity.rs:107
--- hr_migrations::integrity::hr_require_integrity
-CREATE  FUNCTION hr_migrations."hr_require_integrity"() RETURNS void
-STRICT VOLATILE PARALLEL RESTRICTED 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_require_integrity_wrapper';
-/* </end connected objects> */
+-- The engine's view of a token_hash migration (see hr_operation_spec):
+--   backfill  rows with a non-empty plaintext token and no hash;
+--   erase     (contracted) rows still holding legacy plaintext.
+-- Empty tokens are neither pending nor blocked: they verify nothing and
+-- are counted in the note.
+CREATE FUNCTION hr_token_hash_spec(migration text, operation text,
+    OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
+    OUT action text, OUT writes regclass[])
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+    has_plaintext boolean := @extschema@.hr_column_exists(t, 'access_token');
+BEGIN
+    IF t IS NULL THEN
+        RETURN;
+    END IF;
+    blocked := 'false';
+    migrated := 't.access_token_hash IS NOT NULL';
+    writes := ARRAY[t];
+    CASE operation
+        WHEN 'backfill' THEN
+            pending := CASE WHEN has_plaintext
+                THEN 't.access_token IS NOT NULL AND t.access_token <> '''' AND t.access_token_hash IS NULL'
+                ELSE 'false' END;
+            action := '@extschema@.hr_token_hash_backfill';
+        WHEN 'erase' THEN
+            pending := CASE WHEN has_plaintext THEN 't.access_token IS NOT NULL' ELSE 'false' END;
+            action := '@extschema@.hr_token_hash_erase';
+        ELSE
+            RETURN;
+    END CASE;
+    tbl := t;
+END
+$$;
 
-/* <begin connected objects> */
--- src/credentials.rs:123
--- hr_migrations::credentials::hr_seal_verified
-CREATE  FUNCTION hr_migrations."hr_seal_verified"(
-	"plaintext" TEXT, /* & str */
-	"associated_data" TEXT /* & str */
-) RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL RESTRICTED 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_seal_verified_wrapper';
-/* </end connected objects> */
+CREATE FUNCTION hr_token_hash_phase_operation(migration text, phase text) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- In enforced too: a token written with triggers disabled is hashed,
+    -- or it could never verify again.
+    SELECT CASE phase WHEN 'dual' THEN 'backfill' WHEN 'migrated' THEN 'backfill'
+                      WHEN 'enforced' THEN 'backfill' WHEN 'contracted' THEN 'erase' END
+$$;
 
-/* <begin connected objects> */
--- src/tenancy.rs:24
--- hr_migrations::tenancy::hr_jwt_organization_id
-CREATE  FUNCTION hr_migrations."hr_jwt_organization_id"() RETURNS uuid /* Option < pgrx :: Uuid > */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_jwt_organization_id_wrapper';
-/* </end connected objects> */
+-- Row action of the backfill: one statement for the whole batch.
+CREATE FUNCTION hr_token_hash_backfill(migration text, ids uuid[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format('UPDATE %s t SET access_token_hash = %s.hr_hash_token(t.access_token) WHERE t.id = ANY ($1)',
+                   @extschema@.hr_migration_table(migration), '@extschema@')
+      USING ids;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
 
-/* <begin connected objects> */
--- src/flag.rs:95
--- hr_migrations::flag::hr_backfill_in_progress
-CREATE  FUNCTION hr_migrations."hr_backfill_in_progress"() RETURNS bool /* bool */
-STRICT VOLATILE PARALLEL RESTRICTED 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_backfill_in_progress_wrapper';
-/* </end connected objects> */
+-- Row action of the contract phase: erases legacy plaintext (the flag is
+-- on, so the token trigger does not take it for a revocation).
+CREATE FUNCTION hr_token_hash_erase(migration text, ids uuid[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format('UPDATE %s t SET access_token = NULL WHERE t.id = ANY ($1)', @extschema@.hr_migration_table(migration))
+      USING ids;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
 
-/* <begin connected objects> */
--- src/credentials.rs:24
--- hr_migrations::credentials::hr_encrypt_credential
-CREATE  FUNCTION hr_migrations."hr_encrypt_credential"(
-	"plaintext" TEXT, /* & str */
-	"associated_data" TEXT DEFAULT '' /* & str */
-) RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL RESTRICTED 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_encrypt_credential_wrapper';
+-- applied: the hash column and the token trigger exist (after the contract
+-- phase dropped the trigger, the hash column alone). ready: the triggers
+-- the script installs are there.
+CREATE FUNCTION hr_token_hash_state(migration text, OUT applied boolean, OUT ready boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+    contracted boolean := @extschema@.hr_migration_phase(migration) = 'contracted';
+BEGIN
+    applied := @extschema@.hr_column_exists(t, 'access_token_hash')
+               AND (contracted OR @extschema@.hr_trigger_exists(t, @extschema@.hr_migration_object(migration, 'token_trigger')));
+    ready := applied AND @extschema@.hr_trigger_exists(t, @extschema@.hr_migration_object(migration, 'touch_trigger'));
+END
+$$;
+
+-- Brief DDL of a phase move: none for tokens. (Entering enforced needs no
+-- wait: a token written by a transaction still in flight is hashed by the
+-- trigger and its plaintext is legacy data the contract phase erases.)
+CREATE FUNCTION hr_token_hash_enter(migration text, from_phase text, to_phase text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    NULL;
+END
+$$;
+
+-- Closing DDL of a phase, once its batches are done. contracted: drop the
+-- token trigger (it served the transition) and the plaintext column.
+CREATE PROCEDURE hr_token_hash_finish(migration text, phase text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+BEGIN
+    IF phase <> 'contracted' OR NOT @extschema@.hr_column_exists(t, 'access_token') THEN
+        RETURN;
+    END IF;
+    CALL @extschema@.hr_ddl(migration, $ddl$
+        DROP TRIGGER IF EXISTS {token_trigger} ON {table};
+        ALTER TABLE {table} DROP COLUMN IF EXISTS access_token
+    $ddl$);
+    RAISE NOTICE '%: access_token dropped (VACUUM the table; old row versions, WAL and backups still hold what it held)', migration;
+END
+$$;
+
+CREATE FUNCTION hr_token_hash_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := @extschema@.hr_migration_table(migration);
+    empty_tokens bigint := 0;
+    hash_only bigint;
+    plaintext_left bigint := 0;
+    note text;
+BEGIN
+    IF @extschema@.hr_column_exists(t, 'access_token') THEN
+        EXECUTE format('SELECT count(*) FILTER (WHERE t.access_token = ''''),
+                               count(*) FILTER (WHERE t.access_token IS NULL AND t.access_token_hash IS NOT NULL),
+                               count(*) FILTER (WHERE t.access_token IS NOT NULL)
+                          FROM %s t', t)
+           INTO empty_tokens, hash_only, plaintext_left;
+    END IF;
+    note := concat_ws('; ',
+        CASE WHEN pending > 0 AND phase IN ('dual', 'migrated', 'enforced') THEN
+            format('%s plaintext tokens have no hash yet: CALL hr_run_backfill(%L)', pending, migration) END,
+        CASE WHEN phase = 'enforced' THEN
+            format('only hashes are stored and accepted; %s legacy plaintext tokens remain in access_token, no longer accepted (erased by the contract phase)', plaintext_left) END,
+        CASE WHEN phase = 'contracted' AND pending > 0 THEN
+            format('%s legacy plaintext tokens to erase: CALL hr_run_backfill(%L)', pending, migration) END,
+        CASE WHEN phase = 'contracted' AND pending = 0 AND plaintext_left = 0 AND @extschema@.hr_column_exists(t, 'access_token') THEN
+            format('plaintext erased; CALL hr_run_backfill(%L) drops access_token', migration) END,
+        CASE WHEN phase = 'contracted' AND NOT @extschema@.hr_column_exists(t, 'access_token') THEN
+            'access_token dropped: only hashes exist' END,
+        CASE WHEN phase IN ('dual', 'migrated') AND hash_only > 0 THEN
+            format('%s references have no plaintext token left and verify by hash only', hash_only) END,
+        CASE WHEN empty_tokens > 0 THEN
+            format('%s references have an empty token, which is not hashed and never verifies', empty_tokens) END,
+        CASE WHEN phase = 'enforced' THEN @extschema@.hr_contract_eta(migration) END);
+    IF note = '' THEN
+        note := 'every token has a hash; plaintext is still accepted until enforced';
+    END IF;
+    RETURN note;
+END
+$$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
 -- src/credentials.rs:82
 -- hr_migrations::credentials::hr_active_key_version
-CREATE  FUNCTION hr_migrations."hr_active_key_version"() RETURNS INT /* Option < i32 > */
-STRICT STABLE PARALLEL SAFE 
+CREATE  FUNCTION "hr_active_key_version"() RETURNS INT /* Option < i32 > */
+STRICT STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hr_active_key_version_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/credentials.rs:199
--- hr_migrations::credentials::hr_secret_matches
-CREATE  FUNCTION hr_migrations."hr_secret_matches"(
-	"envelope" TEXT, /* Option < & str > */
-	"associated_data" TEXT, /* Option < & str > */
-	"api_key" TEXT, /* Option < & str > */
-	"api_secret" TEXT, /* Option < & str > */
-	"refresh_token" TEXT /* Option < & str > */
-) RETURNS bool /* SqlResult < bool > */
-STABLE PARALLEL RESTRICTED 
+-- src/flag.rs:95
+-- hr_migrations::flag::hr_backfill_in_progress
+CREATE  FUNCTION "hr_backfill_in_progress"() RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL RESTRICTED
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_secret_matches_wrapper';
+AS 'MODULE_PATHNAME', 'hr_backfill_in_progress_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/flag.rs:104
--- hr_migrations::flag::hr_set_backfill_flag
-CREATE  FUNCTION hr_migrations."hr_set_backfill_flag"(
-	"on" bool /* bool */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE 
+-- src/credentials.rs:60
+-- hr_migrations::credentials::hr_credential_aad
+CREATE  FUNCTION "hr_credential_aad"(
+	"organization_id" uuid, /* pgrx :: Uuid */
+	"credential_id" uuid /* pgrx :: Uuid */
+) RETURNS TEXT /* String */
+IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_set_backfill_flag_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tokens.rs:70
--- hr_migrations::tokens::hr_token_verdict
-CREATE  FUNCTION hr_migrations."hr_token_verdict"(
-	"plaintext_accepted" bool, /* bool */
-	"presented" TEXT, /* Option < & str > */
-	"stored_hash" TEXT, /* Option < & str > */
-	"stored_plaintext" TEXT /* Option < & str > */
-) RETURNS TABLE (
-	"method" TEXT,  /* String */
-	"ok" bool  /* bool */
-)
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_token_verdict_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tokens.rs:14
--- requires:
---   hr_token_verdict
-
-ALTER FUNCTION hr_migrations.hr_token_verdict(boolean, text, text, text) ROWS 1;
+AS 'MODULE_PATHNAME', 'hr_credential_aad_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
 -- src/credentials.rs:47
 -- hr_migrations::credentials::hr_decrypt_credential
-CREATE  FUNCTION hr_migrations."hr_decrypt_credential"(
+CREATE  FUNCTION "hr_decrypt_credential"(
 	"envelope" TEXT, /* & str */
 	"associated_data" TEXT DEFAULT '' /* & str */
 ) RETURNS TEXT /* String */
-STRICT STABLE PARALLEL RESTRICTED 
+STRICT STABLE PARALLEL RESTRICTED
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hr_decrypt_credential_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/credentials.rs:24
+-- hr_migrations::credentials::hr_encrypt_credential
+CREATE  FUNCTION "hr_encrypt_credential"(
+	"plaintext" TEXT, /* & str */
+	"associated_data" TEXT DEFAULT '' /* & str */
+) RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_encrypt_credential_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:90
+-- hr_migrations::credentials::hr_envelope_key_version
+CREATE  FUNCTION "hr_envelope_key_version"(
+	"envelope" TEXT /* & str */
+) RETURNS INT /* Option < i32 > */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_envelope_key_version_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tokens.rs:24
+-- hr_migrations::tokens::hr_generate_token
+CREATE  FUNCTION "hr_generate_token"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_generate_token_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tokens.rs:34
+-- hr_migrations::tokens::hr_hash_token
+CREATE  FUNCTION "hr_hash_token"(
+	"token" TEXT /* & str */
+) RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_hash_token_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:108
+-- hr_migrations::credentials::hr_integration_secret_json
+CREATE  FUNCTION "hr_integration_secret_json"(
+	"api_key" TEXT, /* Option < & str > */
+	"api_secret" TEXT, /* Option < & str > */
+	"refresh_token" TEXT /* Option < & str > */
+) RETURNS TEXT /* String */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_integration_secret_json_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tenancy.rs:24
+-- hr_migrations::tenancy::hr_jwt_organization_id
+CREATE OR REPLACE FUNCTION "hr_jwt_organization_id"() RETURNS uuid /* Option < pgrx :: Uuid > */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_jwt_organization_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:219
+-- hr_migrations::credentials::hr_keyring_versions
+CREATE  FUNCTION "hr_keyring_versions"() RETURNS TABLE (
+	"key_version" INT,  /* i32 */
+	"active" bool  /* bool */
+)
+STRICT VOLATILE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_keyring_versions_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:144
+-- hr_migrations::credentials::hr_open_secret
+CREATE  FUNCTION "hr_open_secret"(
+	"envelope" TEXT, /* & str */
+	"associated_data" TEXT /* & str */
+) RETURNS TABLE (
+	"api_key" TEXT,  /* Option < String > */
+	"api_secret" TEXT,  /* Option < String > */
+	"refresh_token" TEXT  /* Option < String > */
+)
+STRICT STABLE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_open_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/credentials.rs:174
 -- hr_migrations::credentials::hr_parse_secret
-CREATE  FUNCTION hr_migrations."hr_parse_secret"(
+CREATE  FUNCTION "hr_parse_secret"(
 	"secret" TEXT /* & str */
 ) RETURNS TABLE (
 	"api_key" TEXT,  /* Option < String > */
 	"api_secret" TEXT,  /* Option < String > */
 	"refresh_token" TEXT  /* Option < String > */
 )
-IMMUTABLE STRICT PARALLEL SAFE 
+IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hr_parse_secret_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/credentials.rs:73
+-- requires:
+--   hr_open_secret
+--   hr_parse_secret
+
+ALTER FUNCTION hr_open_secret(text, text) ROWS 1;
+ALTER FUNCTION hr_parse_secret(text) ROWS 1;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/operations.rs:72
+-- hr_migrations::operations::hr_phase_accepts_plaintext
+CREATE  FUNCTION "hr_phase_accepts_plaintext"(
+	"phase" TEXT /* & str */
+) RETURNS bool /* Result < bool, ErrorReport > */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_phase_accepts_plaintext_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/operations.rs:36
 -- hr_migrations::operations::hr_phase_refusal
-CREATE  FUNCTION hr_migrations."hr_phase_refusal"(
+CREATE  FUNCTION "hr_phase_refusal"(
 	"migration" TEXT, /* & str */
 	"from_phase" TEXT, /* & str */
 	"to_phase" TEXT, /* & str */
@@ -3367,67 +3052,107 @@ CREATE  FUNCTION hr_migrations."hr_phase_refusal"(
 	"reason" TEXT,  /* String */
 	"hint" TEXT  /* String */
 )
-IMMUTABLE PARALLEL SAFE 
+IMMUTABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hr_phase_refusal_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/context.rs:168
+-- src/context.rs:159
 -- hr_migrations::context::hr_refuse_foreign_triggers
-CREATE  FUNCTION hr_migrations."hr_refuse_foreign_triggers"(
+CREATE  FUNCTION "hr_refuse_foreign_triggers"(
 	"tables" oid[] /* Vec < Option < pg_sys :: Oid > > */
 ) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE 
+STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hr_refuse_foreign_triggers_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/credentials.rs:144
--- hr_migrations::credentials::hr_open_secret
-CREATE  FUNCTION hr_migrations."hr_open_secret"(
-	"envelope" TEXT, /* & str */
+-- src/credentials.rs:123
+-- hr_migrations::credentials::hr_seal_verified
+CREATE  FUNCTION "hr_seal_verified"(
+	"plaintext" TEXT, /* & str */
 	"associated_data" TEXT /* & str */
-) RETURNS TABLE (
-	"api_key" TEXT,  /* Option < String > */
-	"api_secret" TEXT,  /* Option < String > */
-	"refresh_token" TEXT  /* Option < String > */
-)
-STRICT STABLE PARALLEL RESTRICTED 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_open_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:73
--- requires:
---   hr_open_secret
---   hr_parse_secret
-
-ALTER FUNCTION hr_migrations.hr_open_secret(text, text) ROWS 1;
-ALTER FUNCTION hr_migrations.hr_parse_secret(text) ROWS 1;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:60
--- hr_migrations::credentials::hr_credential_aad
-CREATE  FUNCTION hr_migrations."hr_credential_aad"(
-	"organization_id" uuid, /* pgrx :: Uuid */
-	"credential_id" uuid /* pgrx :: Uuid */
 ) RETURNS TEXT /* String */
-IMMUTABLE STRICT PARALLEL SAFE 
+STRICT VOLATILE PARALLEL RESTRICTED
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_credential_aad_wrapper';
+AS 'MODULE_PATHNAME', 'hr_seal_verified_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/tokens.rs:24
--- hr_migrations::tokens::hr_generate_token
-CREATE  FUNCTION hr_migrations."hr_generate_token"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
+-- src/credentials.rs:199
+-- hr_migrations::credentials::hr_secret_matches
+CREATE  FUNCTION "hr_secret_matches"(
+	"envelope" TEXT, /* Option < & str > */
+	"associated_data" TEXT, /* Option < & str > */
+	"api_key" TEXT, /* Option < & str > */
+	"api_secret" TEXT, /* Option < & str > */
+	"refresh_token" TEXT /* Option < & str > */
+) RETURNS bool /* SqlResult < bool > */
+STABLE PARALLEL RESTRICTED
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_generate_token_wrapper';
+AS 'MODULE_PATHNAME', 'hr_secret_matches_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/flag.rs:104
+-- hr_migrations::flag::hr_set_backfill_flag
+CREATE  FUNCTION "hr_set_backfill_flag"(
+	"on" bool /* bool */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_set_backfill_flag_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tokens.rs:57
+-- hr_migrations::tokens::hr_token_plaintext_matches
+CREATE  FUNCTION "hr_token_plaintext_matches"(
+	"presented" TEXT, /* & str */
+	"stored" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_token_plaintext_matches_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tokens.rs:70
+-- hr_migrations::tokens::hr_token_verdict
+CREATE  FUNCTION "hr_token_verdict"(
+	"plaintext_accepted" bool, /* bool */
+	"presented" TEXT, /* Option < & str > */
+	"stored_hash" TEXT, /* Option < & str > */
+	"stored_plaintext" TEXT /* Option < & str > */
+) RETURNS TABLE (
+	"method" TEXT,  /* String */
+	"ok" bool  /* bool */
+)
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_token_verdict_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tokens.rs:14
+-- requires:
+--   hr_token_verdict
+
+ALTER FUNCTION hr_token_verdict(boolean, text, text, text) ROWS 1;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tokens.rs:46
+-- hr_migrations::tokens::hr_verify_token
+CREATE  FUNCTION "hr_verify_token"(
+	"token" TEXT, /* & str */
+	"stored_hash" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_verify_token_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3441,97 +3166,11 @@ AS 'MODULE_PATHNAME', 'hr_generate_token_wrapper';
 -- created), then exactly the allowlist below is granted. The install
 -- script and every upgrade script end with SELECT hr_apply_privileges().
 
--- -----------------------------------------------------------------------------
--- Integrity (src/integrity.rs): what the install created, to compare with.
--- One row per member object of the extension: a digest of what a member
--- of the definer role could change (owner, SECURITY DEFINER flag, settings,
--- body, privileges). Recorded at the end of hr_apply_privileges(), i.e. by
--- CREATE and ALTER EXTENSION only. Readable by the definer role (the check
--- runs as it); nobody writes it but the installing superuser.
-CREATE TABLE hr_migrations.hr_member_fingerprints (
-    classid     oid NOT NULL,
-    objid       oid NOT NULL,
-    object      text NOT NULL,
-    fingerprint text NOT NULL,
-    PRIMARY KEY (classid, objid)
-);
-COMMENT ON TABLE hr_migrations.hr_member_fingerprints IS
-    'hr_migrations: digests of the extension''s objects as installed (owner, SECURITY DEFINER, settings, body, privileges)';
-
--- The extension's member objects now, with their digests.
-CREATE FUNCTION hr_migrations.hr_member_state(OUT classid oid, OUT objid oid, OUT object text, OUT fingerprint text)
-RETURNS SETOF record
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    WITH ext AS (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'hr_migrations')
-    SELECT 'pg_catalog.pg_proc'::regclass::oid, p.oid, 'function ' || p.oid::regprocedure::text,
-           md5(concat_ws('|', p.proowner, p.prosecdef, p.proconfig::text, p.prosrc, p.probin, p.proacl::text,
-                         p.provolatile, p.proisstrict, p.prolang, p.pronamespace, p.proname, p.prokind,
-                         p.proargtypes::text, p.prorettype, pg_catalog.pg_get_function_sqlbody(p.oid)))
-      FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_proc p ON p.oid = d.objid, ext
-     WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.deptype = 'e' AND d.refobjid = ext.oid
-    UNION ALL
-    SELECT 'pg_catalog.pg_class'::regclass::oid, c.oid, 'relation ' || c.oid::regclass::text,
-           md5(concat_ws('|', c.relowner, c.relacl::text, c.relkind, c.relnamespace, c.relname, c.relrowsecurity))
-      FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class c ON c.oid = d.objid, ext
-     WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.deptype = 'e' AND d.refobjid = ext.oid
-    UNION ALL
-    SELECT 'pg_catalog.pg_namespace'::regclass::oid, n.oid, 'schema ' || quote_ident(n.nspname),
-           md5(concat_ws('|', n.nspowner, n.nspacl::text, n.nspname))
-      FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_namespace n ON n.oid = d.objid, ext
-     WHERE d.classid = 'pg_catalog.pg_namespace'::regclass AND d.deptype = 'e' AND d.refobjid = ext.oid
-$$;
-
--- The first reason the extension must not run, with its fix; NULL when
--- the definer role is out of reach and every object is as installed.
-CREATE FUNCTION hr_migrations.hr_integrity_problem() RETURNS text
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    WITH definer AS (SELECT r.oid, r.rolcanlogin, r.rolsuper FROM pg_catalog.pg_roles r
-                      WHERE r.rolname = 'hr_migrations_definer')
-    SELECT x.problem FROM (
-        SELECT 1 AS o, format('role hr_migrations_definer has members (%s), who can change what runs as it; fix: REVOKE hr_migrations_definer FROM %s',
-                              string_agg(quote_ident(m.member::regrole::text), ', '),
-                              string_agg(quote_ident(m.member::regrole::text), ', ')) AS problem
-          FROM pg_catalog.pg_auth_members m, definer WHERE m.roleid = definer.oid
-        HAVING count(*) > 0
-        UNION ALL
-        SELECT 2, 'role hr_migrations_definer can log in; fix: ALTER ROLE hr_migrations_definer NOLOGIN'
-          FROM definer WHERE definer.rolcanlogin
-        UNION ALL
-        SELECT 3, 'role hr_migrations_definer is a superuser; fix: ALTER ROLE hr_migrations_definer NOSUPERUSER'
-          FROM definer WHERE definer.rolsuper
-        UNION ALL
-        SELECT 4, 'role hr_migrations_definer does not exist; fix: reinstall the extension'
-         WHERE NOT EXISTS (SELECT 1 FROM definer)
-        UNION ALL
-        SELECT 5, format('%s is not as the extension installed it (its owner, SECURITY DEFINER flag, settings, body or privileges changed, or it was added or dropped); fix: undo the change, or reinstall the extension',
-                         coalesce(n.object, f.object))
-          FROM hr_migrations.hr_member_state() n
-          FULL JOIN hr_migrations.hr_member_fingerprints f ON f.classid = n.classid AND f.objid = n.objid
-         WHERE n.fingerprint IS DISTINCT FROM f.fingerprint
-    ) x
-    ORDER BY x.o, x.problem
-    LIMIT 1
-$$;
-
--- Records what is installed now (CREATE and ALTER EXTENSION, last step).
-CREATE FUNCTION hr_migrations.hr_record_fingerprints() RETURNS void
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    DELETE FROM hr_migrations.hr_member_fingerprints;
-    INSERT INTO hr_migrations.hr_member_fingerprints (classid, objid, object, fingerprint)
-    SELECT s.classid, s.objid, s.object, s.fingerprint FROM hr_migrations.hr_member_state() s;
-$$;
-
 -- The allowlist: role, object, privilege. Roles that do not exist in this
 -- cluster are skipped. hr_migrations_definer additionally gets EXECUTE on
 -- every function its SECURITY DEFINER code may call (all but the DBA's
 -- DDL), and owns the SECURITY DEFINER functions.
-CREATE FUNCTION hr_migrations.hr_privilege_allowlist()
+CREATE FUNCTION hr_privilege_allowlist()
 RETURNS TABLE (role_name text, object_type text, object_name text, privilege text)
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -3540,10 +3179,6 @@ AS $$
         -- Read by the WHEN clauses of the migrations' triggers, which run
         -- as whoever writes the table; reads one boolean.
         ('PUBLIC',                'FUNCTION', 'hr_backfill_in_progress()',                 'EXECUTE'),
-        -- The API's wrappers of SECURITY DEFINER functions call it as the
-        -- caller first (src/integrity.rs); it says only whether the
-        -- extension is intact, and why not.
-        ('PUBLIC',                'FUNCTION', 'hr_require_integrity()',                    'EXECUTE'),
         -- RLS policies compare rows with it.
         ('authenticated',         'FUNCTION', 'hr_jwt_organization_id()',                  'EXECUTE'),
         ('service_role',          'FUNCTION', 'hr_jwt_organization_id()',                  'EXECUTE'),
@@ -3562,24 +3197,23 @@ AS $$
         ('hr_migrations_definer', 'TABLE',    'hr_migration_phases',                       'SELECT'),
         ('hr_migrations_definer', 'TABLE',    'hr_batch_progress',                         'SELECT, INSERT, UPDATE'),
         ('hr_migrations_definer', 'TABLE',    'hr_batch_failures',                         'SELECT, INSERT, UPDATE, DELETE'),
-        ('hr_migrations_definer', 'TABLE',    'hr_key_checks',                             'SELECT, INSERT'),
-        ('hr_migrations_definer', 'TABLE',    'hr_member_fingerprints',                    'SELECT')
+        ('hr_migrations_definer', 'TABLE',    'hr_key_checks',                             'SELECT, INSERT')
 $$;
 
 -- Functions only the DBA runs (DDL on the application's tables, phase
 -- changes, this file): the definer role gets no EXECUTE on them.
-CREATE FUNCTION hr_migrations.hr_dba_only_functions() RETURNS SETOF text
+CREATE FUNCTION hr_dba_only_functions() RETURNS SETOF text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    VALUES ('hr_set_phase(text,text)'), ('hr_apply_privileges()'), ('hr_record_fingerprints()'), ('hr_wait_for_writers(regclass)'),
+    VALUES ('hr_set_phase(text,text)'), ('hr_apply_privileges()'), ('hr_wait_for_writers(regclass)'),
            ('hr_secure_table(regclass,text)'), ('hr_secure_own_table(regclass,text[],text)'),
            ('hr_bound_lock_wait()'), ('hr_forget_init_privs(regclass,oid)'), ('hr_preflight()'), ('hr_preflight_gate(text)'),
            ('hr_token_hash_enter(text,text,text)'), ('hr_tenant_column_enter(text,text,text)'),
            ('hr_credential_move_enter(text,text,text)')
 $$;
 
-CREATE FUNCTION hr_migrations.hr_apply_privileges() RETURNS void
+CREATE FUNCTION hr_apply_privileges() RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -3589,12 +3223,6 @@ DECLARE
     g record;
     a record;
     kw text;
-    grantee text;
-    wrapper oid;
-    -- The extension's schema, quoted: where the API's wrappers are.
-    ext_schema text := (SELECT quote_ident(n.nspname) FROM pg_catalog.pg_extension e
-                          JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
-                         WHERE e.extname = 'hr_migrations');
 BEGIN
     -- Functions and procedures: nobody but the owner.
     FOR o IN SELECT p.oid, p.oid::regprocedure AS sig, p.prokind, p.proacl, p.proowner, p.prosecdef
@@ -3612,8 +3240,8 @@ BEGIN
         IF o.prosecdef THEN
             EXECUTE format('ALTER FUNCTION %s OWNER TO hr_migrations_definer', o.sig);
         END IF;
-        IF o.prokind <> 'p' AND o.oid NOT IN (SELECT to_regprocedure('hr_migrations.' || f)
-                                                FROM hr_migrations.hr_dba_only_functions() f) THEN
+        IF o.prokind <> 'p' AND o.oid NOT IN (SELECT to_regprocedure('@extschema@.' || f)
+                                                FROM @extschema@.hr_dba_only_functions() f) THEN
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO hr_migrations_definer', o.sig);
         END IF;
     END LOOP;
@@ -3629,100 +3257,17 @@ BEGIN
             EXECUTE format('REVOKE ALL ON %s FROM %I', o.rel, g.rolname);
         END LOOP;
     END LOOP;
-    -- The allowlist, on the object in hr_migrations and on its wrapper in
-    -- the extension's schema (the API), which calls it.
-    FOR a IN SELECT * FROM hr_migrations.hr_privilege_allowlist() LOOP
+    -- The allowlist.
+    FOR a IN SELECT * FROM @extschema@.hr_privilege_allowlist() LOOP
         CONTINUE WHEN a.role_name <> 'PUBLIC'
                   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = a.role_name);
-        grantee := CASE a.role_name WHEN 'PUBLIC' THEN 'PUBLIC' ELSE quote_ident(a.role_name) END;
-        EXECUTE format('GRANT %s ON %s hr_migrations.%s TO %s', a.privilege, a.object_type, a.object_name, grantee);
-        IF a.object_type = 'FUNCTION' THEN
-            wrapper := to_regprocedure(ext_schema || '.' || a.object_name);
-        ELSE
-            wrapper := to_regclass(ext_schema || '.' || a.object_name);
-        END IF;
-        IF wrapper IS NOT NULL AND ext_schema <> 'hr_migrations' AND EXISTS (
-               SELECT 1 FROM pg_catalog.pg_depend d
-                WHERE d.classid = CASE a.object_type WHEN 'FUNCTION' THEN 'pg_catalog.pg_proc'::regclass
-                                                     ELSE 'pg_catalog.pg_class'::regclass END
-                  AND d.objid = wrapper AND d.deptype = 'e' AND d.refobjid = ext) THEN
-            EXECUTE format('GRANT %s ON %s %s.%s TO %s', a.privilege, a.object_type, ext_schema, a.object_name, grantee);
-        END IF;
-        EXECUTE format('GRANT USAGE ON SCHEMA hr_migrations TO %s', grantee);
-    END LOOP;
-    -- What is installed now is what the integrity check compares with.
-    PERFORM hr_migrations.hr_record_fingerprints();
-END
-$$;
-
--- -----------------------------------------------------------------------------
--- The API of DESIGN.md §4 in the schema the extension was created in
--- (@extschema@, `extensions` on Supabase). Everything the extension runs
--- lives in schema hr_migrations, which the installing superuser creates and
--- owns; on Supabase postgres owns @extschema@ and may rename it and plant
--- look-alikes there, so no body of ours ever names @extschema@. What
--- @extschema@ holds are thin wrappers: an SQL function with a standard body
--- (BEGIN ATOMIC: bound to the wrapped function when it is created, never
--- looked up by name again, and inlined by the planner) or a PL/pgSQL
--- procedure that CALLs the one in hr_migrations, each with the wrapped
--- one's signature, defaults, volatility, strictness and parallel safety.
--- A role needs EXECUTE on both (hr_apply_privileges grants both).
-CREATE FUNCTION hr_migrations.hr_api() RETURNS SETOF text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    VALUES ('hr_generate_token'), ('hr_hash_token'), ('hr_verify_token'), ('hr_verify_reference_token'),
-           ('hr_backfill_reference_token_hashes'), ('hr_revoke_reference_token'), ('hr_issue_reference_token'),
-           ('hr_jwt_organization_id'), ('hr_backfill_portal_session_organizations'),
-           ('hr_encrypt_credential'), ('hr_decrypt_credential'), ('hr_credential_aad'),
-           ('hr_migrate_integrations'), ('hr_integration_secret'), ('hr_set_integration_secret'),
-           ('hr_rollback_integrations'), ('hr_rewrap_credentials'), ('hr_keyring_versions'),
-           ('hr_migration_status'), ('hr_set_phase'), ('hr_preflight'), ('hr_retry_failures'),
-           ('hr_run_backfill'), ('hr_run_phase'), ('hr_run_rollback'), ('hr_run_rewrap'), ('hr_run_batches')
-$$;
-
-DO $$
-DECLARE
-    f record;
-    args text;
-BEGIN
-    FOR f IN SELECT p.oid, p.proname, p.prokind, p.provolatile, p.proisstrict, p.proparallel, p.proretset, p.pronargs, p.prosecdef,
-                    pg_catalog.pg_get_function_arguments(p.oid) AS arguments,
-                    pg_catalog.pg_get_function_result(p.oid) AS result
-               FROM pg_catalog.pg_proc p
-              WHERE p.pronamespace OPERATOR(pg_catalog.=) 'hr_migrations'::pg_catalog.regnamespace::pg_catalog.oid
-                AND p.proname::pg_catalog.text OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT hr_migrations.hr_api()))
-              ORDER BY p.oid LOOP
-        SELECT pg_catalog.string_agg('$' OPERATOR(pg_catalog.||) i::pg_catalog.text, ', ' ORDER BY i) INTO args
-          FROM pg_catalog.generate_series(1, f.pronargs::pg_catalog.int4) i;
-        args := COALESCE(args, '');
-        IF f.prokind OPERATOR(pg_catalog.=) 'p' THEN
-            EXECUTE pg_catalog.format('CREATE PROCEDURE %s.%I(%s) LANGUAGE plpgsql AS %L',
-                '@extschema@', f.proname, f.arguments,
-                pg_catalog.format('BEGIN CALL hr_migrations.%I(%s); END', f.proname, args));
-        ELSE
-            EXECUTE pg_catalog.format('CREATE FUNCTION %s.%I(%s) RETURNS %s LANGUAGE sql %s %s PARALLEL %s BEGIN ATOMIC %s; END',
-                '@extschema@', f.proname, f.arguments, f.result,
-                CASE f.provolatile WHEN 'i' THEN 'IMMUTABLE' WHEN 's' THEN 'STABLE' ELSE 'VOLATILE' END,
-                CASE WHEN f.proisstrict THEN 'STRICT' ELSE 'CALLED ON NULL INPUT' END,
-                CASE f.proparallel WHEN 's' THEN 'SAFE' WHEN 'r' THEN 'RESTRICTED' ELSE 'UNSAFE' END,
-                -- A SECURITY DEFINER function is called only once the
-                -- extension is known intact (src/integrity.rs).
-                CASE WHEN f.prosecdef THEN 'SELECT hr_migrations.hr_require_integrity(); ' ELSE '' END
-                || pg_catalog.format(CASE WHEN f.proretset THEN 'SELECT * FROM hr_migrations.%I(%s)'
-                                          ELSE 'SELECT hr_migrations.%I(%s)' END, f.proname, args));
-        END IF;
-        EXECUTE pg_catalog.format('COMMENT ON %s %s.%I(%s) IS %L',
-            CASE f.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, '@extschema@', f.proname,
-            pg_catalog.pg_get_function_identity_arguments(f.oid),
-            pg_catalog.format('hr_migrations: calls hr_migrations.%I (docs/sql-reference.md)', f.proname));
+        EXECUTE format('GRANT %s ON %s %s.%s TO %s', a.privilege, a.object_type, '@extschema@', a.object_name,
+                       CASE a.role_name WHEN 'PUBLIC' THEN 'PUBLIC' ELSE quote_ident(a.role_name) END);
     END LOOP;
 END
 $$;
-CREATE VIEW @extschema@.hr_migration_progress AS SELECT * FROM hr_migrations.hr_migration_progress;
-COMMENT ON VIEW @extschema@.hr_migration_progress IS 'hr_migrations: hr_migrations.hr_migration_progress';
 
-SELECT hr_migrations.hr_apply_privileges();
+SELECT hr_apply_privileges();
 /* </end connected objects> */
 
 
@@ -3730,11 +3275,11 @@ SELECT hr_migrations.hr_apply_privileges();
 
 -- The state, into the 0.2.0 tables: phases, key check values, and each
 -- backfill's cursor as the engine's 'backfill' operation.
-INSERT INTO hr_migrations.hr_migration_phases (migration, phase, changed_at, changed_by)
+INSERT INTO hr_migration_phases (migration, phase, changed_at, changed_by)
 SELECT migration, phase, changed_at, changed_by FROM hr_migration_phases_v010;
-INSERT INTO hr_migrations.hr_key_checks (key_version, check_value, first_used_at)
+INSERT INTO hr_key_checks (key_version, check_value, first_used_at)
 SELECT key_version, check_value, first_used_at FROM hr_key_checks_v010;
-INSERT INTO hr_migrations.hr_batch_progress (migration, operation, last_id, batches, rows_done, started_at, updated_at)
+INSERT INTO hr_batch_progress (migration, operation, last_id, batches, rows_done, started_at, updated_at)
 SELECT migration, 'backfill', last_id, batches, rows_done, started_at, updated_at FROM hr_backfill_progress_v010;
 DROP TABLE hr_migration_phases_v010, hr_backfill_progress_v010, hr_key_checks_v010;
 
@@ -3745,79 +3290,47 @@ DROP TABLE hr_migration_phases_v010, hr_backfill_progress_v010, hr_key_checks_v0
 -- sql/migrations/ again afterwards is harmless and does the same.
 DO $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM hr_migrations.hr_migration_phases WHERE migration = 'reference_tokens' AND phase <> 'not_applied') THEN
+    IF EXISTS (SELECT 1 FROM @extschema@.hr_migration_phases WHERE migration = 'reference_tokens' AND phase <> 'not_applied') THEN
         CREATE OR REPLACE TRIGGER hr_references_touch_updated_at
             BEFORE UPDATE ON public.hr_references
-            FOR EACH ROW WHEN (NOT hr_migrations.hr_backfill_in_progress())
-            EXECUTE FUNCTION hr_migrations.hr_touch_updated_at();
+            FOR EACH ROW WHEN (NOT @extschema@.hr_backfill_in_progress())
+            EXECUTE FUNCTION @extschema@.hr_touch_updated_at();
         CREATE OR REPLACE TRIGGER hr_references_token
             BEFORE INSERT OR UPDATE OF access_token ON public.hr_references
-            FOR EACH ROW WHEN (NOT hr_migrations.hr_backfill_in_progress())
-            EXECUTE FUNCTION hr_migrations.hr_references_token_trigger();
-        PERFORM hr_migrations.hr_secure_table('public.hr_references'::regclass, 'SELECT, UPDATE'::text);
-        PERFORM hr_migrations.hr_secure_own_table('public.hr_reference_token_validations', ARRAY['service_role'], 'INSERT');
+            FOR EACH ROW WHEN (NOT @extschema@.hr_backfill_in_progress())
+            EXECUTE FUNCTION @extschema@.hr_references_token_trigger();
+        PERFORM @extschema@.hr_secure_table('public.hr_references', 'SELECT, UPDATE');
+        PERFORM @extschema@.hr_secure_own_table('public.hr_reference_token_validations', ARRAY['service_role'], 'INSERT');
     END IF;
-    IF EXISTS (SELECT 1 FROM hr_migrations.hr_migration_phases WHERE migration = 'portal_sessions' AND phase <> 'not_applied') THEN
+    IF EXISTS (SELECT 1 FROM @extschema@.hr_migration_phases WHERE migration = 'portal_sessions' AND phase <> 'not_applied') THEN
         CREATE OR REPLACE TRIGGER hr_candidate_portal_sessions_touch_updated_at
             BEFORE UPDATE ON public.hr_candidate_portal_sessions
-            FOR EACH ROW WHEN (NOT hr_migrations.hr_backfill_in_progress())
-            EXECUTE FUNCTION hr_migrations.hr_touch_updated_at();
+            FOR EACH ROW WHEN (NOT @extschema@.hr_backfill_in_progress())
+            EXECUTE FUNCTION @extschema@.hr_touch_updated_at();
         CREATE OR REPLACE TRIGGER hr_portal_sessions_org
             BEFORE INSERT OR UPDATE OF candidate_id, organization_id ON public.hr_candidate_portal_sessions
-            FOR EACH ROW WHEN (NOT hr_migrations.hr_backfill_in_progress())
-            EXECUTE FUNCTION hr_migrations.hr_portal_sessions_org_trigger();
-        PERFORM hr_migrations.hr_secure_table('public.hr_candidate_portal_sessions', 'SELECT, UPDATE');
+            FOR EACH ROW WHEN (NOT @extschema@.hr_backfill_in_progress())
+            EXECUTE FUNCTION @extschema@.hr_portal_sessions_org_trigger();
+        PERFORM @extschema@.hr_secure_table('public.hr_candidate_portal_sessions', 'SELECT, UPDATE');
         GRANT SELECT ON public.hr_candidates TO hr_migrations_definer;
-        PERFORM hr_migrations.hr_forget_init_privs('pg_catalog.pg_class', 'public.hr_candidates'::regclass);
+        PERFORM @extschema@.hr_forget_init_privs('pg_catalog.pg_class', 'public.hr_candidates'::regclass);
     END IF;
-    IF EXISTS (SELECT 1 FROM hr_migrations.hr_migration_phases WHERE migration = 'integration_credentials' AND phase <> 'not_applied') THEN
+    IF EXISTS (SELECT 1 FROM @extschema@.hr_migration_phases WHERE migration = 'integration_credentials' AND phase <> 'not_applied') THEN
         CREATE OR REPLACE TRIGGER hr_job_board_integrations_touch_updated_at
             BEFORE UPDATE ON public.hr_job_board_integrations
-            FOR EACH ROW WHEN (NOT hr_migrations.hr_backfill_in_progress())
-            EXECUTE FUNCTION hr_migrations.hr_touch_updated_at();
+            FOR EACH ROW WHEN (NOT @extschema@.hr_backfill_in_progress())
+            EXECUTE FUNCTION @extschema@.hr_touch_updated_at();
         CREATE OR REPLACE TRIGGER hr_job_board_integrations_sync_insert
             AFTER INSERT ON public.hr_job_board_integrations
-            FOR EACH ROW WHEN (NOT hr_migrations.hr_backfill_in_progress())
-            EXECUTE FUNCTION hr_migrations.hr_job_board_integrations_trigger();
+            FOR EACH ROW WHEN (NOT @extschema@.hr_backfill_in_progress())
+            EXECUTE FUNCTION @extschema@.hr_job_board_integrations_trigger();
         CREATE OR REPLACE TRIGGER hr_job_board_integrations_sync_update
             BEFORE UPDATE OF api_key, api_secret, refresh_token, credential_id ON public.hr_job_board_integrations
-            FOR EACH ROW WHEN (NOT hr_migrations.hr_backfill_in_progress())
-            EXECUTE FUNCTION hr_migrations.hr_job_board_integrations_trigger();
-        PERFORM hr_migrations.hr_secure_table('public.hr_job_board_integrations', 'SELECT, UPDATE');
-        PERFORM hr_migrations.hr_secure_table('public.pf_credentials', 'SELECT, INSERT, UPDATE, DELETE');
-        PERFORM hr_migrations.hr_secure_own_table('public.pf_credential_migrations', ARRAY['authenticated', 'service_role'], 'SELECT, INSERT');
+            FOR EACH ROW WHEN (NOT @extschema@.hr_backfill_in_progress())
+            EXECUTE FUNCTION @extschema@.hr_job_board_integrations_trigger();
+        PERFORM @extschema@.hr_secure_table('public.hr_job_board_integrations', 'SELECT, UPDATE');
+        PERFORM @extschema@.hr_secure_table('public.pf_credentials', 'SELECT, INSERT, UPDATE, DELETE');
+        PERFORM @extschema@.hr_secure_own_table('public.pf_credential_migrations', ARRAY['authenticated', 'service_role'], 'SELECT, INSERT');
     END IF;
 END
 $$;
-
--- The RLS policies of 0.1.0's migrations call the old
--- hr_jwt_organization_id(): the same expressions, calling the new one.
-DO $$
-DECLARE
-    p record;
-    old oid := (SELECT o.oid FROM pg_catalog.pg_proc o JOIN pg_catalog.pg_depend d ON d.objid = o.oid
-                 WHERE o.proname = 'hr_jwt_organization_id_v010' AND d.deptype = 'e'
-                   AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'hr_migrations'));
-    pattern constant text := '([A-Za-z_][A-Za-z0-9_]*\.)?hr_jwt_organization_id_v010\(\)';
-BEGIN
-    FOR p IN SELECT DISTINCT y.polname, y.polrelid::regclass AS rel,
-                    pg_catalog.pg_get_expr(y.polqual, y.polrelid) AS qual,
-                    pg_catalog.pg_get_expr(y.polwithcheck, y.polrelid) AS chk
-               FROM pg_catalog.pg_policy y JOIN pg_catalog.pg_depend d
-                 ON d.classid = 'pg_catalog.pg_policy'::regclass AND d.objid = y.oid AND d.refobjid = old LOOP
-        EXECUTE pg_catalog.format('ALTER POLICY %I ON %s%s%s', p.polname, p.rel,
-            CASE WHEN p.qual IS NULL THEN ''
-                 ELSE ' USING (' || regexp_replace(p.qual, pattern, 'hr_migrations.hr_jwt_organization_id()', 'g') || ')' END,
-            CASE WHEN p.chk IS NULL THEN ''
-                 ELSE ' WITH CHECK (' || regexp_replace(p.chk, pattern, 'hr_migrations.hr_jwt_organization_id()', 'g') || ')' END);
-    END LOOP;
-END
-$$;
--- Nothing refers to the old functions any more (a DROP that still finds a
--- dependent object stops the upgrade here, with nothing changed).
-DROP FUNCTION hr_jwt_organization_id_v010(), hr_touch_updated_at_v010(), hr_references_token_trigger_v010(),
-              hr_portal_sessions_org_trigger_v010(), hr_job_board_integrations_trigger_v010();
-
--- What is installed now, with the old functions gone, is what the
--- integrity check (src/integrity.rs) compares with.
-SELECT hr_migrations.hr_record_fingerprints();

@@ -132,7 +132,15 @@ pub fn refuse_foreign_triggers(relid: pg_sys::Oid) -> Result<(), Error> {
     // SAFETY: a lock on a relation id; held until the transaction ends.
     unsafe { pg_sys::LockRelationOid(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) };
     let schema = definer::own_schema()?;
-    let query = {
+    let query = if schema != "hr_migrations" {
+        // Extension SQL of 0.2.0 (the library was replaced, ALTER EXTENSION
+        // UPDATE has not run yet): its one definition of foreign triggers.
+        format!(
+            "SELECT pg_catalog.format('refusing to write %s: trigger %s runs function %s owned by role %s, which is neither a superuser nor the table''s owner', \
+                    f.table_name, pg_catalog.quote_ident(f.trigger_name), f.function_name, pg_catalog.quote_ident(f.function_owner)) \
+               FROM {schema}.hr_foreign_triggers(ARRAY[$1::pg_catalog.oid::pg_catalog.regclass]) f LIMIT 1"
+        )
+    } else {
         format!(
         "SELECT CASE WHEN f.function_name IS NULL \
                      THEN pg_catalog.format('refusing to write %s: %s would run as the extension''s definer role', f.table_name, f.object) \

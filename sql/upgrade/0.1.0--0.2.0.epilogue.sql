@@ -3,11 +3,11 @@
 
 -- The state, into the 0.2.0 tables: phases, key check values, and each
 -- backfill's cursor as the engine's 'backfill' operation.
-INSERT INTO hr_migrations.hr_migration_phases (migration, phase, changed_at, changed_by)
+INSERT INTO hr_migration_phases (migration, phase, changed_at, changed_by)
 SELECT migration, phase, changed_at, changed_by FROM hr_migration_phases_v010;
-INSERT INTO hr_migrations.hr_key_checks (key_version, check_value, first_used_at)
+INSERT INTO hr_key_checks (key_version, check_value, first_used_at)
 SELECT key_version, check_value, first_used_at FROM hr_key_checks_v010;
-INSERT INTO hr_migrations.hr_batch_progress (migration, operation, last_id, batches, rows_done, started_at, updated_at)
+INSERT INTO hr_batch_progress (migration, operation, last_id, batches, rows_done, started_at, updated_at)
 SELECT migration, 'backfill', last_id, batches, rows_done, started_at, updated_at FROM hr_backfill_progress_v010;
 DROP TABLE hr_migration_phases_v010, hr_backfill_progress_v010, hr_key_checks_v010;
 
@@ -18,79 +18,47 @@ DROP TABLE hr_migration_phases_v010, hr_backfill_progress_v010, hr_key_checks_v0
 -- sql/migrations/ again afterwards is harmless and does the same.
 DO $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM hr_migrations.hr_migration_phases WHERE migration = 'reference_tokens' AND phase <> 'not_applied') THEN
+    IF EXISTS (SELECT 1 FROM @extschema@.hr_migration_phases WHERE migration = 'reference_tokens' AND phase <> 'not_applied') THEN
         CREATE OR REPLACE TRIGGER hr_references_touch_updated_at
             BEFORE UPDATE ON public.hr_references
-            FOR EACH ROW WHEN (NOT hr_migrations.hr_backfill_in_progress())
-            EXECUTE FUNCTION hr_migrations.hr_touch_updated_at();
+            FOR EACH ROW WHEN (NOT @extschema@.hr_backfill_in_progress())
+            EXECUTE FUNCTION @extschema@.hr_touch_updated_at();
         CREATE OR REPLACE TRIGGER hr_references_token
             BEFORE INSERT OR UPDATE OF access_token ON public.hr_references
-            FOR EACH ROW WHEN (NOT hr_migrations.hr_backfill_in_progress())
-            EXECUTE FUNCTION hr_migrations.hr_references_token_trigger();
-        PERFORM hr_migrations.hr_secure_table('public.hr_references'::regclass, 'SELECT, UPDATE'::text);
-        PERFORM hr_migrations.hr_secure_own_table('public.hr_reference_token_validations', ARRAY['service_role'], 'INSERT');
+            FOR EACH ROW WHEN (NOT @extschema@.hr_backfill_in_progress())
+            EXECUTE FUNCTION @extschema@.hr_references_token_trigger();
+        PERFORM @extschema@.hr_secure_table('public.hr_references', 'SELECT, UPDATE');
+        PERFORM @extschema@.hr_secure_own_table('public.hr_reference_token_validations', ARRAY['service_role'], 'INSERT');
     END IF;
-    IF EXISTS (SELECT 1 FROM hr_migrations.hr_migration_phases WHERE migration = 'portal_sessions' AND phase <> 'not_applied') THEN
+    IF EXISTS (SELECT 1 FROM @extschema@.hr_migration_phases WHERE migration = 'portal_sessions' AND phase <> 'not_applied') THEN
         CREATE OR REPLACE TRIGGER hr_candidate_portal_sessions_touch_updated_at
             BEFORE UPDATE ON public.hr_candidate_portal_sessions
-            FOR EACH ROW WHEN (NOT hr_migrations.hr_backfill_in_progress())
-            EXECUTE FUNCTION hr_migrations.hr_touch_updated_at();
+            FOR EACH ROW WHEN (NOT @extschema@.hr_backfill_in_progress())
+            EXECUTE FUNCTION @extschema@.hr_touch_updated_at();
         CREATE OR REPLACE TRIGGER hr_portal_sessions_org
             BEFORE INSERT OR UPDATE OF candidate_id, organization_id ON public.hr_candidate_portal_sessions
-            FOR EACH ROW WHEN (NOT hr_migrations.hr_backfill_in_progress())
-            EXECUTE FUNCTION hr_migrations.hr_portal_sessions_org_trigger();
-        PERFORM hr_migrations.hr_secure_table('public.hr_candidate_portal_sessions', 'SELECT, UPDATE');
+            FOR EACH ROW WHEN (NOT @extschema@.hr_backfill_in_progress())
+            EXECUTE FUNCTION @extschema@.hr_portal_sessions_org_trigger();
+        PERFORM @extschema@.hr_secure_table('public.hr_candidate_portal_sessions', 'SELECT, UPDATE');
         GRANT SELECT ON public.hr_candidates TO hr_migrations_definer;
-        PERFORM hr_migrations.hr_forget_init_privs('pg_catalog.pg_class', 'public.hr_candidates'::regclass);
+        PERFORM @extschema@.hr_forget_init_privs('pg_catalog.pg_class', 'public.hr_candidates'::regclass);
     END IF;
-    IF EXISTS (SELECT 1 FROM hr_migrations.hr_migration_phases WHERE migration = 'integration_credentials' AND phase <> 'not_applied') THEN
+    IF EXISTS (SELECT 1 FROM @extschema@.hr_migration_phases WHERE migration = 'integration_credentials' AND phase <> 'not_applied') THEN
         CREATE OR REPLACE TRIGGER hr_job_board_integrations_touch_updated_at
             BEFORE UPDATE ON public.hr_job_board_integrations
-            FOR EACH ROW WHEN (NOT hr_migrations.hr_backfill_in_progress())
-            EXECUTE FUNCTION hr_migrations.hr_touch_updated_at();
+            FOR EACH ROW WHEN (NOT @extschema@.hr_backfill_in_progress())
+            EXECUTE FUNCTION @extschema@.hr_touch_updated_at();
         CREATE OR REPLACE TRIGGER hr_job_board_integrations_sync_insert
             AFTER INSERT ON public.hr_job_board_integrations
-            FOR EACH ROW WHEN (NOT hr_migrations.hr_backfill_in_progress())
-            EXECUTE FUNCTION hr_migrations.hr_job_board_integrations_trigger();
+            FOR EACH ROW WHEN (NOT @extschema@.hr_backfill_in_progress())
+            EXECUTE FUNCTION @extschema@.hr_job_board_integrations_trigger();
         CREATE OR REPLACE TRIGGER hr_job_board_integrations_sync_update
             BEFORE UPDATE OF api_key, api_secret, refresh_token, credential_id ON public.hr_job_board_integrations
-            FOR EACH ROW WHEN (NOT hr_migrations.hr_backfill_in_progress())
-            EXECUTE FUNCTION hr_migrations.hr_job_board_integrations_trigger();
-        PERFORM hr_migrations.hr_secure_table('public.hr_job_board_integrations', 'SELECT, UPDATE');
-        PERFORM hr_migrations.hr_secure_table('public.pf_credentials', 'SELECT, INSERT, UPDATE, DELETE');
-        PERFORM hr_migrations.hr_secure_own_table('public.pf_credential_migrations', ARRAY['authenticated', 'service_role'], 'SELECT, INSERT');
+            FOR EACH ROW WHEN (NOT @extschema@.hr_backfill_in_progress())
+            EXECUTE FUNCTION @extschema@.hr_job_board_integrations_trigger();
+        PERFORM @extschema@.hr_secure_table('public.hr_job_board_integrations', 'SELECT, UPDATE');
+        PERFORM @extschema@.hr_secure_table('public.pf_credentials', 'SELECT, INSERT, UPDATE, DELETE');
+        PERFORM @extschema@.hr_secure_own_table('public.pf_credential_migrations', ARRAY['authenticated', 'service_role'], 'SELECT, INSERT');
     END IF;
 END
 $$;
-
--- The RLS policies of 0.1.0's migrations call the old
--- hr_jwt_organization_id(): the same expressions, calling the new one.
-DO $$
-DECLARE
-    p record;
-    old oid := (SELECT o.oid FROM pg_catalog.pg_proc o JOIN pg_catalog.pg_depend d ON d.objid = o.oid
-                 WHERE o.proname = 'hr_jwt_organization_id_v010' AND d.deptype = 'e'
-                   AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'hr_migrations'));
-    pattern constant text := '([A-Za-z_][A-Za-z0-9_]*\.)?hr_jwt_organization_id_v010\(\)';
-BEGIN
-    FOR p IN SELECT DISTINCT y.polname, y.polrelid::regclass AS rel,
-                    pg_catalog.pg_get_expr(y.polqual, y.polrelid) AS qual,
-                    pg_catalog.pg_get_expr(y.polwithcheck, y.polrelid) AS chk
-               FROM pg_catalog.pg_policy y JOIN pg_catalog.pg_depend d
-                 ON d.classid = 'pg_catalog.pg_policy'::regclass AND d.objid = y.oid AND d.refobjid = old LOOP
-        EXECUTE pg_catalog.format('ALTER POLICY %I ON %s%s%s', p.polname, p.rel,
-            CASE WHEN p.qual IS NULL THEN ''
-                 ELSE ' USING (' || regexp_replace(p.qual, pattern, 'hr_migrations.hr_jwt_organization_id()', 'g') || ')' END,
-            CASE WHEN p.chk IS NULL THEN ''
-                 ELSE ' WITH CHECK (' || regexp_replace(p.chk, pattern, 'hr_migrations.hr_jwt_organization_id()', 'g') || ')' END);
-    END LOOP;
-END
-$$;
--- Nothing refers to the old functions any more (a DROP that still finds a
--- dependent object stops the upgrade here, with nothing changed).
-DROP FUNCTION hr_jwt_organization_id_v010(), hr_touch_updated_at_v010(), hr_references_token_trigger_v010(),
-              hr_portal_sessions_org_trigger_v010(), hr_job_board_integrations_trigger_v010();
-
--- What is installed now, with the old functions gone, is what the
--- integrity check (src/integrity.rs) compares with.
-SELECT hr_migrations.hr_record_fingerprints();

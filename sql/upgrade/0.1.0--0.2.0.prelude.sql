@@ -18,25 +18,20 @@ ALTER TABLE hr_key_checks RENAME TO hr_key_checks_v010;
 ALTER INDEX hr_key_checks_pkey RENAME TO hr_key_checks_v010_pkey;
 
 -- Drop every 0.1.0 function and procedure but those the application's
--- triggers and RLS policies depend on: those step aside (renamed *_v010,
--- so the API's wrappers can take their names) until the epilogue has
--- pointed the triggers and policies at the new ones in schema
--- hr_migrations, then go.
+-- triggers and RLS policies depend on: the 0.2.0 script below replaces
+-- those in place (CREATE OR REPLACE), so no trigger or policy is dropped.
 DO $$
 DECLARE
     f record;
 BEGIN
-    FOR f IN SELECT p.oid::regprocedure AS sig, p.prokind, p.proname
+    FOR f IN SELECT p.oid::regprocedure AS sig, p.prokind
                FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_proc p ON p.oid = d.objid
               WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.deptype = 'e'
                 AND d.refclassid = 'pg_catalog.pg_extension'::regclass
-                AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'hr_migrations') LOOP
-        IF f.proname IN ('hr_jwt_organization_id', 'hr_touch_updated_at', 'hr_references_token_trigger',
-                         'hr_portal_sessions_org_trigger', 'hr_job_board_integrations_trigger') THEN
-            EXECUTE pg_catalog.format('ALTER FUNCTION %s RENAME TO %I', f.sig, f.proname || '_v010');
-        ELSE
-            EXECUTE pg_catalog.format('DROP %s %s', CASE f.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, f.sig);
-        END IF;
+                AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'hr_migrations')
+                AND p.proname NOT IN ('hr_jwt_organization_id', 'hr_touch_updated_at', 'hr_references_token_trigger',
+                                      'hr_portal_sessions_org_trigger', 'hr_job_board_integrations_trigger') LOOP
+        EXECUTE format('DROP %s %s', CASE f.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, f.sig);
     END LOOP;
 END
 $$;

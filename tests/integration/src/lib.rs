@@ -703,3 +703,14 @@ pub fn rows_finished(psql_output: &str) -> Option<i64> {
         .parse()
         .ok()
 }
+
+/// The extension's version, from the repository's Cargo.toml (what `make
+/// install` installs as the default version).
+pub fn extension_version() -> String {
+    let toml = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    toml.lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("version in Cargo.toml")
+        .to_string()
+}

@@ -128,14 +128,15 @@ fn upgrade_from_0_1_0_keeps_every_token_and_secret() {
         "SELECT string_agg(key_version || check_value, ',') FROM hr_key_checks",
     );
 
-    c.batch_execute("ALTER EXTENSION hr_migrations UPDATE TO '0.2.0'")
-        .unwrap();
+    // 0.1.0 -> 0.2.0 -> 0.3.0: the 0.2.0 script as 0.2.0 shipped it, run
+    // with this library, then 0.3.0's.
+    c.batch_execute("ALTER EXTENSION hr_migrations UPDATE").unwrap();
     let mut c = cl.connect("old");
     let version: String = one(
         &mut c,
         "SELECT extversion FROM pg_extension WHERE extname = 'hr_migrations'",
     );
-    assert_eq!(version, "0.2.0");
+    assert_eq!(version, extension_version());
     let phases_after: Vec<String> = c
         .query(
             "SELECT migration || '=' || phase FROM hr_migration_status() ORDER BY 1",
@@ -178,6 +179,133 @@ fn upgrade_from_0_1_0_keeps_every_token_and_secret() {
         "SELECT count(*) FROM public.hr_job_board_integrations WHERE api_key IS NOT NULL OR api_secret IS NOT NULL OR refresh_token IS NOT NULL",
     );
     assert_eq!(plaintext, 0);
+    assert_eq!(broken_tokens_and_secrets(&mut c), (0, 0));
+}
+
+/// A database migrated by 0.2.0's own scripts (tests/fixtures/v0.2.0, as
+/// 0.2.0 shipped them) gets every fix of 0.3.0: ALTER EXTENSION UPDATE moves
+/// the extension into schema hr_migrations and points the application's
+/// triggers and policies at it; running sql/migrations/ again closes
+/// pf_credentials and links each credential once; running them once more
+/// changes nothing.
+#[test]
+fn upgrade_from_0_2_0_keeps_every_token_and_secret_and_gets_every_fix() {
+    let (cl, _) = keyring_cluster(&[]);
+    let mut admin = cl.connect("postgres");
+    admin.batch_execute("CREATE DATABASE old").unwrap();
+    cl.psql_ok("old", &repo().join("tests/fixtures/schema.sql"), &[]);
+    cl.psql_ok(
+        "old",
+        &repo().join("tests/fixtures/generate.sql"),
+        &[("scale", "1000")],
+    );
+    let mut c = cl.connect("old");
+    c.batch_execute(
+        "CREATE EXTENSION hr_migrations VERSION '0.2.0' SCHEMA extensions;
+         ALTER DATABASE old SET search_path = public, extensions;",
+    )
+    .unwrap();
+    drop_unresolvable_sessions(&mut c);
+    keep_oracle(&mut c);
+    let v020 = repo().join("tests/fixtures/v0.2.0/migrations");
+    for f in [
+        "001_reference_tokens.sql",
+        "002_portal_sessions.sql",
+        "003_integration_credentials.sql",
+    ] {
+        cl.psql_ok("old", &v020.join(f), &[]);
+    }
+    let mut c = cl.connect("old");
+    c.batch_execute("CALL hr_run_phase('reference_tokens', 'enforced')")
+        .unwrap();
+    let phases_before: Vec<String> = c
+        .query(
+            "SELECT migration || '=' || phase FROM hr_migration_status() ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // 0.2.0 left pf_credentials open to anon (finding 5 of #15).
+    let anon_reads = |c: &mut Client| -> bool {
+        one(c, "SELECT has_table_privilege('anon', 'public.pf_credentials', 'SELECT')")
+    };
+    assert!(anon_reads(&mut c));
+
+    c.batch_execute("ALTER EXTENSION hr_migrations UPDATE").unwrap();
+    let mut c = cl.connect("old");
+    let version: String = one(
+        &mut c,
+        "SELECT extversion FROM pg_extension WHERE extname = 'hr_migrations'",
+    );
+    assert_eq!(version, extension_version());
+    let phases_after: Vec<String> = c
+        .query(
+            "SELECT migration || '=' || phase FROM hr_migration_status() ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(phases_before, phases_after);
+    assert_eq!(broken_tokens_and_secrets(&mut c), (0, 0));
+    // The application's triggers and policies call the new functions only.
+    let stale: i64 = one(
+        &mut c,
+        "SELECT count(*) FROM pg_depend d JOIN pg_proc p ON p.oid = d.refobjid
+          WHERE d.classid IN ('pg_trigger'::regclass, 'pg_policy'::regclass)
+            AND p.pronamespace <> 'hr_migrations'::regnamespace AND p.proname LIKE 'hr\\_%'",
+    );
+    assert_eq!(stale, 0, "a trigger or policy still calls a function outside hr_migrations");
+    let integrity: String = one(
+        &mut c,
+        "SELECT status FROM hr_preflight() WHERE check_name = 'integrity'",
+    );
+    assert_eq!(integrity, "ok");
+
+    // The catalog equals a fresh install's.
+    admin.batch_execute("CREATE DATABASE fresh").unwrap();
+    cl.psql_ok("fresh", &repo().join("tests/fixtures/schema.sql"), &[]);
+    let mut f = cl.connect("fresh");
+    f.batch_execute("CREATE EXTENSION hr_migrations SCHEMA extensions")
+        .unwrap();
+    let (upgraded, fresh) = (extension_catalog(&mut c), extension_catalog(&mut f));
+    let only_upgraded: Vec<_> = upgraded.iter().filter(|x| !fresh.contains(x)).collect();
+    let only_fresh: Vec<_> = fresh.iter().filter(|x| !upgraded.contains(x)).collect();
+    assert!(
+        only_upgraded.is_empty() && only_fresh.is_empty(),
+        "upgraded but not fresh: {only_upgraded:#?}\nfresh but not upgraded: {only_fresh:#?}"
+    );
+
+    // The files again bring the rest; once more, nothing changes.
+    for (_, script) in migrations(&mut c) {
+        cl.migrate("old", &script, &[]);
+    }
+    assert!(!anon_reads(&mut c), "pf_credentials is still open to anon");
+    let snapshot = |c: &mut Client| -> Vec<String> {
+        c.query(
+            "SELECT format('%s %s', c.oid::regclass, c.relacl) FROM pg_class c
+              WHERE c.relnamespace = 'public'::regnamespace
+             UNION ALL SELECT format('%s %s', t.tgname, pg_get_triggerdef(t.oid)) FROM pg_trigger t WHERE NOT t.tgisinternal
+             UNION ALL SELECT format('%s %s %s', y.polname, pg_get_expr(y.polqual, y.polrelid), pg_get_expr(y.polwithcheck, y.polrelid))
+                         FROM pg_policy y
+             UNION ALL SELECT format('%s %s', i.indexrelid::regclass, pg_get_indexdef(i.indexrelid)) FROM pg_index i
+                        WHERE i.indrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'public'::regnamespace)
+             ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    let once = snapshot(&mut c);
+    for (_, script) in migrations(&mut c) {
+        cl.migrate("old", &script, &[]);
+    }
+    assert_eq!(once, snapshot(&mut c), "running the files again changed something");
     assert_eq!(broken_tokens_and_secrets(&mut c), (0, 0));
 }
 
