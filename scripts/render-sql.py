@@ -81,7 +81,9 @@ RUNTIME_VARIABLES = {
 # What a query ending in \gexec generates, by the format() string it uses:
 # (pattern of that string, the value its %s stands for).
 GEXEC_GENERATORS = [
-    (r"DROP INDEX CONCURRENTLY (IF EXISTS )?%s", lambda v: qualified(v["tbl_schema"], v["index_name"])),
+    # (an index of the migration's table; which one does not matter to squawk)
+    (r"DROP INDEX CONCURRENTLY (IF EXISTS )?%s",
+     lambda v: qualified(v["tbl_schema"], v.get("index_name") or v["tenant_index"])),
 ]
 
 
@@ -208,7 +210,7 @@ def variables(entry, ext):
         "hr_saved_search_path": '"$user", public, extensions',
     }
     for var, key in (("fk", "fk"), ("index_name", "index"), ("unique_index", "unique_index"),
-                     ("credentials_org_index", "credentials_org_index"),
+                     ("credentials_org_index", "credentials_org_index"), ("tenant_index", "tenant_index"),
                      ("envelope_check", "envelope_check"),
                      ("hash_check", "hash_check")):
         if isinstance(o.get(key), str):

@@ -174,6 +174,12 @@ INSERT INTO hr_migrations.hr_migration_registry (migration, position, kind, tabl
     "touch_trigger": "hr_references_touch_updated_at",
     "hash_check": "hr_references_access_token_hash_v1",
     "log_table": "hr_reference_token_validations",
+    "log_policy": "hr_reference_token_validations_select",
+    "tenant_index": "hr_references_candidate_id",
+    "policy_select": "hr_references_select",
+    "policy_insert": "hr_references_insert",
+    "policy_update": "hr_references_update",
+    "policy_delete": "hr_references_delete",
     "legacy_triggers": ["update_hr_references_updated_at"]
  }', true),
 ('portal_sessions', 2, 'tenant_column', 'hr_candidate_portal_sessions', 5000, '{
@@ -202,6 +208,11 @@ INSERT INTO hr_migrations.hr_migration_registry (migration, position, kind, tabl
     "envelope_check": "pf_credentials_encrypted_value_envelope_v1",
     "log_table": "pf_credential_migrations",
     "log_policy": "pf_credential_migrations_select",
+    "tenant_index": "hr_job_board_integrations_organization_id",
+    "policy_select": "hr_job_board_integrations_select",
+    "policy_insert": "hr_job_board_integrations_insert",
+    "policy_update": "hr_job_board_integrations_update",
+    "policy_delete": "hr_job_board_integrations_delete",
     "legacy_triggers": ["update_hr_job_board_integrations_updated_at"]
  }', true);
 
@@ -221,7 +232,7 @@ COMMENT ON TABLE hr_migrations.hr_migration_phases IS
 -- stopped), counters, the current batch size and the last error.
 CREATE TABLE hr_migrations.hr_batch_progress (
     migration      text NOT NULL REFERENCES hr_migrations.hr_migration_registry (migration) ON DELETE CASCADE,
-    operation      text NOT NULL CHECK (operation IN ('backfill', 'clear', 'erase', 'rollback', 'rewrap')),
+    operation      text NOT NULL CHECK (operation IN ('backfill', 'clear', 'erase', 'rollback', 'rewrap', 'purge')),
     last_id        uuid,
     batches        bigint NOT NULL DEFAULT 0,
     rows_done      bigint NOT NULL DEFAULT 0,
@@ -445,7 +456,7 @@ BEGIN
     IF tbl IS NULL THEN
         RAISE EXCEPTION '% has no such operation (or its table does not exist)', migration
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'the batch operations are backfill, clear, erase, rollback and rewrap, as its kind defines them';
+                  HINT = 'the batch operations are backfill, clear, erase, rollback, rewrap and purge, as its kind defines them';
     END IF;
 END
 $$;
@@ -600,6 +611,57 @@ BEGIN
             PERFORM hr_migrations.hr_procedure_step();
         END IF;
     END LOOP;
+END
+$$;
+
+-- Row isolation of a migration's table from migrated on (every row has its
+-- organization then): RLS with one policy per command for authenticated,
+-- each the rows of the request's organization (hr_jwt_organization_id()),
+-- from the kind's predicate. Nothing before migrated, nothing for other
+-- roles (anon has no privilege on the table from dual on; service_role
+-- bypasses RLS). tenant_column's script creates the sessions' own policies.
+-- Idempotent: a no-op once RLS is on and the four policies exist. Called by
+-- the kinds' move to migrated (with that phase) and by the migration
+-- scripts (with the current one). Runs as the DBA (it owns the table).
+CREATE FUNCTION hr_migrations.hr_isolate_rows(migration text, phase text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e hr_migrations.hr_migration_registry := hr_migrations.hr_migration_entry(migration);
+    tbl regclass := hr_migrations.hr_migration_table(migration);
+    pred text;
+    n text;
+BEGIN
+    pred := CASE e.kind
+        WHEN 'token_hash' THEN
+            'candidate_id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT hr_migrations.hr_organization_candidates()))'
+        WHEN 'credential_move' THEN
+            'organization_id OPERATOR(pg_catalog.=) (SELECT hr_migrations.hr_jwt_organization_id())'
+        END;
+    IF pred IS NULL OR tbl IS NULL OR phase NOT IN ('migrated', 'enforced', 'contracted') THEN
+        RETURN;
+    END IF;
+    IF (SELECT c.relrowsecurity FROM pg_catalog.pg_class c WHERE c.oid = tbl)
+       AND (SELECT count(*) FROM pg_catalog.pg_policy y
+             WHERE y.polrelid = tbl
+               AND y.polname IN (e.objects ->> 'policy_select', e.objects ->> 'policy_insert',
+                                 e.objects ->> 'policy_update', e.objects ->> 'policy_delete')) = 4 THEN
+        RETURN;
+    END IF;
+    PERFORM hr_migrations.hr_bound_lock_wait();
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
+    FOREACH n IN ARRAY ARRAY['policy_select', 'policy_insert', 'policy_update', 'policy_delete'] LOOP
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy y WHERE y.polrelid = tbl AND y.polname = e.objects ->> n) THEN
+            EXECUTE format('DROP POLICY %I ON %s', e.objects ->> n, tbl);
+        END IF;
+    END LOOP;
+    EXECUTE format('CREATE POLICY %I ON %s FOR SELECT TO authenticated USING (%s)', e.objects ->> 'policy_select', tbl, pred);
+    EXECUTE format('CREATE POLICY %I ON %s FOR INSERT TO authenticated WITH CHECK (%s)', e.objects ->> 'policy_insert', tbl, pred);
+    EXECUTE format('CREATE POLICY %I ON %s FOR UPDATE TO authenticated USING (%s) WITH CHECK (%s)',
+                   e.objects ->> 'policy_update', tbl, pred, pred);
+    EXECUTE format('CREATE POLICY %I ON %s FOR DELETE TO authenticated USING (%s)', e.objects ->> 'policy_delete', tbl, pred);
+    RAISE NOTICE '%: % isolated by organization for authenticated (row level security, one policy per command)', migration, tbl;
 END
 $$;
 
@@ -1368,6 +1430,61 @@ BEGIN
             RETURN NEXT;
         END IF;
 
+        -- What Supabase's Security Advisor (splinter) would report on the
+        -- tables of this migration: rls_disabled_in_public,
+        -- sensitive_columns_exposed, policy_exists_rls_disabled,
+        -- rls_enabled_no_policy. None from migrated on.
+        check_name := 'security advisor';
+        found_any := false;
+        FOR x IN
+            WITH t AS (
+                SELECT c.oid AS rel, c.relnamespace, c.relrowsecurity AS rls,
+                       (SELECT count(*) FROM pg_catalog.pg_policy y WHERE y.polrelid OPERATOR(pg_catalog.=) c.oid) AS policies,
+                       EXISTS (SELECT 1 FROM pg_catalog.pg_roles o
+                                WHERE o.rolname OPERATOR(pg_catalog.=) ANY (ARRAY['anon', 'authenticated']::name[])
+                                  AND pg_catalog.has_table_privilege(o.oid, c.oid, 'SELECT, INSERT, UPDATE, DELETE')) AS exposed,
+                       EXISTS (SELECT 1 FROM pg_catalog.pg_roles o
+                                WHERE o.rolname OPERATOR(pg_catalog.=) ANY (ARRAY['anon', 'authenticated']::name[])
+                                  AND pg_catalog.has_table_privilege(o.oid, c.oid, 'SELECT')) AS readable,
+                       (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum)
+                          FROM pg_catalog.pg_attribute a
+                         WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+                           AND a.attname::pg_catalog.text OPERATOR(pg_catalog.~*) '(token|secret|password|passwd|api_?key|private_?key|credential|encrypted)') AS sensitive
+                  FROM pg_catalog.pg_class c
+                 WHERE c.oid OPERATOR(pg_catalog.=) ANY (ARRAY[tbl,
+                                   -- NULL for a kind without a credentials or log table
+                                   pg_catalog.to_regclass(pg_catalog.quote_ident(r.table_schema) OPERATOR(pg_catalog.||) '.'
+                                                          OPERATOR(pg_catalog.||) pg_catalog.quote_ident(r.objects ->> 'credentials_table')),
+                                   pg_catalog.to_regclass(pg_catalog.quote_ident(r.table_schema) OPERATOR(pg_catalog.||) '.'
+                                                          OPERATOR(pg_catalog.||) pg_catalog.quote_ident(r.objects ->> 'log_table'))]::pg_catalog.oid[])
+            )
+            SELECT t.rel::pg_catalog.regclass AS rel, l.lint, l.why FROM t,
+                   LATERAL (VALUES
+                       ('rls_disabled_in_public', t.relnamespace OPERATOR(pg_catalog.=) 'public'::pg_catalog.regnamespace::pg_catalog.oid AND NOT t.rls AND t.exposed,
+                        'row level security is off and anon or authenticated may use the table'),
+                       ('sensitive_columns_exposed', NOT t.rls AND t.readable AND t.sensitive IS NOT NULL,
+                        pg_catalog.format('anon or authenticated may read %s with no row level security', t.sensitive)),
+                       ('policy_exists_rls_disabled', NOT t.rls AND t.policies OPERATOR(pg_catalog.>) 0,
+                        'it has policies but row level security is off'),
+                       ('rls_enabled_no_policy', t.rls AND t.policies OPERATOR(pg_catalog.=) 0,
+                        'row level security is on and it has no policy')
+                   ) l(lint, hit, why)
+             WHERE l.hit
+             ORDER BY 1, 2
+        LOOP
+            found_any := true;
+            status := 'warning';
+            detail := format('%s: %s: %s', x.lint, x.rel, x.why);
+            fix := CASE WHEN phase OPERATOR(pg_catalog.=) ANY (ARRAY['not_applied', 'dual'])
+                        THEN format('sql/migrations/%s isolates the table by organization once every row is migrated', hr_migrations.hr_migration_script(r.migration))
+                        ELSE format('run sql/migrations/%s again (docs/security.md, "Row isolation")', hr_migrations.hr_migration_script(r.migration)) END;
+            RETURN NEXT;
+        END LOOP;
+        IF NOT found_any THEN
+            status := 'ok'; detail := 'no Security Advisor finding on the tables of this migration'; fix := NULL;
+            RETURN NEXT;
+        END IF;
+
         IF phase <> 'not_applied' THEN
             check_name := 'rows that cannot be migrated';
             SELECT c.blocked INTO n FROM hr_migrations.hr_operation_counts(r.migration, 'backfill') c;
@@ -1868,337 +1985,6 @@ BEGIN
     PERFORM hr_migrations.hr_procedure_step();
     CALL hr_migrations.hr_run_batches(migration, 'rollback', batch_size);
     PERFORM hr_migrations.hr_procedure_step();
-END
-$$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tokens.rs:11
--- Kind token_hash (migration reference_tokens): salted-hash storage of a
--- table's reference tokens. A table of this kind has `id uuid` and
--- `access_token text` (legacy plaintext); its script adds
--- `access_token_hash text` (token hash v1).
---
--- PL/pgSQL resolves table and column names when a statement first runs, so
--- CREATE EXTENSION works before sql/migrations/001 has created anything.
-
--- The migration of a kind whose table fired a trigger; 39P01 when the table
--- is not registered with that kind. Trigger functions call it first, so
--- none of them can be aimed at another table (a temp table, another
--- tenant's copy) by whoever manages to attach it.
-CREATE FUNCTION hr_migrations.hr_trigger_migration(relid oid, kind text) RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    m text;
-BEGIN
-    SELECT r.migration INTO m FROM hr_migrations.hr_migration_registry r
-     WHERE r.kind = hr_trigger_migration.kind
-       AND to_regclass(format('%I.%I', r.table_schema, r.table_name)) = relid;
-    IF m IS NULL THEN
-        RAISE EXCEPTION 'this hr_migrations trigger function serves only the tables of its migrations, not %', relid::regclass
-            USING ERRCODE = 'trigger_protocol_violated';
-    END IF;
-    RETURN m;
-END
-$$;
-
--- Generic updated_at maintenance for every table (replaces the plan's one
--- function per table). Installed BEFORE UPDATE with
--- WHEN (NOT hr_backfill_in_progress()), so the extension's own batches
--- leave updated_at alone (the plan's bug 6).
-CREATE OR REPLACE FUNCTION hr_migrations.hr_touch_updated_at() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF TG_WHEN <> 'BEFORE' OR TG_OP <> 'UPDATE' OR TG_LEVEL <> 'ROW' THEN
-        RAISE EXCEPTION 'hr_touch_updated_at() must be a BEFORE UPDATE ... FOR EACH ROW trigger (on %)', TG_TABLE_NAME
-            USING ERRCODE = 'trigger_protocol_violated';
-    END IF;
-    IF NOT hr_migrations.hr_backfill_in_progress() THEN
-        NEW.updated_at := now();
-    END IF;
-    RETURN NEW;
-END
-$$;
-
--- The trigger function of this kind, hr_references_token_trigger(), is Rust
--- (src/tokens.rs): it runs once per written row.
-
--- Dual-path verification by reference id (DESIGN.md §4): the hash first,
--- then (before enforced) the legacy plaintext, compared in constant time;
--- the decision is src/dual_path.rs (hr_token_verdict). An empty presented
--- token never verifies. Appends one row to hr_reference_token_validations:
--- reference id, method, success, time; never the token. NULL arguments
--- return false (not NULL) and are logged as 'none'.
--- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
--- It reads hr_references and inserts into the log table; app roles hold no
--- TRIGGER on either (001 revokes it), and batches refuse foreign triggers.
-CREATE FUNCTION hr_migrations.hr_verify_reference_token(reference_id uuid, token text) RETURNS boolean
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    phase text := hr_migrations.hr_require_applied('reference_tokens');
-    stored_token text;
-    stored_hash text;
-    v record;
-BEGIN
-    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
-    IF reference_id IS NOT NULL THEN
-        IF phase = 'contracted' THEN  -- access_token is gone
-            SELECT r.access_token_hash INTO stored_hash
-              FROM public.hr_references r WHERE r.id = reference_id;
-        ELSE
-            SELECT r.access_token, r.access_token_hash INTO stored_token, stored_hash
-              FROM public.hr_references r WHERE r.id = reference_id;
-        END IF;
-    END IF;
-    SELECT * INTO v FROM hr_migrations.hr_token_verdict(
-        hr_migrations.hr_phase_accepts_plaintext(phase), token, stored_hash, stored_token);
-    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_reference_token_validations'::regclass]::oid[]);
-    INSERT INTO public.hr_reference_token_validations (reference_id, method, success)
-    VALUES (reference_id, v.method, v.ok);
-    RETURN v.ok;
-END
-$$;
-
--- A new token for a reference: generated here, stored only as its hash (in
--- every phase), returned once. It replaces any earlier token of the
--- reference, hashed or legacy plaintext (the plaintext is cleared). The
--- token never travels to the database, so no statement or parameter log
--- can hold it. P0002 for an unknown reference, 22004 for NULL.
--- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
-CREATE FUNCTION hr_migrations.hr_issue_reference_token(reference_id uuid) RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    phase text := hr_migrations.hr_require_applied('reference_tokens');
-    tok text := hr_migrations.hr_generate_token();
-BEGIN
-    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
-    IF reference_id IS NULL THEN
-        RAISE EXCEPTION 'reference_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
-    IF phase = 'contracted' THEN
-        UPDATE public.hr_references r SET access_token_hash = hr_migrations.hr_hash_token(tok)
-         WHERE r.id = reference_id;
-    ELSE
-        UPDATE public.hr_references r
-           SET access_token = NULL, access_token_hash = hr_migrations.hr_hash_token(tok)
-         WHERE r.id = reference_id;
-    END IF;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'no reference with that id' USING ERRCODE = 'no_data_found',
-            HINT = 'hr_issue_reference_token() replaces the token of an existing hr_references row';
-    END IF;
-    RETURN tok;
-END
-$$;
-
--- Revokes a reference's token, hashed or plaintext, in every phase: true
--- when there was one. SECURITY DEFINER: EXECUTE for service_role.
-CREATE FUNCTION hr_migrations.hr_revoke_reference_token(reference_id uuid) RETURNS boolean
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    phase text := hr_migrations.hr_require_applied('reference_tokens');
-BEGIN
-    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
-    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
-    IF phase = 'contracted' THEN
-        UPDATE public.hr_references r SET access_token_hash = NULL
-         WHERE r.id = reference_id AND r.access_token_hash IS NOT NULL;
-    ELSE
-        UPDATE public.hr_references r SET access_token = NULL, access_token_hash = NULL
-         WHERE r.id = reference_id AND (r.access_token IS NOT NULL OR r.access_token_hash IS NOT NULL);
-    END IF;
-    RETURN FOUND;
-END
-$$;
-
--- One keyset batch of the backfill (DESIGN.md §4): hashes up to batch_size
--- plaintext tokens that have no hash yet, through the batch engine
--- (hr_engine_batch). Returns rows hashed; 0 = nothing left.
-CREATE FUNCTION hr_migrations.hr_backfill_reference_token_hashes(batch_size integer DEFAULT 5000) RETURNS bigint
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT hr_migrations.hr_require_integrity(); SELECT hr_migrations.hr_engine_batch('reference_tokens', 'backfill', batch_size) $$;
-
--- The engine's view of a token_hash migration (see hr_operation_spec):
---   backfill  rows with a non-empty plaintext token and no hash;
---   erase     (contracted) rows still holding legacy plaintext.
--- Empty tokens are neither pending nor blocked: they verify nothing and
--- are counted in the note.
-CREATE FUNCTION hr_migrations.hr_token_hash_spec(migration text, operation text,
-    OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
-    OUT action text, OUT writes regclass[])
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := hr_migrations.hr_migration_table(migration);
-    has_plaintext boolean := hr_migrations.hr_column_exists(t, 'access_token');
-BEGIN
-    IF t IS NULL THEN
-        RETURN;
-    END IF;
-    blocked := 'false';
-    migrated := 't.access_token_hash IS NOT NULL';
-    writes := ARRAY[t];
-    CASE operation
-        WHEN 'backfill' THEN
-            pending := CASE WHEN has_plaintext
-                THEN 't.access_token IS NOT NULL AND t.access_token <> '''' AND t.access_token_hash IS NULL'
-                ELSE 'false' END;
-            action := 'hr_migrations.hr_token_hash_backfill';
-        WHEN 'erase' THEN
-            pending := CASE WHEN has_plaintext THEN 't.access_token IS NOT NULL' ELSE 'false' END;
-            action := 'hr_migrations.hr_token_hash_erase';
-        ELSE
-            RETURN;
-    END CASE;
-    tbl := t;
-END
-$$;
-
-CREATE FUNCTION hr_migrations.hr_token_hash_phase_operation(migration text, phase text) RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    -- In enforced too: a token written with triggers disabled is hashed,
-    -- or it could never verify again.
-    SELECT CASE phase WHEN 'dual' THEN 'backfill' WHEN 'migrated' THEN 'backfill'
-                      WHEN 'enforced' THEN 'backfill' WHEN 'contracted' THEN 'erase' END
-$$;
-
--- Row action of the backfill: one statement for the whole batch.
-CREATE FUNCTION hr_migrations.hr_token_hash_backfill(migration text, ids uuid[]) RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    n bigint;
-BEGIN
-    EXECUTE format('UPDATE %s t SET access_token_hash = %s.hr_hash_token(t.access_token) WHERE t.id = ANY ($1)',
-                   hr_migrations.hr_migration_table(migration), 'hr_migrations')
-      USING ids;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
-END
-$$;
-
--- Row action of the contract phase: erases legacy plaintext (the flag is
--- on, so the token trigger does not take it for a revocation).
-CREATE FUNCTION hr_migrations.hr_token_hash_erase(migration text, ids uuid[]) RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    n bigint;
-BEGIN
-    EXECUTE format('UPDATE %s t SET access_token = NULL WHERE t.id = ANY ($1)', hr_migrations.hr_migration_table(migration))
-      USING ids;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
-END
-$$;
-
--- applied: the hash column and the token trigger exist (after the contract
--- phase dropped the trigger, the hash column alone). ready: the triggers
--- the script installs are there.
-CREATE FUNCTION hr_migrations.hr_token_hash_state(migration text, OUT applied boolean, OUT ready boolean)
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := hr_migrations.hr_migration_table(migration);
-    contracted boolean := hr_migrations.hr_migration_phase(migration) = 'contracted';
-BEGIN
-    applied := hr_migrations.hr_column_exists(t, 'access_token_hash')
-               AND (contracted OR hr_migrations.hr_trigger_exists(t, hr_migrations.hr_migration_object(migration, 'token_trigger')));
-    ready := applied AND hr_migrations.hr_trigger_exists(t, hr_migrations.hr_migration_object(migration, 'touch_trigger'));
-END
-$$;
-
--- Brief DDL of a phase move: none for tokens. (Entering enforced needs no
--- wait: a token written by a transaction still in flight is hashed by the
--- trigger and its plaintext is legacy data the contract phase erases.)
-CREATE FUNCTION hr_migrations.hr_token_hash_enter(migration text, from_phase text, to_phase text) RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    NULL;
-END
-$$;
-
--- Closing DDL of a phase, once its batches are done. contracted: drop the
--- token trigger (it served the transition) and the plaintext column.
-CREATE PROCEDURE hr_migrations.hr_token_hash_finish(migration text, phase text)
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    t regclass;
-BEGIN
-    PERFORM hr_migrations.hr_procedure_step();
-    t := hr_migrations.hr_migration_table(migration);
-    IF phase <> 'contracted' OR NOT hr_migrations.hr_column_exists(t, 'access_token') THEN
-        RETURN;
-    END IF;
-    CALL hr_migrations.hr_ddl(migration, $ddl$
-        DROP TRIGGER IF EXISTS {token_trigger} ON {table};
-        ALTER TABLE {table} DROP COLUMN IF EXISTS access_token
-    $ddl$);
-    PERFORM hr_migrations.hr_procedure_step();
-    RAISE NOTICE '%: access_token dropped (VACUUM the table; old row versions, WAL and backups still hold what it held)', migration;
-END
-$$;
-
-CREATE FUNCTION hr_migrations.hr_token_hash_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := hr_migrations.hr_migration_table(migration);
-    empty_tokens bigint := 0;
-    hash_only bigint;
-    plaintext_left bigint := 0;
-    note text;
-BEGIN
-    IF hr_migrations.hr_column_exists(t, 'access_token') THEN
-        EXECUTE format('SELECT count(*) FILTER (WHERE t.access_token = ''''),
-                               count(*) FILTER (WHERE t.access_token IS NULL AND t.access_token_hash IS NOT NULL),
-                               count(*) FILTER (WHERE t.access_token IS NOT NULL)
-                          FROM %s t', t)
-           INTO empty_tokens, hash_only, plaintext_left;
-    END IF;
-    note := concat_ws('; ',
-        CASE WHEN pending > 0 AND phase IN ('dual', 'migrated', 'enforced') THEN
-            format('%s plaintext tokens have no hash yet: CALL hr_run_backfill(%L)', pending, migration) END,
-        CASE WHEN phase = 'enforced' THEN
-            format('only hashes are stored and accepted; %s legacy plaintext tokens remain in access_token, no longer accepted (erased by the contract phase)', plaintext_left) END,
-        CASE WHEN phase = 'contracted' AND pending > 0 THEN
-            format('%s legacy plaintext tokens to erase: CALL hr_run_backfill(%L)', pending, migration) END,
-        CASE WHEN phase = 'contracted' AND pending = 0 AND plaintext_left = 0 AND hr_migrations.hr_column_exists(t, 'access_token') THEN
-            format('plaintext erased; CALL hr_run_backfill(%L) drops access_token', migration) END,
-        CASE WHEN phase = 'contracted' AND NOT hr_migrations.hr_column_exists(t, 'access_token') THEN
-            'access_token dropped: only hashes exist' END,
-        CASE WHEN phase IN ('dual', 'migrated') AND hash_only > 0 THEN
-            format('%s references have no plaintext token left and verify by hash only', hash_only) END,
-        CASE WHEN empty_tokens > 0 THEN
-            format('%s references have an empty token, which is not hashed and never verifies', empty_tokens) END,
-        CASE WHEN phase = 'enforced' THEN hr_migrations.hr_contract_eta(migration) END);
-    IF note = '' THEN
-        note := 'every token has a hash; plaintext is still accepted until enforced';
-    END IF;
-    RETURN note;
 END
 $$;
 /* </end connected objects> */
@@ -2836,6 +2622,18 @@ BEGIN
             migrated := 'false';
             action := 'hr_migrations.hr_credential_move_rollback';
             writes := ARRAY[t, creds, logt];
+        WHEN 'purge' THEN
+            -- Credentials the move created (credential_type job_board_*)
+            -- that no integration links any more (the integration was
+            -- deleted): counted by status, deleted only when the DBA runs
+            -- this operation. Other credential types are never touched.
+            pending := format('t.credential_type LIKE ''job_board\_%%'' AND NOT EXISTS (SELECT 1 FROM %s i WHERE i.credential_id = t.id)', t);
+            migrated := 'false';
+            blocked := 'false';
+            action := 'hr_migrations.hr_credential_move_purge';
+            writes := ARRAY[creds];
+            tbl := creds;
+            RETURN;
         WHEN 'rewrap' THEN
             PERFORM hr_migrations.hr_keyring_versions();  -- F0000 now, naming the setting, if the keyring is not usable
             pending := format('%s.hr_envelope_key_version(t.encrypted_value) <> %s.hr_active_key_version()',
@@ -2999,6 +2797,29 @@ $$;
 -- Row action of the rewrap: each credential opened with the AAD rebuilt
 -- from its row and sealed again under the active version; refused (42501)
 -- when an integration of another organization links to it.
+-- One batch of the purge: deletes the given orphaned credentials, each only
+-- if still orphaned (an integration linked meanwhile keeps it: the batch
+-- holds the rows locked, so a concurrent link either committed first and is
+-- seen here, or waits and then fails its foreign key).
+CREATE FUNCTION hr_migrations.hr_credential_move_purge(migration text, ids uuid[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format($q$
+        DELETE FROM %2$s c
+         WHERE c.id = ANY ($1)
+           AND c.credential_type LIKE 'job_board\_%%'
+           AND NOT EXISTS (SELECT 1 FROM %1$s i WHERE i.credential_id = c.id)$q$,
+        hr_migrations.hr_migration_table(migration), hr_migrations.hr_credentials_table(migration))
+      USING ids;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
 CREATE FUNCTION hr_migrations.hr_credential_move_rewrap(migration text, ids uuid[]) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -3042,7 +2863,8 @@ BEGIN
 END
 $$;
 
--- Brief work of a phase move. Into enforced: wait for every transaction
+-- Brief work of a phase move. Into migrated: the integrations isolated by
+-- organization (hr_isolate_rows). Into enforced: wait for every transaction
 -- that has written the table to end (hr_wait_for_writers), so plaintext
 -- written before the move is visible to the clearing batches and none
 -- escapes them.
@@ -3051,6 +2873,9 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF to_phase = 'migrated' THEN
+        PERFORM hr_migrations.hr_isolate_rows(migration, to_phase);
+    END IF;
     IF to_phase = 'enforced' THEN
         PERFORM hr_migrations.hr_wait_for_writers(hr_migrations.hr_migration_table(migration));
     END IF;
@@ -3097,6 +2922,7 @@ AS $$
 DECLARE
     t regclass := hr_migrations.hr_migration_table(migration);
     plaintext_left bigint := 0;
+    orphans bigint := 0;
     versions text;
     note text;
 BEGIN
@@ -3108,6 +2934,9 @@ BEGIN
                       FROM (SELECT %s.hr_envelope_key_version(c.encrypted_value) AS v, count(*) AS cnt
                               FROM %s c GROUP BY 1) s', 'hr_migrations', hr_migrations.hr_credentials_table(migration))
        INTO versions;
+    IF hr_migrations.hr_column_exists(t, 'credential_id') THEN
+        SELECT c.pending INTO orphans FROM hr_migrations.hr_operation_counts(migration, 'purge') c;
+    END IF;
     note := concat_ws('; ',
         CASE WHEN pending > 0 AND phase IN ('dual', 'migrated') THEN
             format('%s integrations still have plaintext only: CALL hr_run_backfill(%L)', pending, migration) END,
@@ -3123,7 +2952,359 @@ BEGIN
         CASE WHEN other_failures > 0 THEN
             format('%s rows failed a rewrap or rollback: SELECT * FROM hr_migrations.hr_batch_failures WHERE migration = %L', other_failures, migration) END,
         CASE WHEN phase = 'enforced' THEN hr_migrations.hr_contract_eta(migration) END,
+        CASE WHEN orphans > 0 THEN
+            format('%s credentials are orphaned (no integration links them any more): CALL hr_run_batches(%L, ''purge'') deletes them', orphans, migration) END,
         'credentials: ' || coalesce(versions, 'none'));
+    RETURN note;
+END
+$$;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tokens.rs:11
+-- Kind token_hash (migration reference_tokens): salted-hash storage of a
+-- table's reference tokens. A table of this kind has `id uuid` and
+-- `access_token text` (legacy plaintext); its script adds
+-- `access_token_hash text` (token hash v1).
+--
+-- PL/pgSQL resolves table and column names when a statement first runs, so
+-- CREATE EXTENSION works before sql/migrations/001 has created anything.
+
+-- The migration of a kind whose table fired a trigger; 39P01 when the table
+-- is not registered with that kind. Trigger functions call it first, so
+-- none of them can be aimed at another table (a temp table, another
+-- tenant's copy) by whoever manages to attach it.
+CREATE FUNCTION hr_migrations.hr_trigger_migration(relid oid, kind text) RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m text;
+BEGIN
+    SELECT r.migration INTO m FROM hr_migrations.hr_migration_registry r
+     WHERE r.kind = hr_trigger_migration.kind
+       AND to_regclass(format('%I.%I', r.table_schema, r.table_name)) = relid;
+    IF m IS NULL THEN
+        RAISE EXCEPTION 'this hr_migrations trigger function serves only the tables of its migrations, not %', relid::regclass
+            USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
+    RETURN m;
+END
+$$;
+
+-- Generic updated_at maintenance for every table (replaces the plan's one
+-- function per table). Installed BEFORE UPDATE with
+-- WHEN (NOT hr_backfill_in_progress()), so the extension's own batches
+-- leave updated_at alone (the plan's bug 6).
+CREATE OR REPLACE FUNCTION hr_migrations.hr_touch_updated_at() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_WHEN <> 'BEFORE' OR TG_OP <> 'UPDATE' OR TG_LEVEL <> 'ROW' THEN
+        RAISE EXCEPTION 'hr_touch_updated_at() must be a BEFORE UPDATE ... FOR EACH ROW trigger (on %)', TG_TABLE_NAME
+            USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
+    IF NOT hr_migrations.hr_backfill_in_progress() THEN
+        NEW.updated_at := now();
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- The trigger function of this kind, hr_references_token_trigger(), is Rust
+-- (src/tokens.rs): it runs once per written row.
+
+-- Dual-path verification by reference id (DESIGN.md §4): the hash first,
+-- then (before enforced) the legacy plaintext, compared in constant time;
+-- the decision is src/dual_path.rs (hr_token_verdict). An empty presented
+-- token never verifies. Appends one row to hr_reference_token_validations:
+-- reference id, method, success, time; never the token. NULL arguments
+-- return false (not NULL) and are logged as 'none'.
+-- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
+-- It reads hr_references and inserts into the log table; app roles hold no
+-- TRIGGER on either (001 revokes it), and batches refuse foreign triggers.
+CREATE FUNCTION hr_migrations.hr_verify_reference_token(reference_id uuid, token text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    phase text := hr_migrations.hr_require_applied('reference_tokens');
+    stored_token text;
+    stored_hash text;
+    v record;
+BEGIN
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
+    IF reference_id IS NOT NULL THEN
+        IF phase = 'contracted' THEN  -- access_token is gone
+            SELECT r.access_token_hash INTO stored_hash
+              FROM public.hr_references r WHERE r.id = reference_id;
+        ELSE
+            SELECT r.access_token, r.access_token_hash INTO stored_token, stored_hash
+              FROM public.hr_references r WHERE r.id = reference_id;
+        END IF;
+    END IF;
+    SELECT * INTO v FROM hr_migrations.hr_token_verdict(
+        hr_migrations.hr_phase_accepts_plaintext(phase), token, stored_hash, stored_token);
+    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_reference_token_validations'::regclass]::oid[]);
+    INSERT INTO public.hr_reference_token_validations (reference_id, method, success)
+    VALUES (reference_id, v.method, v.ok);
+    RETURN v.ok;
+END
+$$;
+
+-- A new token for a reference: generated here, stored only as its hash (in
+-- every phase), returned once. It replaces any earlier token of the
+-- reference, hashed or legacy plaintext (the plaintext is cleared). The
+-- token never travels to the database, so no statement or parameter log
+-- can hold it. P0002 for an unknown reference, 22004 for NULL.
+-- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
+CREATE FUNCTION hr_migrations.hr_issue_reference_token(reference_id uuid) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    phase text := hr_migrations.hr_require_applied('reference_tokens');
+    tok text := hr_migrations.hr_generate_token();
+BEGIN
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
+    IF reference_id IS NULL THEN
+        RAISE EXCEPTION 'reference_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
+    IF phase = 'contracted' THEN
+        UPDATE public.hr_references r SET access_token_hash = hr_migrations.hr_hash_token(tok)
+         WHERE r.id = reference_id;
+    ELSE
+        UPDATE public.hr_references r
+           SET access_token = NULL, access_token_hash = hr_migrations.hr_hash_token(tok)
+         WHERE r.id = reference_id;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no reference with that id' USING ERRCODE = 'no_data_found',
+            HINT = 'hr_issue_reference_token() replaces the token of an existing hr_references row';
+    END IF;
+    RETURN tok;
+END
+$$;
+
+-- Revokes a reference's token, hashed or plaintext, in every phase: true
+-- when there was one. SECURITY DEFINER: EXECUTE for service_role.
+CREATE FUNCTION hr_migrations.hr_revoke_reference_token(reference_id uuid) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    phase text := hr_migrations.hr_require_applied('reference_tokens');
+BEGIN
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
+    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
+    IF phase = 'contracted' THEN
+        UPDATE public.hr_references r SET access_token_hash = NULL
+         WHERE r.id = reference_id AND r.access_token_hash IS NOT NULL;
+    ELSE
+        UPDATE public.hr_references r SET access_token = NULL, access_token_hash = NULL
+         WHERE r.id = reference_id AND (r.access_token IS NOT NULL OR r.access_token_hash IS NOT NULL);
+    END IF;
+    RETURN FOUND;
+END
+$$;
+
+-- One keyset batch of the backfill (DESIGN.md §4): hashes up to batch_size
+-- plaintext tokens that have no hash yet, through the batch engine
+-- (hr_engine_batch). Returns rows hashed; 0 = nothing left.
+CREATE FUNCTION hr_migrations.hr_backfill_reference_token_hashes(batch_size integer DEFAULT 5000) RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT hr_migrations.hr_require_integrity(); SELECT hr_migrations.hr_engine_batch('reference_tokens', 'backfill', batch_size) $$;
+
+-- The engine's view of a token_hash migration (see hr_operation_spec):
+--   backfill  rows with a non-empty plaintext token and no hash;
+--   erase     (contracted) rows still holding legacy plaintext.
+-- Empty tokens are neither pending nor blocked: they verify nothing and
+-- are counted in the note.
+CREATE FUNCTION hr_migrations.hr_token_hash_spec(migration text, operation text,
+    OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
+    OUT action text, OUT writes regclass[])
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := hr_migrations.hr_migration_table(migration);
+    has_plaintext boolean := hr_migrations.hr_column_exists(t, 'access_token');
+BEGIN
+    IF t IS NULL THEN
+        RETURN;
+    END IF;
+    blocked := 'false';
+    migrated := 't.access_token_hash IS NOT NULL';
+    writes := ARRAY[t];
+    CASE operation
+        WHEN 'backfill' THEN
+            pending := CASE WHEN has_plaintext
+                THEN 't.access_token IS NOT NULL AND t.access_token <> '''' AND t.access_token_hash IS NULL'
+                ELSE 'false' END;
+            action := 'hr_migrations.hr_token_hash_backfill';
+        WHEN 'erase' THEN
+            pending := CASE WHEN has_plaintext THEN 't.access_token IS NOT NULL' ELSE 'false' END;
+            action := 'hr_migrations.hr_token_hash_erase';
+        ELSE
+            RETURN;
+    END CASE;
+    tbl := t;
+END
+$$;
+
+CREATE FUNCTION hr_migrations.hr_token_hash_phase_operation(migration text, phase text) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- In enforced too: a token written with triggers disabled is hashed,
+    -- or it could never verify again.
+    SELECT CASE phase WHEN 'dual' THEN 'backfill' WHEN 'migrated' THEN 'backfill'
+                      WHEN 'enforced' THEN 'backfill' WHEN 'contracted' THEN 'erase' END
+$$;
+
+-- Row action of the backfill: one statement for the whole batch.
+CREATE FUNCTION hr_migrations.hr_token_hash_backfill(migration text, ids uuid[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format('UPDATE %s t SET access_token_hash = %s.hr_hash_token(t.access_token) WHERE t.id = ANY ($1)',
+                   hr_migrations.hr_migration_table(migration), 'hr_migrations')
+      USING ids;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Row action of the contract phase: erases legacy plaintext (the flag is
+-- on, so the token trigger does not take it for a revocation).
+CREATE FUNCTION hr_migrations.hr_token_hash_erase(migration text, ids uuid[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format('UPDATE %s t SET access_token = NULL WHERE t.id = ANY ($1)', hr_migrations.hr_migration_table(migration))
+      USING ids;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- applied: the hash column and the token trigger exist (after the contract
+-- phase dropped the trigger, the hash column alone). ready: the triggers
+-- the script installs are there.
+CREATE FUNCTION hr_migrations.hr_token_hash_state(migration text, OUT applied boolean, OUT ready boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := hr_migrations.hr_migration_table(migration);
+    contracted boolean := hr_migrations.hr_migration_phase(migration) = 'contracted';
+BEGIN
+    applied := hr_migrations.hr_column_exists(t, 'access_token_hash')
+               AND (contracted OR hr_migrations.hr_trigger_exists(t, hr_migrations.hr_migration_object(migration, 'token_trigger')));
+    ready := applied AND hr_migrations.hr_trigger_exists(t, hr_migrations.hr_migration_object(migration, 'touch_trigger'));
+END
+$$;
+
+-- Brief DDL of a phase move: none for tokens. (Entering enforced needs no
+-- wait: a token written by a transaction still in flight is hashed by the
+-- trigger and its plaintext is legacy data the contract phase erases.)
+CREATE FUNCTION hr_migrations.hr_token_hash_enter(migration text, from_phase text, to_phase text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF to_phase = 'migrated' THEN
+        PERFORM hr_migrations.hr_isolate_rows(migration, to_phase);
+    END IF;
+END
+$$;
+
+-- The candidates of the request's organization (hr_jwt_organization_id();
+-- none without one), for the RLS policies of the references table: a
+-- reference belongs to its candidate's organization. SECURITY DEFINER
+-- (owner hr_migrations_definer, BYPASSRLS) because authenticated may not
+-- read hr_candidates itself; it returns ids of the caller's own
+-- organization only. EXECUTE for authenticated (the policies run as it).
+CREATE FUNCTION hr_migrations.hr_organization_candidates() RETURNS SETOF uuid
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
+    RETURN QUERY SELECT c.id FROM public.hr_candidates c
+                  WHERE c.organization_id = hr_migrations.hr_jwt_organization_id();
+END
+$$;
+
+-- Closing DDL of a phase, once its batches are done. contracted: drop the
+-- token trigger (it served the transition) and the plaintext column.
+CREATE PROCEDURE hr_migrations.hr_token_hash_finish(migration text, phase text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    t regclass;
+BEGIN
+    PERFORM hr_migrations.hr_procedure_step();
+    t := hr_migrations.hr_migration_table(migration);
+    IF phase <> 'contracted' OR NOT hr_migrations.hr_column_exists(t, 'access_token') THEN
+        RETURN;
+    END IF;
+    CALL hr_migrations.hr_ddl(migration, $ddl$
+        DROP TRIGGER IF EXISTS {token_trigger} ON {table};
+        ALTER TABLE {table} DROP COLUMN IF EXISTS access_token
+    $ddl$);
+    PERFORM hr_migrations.hr_procedure_step();
+    RAISE NOTICE '%: access_token dropped (VACUUM the table; old row versions, WAL and backups still hold what it held)', migration;
+END
+$$;
+
+CREATE FUNCTION hr_migrations.hr_token_hash_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := hr_migrations.hr_migration_table(migration);
+    empty_tokens bigint := 0;
+    hash_only bigint;
+    plaintext_left bigint := 0;
+    note text;
+BEGIN
+    IF hr_migrations.hr_column_exists(t, 'access_token') THEN
+        EXECUTE format('SELECT count(*) FILTER (WHERE t.access_token = ''''),
+                               count(*) FILTER (WHERE t.access_token IS NULL AND t.access_token_hash IS NOT NULL),
+                               count(*) FILTER (WHERE t.access_token IS NOT NULL)
+                          FROM %s t', t)
+           INTO empty_tokens, hash_only, plaintext_left;
+    END IF;
+    note := concat_ws('; ',
+        CASE WHEN pending > 0 AND phase IN ('dual', 'migrated', 'enforced') THEN
+            format('%s plaintext tokens have no hash yet: CALL hr_run_backfill(%L)', pending, migration) END,
+        CASE WHEN phase = 'enforced' THEN
+            format('only hashes are stored and accepted; %s legacy plaintext tokens remain in access_token, no longer accepted (erased by the contract phase)', plaintext_left) END,
+        CASE WHEN phase = 'contracted' AND pending > 0 THEN
+            format('%s legacy plaintext tokens to erase: CALL hr_run_backfill(%L)', pending, migration) END,
+        CASE WHEN phase = 'contracted' AND pending = 0 AND plaintext_left = 0 AND hr_migrations.hr_column_exists(t, 'access_token') THEN
+            format('plaintext erased; CALL hr_run_backfill(%L) drops access_token', migration) END,
+        CASE WHEN phase = 'contracted' AND NOT hr_migrations.hr_column_exists(t, 'access_token') THEN
+            'access_token dropped: only hashes exist' END,
+        CASE WHEN phase IN ('dual', 'migrated') AND hash_only > 0 THEN
+            format('%s references have no plaintext token left and verify by hash only', hash_only) END,
+        CASE WHEN empty_tokens > 0 THEN
+            format('%s references have an empty token, which is not hashed and never verifies', empty_tokens) END,
+        CASE WHEN phase = 'enforced' THEN hr_migrations.hr_contract_eta(migration) END);
+    IF note = '' THEN
+        note := 'every token has a hash; plaintext is still accepted until enforced';
+    END IF;
     RETURN note;
 END
 $$;
@@ -3135,24 +3316,84 @@ CREATE SCHEMA IF NOT EXISTS hr_migrations; /* hr_migrations::hr_migrations */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/credentials.rs:47
--- hr_migrations::credentials::hr_decrypt_credential
-CREATE  FUNCTION hr_migrations."hr_decrypt_credential"(
-	"envelope" TEXT, /* & str */
-	"associated_data" TEXT DEFAULT '' /* & str */
-) RETURNS TEXT /* String */
-STRICT STABLE PARALLEL RESTRICTED 
+-- src/tokens.rs:70
+-- hr_migrations::tokens::hr_token_verdict
+CREATE  FUNCTION hr_migrations."hr_token_verdict"(
+	"plaintext_accepted" bool, /* bool */
+	"presented" TEXT, /* Option < & str > */
+	"stored_hash" TEXT, /* Option < & str > */
+	"stored_plaintext" TEXT /* Option < & str > */
+) RETURNS TABLE (
+	"method" TEXT,  /* String */
+	"ok" bool  /* bool */
+)
+IMMUTABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_decrypt_credential_wrapper';
+AS 'MODULE_PATHNAME', 'hr_token_verdict_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/credentials.rs:82
--- hr_migrations::credentials::hr_active_key_version
-CREATE  FUNCTION hr_migrations."hr_active_key_version"() RETURNS INT /* Option < i32 > */
+-- src/tokens.rs:14
+-- requires:
+--   hr_token_verdict
+
+ALTER FUNCTION hr_migrations.hr_token_verdict(boolean, text, text, text) ROWS 1;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tenancy.rs:24
+-- hr_migrations::tenancy::hr_jwt_organization_id
+CREATE  FUNCTION hr_migrations."hr_jwt_organization_id"() RETURNS uuid /* Option < pgrx :: Uuid > */
 STRICT STABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_active_key_version_wrapper';
+AS 'MODULE_PATHNAME', 'hr_jwt_organization_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tokens.rs:46
+-- hr_migrations::tokens::hr_verify_token
+CREATE  FUNCTION hr_migrations."hr_verify_token"(
+	"token" TEXT, /* & str */
+	"stored_hash" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_verify_token_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:90
+-- hr_migrations::credentials::hr_envelope_key_version
+CREATE  FUNCTION hr_migrations."hr_envelope_key_version"(
+	"envelope" TEXT /* & str */
+) RETURNS INT /* Option < i32 > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_envelope_key_version_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/operations.rs:36
+-- hr_migrations::operations::hr_phase_refusal
+CREATE  FUNCTION hr_migrations."hr_phase_refusal"(
+	"migration" TEXT, /* & str */
+	"from_phase" TEXT, /* & str */
+	"to_phase" TEXT, /* & str */
+	"applied" bool, /* bool */
+	"ready" bool, /* bool */
+	"pending" bigint, /* i64 */
+	"blocked" bigint, /* i64 */
+	"cleanup_pending" bigint, /* i64 */
+	"cleanup_blocked" bigint, /* i64 */
+	"enforced_for_secs" double precision, /* Option < f64 > */
+	"deprecation_period_secs" double precision /* f64 */
+) RETURNS TABLE (
+	"reason" TEXT,  /* String */
+	"hint" TEXT  /* String */
+)
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_phase_refusal_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3165,6 +3406,82 @@ CREATE  FUNCTION hr_migrations."hr_credential_aad"(
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hr_credential_aad_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:24
+-- hr_migrations::credentials::hr_encrypt_credential
+CREATE  FUNCTION hr_migrations."hr_encrypt_credential"(
+	"plaintext" TEXT, /* & str */
+	"associated_data" TEXT DEFAULT '' /* & str */
+) RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL RESTRICTED 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_encrypt_credential_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/operations.rs:72
+-- hr_migrations::operations::hr_phase_accepts_plaintext
+CREATE  FUNCTION hr_migrations."hr_phase_accepts_plaintext"(
+	"phase" TEXT /* & str */
+) RETURNS bool /* Result < bool, ErrorReport > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_phase_accepts_plaintext_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/context.rs:178
+-- hr_migrations::context::hr_refuse_foreign_triggers
+CREATE  FUNCTION hr_migrations."hr_refuse_foreign_triggers"(
+	"tables" oid[] /* Vec < Option < pg_sys :: Oid > > */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_refuse_foreign_triggers_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/flag.rs:95
+-- hr_migrations::flag::hr_backfill_in_progress
+CREATE  FUNCTION hr_migrations."hr_backfill_in_progress"() RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL RESTRICTED 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_backfill_in_progress_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:82
+-- hr_migrations::credentials::hr_active_key_version
+CREATE  FUNCTION hr_migrations."hr_active_key_version"() RETURNS INT /* Option < i32 > */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_active_key_version_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:199
+-- hr_migrations::credentials::hr_secret_matches
+CREATE  FUNCTION hr_migrations."hr_secret_matches"(
+	"envelope" TEXT, /* Option < & str > */
+	"associated_data" TEXT, /* Option < & str > */
+	"api_key" TEXT, /* Option < & str > */
+	"api_secret" TEXT, /* Option < & str > */
+	"refresh_token" TEXT /* Option < & str > */
+) RETURNS bool /* SqlResult < bool > */
+STABLE PARALLEL RESTRICTED 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_secret_matches_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tokens.rs:24
+-- hr_migrations::tokens::hr_generate_token
+CREATE  FUNCTION hr_migrations."hr_generate_token"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_generate_token_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3194,75 +3511,6 @@ AS 'MODULE_PATHNAME', 'hr_parse_secret_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/flag.rs:95
--- hr_migrations::flag::hr_backfill_in_progress
-CREATE  FUNCTION hr_migrations."hr_backfill_in_progress"() RETURNS bool /* bool */
-STRICT VOLATILE PARALLEL RESTRICTED 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_backfill_in_progress_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/operations.rs:36
--- hr_migrations::operations::hr_phase_refusal
-CREATE  FUNCTION hr_migrations."hr_phase_refusal"(
-	"migration" TEXT, /* & str */
-	"from_phase" TEXT, /* & str */
-	"to_phase" TEXT, /* & str */
-	"applied" bool, /* bool */
-	"ready" bool, /* bool */
-	"pending" bigint, /* i64 */
-	"blocked" bigint, /* i64 */
-	"cleanup_pending" bigint, /* i64 */
-	"cleanup_blocked" bigint, /* i64 */
-	"enforced_for_secs" double precision, /* Option < f64 > */
-	"deprecation_period_secs" double precision /* f64 */
-) RETURNS TABLE (
-	"reason" TEXT,  /* String */
-	"hint" TEXT  /* String */
-)
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_phase_refusal_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/integrity.rs:107
--- hr_migrations::integrity::hr_require_integrity
-CREATE  FUNCTION hr_migrations."hr_require_integrity"() RETURNS void
-STRICT VOLATILE PARALLEL RESTRICTED 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_require_integrity_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tokens.rs:57
--- hr_migrations::tokens::hr_token_plaintext_matches
-CREATE  FUNCTION hr_migrations."hr_token_plaintext_matches"(
-	"presented" TEXT, /* & str */
-	"stored" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_token_plaintext_matches_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:199
--- hr_migrations::credentials::hr_secret_matches
-CREATE  FUNCTION hr_migrations."hr_secret_matches"(
-	"envelope" TEXT, /* Option < & str > */
-	"associated_data" TEXT, /* Option < & str > */
-	"api_key" TEXT, /* Option < & str > */
-	"api_secret" TEXT, /* Option < & str > */
-	"refresh_token" TEXT /* Option < & str > */
-) RETURNS bool /* SqlResult < bool > */
-STABLE PARALLEL RESTRICTED 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_secret_matches_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/credentials.rs:144
 -- hr_migrations::credentials::hr_open_secret
 CREATE  FUNCTION hr_migrations."hr_open_secret"(
@@ -3289,116 +3537,12 @@ ALTER FUNCTION hr_migrations.hr_parse_secret(text) ROWS 1;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/credentials.rs:108
--- hr_migrations::credentials::hr_integration_secret_json
-CREATE  FUNCTION hr_migrations."hr_integration_secret_json"(
-	"api_key" TEXT, /* Option < & str > */
-	"api_secret" TEXT, /* Option < & str > */
-	"refresh_token" TEXT /* Option < & str > */
-) RETURNS TEXT /* String */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_integration_secret_json_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:219
--- hr_migrations::credentials::hr_keyring_versions
-CREATE  FUNCTION hr_migrations."hr_keyring_versions"() RETURNS TABLE (
-	"key_version" INT,  /* i32 */
-	"active" bool  /* bool */
-)
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_keyring_versions_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tokens.rs:70
--- hr_migrations::tokens::hr_token_verdict
-CREATE  FUNCTION hr_migrations."hr_token_verdict"(
-	"plaintext_accepted" bool, /* bool */
-	"presented" TEXT, /* Option < & str > */
-	"stored_hash" TEXT, /* Option < & str > */
-	"stored_plaintext" TEXT /* Option < & str > */
-) RETURNS TABLE (
-	"method" TEXT,  /* String */
-	"ok" bool  /* bool */
-)
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_token_verdict_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tokens.rs:14
--- requires:
---   hr_token_verdict
-
-ALTER FUNCTION hr_migrations.hr_token_verdict(boolean, text, text, text) ROWS 1;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/context.rs:178
--- hr_migrations::context::hr_refuse_foreign_triggers
-CREATE  FUNCTION hr_migrations."hr_refuse_foreign_triggers"(
-	"tables" oid[] /* Vec < Option < pg_sys :: Oid > > */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_refuse_foreign_triggers_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:24
--- hr_migrations::credentials::hr_encrypt_credential
-CREATE  FUNCTION hr_migrations."hr_encrypt_credential"(
-	"plaintext" TEXT, /* & str */
-	"associated_data" TEXT DEFAULT '' /* & str */
-) RETURNS TEXT /* String */
+-- src/integrity.rs:107
+-- hr_migrations::integrity::hr_require_integrity
+CREATE  FUNCTION hr_migrations."hr_require_integrity"() RETURNS void
 STRICT VOLATILE PARALLEL RESTRICTED 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_encrypt_credential_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tokens.rs:24
--- hr_migrations::tokens::hr_generate_token
-CREATE  FUNCTION hr_migrations."hr_generate_token"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_generate_token_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:90
--- hr_migrations::credentials::hr_envelope_key_version
-CREATE  FUNCTION hr_migrations."hr_envelope_key_version"(
-	"envelope" TEXT /* & str */
-) RETURNS INT /* Option < i32 > */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_envelope_key_version_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tenancy.rs:24
--- hr_migrations::tenancy::hr_jwt_organization_id
-CREATE  FUNCTION hr_migrations."hr_jwt_organization_id"() RETURNS uuid /* Option < pgrx :: Uuid > */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_jwt_organization_id_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/operations.rs:72
--- hr_migrations::operations::hr_phase_accepts_plaintext
-CREATE  FUNCTION hr_migrations."hr_phase_accepts_plaintext"(
-	"phase" TEXT /* & str */
-) RETURNS bool /* Result < bool, ErrorReport > */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_phase_accepts_plaintext_wrapper';
+AS 'MODULE_PATHNAME', 'hr_require_integrity_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3414,18 +3558,6 @@ AS 'MODULE_PATHNAME', 'hr_seal_verified_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/tokens.rs:46
--- hr_migrations::tokens::hr_verify_token
-CREATE  FUNCTION hr_migrations."hr_verify_token"(
-	"token" TEXT, /* & str */
-	"stored_hash" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_verify_token_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/flag.rs:104
 -- hr_migrations::flag::hr_set_backfill_flag
 CREATE  FUNCTION hr_migrations."hr_set_backfill_flag"(
@@ -3434,6 +3566,55 @@ CREATE  FUNCTION hr_migrations."hr_set_backfill_flag"(
 STRICT VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hr_set_backfill_flag_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:47
+-- hr_migrations::credentials::hr_decrypt_credential
+CREATE  FUNCTION hr_migrations."hr_decrypt_credential"(
+	"envelope" TEXT, /* & str */
+	"associated_data" TEXT DEFAULT '' /* & str */
+) RETURNS TEXT /* String */
+STRICT STABLE PARALLEL RESTRICTED 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_decrypt_credential_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:108
+-- hr_migrations::credentials::hr_integration_secret_json
+CREATE  FUNCTION hr_migrations."hr_integration_secret_json"(
+	"api_key" TEXT, /* Option < & str > */
+	"api_secret" TEXT, /* Option < & str > */
+	"refresh_token" TEXT /* Option < & str > */
+) RETURNS TEXT /* String */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_integration_secret_json_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tokens.rs:57
+-- hr_migrations::tokens::hr_token_plaintext_matches
+CREATE  FUNCTION hr_migrations."hr_token_plaintext_matches"(
+	"presented" TEXT, /* & str */
+	"stored" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_token_plaintext_matches_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:219
+-- hr_migrations::credentials::hr_keyring_versions
+CREATE  FUNCTION hr_migrations."hr_keyring_versions"() RETURNS TABLE (
+	"key_version" INT,  /* i32 */
+	"active" bool  /* bool */
+)
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_keyring_versions_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3552,6 +3733,8 @@ AS $$
         ('PUBLIC',                'FUNCTION', 'hr_require_integrity()',                    'EXECUTE'),
         -- RLS policies compare rows with it.
         ('authenticated',         'FUNCTION', 'hr_jwt_organization_id()',                  'EXECUTE'),
+        -- The references' RLS policies (from migrated on) call it.
+        ('authenticated',         'FUNCTION', 'hr_organization_candidates()',              'EXECUTE'),
         ('service_role',          'FUNCTION', 'hr_jwt_organization_id()',                  'EXECUTE'),
         -- Server-side code verifies, issues and revokes tokens, and reads
         -- and writes job-board secrets.
@@ -3580,7 +3763,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     VALUES ('hr_set_phase(text,text)'), ('hr_apply_privileges()'), ('hr_record_fingerprints()'), ('hr_wait_for_writers(regclass)'),
            ('hr_secure_table(regclass,text)'), ('hr_secure_own_table(regclass,text[],text)'),
-           ('hr_bound_lock_wait()'), ('hr_forget_init_privs(regclass,oid)'), ('hr_preflight()'), ('hr_preflight_gate(text)'),
+           ('hr_bound_lock_wait()'), ('hr_isolate_rows(text,text)'), ('hr_forget_init_privs(regclass,oid)'), ('hr_preflight()'), ('hr_preflight_gate(text)'),
            ('hr_token_hash_enter(text,text,text)'), ('hr_tenant_column_enter(text,text,text)'),
            ('hr_credential_move_enter(text,text,text)')
 $$;

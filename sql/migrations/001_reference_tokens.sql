@@ -44,7 +44,8 @@ ALTER TABLE :tbl VALIDATE CONSTRAINT hr_references_updated_by_fkey;
 
 -- Step B ---------------------------------------------------------------------
 -- Only the definer role writes it (hr_verify_reference_token); service_role
--- reads it; anon and authenticated have nothing (docs/security.md).
+-- reads it, authenticated its own organization's rows; anon has nothing
+-- (docs/security.md).
 CALL hr_migrations.hr_ddl(:'migration', $ddl$
     CREATE TABLE IF NOT EXISTS {log_table} (
         id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -54,13 +55,20 @@ CALL hr_migrations.hr_ddl(:'migration', $ddl$
         validated_at timestamptz NOT NULL DEFAULT now()
     );
     ALTER TABLE {log_table} ENABLE ROW LEVEL SECURITY;
+    -- A tenant reads the validations of its own organization's references.
+    DROP POLICY IF EXISTS {log_policy} ON {log_table};
+    CREATE POLICY {log_policy} ON {log_table}
+        FOR SELECT TO authenticated
+        USING (EXISTS (SELECT 1 FROM {table} r
+                        WHERE r.id OPERATOR(pg_catalog.=) reference_id
+                          AND r.candidate_id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT {ext}.hr_organization_candidates()))));
     COMMENT ON TABLE {log_table} IS
         'hr_migrations: one row per hr_verify_reference_token() call (never the token)'
 $ddl$);
 SELECT hr_migrations.hr_render(:'migration', '{log_table}') AS log_table \gset
 CREATE INDEX CONCURRENTLY IF NOT EXISTS hr_reference_token_validations_reference
     ON :log_table (reference_id, validated_at);
-SELECT hr_migrations.hr_secure_own_table(:'log_table'::pg_catalog.regclass, ARRAY['service_role']::pg_catalog.text[], 'INSERT'::pg_catalog.text);
+SELECT hr_migrations.hr_secure_own_table(:'log_table'::pg_catalog.regclass, ARRAY['authenticated', 'service_role']::pg_catalog.text[], 'INSERT'::pg_catalog.text);
 
 -- Step C ---------------------------------------------------------------------
 \ir ../kinds/token_hash.psql

@@ -391,6 +391,18 @@ BEGIN
             migrated := 'false';
             action := 'hr_migrations.hr_credential_move_rollback';
             writes := ARRAY[t, creds, logt];
+        WHEN 'purge' THEN
+            -- Credentials the move created (credential_type job_board_*)
+            -- that no integration links any more (the integration was
+            -- deleted): counted by status, deleted only when the DBA runs
+            -- this operation. Other credential types are never touched.
+            pending := format('t.credential_type LIKE ''job_board\_%%'' AND NOT EXISTS (SELECT 1 FROM %s i WHERE i.credential_id = t.id)', t);
+            migrated := 'false';
+            blocked := 'false';
+            action := 'hr_migrations.hr_credential_move_purge';
+            writes := ARRAY[creds];
+            tbl := creds;
+            RETURN;
         WHEN 'rewrap' THEN
             PERFORM hr_migrations.hr_keyring_versions();  -- F0000 now, naming the setting, if the keyring is not usable
             pending := format('%s.hr_envelope_key_version(t.encrypted_value) <> %s.hr_active_key_version()',
@@ -554,6 +566,29 @@ $$;
 -- Row action of the rewrap: each credential opened with the AAD rebuilt
 -- from its row and sealed again under the active version; refused (42501)
 -- when an integration of another organization links to it.
+-- One batch of the purge: deletes the given orphaned credentials, each only
+-- if still orphaned (an integration linked meanwhile keeps it: the batch
+-- holds the rows locked, so a concurrent link either committed first and is
+-- seen here, or waits and then fails its foreign key).
+CREATE FUNCTION hr_migrations.hr_credential_move_purge(migration text, ids uuid[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format($q$
+        DELETE FROM %2$s c
+         WHERE c.id = ANY ($1)
+           AND c.credential_type LIKE 'job_board\_%%'
+           AND NOT EXISTS (SELECT 1 FROM %1$s i WHERE i.credential_id = c.id)$q$,
+        hr_migrations.hr_migration_table(migration), hr_migrations.hr_credentials_table(migration))
+      USING ids;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
 CREATE FUNCTION hr_migrations.hr_credential_move_rewrap(migration text, ids uuid[]) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -597,7 +632,8 @@ BEGIN
 END
 $$;
 
--- Brief work of a phase move. Into enforced: wait for every transaction
+-- Brief work of a phase move. Into migrated: the integrations isolated by
+-- organization (hr_isolate_rows). Into enforced: wait for every transaction
 -- that has written the table to end (hr_wait_for_writers), so plaintext
 -- written before the move is visible to the clearing batches and none
 -- escapes them.
@@ -606,6 +642,9 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF to_phase = 'migrated' THEN
+        PERFORM hr_migrations.hr_isolate_rows(migration, to_phase);
+    END IF;
     IF to_phase = 'enforced' THEN
         PERFORM hr_migrations.hr_wait_for_writers(hr_migrations.hr_migration_table(migration));
     END IF;
@@ -652,6 +691,7 @@ AS $$
 DECLARE
     t regclass := hr_migrations.hr_migration_table(migration);
     plaintext_left bigint := 0;
+    orphans bigint := 0;
     versions text;
     note text;
 BEGIN
@@ -663,6 +703,9 @@ BEGIN
                       FROM (SELECT %s.hr_envelope_key_version(c.encrypted_value) AS v, count(*) AS cnt
                               FROM %s c GROUP BY 1) s', 'hr_migrations', hr_migrations.hr_credentials_table(migration))
        INTO versions;
+    IF hr_migrations.hr_column_exists(t, 'credential_id') THEN
+        SELECT c.pending INTO orphans FROM hr_migrations.hr_operation_counts(migration, 'purge') c;
+    END IF;
     note := concat_ws('; ',
         CASE WHEN pending > 0 AND phase IN ('dual', 'migrated') THEN
             format('%s integrations still have plaintext only: CALL hr_run_backfill(%L)', pending, migration) END,
@@ -678,6 +721,8 @@ BEGIN
         CASE WHEN other_failures > 0 THEN
             format('%s rows failed a rewrap or rollback: SELECT * FROM hr_migrations.hr_batch_failures WHERE migration = %L', other_failures, migration) END,
         CASE WHEN phase = 'enforced' THEN hr_migrations.hr_contract_eta(migration) END,
+        CASE WHEN orphans > 0 THEN
+            format('%s credentials are orphaned (no integration links them any more): CALL hr_run_batches(%L, ''purge'') deletes them', orphans, migration) END,
         'credentials: ' || coalesce(versions, 'none'));
     RETURN note;
 END

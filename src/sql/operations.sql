@@ -113,6 +113,12 @@ INSERT INTO hr_migrations.hr_migration_registry (migration, position, kind, tabl
     "touch_trigger": "hr_references_touch_updated_at",
     "hash_check": "hr_references_access_token_hash_v1",
     "log_table": "hr_reference_token_validations",
+    "log_policy": "hr_reference_token_validations_select",
+    "tenant_index": "hr_references_candidate_id",
+    "policy_select": "hr_references_select",
+    "policy_insert": "hr_references_insert",
+    "policy_update": "hr_references_update",
+    "policy_delete": "hr_references_delete",
     "legacy_triggers": ["update_hr_references_updated_at"]
  }', true),
 ('portal_sessions', 2, 'tenant_column', 'hr_candidate_portal_sessions', 5000, '{
@@ -141,6 +147,11 @@ INSERT INTO hr_migrations.hr_migration_registry (migration, position, kind, tabl
     "envelope_check": "pf_credentials_encrypted_value_envelope_v1",
     "log_table": "pf_credential_migrations",
     "log_policy": "pf_credential_migrations_select",
+    "tenant_index": "hr_job_board_integrations_organization_id",
+    "policy_select": "hr_job_board_integrations_select",
+    "policy_insert": "hr_job_board_integrations_insert",
+    "policy_update": "hr_job_board_integrations_update",
+    "policy_delete": "hr_job_board_integrations_delete",
     "legacy_triggers": ["update_hr_job_board_integrations_updated_at"]
  }', true);
 
@@ -160,7 +171,7 @@ COMMENT ON TABLE hr_migrations.hr_migration_phases IS
 -- stopped), counters, the current batch size and the last error.
 CREATE TABLE hr_migrations.hr_batch_progress (
     migration      text NOT NULL REFERENCES hr_migrations.hr_migration_registry (migration) ON DELETE CASCADE,
-    operation      text NOT NULL CHECK (operation IN ('backfill', 'clear', 'erase', 'rollback', 'rewrap')),
+    operation      text NOT NULL CHECK (operation IN ('backfill', 'clear', 'erase', 'rollback', 'rewrap', 'purge')),
     last_id        uuid,
     batches        bigint NOT NULL DEFAULT 0,
     rows_done      bigint NOT NULL DEFAULT 0,
@@ -384,7 +395,7 @@ BEGIN
     IF tbl IS NULL THEN
         RAISE EXCEPTION '% has no such operation (or its table does not exist)', migration
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'the batch operations are backfill, clear, erase, rollback and rewrap, as its kind defines them';
+                  HINT = 'the batch operations are backfill, clear, erase, rollback, rewrap and purge, as its kind defines them';
     END IF;
 END
 $$;
@@ -539,6 +550,57 @@ BEGIN
             PERFORM hr_migrations.hr_procedure_step();
         END IF;
     END LOOP;
+END
+$$;
+
+-- Row isolation of a migration's table from migrated on (every row has its
+-- organization then): RLS with one policy per command for authenticated,
+-- each the rows of the request's organization (hr_jwt_organization_id()),
+-- from the kind's predicate. Nothing before migrated, nothing for other
+-- roles (anon has no privilege on the table from dual on; service_role
+-- bypasses RLS). tenant_column's script creates the sessions' own policies.
+-- Idempotent: a no-op once RLS is on and the four policies exist. Called by
+-- the kinds' move to migrated (with that phase) and by the migration
+-- scripts (with the current one). Runs as the DBA (it owns the table).
+CREATE FUNCTION hr_migrations.hr_isolate_rows(migration text, phase text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e hr_migrations.hr_migration_registry := hr_migrations.hr_migration_entry(migration);
+    tbl regclass := hr_migrations.hr_migration_table(migration);
+    pred text;
+    n text;
+BEGIN
+    pred := CASE e.kind
+        WHEN 'token_hash' THEN
+            'candidate_id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT hr_migrations.hr_organization_candidates()))'
+        WHEN 'credential_move' THEN
+            'organization_id OPERATOR(pg_catalog.=) (SELECT hr_migrations.hr_jwt_organization_id())'
+        END;
+    IF pred IS NULL OR tbl IS NULL OR phase NOT IN ('migrated', 'enforced', 'contracted') THEN
+        RETURN;
+    END IF;
+    IF (SELECT c.relrowsecurity FROM pg_catalog.pg_class c WHERE c.oid = tbl)
+       AND (SELECT count(*) FROM pg_catalog.pg_policy y
+             WHERE y.polrelid = tbl
+               AND y.polname IN (e.objects ->> 'policy_select', e.objects ->> 'policy_insert',
+                                 e.objects ->> 'policy_update', e.objects ->> 'policy_delete')) = 4 THEN
+        RETURN;
+    END IF;
+    PERFORM hr_migrations.hr_bound_lock_wait();
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
+    FOREACH n IN ARRAY ARRAY['policy_select', 'policy_insert', 'policy_update', 'policy_delete'] LOOP
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy y WHERE y.polrelid = tbl AND y.polname = e.objects ->> n) THEN
+            EXECUTE format('DROP POLICY %I ON %s', e.objects ->> n, tbl);
+        END IF;
+    END LOOP;
+    EXECUTE format('CREATE POLICY %I ON %s FOR SELECT TO authenticated USING (%s)', e.objects ->> 'policy_select', tbl, pred);
+    EXECUTE format('CREATE POLICY %I ON %s FOR INSERT TO authenticated WITH CHECK (%s)', e.objects ->> 'policy_insert', tbl, pred);
+    EXECUTE format('CREATE POLICY %I ON %s FOR UPDATE TO authenticated USING (%s) WITH CHECK (%s)',
+                   e.objects ->> 'policy_update', tbl, pred, pred);
+    EXECUTE format('CREATE POLICY %I ON %s FOR DELETE TO authenticated USING (%s)', e.objects ->> 'policy_delete', tbl, pred);
+    RAISE NOTICE '%: % isolated by organization for authenticated (row level security, one policy per command)', migration, tbl;
 END
 $$;
 
@@ -1304,6 +1366,61 @@ BEGIN
         END LOOP;
         IF NOT found_any THEN
             status := 'ok'; detail := format('no transaction has held these tables for more than %s ms (hr_migrations.preflight_long_transaction)', long_ms); fix := NULL;
+            RETURN NEXT;
+        END IF;
+
+        -- What Supabase's Security Advisor (splinter) would report on the
+        -- tables of this migration: rls_disabled_in_public,
+        -- sensitive_columns_exposed, policy_exists_rls_disabled,
+        -- rls_enabled_no_policy. None from migrated on.
+        check_name := 'security advisor';
+        found_any := false;
+        FOR x IN
+            WITH t AS (
+                SELECT c.oid AS rel, c.relnamespace, c.relrowsecurity AS rls,
+                       (SELECT count(*) FROM pg_catalog.pg_policy y WHERE y.polrelid OPERATOR(pg_catalog.=) c.oid) AS policies,
+                       EXISTS (SELECT 1 FROM pg_catalog.pg_roles o
+                                WHERE o.rolname OPERATOR(pg_catalog.=) ANY (ARRAY['anon', 'authenticated']::name[])
+                                  AND pg_catalog.has_table_privilege(o.oid, c.oid, 'SELECT, INSERT, UPDATE, DELETE')) AS exposed,
+                       EXISTS (SELECT 1 FROM pg_catalog.pg_roles o
+                                WHERE o.rolname OPERATOR(pg_catalog.=) ANY (ARRAY['anon', 'authenticated']::name[])
+                                  AND pg_catalog.has_table_privilege(o.oid, c.oid, 'SELECT')) AS readable,
+                       (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum)
+                          FROM pg_catalog.pg_attribute a
+                         WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+                           AND a.attname::pg_catalog.text OPERATOR(pg_catalog.~*) '(token|secret|password|passwd|api_?key|private_?key|credential|encrypted)') AS sensitive
+                  FROM pg_catalog.pg_class c
+                 WHERE c.oid OPERATOR(pg_catalog.=) ANY (ARRAY[tbl,
+                                   -- NULL for a kind without a credentials or log table
+                                   pg_catalog.to_regclass(pg_catalog.quote_ident(r.table_schema) OPERATOR(pg_catalog.||) '.'
+                                                          OPERATOR(pg_catalog.||) pg_catalog.quote_ident(r.objects ->> 'credentials_table')),
+                                   pg_catalog.to_regclass(pg_catalog.quote_ident(r.table_schema) OPERATOR(pg_catalog.||) '.'
+                                                          OPERATOR(pg_catalog.||) pg_catalog.quote_ident(r.objects ->> 'log_table'))]::pg_catalog.oid[])
+            )
+            SELECT t.rel::pg_catalog.regclass AS rel, l.lint, l.why FROM t,
+                   LATERAL (VALUES
+                       ('rls_disabled_in_public', t.relnamespace OPERATOR(pg_catalog.=) 'public'::pg_catalog.regnamespace::pg_catalog.oid AND NOT t.rls AND t.exposed,
+                        'row level security is off and anon or authenticated may use the table'),
+                       ('sensitive_columns_exposed', NOT t.rls AND t.readable AND t.sensitive IS NOT NULL,
+                        pg_catalog.format('anon or authenticated may read %s with no row level security', t.sensitive)),
+                       ('policy_exists_rls_disabled', NOT t.rls AND t.policies OPERATOR(pg_catalog.>) 0,
+                        'it has policies but row level security is off'),
+                       ('rls_enabled_no_policy', t.rls AND t.policies OPERATOR(pg_catalog.=) 0,
+                        'row level security is on and it has no policy')
+                   ) l(lint, hit, why)
+             WHERE l.hit
+             ORDER BY 1, 2
+        LOOP
+            found_any := true;
+            status := 'warning';
+            detail := format('%s: %s: %s', x.lint, x.rel, x.why);
+            fix := CASE WHEN phase OPERATOR(pg_catalog.=) ANY (ARRAY['not_applied', 'dual'])
+                        THEN format('sql/migrations/%s isolates the table by organization once every row is migrated', hr_migrations.hr_migration_script(r.migration))
+                        ELSE format('run sql/migrations/%s again (docs/security.md, "Row isolation")', hr_migrations.hr_migration_script(r.migration)) END;
+            RETURN NEXT;
+        END LOOP;
+        IF NOT found_any THEN
+            status := 'ok'; detail := 'no Security Advisor finding on the tables of this migration'; fix := NULL;
             RETURN NEXT;
         END IF;
 

@@ -111,6 +111,8 @@ AS $$
         ('PUBLIC',                'FUNCTION', 'hr_require_integrity()',                    'EXECUTE'),
         -- RLS policies compare rows with it.
         ('authenticated',         'FUNCTION', 'hr_jwt_organization_id()',                  'EXECUTE'),
+        -- The references' RLS policies (from migrated on) call it.
+        ('authenticated',         'FUNCTION', 'hr_organization_candidates()',              'EXECUTE'),
         ('service_role',          'FUNCTION', 'hr_jwt_organization_id()',                  'EXECUTE'),
         -- Server-side code verifies, issues and revokes tokens, and reads
         -- and writes job-board secrets.
@@ -139,7 +141,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     VALUES ('hr_set_phase(text,text)'), ('hr_apply_privileges()'), ('hr_record_fingerprints()'), ('hr_wait_for_writers(regclass)'),
            ('hr_secure_table(regclass,text)'), ('hr_secure_own_table(regclass,text[],text)'),
-           ('hr_bound_lock_wait()'), ('hr_forget_init_privs(regclass,oid)'), ('hr_preflight()'), ('hr_preflight_gate(text)'),
+           ('hr_bound_lock_wait()'), ('hr_isolate_rows(text,text)'), ('hr_forget_init_privs(regclass,oid)'), ('hr_preflight()'), ('hr_preflight_gate(text)'),
            ('hr_token_hash_enter(text,text,text)'), ('hr_tenant_column_enter(text,text,text)'),
            ('hr_credential_move_enter(text,text,text)')
 $$;

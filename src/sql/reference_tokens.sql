@@ -258,7 +258,26 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    NULL;
+    IF to_phase = 'migrated' THEN
+        PERFORM hr_migrations.hr_isolate_rows(migration, to_phase);
+    END IF;
+END
+$$;
+
+-- The candidates of the request's organization (hr_jwt_organization_id();
+-- none without one), for the RLS policies of the references table: a
+-- reference belongs to its candidate's organization. SECURITY DEFINER
+-- (owner hr_migrations_definer, BYPASSRLS) because authenticated may not
+-- read hr_candidates itself; it returns ids of the caller's own
+-- organization only. EXECUTE for authenticated (the policies run as it).
+CREATE FUNCTION hr_migrations.hr_organization_candidates() RETURNS SETOF uuid
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
+    RETURN QUERY SELECT c.id FROM public.hr_candidates c
+                  WHERE c.organization_id = hr_migrations.hr_jwt_organization_id();
 END
 $$;
 

@@ -130,7 +130,8 @@ fn upgrade_from_0_1_0_keeps_every_token_and_secret() {
 
     // 0.1.0 -> 0.2.0 -> 0.3.0: the 0.2.0 script as 0.2.0 shipped it, run
     // with this library, then 0.3.0's.
-    c.batch_execute("ALTER EXTENSION hr_migrations UPDATE").unwrap();
+    c.batch_execute("ALTER EXTENSION hr_migrations UPDATE")
+        .unwrap();
     let mut c = cl.connect("old");
     let version: String = one(
         &mut c,
@@ -229,11 +230,15 @@ fn upgrade_from_0_2_0_keeps_every_token_and_secret_and_gets_every_fix() {
         .collect();
     // 0.2.0 left pf_credentials open to anon (finding 5 of #15).
     let anon_reads = |c: &mut Client| -> bool {
-        one(c, "SELECT has_table_privilege('anon', 'public.pf_credentials', 'SELECT')")
+        one(
+            c,
+            "SELECT has_table_privilege('anon', 'public.pf_credentials', 'SELECT')",
+        )
     };
     assert!(anon_reads(&mut c));
 
-    c.batch_execute("ALTER EXTENSION hr_migrations UPDATE").unwrap();
+    c.batch_execute("ALTER EXTENSION hr_migrations UPDATE")
+        .unwrap();
     let mut c = cl.connect("old");
     let version: String = one(
         &mut c,
@@ -258,7 +263,10 @@ fn upgrade_from_0_2_0_keeps_every_token_and_secret_and_gets_every_fix() {
           WHERE d.classid IN ('pg_trigger'::regclass, 'pg_policy'::regclass)
             AND p.pronamespace <> 'hr_migrations'::regnamespace AND p.proname LIKE 'hr\\_%'",
     );
-    assert_eq!(stale, 0, "a trigger or policy still calls a function outside hr_migrations");
+    assert_eq!(
+        stale, 0,
+        "a trigger or policy still calls a function outside hr_migrations"
+    );
     let integrity: String = one(
         &mut c,
         "SELECT status FROM hr_preflight() WHERE check_name = 'integrity'",
@@ -305,7 +313,11 @@ fn upgrade_from_0_2_0_keeps_every_token_and_secret_and_gets_every_fix() {
     for (_, script) in migrations(&mut c) {
         cl.migrate("old", &script, &[]);
     }
-    assert_eq!(once, snapshot(&mut c), "running the files again changed something");
+    assert_eq!(
+        once,
+        snapshot(&mut c),
+        "running the files again changed something"
+    );
     assert_eq!(broken_tokens_and_secrets(&mut c), (0, 0));
 }
 

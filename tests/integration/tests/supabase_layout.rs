@@ -106,22 +106,53 @@ const PLANTED_OPERATORS: &[&str] = &[
 
 struct Supa {
     cl: Cluster,
+    /// The schema the extension was created in (the API's wrappers).
+    ext: &'static str,
     org_a: String,
     org_b: String,
 }
 
-impl Supa {
-    /// The layout with database "hr" at `scale`; `postgres` plants the
-    /// canary overloads first when `plant`; then the platform step and
-    /// every migration script, run by the superuser.
-    fn new(scale: u32, plant: bool) -> Supa {
-        let keyring = write_keyring(&[(1, random_key()), (2, random_key())]);
-        let mut conf = keyring_conf(&keyring, 1);
+/// Where the platform installs the extension, and whether the library is
+/// preloaded.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    schema: &'static str,
+    preload: bool,
+}
+
+const SUPABASE: Layout = Layout {
+    schema: "extensions",
+    preload: true,
+};
+
+const LAYOUTS: [Layout; 4] = [
+    SUPABASE,
+    Layout {
+        schema: "extensions",
+        preload: false,
+    },
+    Layout {
+        schema: "public",
+        preload: true,
+    },
+    Layout {
+        schema: "public",
+        preload: false,
+    },
+];
+
+/// A cluster with Supabase's layout and database "hr" at `scale`, with the
+/// canary table and function `postgres` uses to record who calls its code.
+fn supabase_cluster(scale: u32, layout: Layout) -> Cluster {
+    let keyring = write_keyring(&[(1, random_key()), (2, random_key())]);
+    let mut conf = keyring_conf(&keyring, 1);
+    if layout.preload {
         conf.push("shared_preload_libraries=hr_migrations".into());
-        let cl = Cluster::start_supabase(&conf);
-        cl.supabase_db("hr", scale);
-        let mut pg = cl.connect_as("hr", "postgres");
-        pg.batch_execute(
+    }
+    let cl = Cluster::start_supabase(&conf);
+    cl.supabase_db("hr", scale);
+    cl.connect_as("hr", "postgres")
+        .batch_execute(
             "CREATE TABLE public.canary_calls (fn text, called_as name, superuser boolean, at timestamptz DEFAULT now());
              GRANT INSERT ON public.canary_calls TO PUBLIC;
              CREATE FUNCTION public.canary(fn text) RETURNS void LANGUAGE sql AS $$
@@ -131,50 +162,83 @@ impl Supa {
              GRANT EXECUTE ON FUNCTION public.canary(text) TO PUBLIC;",
         )
         .unwrap();
-        if plant {
-            for schema in ["public", "extensions"] {
-                for (sig, body) in PLANTED {
-                    let sig = sig.replace("{s}", schema);
-                    let ret_void = sig.ends_with("RETURNS void");
-                    let setof = sig.contains("RETURNS SETOF");
-                    let body = if ret_void {
-                        format!("SELECT public.canary('{schema} ' || {sig:?}); SELECT {body};")
-                    } else if setof {
-                        format!(
-                            "SELECT public.canary('{schema} ' || {sig:?}); SELECT * FROM {body};"
-                        )
-                    } else {
-                        format!("SELECT public.canary('{schema} ' || {sig:?}); SELECT {body};")
-                    };
-                    let body = body.replace('"', "'");
-                    pg.batch_execute(&format!(
-                        "CREATE {sig} LANGUAGE sql AS $canary$ {body} $canary$;
-                         GRANT EXECUTE ON FUNCTION {} TO PUBLIC;",
-                        sig.split(" RETURNS ")
-                            .next()
-                            .unwrap()
-                            .trim_start_matches("FUNCTION ")
-                    ))
-                    .unwrap_or_else(|e| panic!("{sig}: {}", error_text(&e)));
-                }
-                for op in PLANTED_OPERATORS {
-                    pg.batch_execute(&format!("CREATE {}", op.replace("{s}", schema)))
-                        .unwrap_or_else(|e| panic!("{op}: {}", error_text(&e)));
-                }
-            }
+    cl
+}
+
+/// As `postgres`: every overload of PLANTED and PLANTED_OPERATORS, in
+/// `public` and `extensions`.
+fn plant_overloads(cl: &Cluster) {
+    let mut pg = cl.connect_as("hr", "postgres");
+    for schema in ["public", "extensions"] {
+        for (sig, body) in PLANTED {
+            let sig = sig.replace("{s}", schema);
+            let body = if sig.contains("RETURNS SETOF") {
+                format!("SELECT public.canary('{schema} ' || {sig:?}); SELECT * FROM {body};")
+            } else {
+                format!("SELECT public.canary('{schema} ' || {sig:?}); SELECT {body};")
+            };
+            let body = body.replace('"', "'");
+            pg.batch_execute(&format!(
+                "CREATE {sig} LANGUAGE sql AS $canary$ {body} $canary$;
+                 GRANT EXECUTE ON FUNCTION {} TO PUBLIC;",
+                sig.split(" RETURNS ")
+                    .next()
+                    .unwrap()
+                    .trim_start_matches("FUNCTION ")
+            ))
+            .unwrap_or_else(|e| panic!("{sig}: {}", error_text(&e)));
         }
-        drop(pg);
+        for op in PLANTED_OPERATORS {
+            pg.batch_execute(&format!("CREATE {}", op.replace("{s}", schema)))
+                .unwrap_or_else(|e| panic!("{op}: {}", error_text(&e)));
+        }
+    }
+}
+
+/// Calls of planted code made as a superuser or as the definer role.
+fn privileged_canary_calls(cl: &Cluster) -> Vec<String> {
+    cl.connect("hr")
+        .query(
+            "SELECT DISTINCT fn || ' as ' || called_as FROM public.canary_calls
+              WHERE superuser OR called_as = 'hr_migrations_definer' ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+fn drop_unresolvable_sessions(c: &mut Client) {
+    c.batch_execute(
+        "DELETE FROM public.hr_candidate_portal_sessions s
+          WHERE NOT EXISTS (SELECT 1 FROM public.hr_candidates c
+                             WHERE c.id = s.candidate_id AND c.organization_id IS NOT NULL)",
+    )
+    .unwrap();
+}
+
+impl Supa {
+    /// Supabase's layout with database "hr" at `scale`; `postgres` plants
+    /// the canary overloads first when `plant`; then the platform step and
+    /// every migration script, run by the superuser.
+    fn new(scale: u32, plant: bool) -> Supa {
+        Supa::build(scale, plant, SUPABASE)
+    }
+
+    fn build(scale: u32, plant: bool, layout: Layout) -> Supa {
+        let cl = supabase_cluster(scale, layout);
+        if plant {
+            plant_overloads(&cl);
+        }
         let mut admin = cl.connect("hr");
         admin
-            .batch_execute("CREATE EXTENSION hr_migrations SCHEMA extensions")
+            .batch_execute(&format!(
+                "CREATE EXTENSION hr_migrations SCHEMA {}",
+                layout.schema
+            ))
             .unwrap();
-        admin
-            .batch_execute(
-                "DELETE FROM public.hr_candidate_portal_sessions s
-                  WHERE NOT EXISTS (SELECT 1 FROM public.hr_candidates c
-                                     WHERE c.id = s.candidate_id AND c.organization_id IS NOT NULL)",
-            )
-            .unwrap();
+        drop_unresolvable_sessions(&mut admin);
         cl.migrate_all("hr");
         let orgs: Vec<String> = admin
             .query(
@@ -187,6 +251,7 @@ impl Supa {
             .collect();
         Supa {
             cl,
+            ext: layout.schema,
             org_a: orgs[0].clone(),
             org_b: orgs[1].clone(),
         }
@@ -217,16 +282,7 @@ impl Supa {
 
     /// Calls of planted code made as a superuser or as the definer role.
     fn privileged_canary_calls(&self) -> Vec<String> {
-        self.admin()
-            .query(
-                "SELECT DISTINCT fn || ' as ' || called_as FROM public.canary_calls
-                  WHERE superuser OR called_as = 'hr_migrations_definer' ORDER BY 1",
-                &[],
-            )
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
+        privileged_canary_calls(&self.cl)
     }
 
     fn integration_of(&self, c: &mut Client, org: &str, nth: i64) -> (String, String) {
@@ -258,7 +314,14 @@ fn preflight(c: &mut Client, check: &str) -> Vec<(String, String)> {
 /// `public.= (oid, regclass)` 424 times through `hr_migrations.hr_batch_loop`).
 #[test]
 fn finding_1_overloads_planted_by_postgres_never_run_as_a_superuser() {
-    let w = Supa::new(200, true);
+    for layout in LAYOUTS {
+        overloads_never_run_as_a_superuser(layout);
+    }
+}
+
+fn overloads_never_run_as_a_superuser(layout: Layout) {
+    let w = Supa::build(200, true, layout);
+    let ext = w.ext;
     // The canary works: the same overload, called by postgres, is recorded.
     let mut pg = w.postgres();
     pg.batch_execute("SELECT format('%s', 'x'::text)").unwrap();
@@ -268,7 +331,7 @@ fn finding_1_overloads_planted_by_postgres_never_run_as_a_superuser() {
     );
     assert!(
         recorded > 0,
-        "the planted format(text, text) was not called"
+        "{layout:?}: the planted format(text, text) was not called"
     );
 
     let mut admin = w.admin();
@@ -278,16 +341,19 @@ fn finding_1_overloads_planted_by_postgres_never_run_as_a_superuser() {
         "integration_credentials",
     ] {
         admin
-            .batch_execute(&format!("CALL extensions.hr_run_phase('{m}', 'enforced')"))
-            .unwrap_or_else(|e| panic!("{m}: {}", error_text(&e)));
+            .batch_execute(&format!("CALL {ext}.hr_run_phase('{m}', 'enforced')"))
+            .unwrap_or_else(|e| panic!("{layout:?} {m}: {}", error_text(&e)));
     }
     for sql in [
-        "SELECT * FROM extensions.hr_migration_status()",
-        "SELECT * FROM extensions.hr_preflight()",
-        "SELECT * FROM extensions.hr_migration_progress",
-        "CALL extensions.hr_run_rewrap()",
+        format!("SELECT * FROM {ext}.hr_migration_status()"),
+        format!("SELECT * FROM {ext}.hr_preflight()"),
+        format!("SELECT * FROM {ext}.hr_migration_progress"),
+        format!("CALL {ext}.hr_run_rewrap()"),
+        format!("CALL {ext}.hr_run_batches('integration_credentials', 'purge')"),
     ] {
-        admin.batch_execute(sql).unwrap();
+        admin
+            .batch_execute(&sql)
+            .unwrap_or_else(|e| panic!("{layout:?} {sql}: {}", error_text(&e)));
     }
     for m in [
         "reference_tokens",
@@ -295,7 +361,7 @@ fn finding_1_overloads_planted_by_postgres_never_run_as_a_superuser() {
         "integration_credentials",
     ] {
         admin
-            .batch_execute(&format!("SELECT extensions.hr_set_phase('{m}', 'dual')"))
+            .batch_execute(&format!("SELECT {ext}.hr_set_phase('{m}', 'dual')"))
             .unwrap();
     }
     for script in [
@@ -309,7 +375,7 @@ fn finding_1_overloads_planted_by_postgres_never_run_as_a_superuser() {
     let calls = w.privileged_canary_calls();
     assert!(
         calls.is_empty(),
-        "planted code ran as a superuser or the definer role:\n{}",
+        "{layout:?}: planted code ran as a superuser or the definer role:\n{}",
         calls.join("\n")
     );
     let postgres_is_super: bool = one(
@@ -317,6 +383,45 @@ fn finding_1_overloads_planted_by_postgres_never_run_as_a_superuser() {
         "SELECT rolsuper FROM pg_roles WHERE rolname = 'postgres'",
     );
     assert!(!postgres_is_super);
+}
+
+/// Finding 1 through ALTER EXTENSION UPDATE: a database migrated by 0.2.0's
+/// own scripts, then `postgres` plants its overloads, then the platform
+/// superuser updates to this version and runs the files again: none of
+/// the planted code runs as a superuser or the definer role.
+#[test]
+fn finding_1_the_update_from_0_2_0_runs_no_planted_code() {
+    let cl = supabase_cluster(100, SUPABASE);
+    let mut admin = cl.connect("hr");
+    admin
+        .batch_execute("CREATE EXTENSION hr_migrations VERSION '0.2.0' SCHEMA extensions")
+        .unwrap();
+    drop_unresolvable_sessions(&mut admin);
+    let v020 = repo().join("tests/fixtures/v0.2.0/migrations");
+    for f in [
+        "001_reference_tokens.sql",
+        "002_portal_sessions.sql",
+        "003_integration_credentials.sql",
+    ] {
+        cl.psql_ok("hr", &v020.join(f), &[]);
+    }
+    plant_overloads(&cl);
+    let mut admin = cl.connect("hr");
+    admin
+        .batch_execute("ALTER EXTENSION hr_migrations UPDATE")
+        .unwrap_or_else(|e| panic!("{}", error_text(&e)));
+    let version: String = one(
+        &mut admin,
+        "SELECT extversion FROM pg_extension WHERE extname = 'hr_migrations'",
+    );
+    assert_eq!(version, extension_version());
+    cl.migrate_all("hr");
+    let calls = privileged_canary_calls(&cl);
+    assert!(
+        calls.is_empty(),
+        "planted code ran as a superuser or the definer role:\n{}",
+        calls.join("\n")
+    );
 }
 
 /// Finding 3 (high): a trigger whose function the table's owner owns was
@@ -552,14 +657,28 @@ fn finding_2_postgres_cannot_use_the_definer_role() {
     assert_eq!(integrity(&mut admin)[0].0, "ok");
 
     // 1. A member.
-    pg.batch_execute("GRANT hr_migrations_definer TO postgres").unwrap();
+    pg.batch_execute("GRANT hr_migrations_definer TO postgres")
+        .unwrap();
     let text = assert_raises(&mut sr, &secret_call, "55000", &[]);
     assert!(text.contains("has members (postgres)"), "{text}");
-    assert_raises(&mut admin, "SELECT * FROM extensions.hr_migration_status()", "55000", &[]);
-    assert_raises(&mut admin, "CALL extensions.hr_run_backfill('portal_sessions')", "55000", &[]);
+    assert_raises(
+        &mut admin,
+        "SELECT * FROM extensions.hr_migration_status()",
+        "55000",
+        &[],
+    );
+    assert_raises(
+        &mut admin,
+        "CALL extensions.hr_run_backfill('portal_sessions')",
+        "55000",
+        &[],
+    );
     assert_raises(&mut admin, "CALL extensions.hr_run_rewrap()", "55000", &[]);
     let found = integrity(&mut admin);
-    assert!(found[0].0 == "blocker" && found[0].1.contains("has members"), "{found:?}");
+    assert!(
+        found[0].0 == "blocker" && found[0].1.contains("has members"),
+        "{found:?}"
+    );
 
     // 2. As the definer role, a function it owns is changed, then the
     // membership is given up again.
@@ -571,17 +690,39 @@ fn finding_2_postgres_cannot_use_the_definer_role() {
          REVOKE hr_migrations_definer FROM postgres;",
     )
     .unwrap();
-    let text = assert_raises(&mut admin, "SELECT * FROM extensions.hr_migration_status()", "55000", &[]);
+    let text = assert_raises(
+        &mut admin,
+        "SELECT * FROM extensions.hr_migration_status()",
+        "55000",
+        &[],
+    );
     assert!(
-        text.contains("function hr_migrations.hr_migration_status() is not as the extension installed it"),
+        text.contains(
+            "function hr_migrations.hr_migration_status() is not as the extension installed it"
+        ),
         "{text}"
     );
     assert_raises(&mut sr, &secret_call, "55000", &[]);
-    assert_raises(&mut admin, "CALL extensions.hr_run_phase('portal_sessions', 'enforced')", "55000", &[]);
+    assert_raises(
+        &mut admin,
+        "CALL extensions.hr_run_phase('portal_sessions', 'enforced')",
+        "55000",
+        &[],
+    );
     let found = integrity(&mut admin);
-    assert!(found[0].0 == "blocker" && found[0].1.contains("hr_migration_status"), "{found:?}");
-    let out = w.cl.psql_file("hr", &repo().join("sql/migrations/002_portal_sessions.sql"), &[]);
-    assert!(!out.status.success(), "a migration script ran on a changed extension");
+    assert!(
+        found[0].0 == "blocker" && found[0].1.contains("hr_migration_status"),
+        "{found:?}"
+    );
+    let out = w.cl.psql_file(
+        "hr",
+        &repo().join("sql/migrations/002_portal_sessions.sql"),
+        &[],
+    );
+    assert!(
+        !out.status.success(),
+        "a migration script ran on a changed extension"
+    );
 
     // 3. LOGIN.
     pg.batch_execute(
@@ -598,15 +739,181 @@ fn finding_2_postgres_cannot_use_the_definer_role() {
     assert!(text.contains("can log in"), "{text}");
 
     // Undone: everything works again, in the same backends.
-    pg.batch_execute("ALTER ROLE hr_migrations_definer NOLOGIN").unwrap();
+    pg.batch_execute("ALTER ROLE hr_migrations_definer NOLOGIN")
+        .unwrap();
     sr.batch_execute(&secret_call).unwrap();
     admin
         .batch_execute("SELECT * FROM extensions.hr_migration_status()")
         .unwrap();
-    admin.batch_execute("CALL extensions.hr_run_rewrap()").unwrap();
+    admin
+        .batch_execute("CALL extensions.hr_run_rewrap()")
+        .unwrap();
     assert_eq!(integrity(&mut admin)[0].0, "ok");
     let calls = w.privileged_canary_calls();
     assert!(calls.is_empty(), "planted code ran privileged: {calls:?}");
-    let postgres_is_super: bool = one(&mut admin, "SELECT rolsuper FROM pg_roles WHERE rolname = 'postgres'");
+    let postgres_is_super: bool = one(
+        &mut admin,
+        "SELECT rolsuper FROM pg_roles WHERE rolname = 'postgres'",
+    );
     assert!(!postgres_is_super);
+}
+
+/// Finding 6: Supabase's Security Advisor reported rls_disabled_in_public
+/// and sensitive_columns_exposed on the tables we manage (anon read every
+/// legacy token, every hash and every plaintext key). From migrated on:
+/// none of its four lints, anon has nothing on those tables, authenticated
+/// reads and writes its own organization's rows only.
+#[test]
+fn finding_6_the_security_advisor_finds_nothing_once_migrated() {
+    let w = Supa::new(100, false);
+    let mut admin = w.admin();
+    let advisor = |c: &mut Client| -> Vec<String> {
+        c.query(
+            "SELECT migration || ': ' || detail FROM extensions.hr_preflight()
+              WHERE check_name = 'security advisor' AND status <> 'ok' ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    let found = advisor(&mut admin);
+    assert!(found.is_empty(), "{found:#?}");
+
+    let mut anon = w.as_role("anon", None);
+    for sql in [
+        "SELECT access_token FROM public.hr_references LIMIT 1",
+        "SELECT access_token_hash FROM public.hr_references LIMIT 1",
+        "SELECT api_key FROM public.hr_job_board_integrations LIMIT 1",
+        "SELECT session_token FROM public.hr_candidate_portal_sessions LIMIT 1",
+        "SELECT encrypted_value FROM public.pf_credentials LIMIT 1",
+    ] {
+        assert_raises(&mut anon, sql, "42501", &[]);
+    }
+    let own = |sql: &str| -> i64 { one(&mut w.admin(), &sql.replace("{org}", &w.org_a)) };
+    let refs_a = own(
+        "SELECT count(*) FROM public.hr_references r JOIN public.hr_candidates c ON c.id = r.candidate_id
+          WHERE c.organization_id = '{org}'",
+    );
+    let ints_a = own(
+        "SELECT count(*) FROM public.hr_job_board_integrations WHERE organization_id = '{org}'",
+    );
+    assert!(refs_a > 0 && ints_a > 0);
+    let mut auth = w.as_role("authenticated", Some(&w.org_a));
+    let seen: i64 = one(&mut auth, "SELECT count(*) FROM public.hr_references");
+    assert_eq!(
+        seen, refs_a,
+        "authenticated sees other organizations' references"
+    );
+    let seen: i64 = one(
+        &mut auth,
+        "SELECT count(*) FROM public.hr_job_board_integrations",
+    );
+    assert_eq!(
+        seen, ints_a,
+        "authenticated sees other organizations' integrations"
+    );
+    // Writes to another organization's rows change nothing or are refused.
+    let b_integration: String = one(
+        &mut admin,
+        &format!("SELECT id::text FROM public.hr_job_board_integrations WHERE organization_id = '{}' LIMIT 1", w.org_b),
+    );
+    let n = auth
+        .execute(
+            "UPDATE public.hr_job_board_integrations SET is_active = false WHERE id = $1::text::uuid",
+            &[&b_integration],
+        )
+        .unwrap();
+    assert_eq!(
+        n, 0,
+        "authenticated updated another organization's integration"
+    );
+    let e = auth
+        .batch_execute(&format!(
+            "INSERT INTO public.hr_job_board_integrations (organization_id, job_board_type) VALUES ('{}', 'x')",
+            w.org_b
+        ))
+        .expect_err("authenticated inserted an integration for another organization");
+    assert_eq!(sqlstate(&e), "42501", "{}", error_text(&e));
+    // No claims: no rows (fails closed, no error).
+    let mut nobody = w.as_role("authenticated", None);
+    let seen: i64 = one(&mut nobody, "SELECT count(*) FROM public.hr_references");
+    assert_eq!(seen, 0);
+
+    // The check can see a finding: RLS switched off again is reported.
+    admin
+        .batch_execute("ALTER TABLE public.hr_job_board_integrations DISABLE ROW LEVEL SECURITY")
+        .unwrap();
+    let found = advisor(&mut admin);
+    assert!(
+        found
+            .iter()
+            .any(|f| f.contains("rls_disabled_in_public: public.hr_job_board_integrations"))
+            && found
+                .iter()
+                .any(|f| f.contains("policy_exists_rls_disabled"))
+            && found
+                .iter()
+                .any(|f| f.contains("sensitive_columns_exposed")),
+        "{found:#?}"
+    );
+}
+
+/// Finding 5, continued: credentials the move created whose integration
+/// was deleted are counted by status and removed by the DBA in batches;
+/// the application's other credentials are never touched.
+#[test]
+fn credentials_orphaned_by_a_deleted_integration_are_counted_and_purged_in_batches() {
+    let w = Supa::new(100, false);
+    let mut admin = w.admin();
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO public.pf_credentials (organization_id, credential_type, name, encrypted_value)
+             VALUES ('{}', 'smtp', 'mail', 'hrc1.1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA')",
+            w.org_a
+        ))
+        .unwrap();
+    let before: i64 = one(&mut admin, "SELECT count(*) FROM public.pf_credentials");
+    admin
+        .batch_execute(
+            "DELETE FROM public.hr_job_board_integrations
+              WHERE id IN (SELECT id FROM public.hr_job_board_integrations WHERE credential_id IS NOT NULL ORDER BY id LIMIT 5)",
+        )
+        .unwrap();
+    let note: String = one(
+        &mut admin,
+        "SELECT note FROM extensions.hr_migration_status() WHERE migration = 'integration_credentials'",
+    );
+    assert!(note.contains("5 credentials are orphaned"), "{note}");
+    let (ok, out) = w.cl.psql_c(
+        "hr",
+        "CALL extensions.hr_run_batches('integration_credentials', 'purge', 2)",
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("purge: finished: 5 rows in 3 batches"),
+        "{out}"
+    );
+    let after: i64 = one(&mut admin, "SELECT count(*) FROM public.pf_credentials");
+    assert_eq!(after, before - 5);
+    let smtp: i64 = one(
+        &mut admin,
+        "SELECT count(*) FROM public.pf_credentials WHERE credential_type = 'smtp'",
+    );
+    assert_eq!(
+        smtp, 1,
+        "an application credential of another type was purged"
+    );
+    let unlinked: i64 = one(
+        &mut admin,
+        "SELECT count(*) FROM public.pf_credentials c WHERE c.credential_type LIKE 'job\\_board\\_%'
+            AND NOT EXISTS (SELECT 1 FROM public.hr_job_board_integrations i WHERE i.credential_id = c.id)",
+    );
+    assert_eq!(unlinked, 0);
+    let note: String = one(
+        &mut admin,
+        "SELECT note FROM extensions.hr_migration_status() WHERE migration = 'integration_credentials'",
+    );
+    assert!(!note.contains("orphaned"), "{note}");
 }
