@@ -303,13 +303,32 @@ END
 $$;
 
 -- The migration's table, or NULL while it does not exist.
+-- The relation itself when it is a plain (or partitioned) table, NULL for
+-- NULL; 42809 for a view or any other kind of relation. A view put in a
+-- table's place (on Supabase, postgres owns every application table and may
+-- rename one and create a view of that name) would run its functions as
+-- whoever reads it: the definer role, or the superuser running a script.
+CREATE FUNCTION hr_migrations.hr_plain_table(rel regclass) RETURNS regclass
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF rel IS NOT NULL AND (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = rel) NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table (a view or another kind of relation): refusing to read or write it', rel
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'the migrations work on plain tables only; a view in a table''s place would run its code as the reader (docs/security.md)';
+    END IF;
+    RETURN rel;
+END
+$$;
+
 CREATE FUNCTION hr_migrations.hr_migration_table(migration text) RETURNS regclass
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     -- NULL when the table does not exist; 22023 (hr_migration_entry) when
     -- the migration is not registered, so no caller builds SQL from NULL.
-    SELECT to_regclass(format('%I.%I', e.table_schema, e.table_name))
+    SELECT hr_migrations.hr_plain_table(to_regclass(format('%I.%I', e.table_schema, e.table_name)))
       FROM hr_migrations.hr_migration_entry(migration) e
 $$;
 
@@ -620,7 +639,8 @@ $$;
 -- from the kind's predicate. Nothing before migrated, nothing for other
 -- roles (anon has no privilege on the table from dual on; service_role
 -- bypasses RLS). tenant_column's script creates the sessions' own policies.
--- Idempotent: a no-op once RLS is on and the four policies exist. Called by
+-- Idempotent: the four policies are made again each time, so one changed
+-- by hand is repaired (one brief ACCESS EXCLUSIVE lock). Called by
 -- the kinds' move to migrated (with that phase) and by the migration
 -- scripts (with the current one). Runs as the DBA (it owns the table).
 CREATE FUNCTION hr_migrations.hr_isolate_rows(migration text, phase text) RETURNS void
@@ -642,13 +662,6 @@ BEGIN
     IF pred IS NULL OR tbl IS NULL OR phase NOT IN ('migrated', 'enforced', 'contracted') THEN
         RETURN;
     END IF;
-    IF (SELECT c.relrowsecurity FROM pg_catalog.pg_class c WHERE c.oid = tbl)
-       AND (SELECT count(*) FROM pg_catalog.pg_policy y
-             WHERE y.polrelid = tbl
-               AND y.polname IN (e.objects ->> 'policy_select', e.objects ->> 'policy_insert',
-                                 e.objects ->> 'policy_update', e.objects ->> 'policy_delete')) = 4 THEN
-        RETURN;
-    END IF;
     PERFORM hr_migrations.hr_bound_lock_wait();
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
     FOREACH n IN ARRAY ARRAY['policy_select', 'policy_insert', 'policy_update', 'policy_delete'] LOOP
@@ -661,7 +674,6 @@ BEGIN
     EXECUTE format('CREATE POLICY %I ON %s FOR UPDATE TO authenticated USING (%s) WITH CHECK (%s)',
                    e.objects ->> 'policy_update', tbl, pred, pred);
     EXECUTE format('CREATE POLICY %I ON %s FOR DELETE TO authenticated USING (%s)', e.objects ->> 'policy_delete', tbl, pred);
-    RAISE NOTICE '%: % isolated by organization for authenticated (row level security, one policy per command)', migration, tbl;
 END
 $$;
 
@@ -696,8 +708,23 @@ RETURNS TABLE (table_name regclass, object text, function_name text, function_ow
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH ext AS (
+    WITH RECURSIVE ext AS (
         SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'hr_migrations'
+    ),
+    -- Every type a column's values pass through: its type, the base type of
+    -- a domain, the element type of an array, recursively.
+    column_types AS (
+        SELECT a.attrelid AS rel, a.attname, a.atttypid AS typ
+          FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
+           AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+        UNION
+        SELECT ct.rel, ct.attname, next.typ
+          FROM column_types ct
+          JOIN pg_catalog.pg_type ty ON ty.oid OPERATOR(pg_catalog.=) ct.typ
+          CROSS JOIN LATERAL (VALUES (CASE WHEN ty.typtype OPERATOR(pg_catalog.=) 'd' THEN ty.typbasetype
+                                           WHEN ty.typelem OPERATOR(pg_catalog.<>) 0 AND ty.typlen OPERATOR(pg_catalog.=) -1 THEN ty.typelem END)) next(typ)
+         WHERE next.typ IS NOT NULL
     ),
     -- Objects of each table whose expressions may call functions, as
     -- (table, class, object id, description).
@@ -724,18 +751,14 @@ AS $$
           FROM pg_catalog.pg_index i
          WHERE i.indrelid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
         UNION ALL
-        -- Domain constraints of the columns' types (a domain over a domain
-        -- is checked at each level: its own constraints are listed too).
-        SELECT a.attrelid, 'pg_catalog.pg_constraint'::pg_catalog.regclass, c.oid,
+        -- Domain constraints of the columns' types, at every level of a
+        -- domain over a domain and through array element types.
+        SELECT d.rel, 'pg_catalog.pg_constraint'::pg_catalog.regclass, c.oid,
                'constraint ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(c.conname)
                    OPERATOR(pg_catalog.||) ' of domain ' OPERATOR(pg_catalog.||) c.contypid::pg_catalog.regtype::pg_catalog.text
-                   OPERATOR(pg_catalog.||) ' (column ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(a.attname) OPERATOR(pg_catalog.||) ')'
-          FROM pg_catalog.pg_attribute a
-          JOIN pg_catalog.pg_type ty ON ty.oid OPERATOR(pg_catalog.=) a.atttypid
-          JOIN pg_catalog.pg_constraint c ON c.contypid OPERATOR(pg_catalog.=) ty.oid
-                                          OR c.contypid OPERATOR(pg_catalog.=) ty.typbasetype
-         WHERE a.attrelid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
-           AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped AND ty.typtype OPERATOR(pg_catalog.=) 'd'
+                   OPERATOR(pg_catalog.||) ' (column ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(d.attname) OPERATOR(pg_catalog.||) ')'
+          FROM column_types d
+          JOIN pg_catalog.pg_constraint c ON c.contypid OPERATOR(pg_catalog.=) d.typ
     ),
     -- The functions those objects call: directly, through an operator, or
     -- through an operator class (indexes).
@@ -778,12 +801,27 @@ AS $$
                           AND d.deptype OPERATOR(pg_catalog.=) 'e'
                           AND d.refobjid OPERATOR(pg_catalog.=) ext.oid)
     UNION
-    -- A rule rewrites the writer's statement into others, run as the writer.
+    -- A rule rewrites the writer's statement into others, run as the writer
+    -- (a view's _RETURN rule too: a view is refused below).
     SELECT r.ev_class::pg_catalog.regclass, 'rule ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(r.rulename),
            NULL, NULL
       FROM pg_catalog.pg_rewrite r
      WHERE r.ev_class OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
-       AND r.rulename OPERATOR(pg_catalog.<>) '_RETURN'
+    UNION
+    -- An inheritance child: a write without ONLY reaches it and fires its
+    -- triggers (CREATE TABLE ... INHERITS takes no lock that a writer's
+    -- ROW EXCLUSIVE conflicts with).
+    SELECT i.inhparent::pg_catalog.regclass, 'inheritance child ' OPERATOR(pg_catalog.||) i.inhrelid::pg_catalog.regclass::pg_catalog.text,
+           NULL, NULL
+      FROM pg_catalog.pg_inherits i
+     WHERE i.inhparent OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
+    UNION
+    -- Not a plain table (a view in a table's place).
+    SELECT c.oid::pg_catalog.regclass, 'relation kind ' OPERATOR(pg_catalog.||) c.relkind::pg_catalog.text OPERATOR(pg_catalog.||) ' (not a table)',
+           NULL, NULL
+      FROM pg_catalog.pg_class c
+     WHERE c.oid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
+       AND c.relkind OPERATOR(pg_catalog.<>) ALL (ARRAY['r', 'p']::"char"[])
      ORDER BY 1, 2
 $$;
 
@@ -1498,6 +1536,7 @@ BEGIN
             RETURN NEXT;
         ELSIF r.kind = 'tenant_column' THEN
             check_name := 'rows that cannot be migrated';
+            PERFORM hr_migrations.hr_plain_table('public.hr_candidates'::regclass);
             EXECUTE format('SELECT count(*) FROM %s t WHERE NOT EXISTS (SELECT 1 FROM public.hr_candidates c
                               WHERE c.id = t.candidate_id AND c.organization_id IS NOT NULL)', tbl) INTO n;
             IF n > 0 THEN
@@ -1990,71 +2029,169 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/tenancy.rs:11
--- Kind tenant_column (migration portal_sessions): organization isolation.
--- A table of this kind has `id uuid` and `candidate_id uuid`; its script
--- adds `organization_id uuid`, derived from public.hr_candidates, and RLS
--- policies that compare it with the request's organization.
+-- src/tokens.rs:11
+-- Kind token_hash (migration reference_tokens): salted-hash storage of a
+-- table's reference tokens. A table of this kind has `id uuid` and
+-- `access_token text` (legacy plaintext); its script adds
+-- `access_token_hash text` (token hash v1).
+--
+-- PL/pgSQL resolves table and column names when a statement first runs, so
+-- CREATE EXTENSION works before sql/migrations/001 has created anything.
 
--- BEFORE INSERT OR UPDATE OF candidate_id, organization_id, FOR EACH ROW,
--- WHEN (NOT hr_backfill_in_progress()). organization_id is always derived
--- from the row's candidate, so a client cannot attach a row to another
--- organization's candidate: a supplied value that disagrees (or that
--- cannot be confirmed because the candidate is missing or has no
--- organization) is refused with 23514, with one message for every case so
--- it does not tell whether a candidate exists elsewhere.
--- SECURITY DEFINER (owner hr_migrations_definer, BYPASSRLS) so the lookup
--- is not hidden by RLS on hr_candidates; EXECUTE is granted to nobody and
--- hr_trigger_migration() refuses any table but its own, so it cannot be
--- attached to a temp table to read candidates' organizations.
-CREATE OR REPLACE FUNCTION hr_migrations.hr_portal_sessions_org_trigger() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
+-- The migration of a kind whose table fired a trigger; 39P01 when the table
+-- is not registered with that kind. Trigger functions call it first, so
+-- none of them can be aimed at another table (a temp table, another
+-- tenant's copy) by whoever manages to attach it.
+CREATE FUNCTION hr_migrations.hr_trigger_migration(relid oid, kind text) RETURNS text
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    derived uuid;
+    m text;
 BEGIN
-    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
-    IF TG_WHEN <> 'BEFORE' OR TG_LEVEL <> 'ROW' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
-        RAISE EXCEPTION 'hr_portal_sessions_org_trigger() must be a BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger'
+    SELECT r.migration INTO m FROM hr_migrations.hr_migration_registry r
+     WHERE r.kind = hr_trigger_migration.kind
+       AND to_regclass(format('%I.%I', r.table_schema, r.table_name)) = relid;
+    IF m IS NULL THEN
+        RAISE EXCEPTION 'this hr_migrations trigger function serves only the tables of its migrations, not %', relid::regclass
             USING ERRCODE = 'trigger_protocol_violated';
     END IF;
-    PERFORM hr_migrations.hr_trigger_migration(TG_RELID, 'tenant_column');
-    IF hr_migrations.hr_backfill_in_progress() THEN
-        RETURN NEW;
+    RETURN m;
+END
+$$;
+
+-- Generic updated_at maintenance for every table (replaces the plan's one
+-- function per table). Installed BEFORE UPDATE with
+-- WHEN (NOT hr_backfill_in_progress()), so the extension's own batches
+-- leave updated_at alone (the plan's bug 6).
+CREATE OR REPLACE FUNCTION hr_migrations.hr_touch_updated_at() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_WHEN <> 'BEFORE' OR TG_OP <> 'UPDATE' OR TG_LEVEL <> 'ROW' THEN
+        RAISE EXCEPTION 'hr_touch_updated_at() must be a BEFORE UPDATE ... FOR EACH ROW trigger (on %)', TG_TABLE_NAME
+            USING ERRCODE = 'trigger_protocol_violated';
     END IF;
-    IF TG_OP = 'UPDATE'
-       AND NEW.candidate_id IS NOT DISTINCT FROM OLD.candidate_id
-       AND NEW.organization_id IS NOT DISTINCT FROM OLD.organization_id THEN
-        RETURN NEW;
+    IF NOT hr_migrations.hr_backfill_in_progress() THEN
+        NEW.updated_at := now();
     END IF;
-    SELECT c.organization_id INTO derived
-      FROM public.hr_candidates c
-     WHERE c.id = NEW.candidate_id;
-    -- On UPDATE, an organization_id carried over unchanged from the old row
-    -- was not supplied by the caller: it is simply re-derived.
-    IF NEW.organization_id IS NOT NULL AND NEW.organization_id IS DISTINCT FROM derived
-       AND (TG_OP = 'INSERT' OR NEW.organization_id IS DISTINCT FROM OLD.organization_id) THEN
-        RAISE EXCEPTION 'organization_id does not match the organization of the row''s candidate'
-            USING ERRCODE = 'check_violation',
-                  TABLE = TG_TABLE_NAME, COLUMN = 'organization_id',
-                  HINT = 'leave organization_id out: it is derived from hr_candidates';
-    END IF;
-    NEW.organization_id := derived;
     RETURN NEW;
 END
 $$;
 
--- One keyset batch of the backfill (DESIGN.md §4), through the engine.
-CREATE FUNCTION hr_migrations.hr_backfill_portal_session_organizations(batch_size integer DEFAULT 5000) RETURNS bigint
+-- The trigger function of this kind, hr_references_token_trigger(), is Rust
+-- (src/tokens.rs): it runs once per written row.
+
+-- Dual-path verification by reference id (DESIGN.md §4): the hash first,
+-- then (before enforced) the legacy plaintext, compared in constant time;
+-- the decision is src/dual_path.rs (hr_token_verdict). An empty presented
+-- token never verifies. Appends one row to hr_reference_token_validations:
+-- reference id, method, success, time; never the token. NULL arguments
+-- return false (not NULL) and are logged as 'none'.
+-- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
+-- It reads hr_references and inserts into the log table; app roles hold no
+-- TRIGGER on either (001 revokes it), and batches refuse foreign triggers.
+CREATE FUNCTION hr_migrations.hr_verify_reference_token(reference_id uuid, token text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    phase text := hr_migrations.hr_require_applied('reference_tokens');
+    stored_token text;
+    stored_hash text;
+    v record;
+BEGIN
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
+    IF reference_id IS NOT NULL THEN
+        IF phase = 'contracted' THEN  -- access_token is gone
+            SELECT r.access_token_hash INTO stored_hash
+              FROM public.hr_references r WHERE r.id = reference_id;
+        ELSE
+            SELECT r.access_token, r.access_token_hash INTO stored_token, stored_hash
+              FROM public.hr_references r WHERE r.id = reference_id;
+        END IF;
+    END IF;
+    SELECT * INTO v FROM hr_migrations.hr_token_verdict(
+        hr_migrations.hr_phase_accepts_plaintext(phase), token, stored_hash, stored_token);
+    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_reference_token_validations'::regclass]::oid[]);
+    INSERT INTO public.hr_reference_token_validations (reference_id, method, success)
+    VALUES (reference_id, v.method, v.ok);
+    RETURN v.ok;
+END
+$$;
+
+-- A new token for a reference: generated here, stored only as its hash (in
+-- every phase), returned once. It replaces any earlier token of the
+-- reference, hashed or legacy plaintext (the plaintext is cleared). The
+-- token never travels to the database, so no statement or parameter log
+-- can hold it. P0002 for an unknown reference, 22004 for NULL.
+-- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
+CREATE FUNCTION hr_migrations.hr_issue_reference_token(reference_id uuid) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    phase text := hr_migrations.hr_require_applied('reference_tokens');
+    tok text := hr_migrations.hr_generate_token();
+BEGIN
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
+    IF reference_id IS NULL THEN
+        RAISE EXCEPTION 'reference_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
+    IF phase = 'contracted' THEN
+        UPDATE public.hr_references r SET access_token_hash = hr_migrations.hr_hash_token(tok)
+         WHERE r.id = reference_id;
+    ELSE
+        UPDATE public.hr_references r
+           SET access_token = NULL, access_token_hash = hr_migrations.hr_hash_token(tok)
+         WHERE r.id = reference_id;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no reference with that id' USING ERRCODE = 'no_data_found',
+            HINT = 'hr_issue_reference_token() replaces the token of an existing hr_references row';
+    END IF;
+    RETURN tok;
+END
+$$;
+
+-- Revokes a reference's token, hashed or plaintext, in every phase: true
+-- when there was one. SECURITY DEFINER: EXECUTE for service_role.
+CREATE FUNCTION hr_migrations.hr_revoke_reference_token(reference_id uuid) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    phase text := hr_migrations.hr_require_applied('reference_tokens');
+BEGIN
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
+    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
+    IF phase = 'contracted' THEN
+        UPDATE public.hr_references r SET access_token_hash = NULL
+         WHERE r.id = reference_id AND r.access_token_hash IS NOT NULL;
+    ELSE
+        UPDATE public.hr_references r SET access_token = NULL, access_token_hash = NULL
+         WHERE r.id = reference_id AND (r.access_token IS NOT NULL OR r.access_token_hash IS NOT NULL);
+    END IF;
+    RETURN FOUND;
+END
+$$;
+
+-- One keyset batch of the backfill (DESIGN.md §4): hashes up to batch_size
+-- plaintext tokens that have no hash yet, through the batch engine
+-- (hr_engine_batch). Returns rows hashed; 0 = nothing left.
+CREATE FUNCTION hr_migrations.hr_backfill_reference_token_hashes(batch_size integer DEFAULT 5000) RETURNS bigint
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT hr_migrations.hr_require_integrity(); SELECT hr_migrations.hr_engine_batch('portal_sessions', 'backfill', batch_size) $$;
+AS $$ SELECT hr_migrations.hr_require_integrity(); SELECT hr_migrations.hr_engine_batch('reference_tokens', 'backfill', batch_size) $$;
 
--- The engine's view of a tenant_column migration: rows without
--- organization_id are pending when their candidate has one, blocked when
--- the candidate is missing or has none (never guessed, never looped over).
-CREATE FUNCTION hr_migrations.hr_tenant_column_spec(migration text, operation text,
+-- The engine's view of a token_hash migration (see hr_operation_spec):
+--   backfill  rows with a non-empty plaintext token and no hash;
+--   erase     (contracted) rows still holding legacy plaintext.
+-- Empty tokens are neither pending nor blocked: they verify nothing and
+-- are counted in the note.
+CREATE FUNCTION hr_migrations.hr_token_hash_spec(migration text, operation text,
     OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
     OUT action text, OUT writes regclass[])
 LANGUAGE plpgsql STABLE
@@ -2062,159 +2199,180 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t regclass := hr_migrations.hr_migration_table(migration);
-    resolvable constant text :=
-        'EXISTS (SELECT 1 FROM public.hr_candidates c WHERE c.id = t.candidate_id AND c.organization_id IS NOT NULL)';
+    has_plaintext boolean := hr_migrations.hr_column_exists(t, 'access_token');
 BEGIN
-    IF t IS NULL OR operation <> 'backfill' THEN
+    IF t IS NULL THEN
         RETURN;
     END IF;
-    tbl := t;
-    pending := 't.organization_id IS NULL AND ' || resolvable;
-    blocked := 't.organization_id IS NULL AND NOT ' || resolvable;
-    migrated := 't.organization_id IS NOT NULL';
-    action := 'hr_migrations.hr_tenant_column_backfill';
+    blocked := 'false';
+    migrated := 't.access_token_hash IS NOT NULL';
     writes := ARRAY[t];
+    CASE operation
+        WHEN 'backfill' THEN
+            pending := CASE WHEN has_plaintext
+                THEN 't.access_token IS NOT NULL AND t.access_token <> '''' AND t.access_token_hash IS NULL'
+                ELSE 'false' END;
+            action := 'hr_migrations.hr_token_hash_backfill';
+        WHEN 'erase' THEN
+            pending := CASE WHEN has_plaintext THEN 't.access_token IS NOT NULL' ELSE 'false' END;
+            action := 'hr_migrations.hr_token_hash_erase';
+        ELSE
+            RETURN;
+    END CASE;
+    tbl := t;
 END
 $$;
 
-CREATE FUNCTION hr_migrations.hr_tenant_column_phase_operation(migration text, phase text) RETURNS text
+CREATE FUNCTION hr_migrations.hr_token_hash_phase_operation(migration text, phase text) RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT CASE WHEN phase IN ('dual', 'migrated') THEN 'backfill' END $$;
+AS $$
+    -- In enforced too: a token written with triggers disabled is hashed,
+    -- or it could never verify again.
+    SELECT CASE phase WHEN 'dual' THEN 'backfill' WHEN 'migrated' THEN 'backfill'
+                      WHEN 'enforced' THEN 'backfill' WHEN 'contracted' THEN 'erase' END
+$$;
 
--- Row action of the backfill: the organization is looked up per row by
--- primary key, so the UPDATE cannot become a hash join over either table.
-CREATE FUNCTION hr_migrations.hr_tenant_column_backfill(migration text, ids uuid[]) RETURNS bigint
+-- Row action of the backfill: one statement for the whole batch.
+CREATE FUNCTION hr_migrations.hr_token_hash_backfill(migration text, ids uuid[]) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n bigint;
 BEGIN
-    EXECUTE format('UPDATE %s t
-                       SET organization_id = (SELECT c.organization_id FROM public.hr_candidates c
-                                               WHERE c.id = t.candidate_id)
-                     WHERE t.id = ANY ($1)', hr_migrations.hr_migration_table(migration))
+    EXECUTE format('UPDATE %s t SET access_token_hash = %s.hr_hash_token(t.access_token) WHERE t.id = ANY ($1)',
+                   hr_migrations.hr_migration_table(migration), 'hr_migrations')
       USING ids;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
 $$;
 
--- applied: organization_id and the org trigger exist. ready: row level
--- security is on and the four policies the registry names exist.
-CREATE FUNCTION hr_migrations.hr_tenant_column_state(migration text, OUT applied boolean, OUT ready boolean)
+-- Row action of the contract phase: erases legacy plaintext (the flag is
+-- on, so the token trigger does not take it for a revocation).
+CREATE FUNCTION hr_migrations.hr_token_hash_erase(migration text, ids uuid[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format('UPDATE %s t SET access_token = NULL WHERE t.id = ANY ($1)', hr_migrations.hr_migration_table(migration))
+      USING ids;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- applied: the hash column and the token trigger exist (after the contract
+-- phase dropped the trigger, the hash column alone). ready: the triggers
+-- the script installs are there.
+CREATE FUNCTION hr_migrations.hr_token_hash_state(migration text, OUT applied boolean, OUT ready boolean)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t regclass := hr_migrations.hr_migration_table(migration);
-    o jsonb := (hr_migrations.hr_migration_entry(migration)).objects;
+    contracted boolean := hr_migrations.hr_migration_phase(migration) = 'contracted';
 BEGIN
-    applied := hr_migrations.hr_column_exists(t, 'organization_id')
-               AND hr_migrations.hr_trigger_exists(t, o ->> 'org_trigger');
-    ready := applied
-        AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t AND c.relrowsecurity)
-        AND (SELECT count(*) FROM pg_catalog.pg_policy p
-              WHERE p.polrelid = t
-                AND p.polname IN (o ->> 'policy_select', o ->> 'policy_insert',
-                                  o ->> 'policy_update', o ->> 'policy_delete')) = 4;
+    applied := hr_migrations.hr_column_exists(t, 'access_token_hash')
+               AND (contracted OR hr_migrations.hr_trigger_exists(t, hr_migrations.hr_migration_object(migration, 'token_trigger')));
+    ready := applied AND hr_migrations.hr_trigger_exists(t, hr_migrations.hr_migration_object(migration, 'touch_trigger'));
 END
 $$;
 
--- Brief DDL of a phase move. Into enforced: CHECK (organization_id IS NOT
--- NULL) NOT VALID, which refuses writes without an organization from now on
--- (ACCESS EXCLUSIVE for milliseconds, no scan); the validating scan and SET
--- NOT NULL are the phase's closing work (hr_tenant_column_finish), outside
--- ACCESS EXCLUSIVE. Out of enforced: NOT NULL and the check are dropped.
-CREATE FUNCTION hr_migrations.hr_tenant_column_enter(migration text, from_phase text, to_phase text) RETURNS void
+-- Brief DDL of a phase move: none for tokens. (Entering enforced needs no
+-- wait: a token written by a transaction still in flight is hashed by the
+-- trigger and its plaintext is legacy data the contract phase erases.)
+CREATE FUNCTION hr_migrations.hr_token_hash_enter(migration text, from_phase text, to_phase text) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    t regclass := hr_migrations.hr_migration_table(migration);
-    chk text := hr_migrations.hr_migration_object(migration, 'not_null_check');
-    valid boolean;
 BEGIN
-    PERFORM hr_migrations.hr_bound_lock_wait();
-    IF to_phase = 'enforced' THEN
-        SELECT c.convalidated INTO valid FROM pg_catalog.pg_constraint c WHERE c.conrelid = t AND c.conname = chk;
-        IF hr_migrations.hr_column_not_null(t, 'organization_id') THEN
-            NULL;
-        ELSIF valid THEN
-            -- Validated beforehand (docs/runbook.md, large tables): SET NOT
-            -- NULL uses it instead of scanning; nothing is left to finish.
-            EXECUTE format('ALTER TABLE %s ALTER COLUMN organization_id SET NOT NULL', t);
-            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', t, chk);
-        ELSIF valid IS NULL THEN
-            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I CHECK (organization_id IS NOT NULL) NOT VALID', t, chk);
-        END IF;
-    ELSIF from_phase = 'enforced' AND to_phase IN ('dual', 'migrated') THEN
-        EXECUTE format('ALTER TABLE %s ALTER COLUMN organization_id DROP NOT NULL', t);
-        IF EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = t AND conname = chk) THEN
-            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', t, chk);
-        END IF;
+    IF to_phase = 'migrated' THEN
+        PERFORM hr_migrations.hr_isolate_rows(migration, to_phase);
     END IF;
 END
 $$;
 
--- Closing DDL of enforced: VALIDATE the check (SHARE UPDATE EXCLUSIVE:
--- reads and writes go on during the scan), COMMIT, then SET NOT NULL, which
--- uses the validated check instead of scanning (ACCESS EXCLUSIVE, brief),
--- and drop the check. Idempotent.
-CREATE PROCEDURE hr_migrations.hr_tenant_column_finish(migration text, phase text)
+-- The candidates of the request's organization (hr_jwt_organization_id();
+-- none without one), for the RLS policies of the references table: a
+-- reference belongs to its candidate's organization. SECURITY DEFINER
+-- (owner hr_migrations_definer, BYPASSRLS) because authenticated may not
+-- read hr_candidates itself; it returns ids of the caller's own
+-- organization only. EXECUTE for authenticated (the policies run as it).
+CREATE FUNCTION hr_migrations.hr_organization_candidates() RETURNS SETOF uuid
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
+    PERFORM hr_migrations.hr_plain_table('public.hr_candidates'::regclass);
+    RETURN QUERY SELECT c.id FROM public.hr_candidates c
+                  WHERE c.organization_id = hr_migrations.hr_jwt_organization_id();
+END
+$$;
+
+-- Closing DDL of a phase, once its batches are done. contracted: drop the
+-- token trigger (it served the transition) and the plaintext column.
+CREATE PROCEDURE hr_migrations.hr_token_hash_finish(migration text, phase text)
 LANGUAGE plpgsql
 AS $$
 DECLARE
     t regclass;
-    chk text;
-    valid boolean;
 BEGIN
     PERFORM hr_migrations.hr_procedure_step();
     t := hr_migrations.hr_migration_table(migration);
-    chk := hr_migrations.hr_migration_object(migration, 'not_null_check');
-    IF phase <> 'enforced' THEN
+    IF phase <> 'contracted' OR NOT hr_migrations.hr_column_exists(t, 'access_token') THEN
         RETURN;
     END IF;
-    SELECT c.convalidated INTO valid FROM pg_catalog.pg_constraint c WHERE c.conrelid = t AND c.conname = chk;
-    IF valid IS NOT NULL AND NOT valid THEN
-        PERFORM pg_catalog.set_config('lock_timeout', '0', true);  -- SHARE UPDATE EXCLUSIVE blocks no app traffic
-        EXECUTE pg_catalog.format('ALTER TABLE %s VALIDATE CONSTRAINT %I', t, chk);
-        COMMIT;
-        PERFORM hr_migrations.hr_procedure_step();
-        valid := true;
-    END IF;
-    IF valid THEN
-        CALL hr_migrations.hr_ddl(migration, $ddl$
-            ALTER TABLE {table} ALTER COLUMN organization_id SET NOT NULL;
-            ALTER TABLE {table} DROP CONSTRAINT {not_null_check}
-        $ddl$);
-        PERFORM hr_migrations.hr_procedure_step();
-        RAISE NOTICE '%: organization_id is NOT NULL', migration;
-    END IF;
+    CALL hr_migrations.hr_ddl(migration, $ddl$
+        DROP TRIGGER IF EXISTS {token_trigger} ON {table};
+        ALTER TABLE {table} DROP COLUMN IF EXISTS access_token
+    $ddl$);
+    PERFORM hr_migrations.hr_procedure_step();
+    RAISE NOTICE '%: access_token dropped (VACUUM the table; old row versions, WAL and backups still hold what it held)', migration;
 END
 $$;
 
-CREATE FUNCTION hr_migrations.hr_tenant_column_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
+CREATE FUNCTION hr_migrations.hr_token_hash_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t regclass := hr_migrations.hr_migration_table(migration);
+    empty_tokens bigint := 0;
+    hash_only bigint;
+    plaintext_left bigint := 0;
     note text;
 BEGIN
+    IF hr_migrations.hr_column_exists(t, 'access_token') THEN
+        EXECUTE format('SELECT count(*) FILTER (WHERE t.access_token = ''''),
+                               count(*) FILTER (WHERE t.access_token IS NULL AND t.access_token_hash IS NOT NULL),
+                               count(*) FILTER (WHERE t.access_token IS NOT NULL)
+                          FROM %s t', t)
+           INTO empty_tokens, hash_only, plaintext_left;
+    END IF;
     note := concat_ws('; ',
-        CASE WHEN pending > 0 THEN
-            format('%s rows have no organization_id yet: CALL hr_run_backfill(%L)', pending, migration) END,
-        CASE WHEN blocked > 0 THEN
-            format('%s rows cannot be resolved (candidate missing or without organization): fix hr_candidates.organization_id or delete those rows, then CALL hr_run_backfill(%L)', blocked, migration) END,
-        CASE WHEN phase IN ('enforced', 'contracted') AND hr_migrations.hr_column_not_null(t, 'organization_id')
-             THEN 'organization_id is NOT NULL; RLS isolates rows by organization'
-             WHEN phase = 'enforced'
-             THEN format('writes without organization_id are refused; CALL hr_run_backfill(%L) validates and sets NOT NULL', migration) END);
+        CASE WHEN pending > 0 AND phase IN ('dual', 'migrated', 'enforced') THEN
+            format('%s plaintext tokens have no hash yet: CALL hr_run_backfill(%L)', pending, migration) END,
+        CASE WHEN phase = 'enforced' THEN
+            format('only hashes are stored and accepted; %s legacy plaintext tokens remain in access_token, no longer accepted (erased by the contract phase)', plaintext_left) END,
+        CASE WHEN phase = 'contracted' AND pending > 0 THEN
+            format('%s legacy plaintext tokens to erase: CALL hr_run_backfill(%L)', pending, migration) END,
+        CASE WHEN phase = 'contracted' AND pending = 0 AND plaintext_left = 0 AND hr_migrations.hr_column_exists(t, 'access_token') THEN
+            format('plaintext erased; CALL hr_run_backfill(%L) drops access_token', migration) END,
+        CASE WHEN phase = 'contracted' AND NOT hr_migrations.hr_column_exists(t, 'access_token') THEN
+            'access_token dropped: only hashes exist' END,
+        CASE WHEN phase IN ('dual', 'migrated') AND hash_only > 0 THEN
+            format('%s references have no plaintext token left and verify by hash only', hash_only) END,
+        CASE WHEN empty_tokens > 0 THEN
+            format('%s references have an empty token, which is not hashed and never verifies', empty_tokens) END,
+        CASE WHEN phase = 'enforced' THEN hr_migrations.hr_contract_eta(migration) END);
     IF note = '' THEN
-        note := 'every row has an organization; RLS isolates them by organization';
+        note := 'every token has a hash; plaintext is still accepted until enforced';
     END IF;
     RETURN note;
 END
@@ -2283,7 +2441,7 @@ CREATE FUNCTION hr_migrations.hr_credentials_table(migration text) RETURNS regcl
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT to_regclass(format('%I.%I', e.table_schema, e.objects ->> 'credentials_table'))
+    SELECT hr_migrations.hr_plain_table(to_regclass(format('%I.%I', e.table_schema, e.objects ->> 'credentials_table')))
       FROM hr_migrations.hr_migration_entry(migration) e  -- 22023 when not registered
 $$;
 
@@ -2291,7 +2449,7 @@ CREATE FUNCTION hr_migrations.hr_credential_log_table(migration text) RETURNS re
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT to_regclass(format('%I.%I', e.table_schema, e.objects ->> 'log_table'))
+    SELECT hr_migrations.hr_plain_table(to_regclass(format('%I.%I', e.table_schema, e.objects ->> 'log_table')))
       FROM hr_migrations.hr_migration_entry(migration) e  -- 22023 when not registered
 $$;
 
@@ -2961,169 +3119,72 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/tokens.rs:11
--- Kind token_hash (migration reference_tokens): salted-hash storage of a
--- table's reference tokens. A table of this kind has `id uuid` and
--- `access_token text` (legacy plaintext); its script adds
--- `access_token_hash text` (token hash v1).
---
--- PL/pgSQL resolves table and column names when a statement first runs, so
--- CREATE EXTENSION works before sql/migrations/001 has created anything.
+-- src/tenancy.rs:11
+-- Kind tenant_column (migration portal_sessions): organization isolation.
+-- A table of this kind has `id uuid` and `candidate_id uuid`; its script
+-- adds `organization_id uuid`, derived from public.hr_candidates, and RLS
+-- policies that compare it with the request's organization.
 
--- The migration of a kind whose table fired a trigger; 39P01 when the table
--- is not registered with that kind. Trigger functions call it first, so
--- none of them can be aimed at another table (a temp table, another
--- tenant's copy) by whoever manages to attach it.
-CREATE FUNCTION hr_migrations.hr_trigger_migration(relid oid, kind text) RETURNS text
-LANGUAGE plpgsql STABLE
+-- BEFORE INSERT OR UPDATE OF candidate_id, organization_id, FOR EACH ROW,
+-- WHEN (NOT hr_backfill_in_progress()). organization_id is always derived
+-- from the row's candidate, so a client cannot attach a row to another
+-- organization's candidate: a supplied value that disagrees (or that
+-- cannot be confirmed because the candidate is missing or has no
+-- organization) is refused with 23514, with one message for every case so
+-- it does not tell whether a candidate exists elsewhere.
+-- SECURITY DEFINER (owner hr_migrations_definer, BYPASSRLS) so the lookup
+-- is not hidden by RLS on hr_candidates; EXECUTE is granted to nobody and
+-- hr_trigger_migration() refuses any table but its own, so it cannot be
+-- attached to a temp table to read candidates' organizations.
+CREATE OR REPLACE FUNCTION hr_migrations.hr_portal_sessions_org_trigger() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    m text;
+    derived uuid;
 BEGIN
-    SELECT r.migration INTO m FROM hr_migrations.hr_migration_registry r
-     WHERE r.kind = hr_trigger_migration.kind
-       AND to_regclass(format('%I.%I', r.table_schema, r.table_name)) = relid;
-    IF m IS NULL THEN
-        RAISE EXCEPTION 'this hr_migrations trigger function serves only the tables of its migrations, not %', relid::regclass
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
+    IF TG_WHEN <> 'BEFORE' OR TG_LEVEL <> 'ROW' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
+        RAISE EXCEPTION 'hr_portal_sessions_org_trigger() must be a BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger'
             USING ERRCODE = 'trigger_protocol_violated';
     END IF;
-    RETURN m;
-END
-$$;
-
--- Generic updated_at maintenance for every table (replaces the plan's one
--- function per table). Installed BEFORE UPDATE with
--- WHEN (NOT hr_backfill_in_progress()), so the extension's own batches
--- leave updated_at alone (the plan's bug 6).
-CREATE OR REPLACE FUNCTION hr_migrations.hr_touch_updated_at() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF TG_WHEN <> 'BEFORE' OR TG_OP <> 'UPDATE' OR TG_LEVEL <> 'ROW' THEN
-        RAISE EXCEPTION 'hr_touch_updated_at() must be a BEFORE UPDATE ... FOR EACH ROW trigger (on %)', TG_TABLE_NAME
-            USING ERRCODE = 'trigger_protocol_violated';
+    PERFORM hr_migrations.hr_trigger_migration(TG_RELID, 'tenant_column');
+    IF hr_migrations.hr_backfill_in_progress() THEN
+        RETURN NEW;
     END IF;
-    IF NOT hr_migrations.hr_backfill_in_progress() THEN
-        NEW.updated_at := now();
+    IF TG_OP = 'UPDATE'
+       AND NEW.candidate_id IS NOT DISTINCT FROM OLD.candidate_id
+       AND NEW.organization_id IS NOT DISTINCT FROM OLD.organization_id THEN
+        RETURN NEW;
     END IF;
+    PERFORM hr_migrations.hr_plain_table('public.hr_candidates'::regclass);
+    SELECT c.organization_id INTO derived
+      FROM public.hr_candidates c
+     WHERE c.id = NEW.candidate_id;
+    -- On UPDATE, an organization_id carried over unchanged from the old row
+    -- was not supplied by the caller: it is simply re-derived.
+    IF NEW.organization_id IS NOT NULL AND NEW.organization_id IS DISTINCT FROM derived
+       AND (TG_OP = 'INSERT' OR NEW.organization_id IS DISTINCT FROM OLD.organization_id) THEN
+        RAISE EXCEPTION 'organization_id does not match the organization of the row''s candidate'
+            USING ERRCODE = 'check_violation',
+                  TABLE = TG_TABLE_NAME, COLUMN = 'organization_id',
+                  HINT = 'leave organization_id out: it is derived from hr_candidates';
+    END IF;
+    NEW.organization_id := derived;
     RETURN NEW;
 END
 $$;
 
--- The trigger function of this kind, hr_references_token_trigger(), is Rust
--- (src/tokens.rs): it runs once per written row.
-
--- Dual-path verification by reference id (DESIGN.md §4): the hash first,
--- then (before enforced) the legacy plaintext, compared in constant time;
--- the decision is src/dual_path.rs (hr_token_verdict). An empty presented
--- token never verifies. Appends one row to hr_reference_token_validations:
--- reference id, method, success, time; never the token. NULL arguments
--- return false (not NULL) and are logged as 'none'.
--- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
--- It reads hr_references and inserts into the log table; app roles hold no
--- TRIGGER on either (001 revokes it), and batches refuse foreign triggers.
-CREATE FUNCTION hr_migrations.hr_verify_reference_token(reference_id uuid, token text) RETURNS boolean
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    phase text := hr_migrations.hr_require_applied('reference_tokens');
-    stored_token text;
-    stored_hash text;
-    v record;
-BEGIN
-    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
-    IF reference_id IS NOT NULL THEN
-        IF phase = 'contracted' THEN  -- access_token is gone
-            SELECT r.access_token_hash INTO stored_hash
-              FROM public.hr_references r WHERE r.id = reference_id;
-        ELSE
-            SELECT r.access_token, r.access_token_hash INTO stored_token, stored_hash
-              FROM public.hr_references r WHERE r.id = reference_id;
-        END IF;
-    END IF;
-    SELECT * INTO v FROM hr_migrations.hr_token_verdict(
-        hr_migrations.hr_phase_accepts_plaintext(phase), token, stored_hash, stored_token);
-    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_reference_token_validations'::regclass]::oid[]);
-    INSERT INTO public.hr_reference_token_validations (reference_id, method, success)
-    VALUES (reference_id, v.method, v.ok);
-    RETURN v.ok;
-END
-$$;
-
--- A new token for a reference: generated here, stored only as its hash (in
--- every phase), returned once. It replaces any earlier token of the
--- reference, hashed or legacy plaintext (the plaintext is cleared). The
--- token never travels to the database, so no statement or parameter log
--- can hold it. P0002 for an unknown reference, 22004 for NULL.
--- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
-CREATE FUNCTION hr_migrations.hr_issue_reference_token(reference_id uuid) RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    phase text := hr_migrations.hr_require_applied('reference_tokens');
-    tok text := hr_migrations.hr_generate_token();
-BEGIN
-    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
-    IF reference_id IS NULL THEN
-        RAISE EXCEPTION 'reference_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
-    IF phase = 'contracted' THEN
-        UPDATE public.hr_references r SET access_token_hash = hr_migrations.hr_hash_token(tok)
-         WHERE r.id = reference_id;
-    ELSE
-        UPDATE public.hr_references r
-           SET access_token = NULL, access_token_hash = hr_migrations.hr_hash_token(tok)
-         WHERE r.id = reference_id;
-    END IF;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'no reference with that id' USING ERRCODE = 'no_data_found',
-            HINT = 'hr_issue_reference_token() replaces the token of an existing hr_references row';
-    END IF;
-    RETURN tok;
-END
-$$;
-
--- Revokes a reference's token, hashed or plaintext, in every phase: true
--- when there was one. SECURITY DEFINER: EXECUTE for service_role.
-CREATE FUNCTION hr_migrations.hr_revoke_reference_token(reference_id uuid) RETURNS boolean
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    phase text := hr_migrations.hr_require_applied('reference_tokens');
-BEGIN
-    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
-    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
-    IF phase = 'contracted' THEN
-        UPDATE public.hr_references r SET access_token_hash = NULL
-         WHERE r.id = reference_id AND r.access_token_hash IS NOT NULL;
-    ELSE
-        UPDATE public.hr_references r SET access_token = NULL, access_token_hash = NULL
-         WHERE r.id = reference_id AND (r.access_token IS NOT NULL OR r.access_token_hash IS NOT NULL);
-    END IF;
-    RETURN FOUND;
-END
-$$;
-
--- One keyset batch of the backfill (DESIGN.md §4): hashes up to batch_size
--- plaintext tokens that have no hash yet, through the batch engine
--- (hr_engine_batch). Returns rows hashed; 0 = nothing left.
-CREATE FUNCTION hr_migrations.hr_backfill_reference_token_hashes(batch_size integer DEFAULT 5000) RETURNS bigint
+-- One keyset batch of the backfill (DESIGN.md §4), through the engine.
+CREATE FUNCTION hr_migrations.hr_backfill_portal_session_organizations(batch_size integer DEFAULT 5000) RETURNS bigint
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT hr_migrations.hr_require_integrity(); SELECT hr_migrations.hr_engine_batch('reference_tokens', 'backfill', batch_size) $$;
+AS $$ SELECT hr_migrations.hr_require_integrity(); SELECT hr_migrations.hr_engine_batch('portal_sessions', 'backfill', batch_size) $$;
 
--- The engine's view of a token_hash migration (see hr_operation_spec):
---   backfill  rows with a non-empty plaintext token and no hash;
---   erase     (contracted) rows still holding legacy plaintext.
--- Empty tokens are neither pending nor blocked: they verify nothing and
--- are counted in the note.
-CREATE FUNCTION hr_migrations.hr_token_hash_spec(migration text, operation text,
+-- The engine's view of a tenant_column migration: rows without
+-- organization_id are pending when their candidate has one, blocked when
+-- the candidate is missing or has none (never guessed, never looped over).
+CREATE FUNCTION hr_migrations.hr_tenant_column_spec(migration text, operation text,
     OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
     OUT action text, OUT writes regclass[])
 LANGUAGE plpgsql STABLE
@@ -3131,179 +3192,160 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t regclass := hr_migrations.hr_migration_table(migration);
-    has_plaintext boolean := hr_migrations.hr_column_exists(t, 'access_token');
+    resolvable constant text :=
+        'EXISTS (SELECT 1 FROM public.hr_candidates c WHERE c.id = t.candidate_id AND c.organization_id IS NOT NULL)';
 BEGIN
-    IF t IS NULL THEN
+    IF t IS NULL OR operation <> 'backfill' THEN
         RETURN;
     END IF;
-    blocked := 'false';
-    migrated := 't.access_token_hash IS NOT NULL';
-    writes := ARRAY[t];
-    CASE operation
-        WHEN 'backfill' THEN
-            pending := CASE WHEN has_plaintext
-                THEN 't.access_token IS NOT NULL AND t.access_token <> '''' AND t.access_token_hash IS NULL'
-                ELSE 'false' END;
-            action := 'hr_migrations.hr_token_hash_backfill';
-        WHEN 'erase' THEN
-            pending := CASE WHEN has_plaintext THEN 't.access_token IS NOT NULL' ELSE 'false' END;
-            action := 'hr_migrations.hr_token_hash_erase';
-        ELSE
-            RETURN;
-    END CASE;
+    PERFORM hr_migrations.hr_plain_table('public.hr_candidates'::regclass);
     tbl := t;
+    pending := 't.organization_id IS NULL AND ' || resolvable;
+    blocked := 't.organization_id IS NULL AND NOT ' || resolvable;
+    migrated := 't.organization_id IS NOT NULL';
+    action := 'hr_migrations.hr_tenant_column_backfill';
+    writes := ARRAY[t];
 END
 $$;
 
-CREATE FUNCTION hr_migrations.hr_token_hash_phase_operation(migration text, phase text) RETURNS text
+CREATE FUNCTION hr_migrations.hr_tenant_column_phase_operation(migration text, phase text) RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
-AS $$
-    -- In enforced too: a token written with triggers disabled is hashed,
-    -- or it could never verify again.
-    SELECT CASE phase WHEN 'dual' THEN 'backfill' WHEN 'migrated' THEN 'backfill'
-                      WHEN 'enforced' THEN 'backfill' WHEN 'contracted' THEN 'erase' END
-$$;
+AS $$ SELECT CASE WHEN phase IN ('dual', 'migrated') THEN 'backfill' END $$;
 
--- Row action of the backfill: one statement for the whole batch.
-CREATE FUNCTION hr_migrations.hr_token_hash_backfill(migration text, ids uuid[]) RETURNS bigint
+-- Row action of the backfill: the organization is looked up per row by
+-- primary key, so the UPDATE cannot become a hash join over either table.
+CREATE FUNCTION hr_migrations.hr_tenant_column_backfill(migration text, ids uuid[]) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n bigint;
 BEGIN
-    EXECUTE format('UPDATE %s t SET access_token_hash = %s.hr_hash_token(t.access_token) WHERE t.id = ANY ($1)',
-                   hr_migrations.hr_migration_table(migration), 'hr_migrations')
+    EXECUTE format('UPDATE %s t
+                       SET organization_id = (SELECT c.organization_id FROM public.hr_candidates c
+                                               WHERE c.id = t.candidate_id)
+                     WHERE t.id = ANY ($1)', hr_migrations.hr_migration_table(migration))
       USING ids;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
 $$;
 
--- Row action of the contract phase: erases legacy plaintext (the flag is
--- on, so the token trigger does not take it for a revocation).
-CREATE FUNCTION hr_migrations.hr_token_hash_erase(migration text, ids uuid[]) RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    n bigint;
-BEGIN
-    EXECUTE format('UPDATE %s t SET access_token = NULL WHERE t.id = ANY ($1)', hr_migrations.hr_migration_table(migration))
-      USING ids;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
-END
-$$;
-
--- applied: the hash column and the token trigger exist (after the contract
--- phase dropped the trigger, the hash column alone). ready: the triggers
--- the script installs are there.
-CREATE FUNCTION hr_migrations.hr_token_hash_state(migration text, OUT applied boolean, OUT ready boolean)
+-- applied: organization_id and the org trigger exist. ready: row level
+-- security is on and the four policies the registry names exist.
+CREATE FUNCTION hr_migrations.hr_tenant_column_state(migration text, OUT applied boolean, OUT ready boolean)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t regclass := hr_migrations.hr_migration_table(migration);
-    contracted boolean := hr_migrations.hr_migration_phase(migration) = 'contracted';
+    o jsonb := (hr_migrations.hr_migration_entry(migration)).objects;
 BEGIN
-    applied := hr_migrations.hr_column_exists(t, 'access_token_hash')
-               AND (contracted OR hr_migrations.hr_trigger_exists(t, hr_migrations.hr_migration_object(migration, 'token_trigger')));
-    ready := applied AND hr_migrations.hr_trigger_exists(t, hr_migrations.hr_migration_object(migration, 'touch_trigger'));
+    applied := hr_migrations.hr_column_exists(t, 'organization_id')
+               AND hr_migrations.hr_trigger_exists(t, o ->> 'org_trigger');
+    ready := applied
+        AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t AND c.relrowsecurity)
+        AND (SELECT count(*) FROM pg_catalog.pg_policy p
+              WHERE p.polrelid = t
+                AND p.polname IN (o ->> 'policy_select', o ->> 'policy_insert',
+                                  o ->> 'policy_update', o ->> 'policy_delete')) = 4;
 END
 $$;
 
--- Brief DDL of a phase move: none for tokens. (Entering enforced needs no
--- wait: a token written by a transaction still in flight is hashed by the
--- trigger and its plaintext is legacy data the contract phase erases.)
-CREATE FUNCTION hr_migrations.hr_token_hash_enter(migration text, from_phase text, to_phase text) RETURNS void
+-- Brief DDL of a phase move. Into enforced: CHECK (organization_id IS NOT
+-- NULL) NOT VALID, which refuses writes without an organization from now on
+-- (ACCESS EXCLUSIVE for milliseconds, no scan); the validating scan and SET
+-- NOT NULL are the phase's closing work (hr_tenant_column_finish), outside
+-- ACCESS EXCLUSIVE. Out of enforced: NOT NULL and the check are dropped.
+CREATE FUNCTION hr_migrations.hr_tenant_column_enter(migration text, from_phase text, to_phase text) RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    t regclass := hr_migrations.hr_migration_table(migration);
+    chk text := hr_migrations.hr_migration_object(migration, 'not_null_check');
+    valid boolean;
 BEGIN
-    IF to_phase = 'migrated' THEN
-        PERFORM hr_migrations.hr_isolate_rows(migration, to_phase);
+    PERFORM hr_migrations.hr_bound_lock_wait();
+    IF to_phase = 'enforced' THEN
+        SELECT c.convalidated INTO valid FROM pg_catalog.pg_constraint c WHERE c.conrelid = t AND c.conname = chk;
+        IF hr_migrations.hr_column_not_null(t, 'organization_id') THEN
+            NULL;
+        ELSIF valid THEN
+            -- Validated beforehand (docs/runbook.md, large tables): SET NOT
+            -- NULL uses it instead of scanning; nothing is left to finish.
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN organization_id SET NOT NULL', t);
+            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', t, chk);
+        ELSIF valid IS NULL THEN
+            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I CHECK (organization_id IS NOT NULL) NOT VALID', t, chk);
+        END IF;
+    ELSIF from_phase = 'enforced' AND to_phase IN ('dual', 'migrated') THEN
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN organization_id DROP NOT NULL', t);
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = t AND conname = chk) THEN
+            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', t, chk);
+        END IF;
     END IF;
 END
 $$;
 
--- The candidates of the request's organization (hr_jwt_organization_id();
--- none without one), for the RLS policies of the references table: a
--- reference belongs to its candidate's organization. SECURITY DEFINER
--- (owner hr_migrations_definer, BYPASSRLS) because authenticated may not
--- read hr_candidates itself; it returns ids of the caller's own
--- organization only. EXECUTE for authenticated (the policies run as it).
-CREATE FUNCTION hr_migrations.hr_organization_candidates() RETURNS SETOF uuid
-LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
-    RETURN QUERY SELECT c.id FROM public.hr_candidates c
-                  WHERE c.organization_id = hr_migrations.hr_jwt_organization_id();
-END
-$$;
-
--- Closing DDL of a phase, once its batches are done. contracted: drop the
--- token trigger (it served the transition) and the plaintext column.
-CREATE PROCEDURE hr_migrations.hr_token_hash_finish(migration text, phase text)
+-- Closing DDL of enforced: VALIDATE the check (SHARE UPDATE EXCLUSIVE:
+-- reads and writes go on during the scan), COMMIT, then SET NOT NULL, which
+-- uses the validated check instead of scanning (ACCESS EXCLUSIVE, brief),
+-- and drop the check. Idempotent.
+CREATE PROCEDURE hr_migrations.hr_tenant_column_finish(migration text, phase text)
 LANGUAGE plpgsql
 AS $$
 DECLARE
     t regclass;
+    chk text;
+    valid boolean;
 BEGIN
     PERFORM hr_migrations.hr_procedure_step();
     t := hr_migrations.hr_migration_table(migration);
-    IF phase <> 'contracted' OR NOT hr_migrations.hr_column_exists(t, 'access_token') THEN
+    chk := hr_migrations.hr_migration_object(migration, 'not_null_check');
+    IF phase <> 'enforced' THEN
         RETURN;
     END IF;
-    CALL hr_migrations.hr_ddl(migration, $ddl$
-        DROP TRIGGER IF EXISTS {token_trigger} ON {table};
-        ALTER TABLE {table} DROP COLUMN IF EXISTS access_token
-    $ddl$);
-    PERFORM hr_migrations.hr_procedure_step();
-    RAISE NOTICE '%: access_token dropped (VACUUM the table; old row versions, WAL and backups still hold what it held)', migration;
+    SELECT c.convalidated INTO valid FROM pg_catalog.pg_constraint c WHERE c.conrelid = t AND c.conname = chk;
+    IF valid IS NOT NULL AND NOT valid THEN
+        PERFORM pg_catalog.set_config('lock_timeout', '0', true);  -- SHARE UPDATE EXCLUSIVE blocks no app traffic
+        EXECUTE pg_catalog.format('ALTER TABLE %s VALIDATE CONSTRAINT %I', t, chk);
+        COMMIT;
+        PERFORM hr_migrations.hr_procedure_step();
+        valid := true;
+    END IF;
+    IF valid THEN
+        CALL hr_migrations.hr_ddl(migration, $ddl$
+            ALTER TABLE {table} ALTER COLUMN organization_id SET NOT NULL;
+            ALTER TABLE {table} DROP CONSTRAINT {not_null_check}
+        $ddl$);
+        PERFORM hr_migrations.hr_procedure_step();
+        RAISE NOTICE '%: organization_id is NOT NULL', migration;
+    END IF;
 END
 $$;
 
-CREATE FUNCTION hr_migrations.hr_token_hash_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
+CREATE FUNCTION hr_migrations.hr_tenant_column_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t regclass := hr_migrations.hr_migration_table(migration);
-    empty_tokens bigint := 0;
-    hash_only bigint;
-    plaintext_left bigint := 0;
     note text;
 BEGIN
-    IF hr_migrations.hr_column_exists(t, 'access_token') THEN
-        EXECUTE format('SELECT count(*) FILTER (WHERE t.access_token = ''''),
-                               count(*) FILTER (WHERE t.access_token IS NULL AND t.access_token_hash IS NOT NULL),
-                               count(*) FILTER (WHERE t.access_token IS NOT NULL)
-                          FROM %s t', t)
-           INTO empty_tokens, hash_only, plaintext_left;
-    END IF;
     note := concat_ws('; ',
-        CASE WHEN pending > 0 AND phase IN ('dual', 'migrated', 'enforced') THEN
-            format('%s plaintext tokens have no hash yet: CALL hr_run_backfill(%L)', pending, migration) END,
-        CASE WHEN phase = 'enforced' THEN
-            format('only hashes are stored and accepted; %s legacy plaintext tokens remain in access_token, no longer accepted (erased by the contract phase)', plaintext_left) END,
-        CASE WHEN phase = 'contracted' AND pending > 0 THEN
-            format('%s legacy plaintext tokens to erase: CALL hr_run_backfill(%L)', pending, migration) END,
-        CASE WHEN phase = 'contracted' AND pending = 0 AND plaintext_left = 0 AND hr_migrations.hr_column_exists(t, 'access_token') THEN
-            format('plaintext erased; CALL hr_run_backfill(%L) drops access_token', migration) END,
-        CASE WHEN phase = 'contracted' AND NOT hr_migrations.hr_column_exists(t, 'access_token') THEN
-            'access_token dropped: only hashes exist' END,
-        CASE WHEN phase IN ('dual', 'migrated') AND hash_only > 0 THEN
-            format('%s references have no plaintext token left and verify by hash only', hash_only) END,
-        CASE WHEN empty_tokens > 0 THEN
-            format('%s references have an empty token, which is not hashed and never verifies', empty_tokens) END,
-        CASE WHEN phase = 'enforced' THEN hr_migrations.hr_contract_eta(migration) END);
+        CASE WHEN pending > 0 THEN
+            format('%s rows have no organization_id yet: CALL hr_run_backfill(%L)', pending, migration) END,
+        CASE WHEN blocked > 0 THEN
+            format('%s rows cannot be resolved (candidate missing or without organization): fix hr_candidates.organization_id or delete those rows, then CALL hr_run_backfill(%L)', blocked, migration) END,
+        CASE WHEN phase IN ('enforced', 'contracted') AND hr_migrations.hr_column_not_null(t, 'organization_id')
+             THEN 'organization_id is NOT NULL; RLS isolates rows by organization'
+             WHEN phase = 'enforced'
+             THEN format('writes without organization_id are refused; CALL hr_run_backfill(%L) validates and sets NOT NULL', migration) END);
     IF note = '' THEN
-        note := 'every token has a hash; plaintext is still accepted until enforced';
+        note := 'every row has an organization; RLS isolates them by organization';
     END IF;
     RETURN note;
 END
@@ -3316,96 +3358,27 @@ CREATE SCHEMA IF NOT EXISTS hr_migrations; /* hr_migrations::hr_migrations */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/tokens.rs:70
--- hr_migrations::tokens::hr_token_verdict
-CREATE  FUNCTION hr_migrations."hr_token_verdict"(
-	"plaintext_accepted" bool, /* bool */
-	"presented" TEXT, /* Option < & str > */
-	"stored_hash" TEXT, /* Option < & str > */
-	"stored_plaintext" TEXT /* Option < & str > */
-) RETURNS TABLE (
-	"method" TEXT,  /* String */
-	"ok" bool  /* bool */
-)
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_token_verdict_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tokens.rs:14
--- requires:
---   hr_token_verdict
-
-ALTER FUNCTION hr_migrations.hr_token_verdict(boolean, text, text, text) ROWS 1;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tenancy.rs:24
--- hr_migrations::tenancy::hr_jwt_organization_id
-CREATE  FUNCTION hr_migrations."hr_jwt_organization_id"() RETURNS uuid /* Option < pgrx :: Uuid > */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_jwt_organization_id_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tokens.rs:46
--- hr_migrations::tokens::hr_verify_token
-CREATE  FUNCTION hr_migrations."hr_verify_token"(
-	"token" TEXT, /* & str */
-	"stored_hash" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_verify_token_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:90
--- hr_migrations::credentials::hr_envelope_key_version
-CREATE  FUNCTION hr_migrations."hr_envelope_key_version"(
-	"envelope" TEXT /* & str */
-) RETURNS INT /* Option < i32 > */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_envelope_key_version_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/operations.rs:36
--- hr_migrations::operations::hr_phase_refusal
-CREATE  FUNCTION hr_migrations."hr_phase_refusal"(
-	"migration" TEXT, /* & str */
-	"from_phase" TEXT, /* & str */
-	"to_phase" TEXT, /* & str */
-	"applied" bool, /* bool */
-	"ready" bool, /* bool */
-	"pending" bigint, /* i64 */
-	"blocked" bigint, /* i64 */
-	"cleanup_pending" bigint, /* i64 */
-	"cleanup_blocked" bigint, /* i64 */
-	"enforced_for_secs" double precision, /* Option < f64 > */
-	"deprecation_period_secs" double precision /* f64 */
-) RETURNS TABLE (
-	"reason" TEXT,  /* String */
-	"hint" TEXT  /* String */
-)
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_phase_refusal_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:60
--- hr_migrations::credentials::hr_credential_aad
-CREATE  FUNCTION hr_migrations."hr_credential_aad"(
-	"organization_id" uuid, /* pgrx :: Uuid */
-	"credential_id" uuid /* pgrx :: Uuid */
+-- src/credentials.rs:47
+-- hr_migrations::credentials::hr_decrypt_credential
+CREATE  FUNCTION hr_migrations."hr_decrypt_credential"(
+	"envelope" TEXT, /* & str */
+	"associated_data" TEXT DEFAULT '' /* & str */
 ) RETURNS TEXT /* String */
-IMMUTABLE STRICT PARALLEL SAFE 
+STRICT STABLE PARALLEL RESTRICTED 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_credential_aad_wrapper';
+AS 'MODULE_PATHNAME', 'hr_decrypt_credential_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:123
+-- hr_migrations::credentials::hr_seal_verified
+CREATE  FUNCTION hr_migrations."hr_seal_verified"(
+	"plaintext" TEXT, /* & str */
+	"associated_data" TEXT /* & str */
+) RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL RESTRICTED 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_seal_verified_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3421,43 +3394,24 @@ AS 'MODULE_PATHNAME', 'hr_encrypt_credential_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/operations.rs:72
--- hr_migrations::operations::hr_phase_accepts_plaintext
-CREATE  FUNCTION hr_migrations."hr_phase_accepts_plaintext"(
-	"phase" TEXT /* & str */
-) RETURNS bool /* Result < bool, ErrorReport > */
-IMMUTABLE STRICT PARALLEL SAFE 
+-- src/credentials.rs:219
+-- hr_migrations::credentials::hr_keyring_versions
+CREATE  FUNCTION hr_migrations."hr_keyring_versions"() RETURNS TABLE (
+	"key_version" INT,  /* i32 */
+	"active" bool  /* bool */
+)
+STRICT VOLATILE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_phase_accepts_plaintext_wrapper';
+AS 'MODULE_PATHNAME', 'hr_keyring_versions_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/context.rs:178
--- hr_migrations::context::hr_refuse_foreign_triggers
-CREATE  FUNCTION hr_migrations."hr_refuse_foreign_triggers"(
-	"tables" oid[] /* Vec < Option < pg_sys :: Oid > > */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_refuse_foreign_triggers_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/flag.rs:95
+-- src/flag.rs:100
 -- hr_migrations::flag::hr_backfill_in_progress
 CREATE  FUNCTION hr_migrations."hr_backfill_in_progress"() RETURNS bool /* bool */
 STRICT VOLATILE PARALLEL RESTRICTED 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hr_backfill_in_progress_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:82
--- hr_migrations::credentials::hr_active_key_version
-CREATE  FUNCTION hr_migrations."hr_active_key_version"() RETURNS INT /* Option < i32 > */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_active_key_version_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3476,12 +3430,48 @@ AS 'MODULE_PATHNAME', 'hr_secret_matches_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/tokens.rs:24
--- hr_migrations::tokens::hr_generate_token
-CREATE  FUNCTION hr_migrations."hr_generate_token"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
+-- src/credentials.rs:90
+-- hr_migrations::credentials::hr_envelope_key_version
+CREATE  FUNCTION hr_migrations."hr_envelope_key_version"(
+	"envelope" TEXT /* & str */
+) RETURNS INT /* Option < i32 > */
+IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_generate_token_wrapper';
+AS 'MODULE_PATHNAME', 'hr_envelope_key_version_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/operations.rs:72
+-- hr_migrations::operations::hr_phase_accepts_plaintext
+CREATE  FUNCTION hr_migrations."hr_phase_accepts_plaintext"(
+	"phase" TEXT /* & str */
+) RETURNS bool /* Result < bool, ErrorReport > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_phase_accepts_plaintext_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:60
+-- hr_migrations::credentials::hr_credential_aad
+CREATE  FUNCTION hr_migrations."hr_credential_aad"(
+	"organization_id" uuid, /* pgrx :: Uuid */
+	"credential_id" uuid /* pgrx :: Uuid */
+) RETURNS TEXT /* String */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_credential_aad_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/context.rs:178
+-- hr_migrations::context::hr_refuse_foreign_triggers
+CREATE  FUNCTION hr_migrations."hr_refuse_foreign_triggers"(
+	"tables" oid[] /* Vec < Option < pg_sys :: Oid > > */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_refuse_foreign_triggers_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3511,6 +3501,15 @@ AS 'MODULE_PATHNAME', 'hr_parse_secret_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/credentials.rs:82
+-- hr_migrations::credentials::hr_active_key_version
+CREATE  FUNCTION hr_migrations."hr_active_key_version"() RETURNS INT /* Option < i32 > */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_active_key_version_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/credentials.rs:144
 -- hr_migrations::credentials::hr_open_secret
 CREATE  FUNCTION hr_migrations."hr_open_secret"(
@@ -3537,28 +3536,40 @@ ALTER FUNCTION hr_migrations.hr_parse_secret(text) ROWS 1;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/integrity.rs:107
--- hr_migrations::integrity::hr_require_integrity
-CREATE  FUNCTION hr_migrations."hr_require_integrity"() RETURNS void
-STRICT VOLATILE PARALLEL RESTRICTED 
+-- src/operations.rs:36
+-- hr_migrations::operations::hr_phase_refusal
+CREATE  FUNCTION hr_migrations."hr_phase_refusal"(
+	"migration" TEXT, /* & str */
+	"from_phase" TEXT, /* & str */
+	"to_phase" TEXT, /* & str */
+	"applied" bool, /* bool */
+	"ready" bool, /* bool */
+	"pending" bigint, /* i64 */
+	"blocked" bigint, /* i64 */
+	"cleanup_pending" bigint, /* i64 */
+	"cleanup_blocked" bigint, /* i64 */
+	"enforced_for_secs" double precision, /* Option < f64 > */
+	"deprecation_period_secs" double precision /* f64 */
+) RETURNS TABLE (
+	"reason" TEXT,  /* String */
+	"hint" TEXT  /* String */
+)
+IMMUTABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_require_integrity_wrapper';
+AS 'MODULE_PATHNAME', 'hr_phase_refusal_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/credentials.rs:123
--- hr_migrations::credentials::hr_seal_verified
-CREATE  FUNCTION hr_migrations."hr_seal_verified"(
-	"plaintext" TEXT, /* & str */
-	"associated_data" TEXT /* & str */
-) RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL RESTRICTED 
+-- src/tenancy.rs:24
+-- hr_migrations::tenancy::hr_jwt_organization_id
+CREATE  FUNCTION hr_migrations."hr_jwt_organization_id"() RETURNS uuid /* Option < pgrx :: Uuid > */
+STRICT STABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_seal_verified_wrapper';
+AS 'MODULE_PATHNAME', 'hr_jwt_organization_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/flag.rs:104
+-- src/flag.rs:109
 -- hr_migrations::flag::hr_set_backfill_flag
 CREATE  FUNCTION hr_migrations."hr_set_backfill_flag"(
 	"on" bool /* bool */
@@ -3566,31 +3577,6 @@ CREATE  FUNCTION hr_migrations."hr_set_backfill_flag"(
 STRICT VOLATILE PARALLEL UNSAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hr_set_backfill_flag_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:47
--- hr_migrations::credentials::hr_decrypt_credential
-CREATE  FUNCTION hr_migrations."hr_decrypt_credential"(
-	"envelope" TEXT, /* & str */
-	"associated_data" TEXT DEFAULT '' /* & str */
-) RETURNS TEXT /* String */
-STRICT STABLE PARALLEL RESTRICTED 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_decrypt_credential_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:108
--- hr_migrations::credentials::hr_integration_secret_json
-CREATE  FUNCTION hr_migrations."hr_integration_secret_json"(
-	"api_key" TEXT, /* Option < & str > */
-	"api_secret" TEXT, /* Option < & str > */
-	"refresh_token" TEXT /* Option < & str > */
-) RETURNS TEXT /* String */
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_integration_secret_json_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3606,15 +3592,71 @@ AS 'MODULE_PATHNAME', 'hr_token_plaintext_matches_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/credentials.rs:219
--- hr_migrations::credentials::hr_keyring_versions
-CREATE  FUNCTION hr_migrations."hr_keyring_versions"() RETURNS TABLE (
-	"key_version" INT,  /* i32 */
-	"active" bool  /* bool */
+-- src/tokens.rs:70
+-- hr_migrations::tokens::hr_token_verdict
+CREATE  FUNCTION hr_migrations."hr_token_verdict"(
+	"plaintext_accepted" bool, /* bool */
+	"presented" TEXT, /* Option < & str > */
+	"stored_hash" TEXT, /* Option < & str > */
+	"stored_plaintext" TEXT /* Option < & str > */
+) RETURNS TABLE (
+	"method" TEXT,  /* String */
+	"ok" bool  /* bool */
 )
-STRICT VOLATILE 
+IMMUTABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_keyring_versions_wrapper';
+AS 'MODULE_PATHNAME', 'hr_token_verdict_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tokens.rs:14
+-- requires:
+--   hr_token_verdict
+
+ALTER FUNCTION hr_migrations.hr_token_verdict(boolean, text, text, text) ROWS 1;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tokens.rs:24
+-- hr_migrations::tokens::hr_generate_token
+CREATE  FUNCTION hr_migrations."hr_generate_token"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_generate_token_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tokens.rs:46
+-- hr_migrations::tokens::hr_verify_token
+CREATE  FUNCTION hr_migrations."hr_verify_token"(
+	"token" TEXT, /* & str */
+	"stored_hash" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_verify_token_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/integrity.rs:107
+-- hr_migrations::integrity::hr_require_integrity
+CREATE  FUNCTION hr_migrations."hr_require_integrity"() RETURNS void
+STRICT VOLATILE PARALLEL RESTRICTED 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_require_integrity_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:108
+-- hr_migrations::credentials::hr_integration_secret_json
+CREATE  FUNCTION hr_migrations."hr_integration_secret_json"(
+	"api_key" TEXT, /* Option < & str > */
+	"api_secret" TEXT, /* Option < & str > */
+	"refresh_token" TEXT /* Option < & str > */
+) RETURNS TEXT /* String */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_integration_secret_json_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3645,6 +3687,16 @@ CREATE TABLE hr_migrations.hr_member_fingerprints (
 COMMENT ON TABLE hr_migrations.hr_member_fingerprints IS
     'hr_migrations: digests of the extension''s objects as installed (owner, SECURITY DEFINER, settings, body, privileges)';
 
+-- An ACL as text that names roles by OID (a role renamed does not change it).
+CREATE FUNCTION hr_migrations.hr_acl_text(acl aclitem[]) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT string_agg(format('%s>%s:%s%s', x.grantor, x.grantee, x.privilege_type, CASE WHEN x.is_grantable THEN '*' ELSE '' END),
+                      ',' ORDER BY x.grantor, x.grantee, x.privilege_type)
+      FROM aclexplode(acl) x
+$$;
+
 -- The extension's member objects now, with their digests.
 CREATE FUNCTION hr_migrations.hr_member_state(OUT classid oid, OUT objid oid, OUT object text, OUT fingerprint text)
 RETURNS SETOF record
@@ -3653,19 +3705,20 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     WITH ext AS (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'hr_migrations')
     SELECT 'pg_catalog.pg_proc'::regclass::oid, p.oid, 'function ' || p.oid::regprocedure::text,
-           md5(concat_ws('|', p.proowner, p.prosecdef, p.proconfig::text, p.prosrc, p.probin, p.proacl::text,
+           md5(concat_ws('|', p.proowner, p.prosecdef, p.proconfig::text, p.prosrc, p.probin,
+                         hr_migrations.hr_acl_text(p.proacl),
                          p.provolatile, p.proisstrict, p.prolang, p.pronamespace, p.proname, p.prokind,
                          p.proargtypes::text, p.prorettype, pg_catalog.pg_get_function_sqlbody(p.oid)))
       FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_proc p ON p.oid = d.objid, ext
      WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.deptype = 'e' AND d.refobjid = ext.oid
     UNION ALL
     SELECT 'pg_catalog.pg_class'::regclass::oid, c.oid, 'relation ' || c.oid::regclass::text,
-           md5(concat_ws('|', c.relowner, c.relacl::text, c.relkind, c.relnamespace, c.relname, c.relrowsecurity))
+           md5(concat_ws('|', c.relowner, hr_migrations.hr_acl_text(c.relacl), c.relkind, c.relnamespace, c.relname, c.relrowsecurity))
       FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class c ON c.oid = d.objid, ext
      WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.deptype = 'e' AND d.refobjid = ext.oid
     UNION ALL
     SELECT 'pg_catalog.pg_namespace'::regclass::oid, n.oid, 'schema ' || quote_ident(n.nspname),
-           md5(concat_ws('|', n.nspowner, n.nspacl::text, n.nspname))
+           md5(concat_ws('|', n.nspowner, hr_migrations.hr_acl_text(n.nspacl), n.nspname))
       FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_namespace n ON n.oid = d.objid, ext
      WHERE d.classid = 'pg_catalog.pg_namespace'::regclass AND d.deptype = 'e' AND d.refobjid = ext.oid
 $$;
@@ -3690,6 +3743,27 @@ AS $$
         UNION ALL
         SELECT 3, 'role hr_migrations_definer is a superuser; fix: ALTER ROLE hr_migrations_definer NOSUPERUSER'
           FROM definer WHERE definer.rolsuper
+        UNION ALL
+        SELECT 3, 'role hr_migrations_definer may create roles, databases or replicate; fix: ALTER ROLE hr_migrations_definer NOCREATEROLE NOCREATEDB NOREPLICATION'
+          FROM definer d2 JOIN pg_catalog.pg_roles r ON r.oid = d2.oid
+         WHERE r.rolcreaterole OR r.rolcreatedb OR r.rolreplication
+        UNION ALL
+        SELECT 3, format('role hr_migrations_definer is a member of %s; fix: REVOKE %s FROM hr_migrations_definer',
+                         string_agg(quote_ident(m.roleid::regrole::text), ', '), string_agg(quote_ident(m.roleid::regrole::text), ', '))
+          FROM pg_catalog.pg_auth_members m, definer WHERE m.member = definer.oid
+        HAVING count(*) > 0
+        UNION ALL
+        -- What the role owns outside the extension: code that runs as it
+        -- whenever someone calls it (a SECURITY DEFINER function made while
+        -- a member was it).
+        SELECT 3, format('role hr_migrations_definer owns %s, which is not part of the extension; fix: inspect it, then drop it',
+                         pg_catalog.pg_describe_object(sd.classid, sd.objid, sd.objsubid))
+          FROM pg_catalog.pg_shdepend sd, definer
+         WHERE sd.refclassid = 'pg_catalog.pg_authid'::regclass AND sd.refobjid = definer.oid AND sd.deptype = 'o'
+           AND sd.dbid IN (0, (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database()))
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e
+                            WHERE e.classid = sd.classid AND e.objid = sd.objid AND e.deptype = 'e'
+                              AND e.refobjid = (SELECT x.oid FROM pg_catalog.pg_extension x WHERE x.extname = 'hr_migrations'))
         UNION ALL
         SELECT 4, 'role hr_migrations_definer does not exist; fix: reinstall the extension'
          WHERE NOT EXISTS (SELECT 1 FROM definer)

@@ -40,6 +40,11 @@ unsafe extern "C-unwind" fn on_subxact(
     parent_subid: pg_sys::SubTransactionId,
     _arg: *mut std::ffi::c_void,
 ) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        // The ROW EXCLUSIVE locks the planted-code check took in the aborted
+        // subtransaction are gone: its "checked" marks must go with them.
+        crate::context::clear_checks();
+    }
     let Some(owner) = ON.get() else { return };
     if owner != my_subid {
         return;

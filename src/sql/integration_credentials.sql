@@ -52,7 +52,7 @@ CREATE FUNCTION hr_migrations.hr_credentials_table(migration text) RETURNS regcl
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT to_regclass(format('%I.%I', e.table_schema, e.objects ->> 'credentials_table'))
+    SELECT hr_migrations.hr_plain_table(to_regclass(format('%I.%I', e.table_schema, e.objects ->> 'credentials_table')))
       FROM hr_migrations.hr_migration_entry(migration) e  -- 22023 when not registered
 $$;
 
@@ -60,7 +60,7 @@ CREATE FUNCTION hr_migrations.hr_credential_log_table(migration text) RETURNS re
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT to_regclass(format('%I.%I', e.table_schema, e.objects ->> 'log_table'))
+    SELECT hr_migrations.hr_plain_table(to_regclass(format('%I.%I', e.table_schema, e.objects ->> 'log_table')))
       FROM hr_migrations.hr_migration_entry(migration) e  -- 22023 when not registered
 $$;
 

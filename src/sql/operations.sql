@@ -242,13 +242,32 @@ END
 $$;
 
 -- The migration's table, or NULL while it does not exist.
+-- The relation itself when it is a plain (or partitioned) table, NULL for
+-- NULL; 42809 for a view or any other kind of relation. A view put in a
+-- table's place (on Supabase, postgres owns every application table and may
+-- rename one and create a view of that name) would run its functions as
+-- whoever reads it: the definer role, or the superuser running a script.
+CREATE FUNCTION hr_migrations.hr_plain_table(rel regclass) RETURNS regclass
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF rel IS NOT NULL AND (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = rel) NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table (a view or another kind of relation): refusing to read or write it', rel
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'the migrations work on plain tables only; a view in a table''s place would run its code as the reader (docs/security.md)';
+    END IF;
+    RETURN rel;
+END
+$$;
+
 CREATE FUNCTION hr_migrations.hr_migration_table(migration text) RETURNS regclass
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     -- NULL when the table does not exist; 22023 (hr_migration_entry) when
     -- the migration is not registered, so no caller builds SQL from NULL.
-    SELECT to_regclass(format('%I.%I', e.table_schema, e.table_name))
+    SELECT hr_migrations.hr_plain_table(to_regclass(format('%I.%I', e.table_schema, e.table_name)))
       FROM hr_migrations.hr_migration_entry(migration) e
 $$;
 
@@ -559,7 +578,8 @@ $$;
 -- from the kind's predicate. Nothing before migrated, nothing for other
 -- roles (anon has no privilege on the table from dual on; service_role
 -- bypasses RLS). tenant_column's script creates the sessions' own policies.
--- Idempotent: a no-op once RLS is on and the four policies exist. Called by
+-- Idempotent: the four policies are made again each time, so one changed
+-- by hand is repaired (one brief ACCESS EXCLUSIVE lock). Called by
 -- the kinds' move to migrated (with that phase) and by the migration
 -- scripts (with the current one). Runs as the DBA (it owns the table).
 CREATE FUNCTION hr_migrations.hr_isolate_rows(migration text, phase text) RETURNS void
@@ -581,13 +601,6 @@ BEGIN
     IF pred IS NULL OR tbl IS NULL OR phase NOT IN ('migrated', 'enforced', 'contracted') THEN
         RETURN;
     END IF;
-    IF (SELECT c.relrowsecurity FROM pg_catalog.pg_class c WHERE c.oid = tbl)
-       AND (SELECT count(*) FROM pg_catalog.pg_policy y
-             WHERE y.polrelid = tbl
-               AND y.polname IN (e.objects ->> 'policy_select', e.objects ->> 'policy_insert',
-                                 e.objects ->> 'policy_update', e.objects ->> 'policy_delete')) = 4 THEN
-        RETURN;
-    END IF;
     PERFORM hr_migrations.hr_bound_lock_wait();
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
     FOREACH n IN ARRAY ARRAY['policy_select', 'policy_insert', 'policy_update', 'policy_delete'] LOOP
@@ -600,7 +613,6 @@ BEGIN
     EXECUTE format('CREATE POLICY %I ON %s FOR UPDATE TO authenticated USING (%s) WITH CHECK (%s)',
                    e.objects ->> 'policy_update', tbl, pred, pred);
     EXECUTE format('CREATE POLICY %I ON %s FOR DELETE TO authenticated USING (%s)', e.objects ->> 'policy_delete', tbl, pred);
-    RAISE NOTICE '%: % isolated by organization for authenticated (row level security, one policy per command)', migration, tbl;
 END
 $$;
 
@@ -635,8 +647,23 @@ RETURNS TABLE (table_name regclass, object text, function_name text, function_ow
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH ext AS (
+    WITH RECURSIVE ext AS (
         SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'hr_migrations'
+    ),
+    -- Every type a column's values pass through: its type, the base type of
+    -- a domain, the element type of an array, recursively.
+    column_types AS (
+        SELECT a.attrelid AS rel, a.attname, a.atttypid AS typ
+          FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
+           AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+        UNION
+        SELECT ct.rel, ct.attname, next.typ
+          FROM column_types ct
+          JOIN pg_catalog.pg_type ty ON ty.oid OPERATOR(pg_catalog.=) ct.typ
+          CROSS JOIN LATERAL (VALUES (CASE WHEN ty.typtype OPERATOR(pg_catalog.=) 'd' THEN ty.typbasetype
+                                           WHEN ty.typelem OPERATOR(pg_catalog.<>) 0 AND ty.typlen OPERATOR(pg_catalog.=) -1 THEN ty.typelem END)) next(typ)
+         WHERE next.typ IS NOT NULL
     ),
     -- Objects of each table whose expressions may call functions, as
     -- (table, class, object id, description).
@@ -663,18 +690,14 @@ AS $$
           FROM pg_catalog.pg_index i
          WHERE i.indrelid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
         UNION ALL
-        -- Domain constraints of the columns' types (a domain over a domain
-        -- is checked at each level: its own constraints are listed too).
-        SELECT a.attrelid, 'pg_catalog.pg_constraint'::pg_catalog.regclass, c.oid,
+        -- Domain constraints of the columns' types, at every level of a
+        -- domain over a domain and through array element types.
+        SELECT d.rel, 'pg_catalog.pg_constraint'::pg_catalog.regclass, c.oid,
                'constraint ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(c.conname)
                    OPERATOR(pg_catalog.||) ' of domain ' OPERATOR(pg_catalog.||) c.contypid::pg_catalog.regtype::pg_catalog.text
-                   OPERATOR(pg_catalog.||) ' (column ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(a.attname) OPERATOR(pg_catalog.||) ')'
-          FROM pg_catalog.pg_attribute a
-          JOIN pg_catalog.pg_type ty ON ty.oid OPERATOR(pg_catalog.=) a.atttypid
-          JOIN pg_catalog.pg_constraint c ON c.contypid OPERATOR(pg_catalog.=) ty.oid
-                                          OR c.contypid OPERATOR(pg_catalog.=) ty.typbasetype
-         WHERE a.attrelid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
-           AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped AND ty.typtype OPERATOR(pg_catalog.=) 'd'
+                   OPERATOR(pg_catalog.||) ' (column ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(d.attname) OPERATOR(pg_catalog.||) ')'
+          FROM column_types d
+          JOIN pg_catalog.pg_constraint c ON c.contypid OPERATOR(pg_catalog.=) d.typ
     ),
     -- The functions those objects call: directly, through an operator, or
     -- through an operator class (indexes).
@@ -717,12 +740,27 @@ AS $$
                           AND d.deptype OPERATOR(pg_catalog.=) 'e'
                           AND d.refobjid OPERATOR(pg_catalog.=) ext.oid)
     UNION
-    -- A rule rewrites the writer's statement into others, run as the writer.
+    -- A rule rewrites the writer's statement into others, run as the writer
+    -- (a view's _RETURN rule too: a view is refused below).
     SELECT r.ev_class::pg_catalog.regclass, 'rule ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(r.rulename),
            NULL, NULL
       FROM pg_catalog.pg_rewrite r
      WHERE r.ev_class OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
-       AND r.rulename OPERATOR(pg_catalog.<>) '_RETURN'
+    UNION
+    -- An inheritance child: a write without ONLY reaches it and fires its
+    -- triggers (CREATE TABLE ... INHERITS takes no lock that a writer's
+    -- ROW EXCLUSIVE conflicts with).
+    SELECT i.inhparent::pg_catalog.regclass, 'inheritance child ' OPERATOR(pg_catalog.||) i.inhrelid::pg_catalog.regclass::pg_catalog.text,
+           NULL, NULL
+      FROM pg_catalog.pg_inherits i
+     WHERE i.inhparent OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
+    UNION
+    -- Not a plain table (a view in a table's place).
+    SELECT c.oid::pg_catalog.regclass, 'relation kind ' OPERATOR(pg_catalog.||) c.relkind::pg_catalog.text OPERATOR(pg_catalog.||) ' (not a table)',
+           NULL, NULL
+      FROM pg_catalog.pg_class c
+     WHERE c.oid OPERATOR(pg_catalog.=) ANY (tables::pg_catalog.oid[])
+       AND c.relkind OPERATOR(pg_catalog.<>) ALL (ARRAY['r', 'p']::"char"[])
      ORDER BY 1, 2
 $$;
 
@@ -1437,6 +1475,7 @@ BEGIN
             RETURN NEXT;
         ELSIF r.kind = 'tenant_column' THEN
             check_name := 'rows that cannot be migrated';
+            PERFORM hr_migrations.hr_plain_table('public.hr_candidates'::regclass);
             EXECUTE format('SELECT count(*) FROM %s t WHERE NOT EXISTS (SELECT 1 FROM public.hr_candidates c
                               WHERE c.id = t.candidate_id AND c.organization_id IS NOT NULL)', tbl) INTO n;
             IF n > 0 THEN

@@ -35,6 +35,7 @@ BEGIN
        AND NEW.organization_id IS NOT DISTINCT FROM OLD.organization_id THEN
         RETURN NEW;
     END IF;
+    PERFORM hr_migrations.hr_plain_table('public.hr_candidates'::regclass);
     SELECT c.organization_id INTO derived
       FROM public.hr_candidates c
      WHERE c.id = NEW.candidate_id;
@@ -75,6 +76,7 @@ BEGIN
     IF t IS NULL OR operation <> 'backfill' THEN
         RETURN;
     END IF;
+    PERFORM hr_migrations.hr_plain_table('public.hr_candidates'::regclass);
     tbl := t;
     pending := 't.organization_id IS NULL AND ' || resolvable;
     blocked := 't.organization_id IS NULL AND NOT ' || resolvable;

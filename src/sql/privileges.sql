@@ -23,6 +23,16 @@ CREATE TABLE hr_migrations.hr_member_fingerprints (
 COMMENT ON TABLE hr_migrations.hr_member_fingerprints IS
     'hr_migrations: digests of the extension''s objects as installed (owner, SECURITY DEFINER, settings, body, privileges)';
 
+-- An ACL as text that names roles by OID (a role renamed does not change it).
+CREATE FUNCTION hr_migrations.hr_acl_text(acl aclitem[]) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT string_agg(format('%s>%s:%s%s', x.grantor, x.grantee, x.privilege_type, CASE WHEN x.is_grantable THEN '*' ELSE '' END),
+                      ',' ORDER BY x.grantor, x.grantee, x.privilege_type)
+      FROM aclexplode(acl) x
+$$;
+
 -- The extension's member objects now, with their digests.
 CREATE FUNCTION hr_migrations.hr_member_state(OUT classid oid, OUT objid oid, OUT object text, OUT fingerprint text)
 RETURNS SETOF record
@@ -31,19 +41,20 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     WITH ext AS (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'hr_migrations')
     SELECT 'pg_catalog.pg_proc'::regclass::oid, p.oid, 'function ' || p.oid::regprocedure::text,
-           md5(concat_ws('|', p.proowner, p.prosecdef, p.proconfig::text, p.prosrc, p.probin, p.proacl::text,
+           md5(concat_ws('|', p.proowner, p.prosecdef, p.proconfig::text, p.prosrc, p.probin,
+                         hr_migrations.hr_acl_text(p.proacl),
                          p.provolatile, p.proisstrict, p.prolang, p.pronamespace, p.proname, p.prokind,
                          p.proargtypes::text, p.prorettype, pg_catalog.pg_get_function_sqlbody(p.oid)))
       FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_proc p ON p.oid = d.objid, ext
      WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.deptype = 'e' AND d.refobjid = ext.oid
     UNION ALL
     SELECT 'pg_catalog.pg_class'::regclass::oid, c.oid, 'relation ' || c.oid::regclass::text,
-           md5(concat_ws('|', c.relowner, c.relacl::text, c.relkind, c.relnamespace, c.relname, c.relrowsecurity))
+           md5(concat_ws('|', c.relowner, hr_migrations.hr_acl_text(c.relacl), c.relkind, c.relnamespace, c.relname, c.relrowsecurity))
       FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class c ON c.oid = d.objid, ext
      WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.deptype = 'e' AND d.refobjid = ext.oid
     UNION ALL
     SELECT 'pg_catalog.pg_namespace'::regclass::oid, n.oid, 'schema ' || quote_ident(n.nspname),
-           md5(concat_ws('|', n.nspowner, n.nspacl::text, n.nspname))
+           md5(concat_ws('|', n.nspowner, hr_migrations.hr_acl_text(n.nspacl), n.nspname))
       FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_namespace n ON n.oid = d.objid, ext
      WHERE d.classid = 'pg_catalog.pg_namespace'::regclass AND d.deptype = 'e' AND d.refobjid = ext.oid
 $$;
@@ -68,6 +79,27 @@ AS $$
         UNION ALL
         SELECT 3, 'role hr_migrations_definer is a superuser; fix: ALTER ROLE hr_migrations_definer NOSUPERUSER'
           FROM definer WHERE definer.rolsuper
+        UNION ALL
+        SELECT 3, 'role hr_migrations_definer may create roles, databases or replicate; fix: ALTER ROLE hr_migrations_definer NOCREATEROLE NOCREATEDB NOREPLICATION'
+          FROM definer d2 JOIN pg_catalog.pg_roles r ON r.oid = d2.oid
+         WHERE r.rolcreaterole OR r.rolcreatedb OR r.rolreplication
+        UNION ALL
+        SELECT 3, format('role hr_migrations_definer is a member of %s; fix: REVOKE %s FROM hr_migrations_definer',
+                         string_agg(quote_ident(m.roleid::regrole::text), ', '), string_agg(quote_ident(m.roleid::regrole::text), ', '))
+          FROM pg_catalog.pg_auth_members m, definer WHERE m.member = definer.oid
+        HAVING count(*) > 0
+        UNION ALL
+        -- What the role owns outside the extension: code that runs as it
+        -- whenever someone calls it (a SECURITY DEFINER function made while
+        -- a member was it).
+        SELECT 3, format('role hr_migrations_definer owns %s, which is not part of the extension; fix: inspect it, then drop it',
+                         pg_catalog.pg_describe_object(sd.classid, sd.objid, sd.objsubid))
+          FROM pg_catalog.pg_shdepend sd, definer
+         WHERE sd.refclassid = 'pg_catalog.pg_authid'::regclass AND sd.refobjid = definer.oid AND sd.deptype = 'o'
+           AND sd.dbid IN (0, (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database()))
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e
+                            WHERE e.classid = sd.classid AND e.objid = sd.objid AND e.deptype = 'e'
+                              AND e.refobjid = (SELECT x.oid FROM pg_catalog.pg_extension x WHERE x.extname = 'hr_migrations'))
         UNION ALL
         SELECT 4, 'role hr_migrations_definer does not exist; fix: reinstall the extension'
          WHERE NOT EXISTS (SELECT 1 FROM definer)

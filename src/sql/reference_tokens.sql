@@ -276,6 +276,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
+    PERFORM hr_migrations.hr_plain_table('public.hr_candidates'::regclass);
     RETURN QUERY SELECT c.id FROM public.hr_candidates c
                   WHERE c.organization_id = hr_migrations.hr_jwt_organization_id();
 END

@@ -377,6 +377,7 @@ fn default_arg(ty: &str) -> Option<&'static str> {
         "oid" => "0",
         "oid[]" => "ARRAY[]::oid[]",
         "text[]" => "ARRAY['service_role']",
+        "aclitem[]" => "NULL::aclitem[]",
         other => panic!("no default for argument type {other}: extend default_arg"),
     })
 }

@@ -917,3 +917,104 @@ fn credentials_orphaned_by_a_deleted_integration_are_counted_and_purged_in_batch
     );
     assert!(!note.contains("orphaned"), "{note}");
 }
+
+/// From an attacker's review of the fixes above: what postgres can put in a
+/// table's place or beside it so that its code runs as the definer role or
+/// the superuser: a view named like the table (functions in a view run as
+/// its reader), an inheritance child with its own trigger (a write without
+/// ONLY reaches it), a domain two levels down, a SECURITY DEFINER function
+/// made as the definer role while a member and kept after the REVOKE.
+#[test]
+fn review_planted_views_children_domains_and_definer_owned_functions_are_refused() {
+    let w = Supa::new(100, false);
+    let mut admin = w.admin();
+    let mut pg = w.postgres();
+    pg.batch_execute(
+        "CREATE FUNCTION public.spy() RETURNS boolean LANGUAGE plpgsql AS $$
+         BEGIN PERFORM public.canary('spy'); RETURN true; END $$;
+         CREATE FUNCTION public.spy_trigger() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM public.canary('spy trigger'); RETURN NEW; END $$;",
+    )
+    .unwrap();
+    let mut sr = w.as_role("service_role", None);
+    let reference: String = one(
+        &mut admin,
+        "SELECT id::text FROM public.hr_references LIMIT 1",
+    );
+    let revoke = format!("SELECT extensions.hr_revoke_reference_token('{reference}'::uuid)");
+
+    // A view in hr_candidates' place: read by the preflight (as the
+    // superuser) and by the references' policies (as the definer role).
+    pg.batch_execute(
+        "ALTER TABLE public.hr_candidates RENAME TO hr_candidates_t;
+         CREATE VIEW public.hr_candidates AS SELECT * FROM public.hr_candidates_t WHERE public.spy();",
+    )
+    .unwrap();
+    let mut auth = w.as_role("authenticated", Some(&w.org_a));
+    assert_raises(
+        &mut auth,
+        "SELECT count(*) FROM public.hr_references",
+        "42809",
+        &[],
+    );
+    let _ = admin.batch_execute("SELECT * FROM extensions.hr_preflight()");
+    pg.batch_execute(
+        "DROP VIEW public.hr_candidates; ALTER TABLE public.hr_candidates_t RENAME TO hr_candidates;",
+    )
+    .unwrap();
+
+    // An inheritance child of a table the definer writes.
+    pg.batch_execute(
+        "CREATE TABLE public.hr_references_more () INHERITS (public.hr_references);
+         CREATE TRIGGER spy BEFORE UPDATE ON public.hr_references_more FOR EACH ROW EXECUTE FUNCTION public.spy_trigger();",
+    )
+    .unwrap();
+    let text = assert_raises(&mut sr, &revoke, "55000", &[]);
+    assert!(text.contains("inheritance child"), "{text}");
+    pg.batch_execute("DROP TABLE public.hr_references_more")
+        .unwrap();
+    sr.batch_execute(&revoke).unwrap();
+
+    // A CHECK two domains down, on a column of pf_credentials.
+    pg.batch_execute(
+        "CREATE DOMAIN public.d1 AS text CHECK (public.spy());
+         CREATE DOMAIN public.d2 AS public.d1;
+         CREATE DOMAIN public.d3 AS public.d2;
+         ALTER TABLE public.pf_credentials ADD COLUMN note public.d3;",
+    )
+    .unwrap();
+    let (integration, _) = w.integration_of(&mut admin, &w.org_a, 0);
+    let text = assert_raises(
+        &mut sr,
+        &format!("SELECT extensions.hr_set_integration_secret('{integration}', '{{\"api_key\":\"k\",\"api_secret\":null,\"refresh_token\":null}}')"),
+        "55000",
+        &[],
+    );
+    assert!(text.contains("of domain"), "{text}");
+    pg.batch_execute("ALTER TABLE public.pf_credentials DROP COLUMN note")
+        .unwrap();
+
+    // A function the definer role owns outside the extension.
+    pg.batch_execute(
+        "GRANT hr_migrations_definer TO postgres;
+         GRANT CREATE ON SCHEMA public TO hr_migrations_definer;
+         SET ROLE hr_migrations_definer;
+         CREATE FUNCTION public.backdoor(q text) RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS $$ BEGIN EXECUTE q; END $$;
+         RESET ROLE;
+         REVOKE CREATE ON SCHEMA public FROM hr_migrations_definer;
+         REVOKE hr_migrations_definer FROM postgres;",
+    )
+    .unwrap();
+    let text = assert_raises(&mut sr, &revoke, "55000", &[]);
+    assert!(
+        text.contains("owns function public.backdoor(text)"),
+        "{text}"
+    );
+    admin
+        .batch_execute("DROP FUNCTION public.backdoor(text)")
+        .unwrap();
+    sr.batch_execute(&revoke).unwrap();
+
+    let calls = w.privileged_canary_calls();
+    assert!(calls.is_empty(), "planted code ran privileged: {calls:?}");
+}
