@@ -85,8 +85,14 @@ impl Cluster {
 
     /// Runs a SQL file with psql as a DBA would: ON_ERROR_STOP, no psqlrc.
     pub fn psql_file(&self, db: &str, file: &Path, vars: &[(&str, &str)]) -> Output {
+        self.psql_file_as(db, self.superuser, file, vars)
+    }
+
+    /// Like [`Cluster::psql_file`], connected as `user`.
+    pub fn psql_file_as(&self, db: &str, user: &str, file: &Path, vars: &[(&str, &str)]) -> Output {
+        let url = format!("host=127.0.0.1 port={} user={user} dbname={db}", self.port);
         let mut cmd = Command::new("psql");
-        cmd.arg(self.url(db))
+        cmd.arg(url)
             .args(["-X", "-v", "ON_ERROR_STOP=1", "-f"])
             .arg(file);
         for (k, v) in vars {
@@ -97,18 +103,7 @@ impl Cluster {
 
     /// Like [`Cluster::psql_file`] but panics, with psql's output, on failure.
     pub fn psql_ok(&self, db: &str, file: &Path, vars: &[(&str, &str)]) -> String {
-        let out = self.psql_file(db, file, vars);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success(),
-            "psql -f {} failed:\n{text}",
-            file.display()
-        );
-        text
+        self.psql_as_ok(db, self.superuser, file, vars)
     }
 
     /// Creates `db` with the pre-migration fixture at `scale` and the
@@ -172,17 +167,9 @@ impl Cluster {
         self.psql_ok(db, &fixtures.join("supabase/layout.sql"), &[]);
     }
 
-    /// Runs a SQL file with psql as `user`; panics with psql's output on failure.
+    /// Like [`Cluster::psql_file_as`] but panics, with psql's output, on failure.
     pub fn psql_as_ok(&self, db: &str, user: &str, file: &Path, vars: &[(&str, &str)]) -> String {
-        let url = format!("host=127.0.0.1 port={} user={user} dbname={db}", self.port);
-        let mut cmd = Command::new("psql");
-        cmd.arg(url)
-            .args(["-X", "-v", "ON_ERROR_STOP=1", "-f"])
-            .arg(file);
-        for (k, v) in vars {
-            cmd.arg("-v").arg(format!("{k}={v}"));
-        }
-        let out = cmd.output().expect("run psql");
+        let out = self.psql_file_as(db, user, file, vars);
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),

@@ -84,9 +84,10 @@ fn extension_catalog(c: &mut Client) -> Vec<String> {
     .collect()
 }
 
-#[test]
-fn upgrade_from_0_1_0_keeps_every_token_and_secret() {
-    let (cl, _) = keyring_cluster(&[]);
+/// A database "old" at scale 1000 with `version` of the extension, its
+/// oracle of tokens and secrets, and every migration applied by that
+/// version's own scripts (tests/fixtures/v<version>/migrations).
+fn migrated_by_release(cl: &Cluster, version: &str) -> Client {
     let mut admin = cl.connect("postgres");
     admin.batch_execute("CREATE DATABASE old").unwrap();
     cl.psql_ok("old", &repo().join("tests/fixtures/schema.sql"), &[]);
@@ -96,33 +97,62 @@ fn upgrade_from_0_1_0_keeps_every_token_and_secret() {
         &[("scale", "1000")],
     );
     let mut c = cl.connect("old");
-    c.batch_execute(
-        "CREATE EXTENSION hr_migrations VERSION '0.1.0' SCHEMA extensions;
-         ALTER DATABASE old SET search_path = public, extensions;",
-    )
+    c.batch_execute(&format!(
+        "CREATE EXTENSION hr_migrations VERSION '{version}' SCHEMA extensions;
+         ALTER DATABASE old SET search_path = public, extensions;"
+    ))
     .unwrap();
     drop_unresolvable_sessions(&mut c);
     keep_oracle(&mut c);
-    let v010 = repo().join("tests/fixtures/v0.1.0/migrations");
+    let scripts = repo().join(format!("tests/fixtures/v{version}/migrations"));
     for f in [
         "001_reference_tokens.sql",
         "002_portal_sessions.sql",
         "003_integration_credentials.sql",
     ] {
-        cl.psql_ok("old", &v010.join(f), &[]);
+        cl.psql_ok("old", &scripts.join(f), &[]);
     }
-    let mut c = cl.connect("old");
+    cl.connect("old")
+}
+
+/// Each migration and its phase, as status reports them.
+fn phases(c: &mut Client) -> Vec<String> {
+    c.query(
+        "SELECT migration || '=' || phase FROM hr_migration_status() ORDER BY 1",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// The upgraded database's extension catalog equals a fresh install's (in
+/// a new database "fresh").
+fn assert_catalog_of_a_fresh_install(cl: &Cluster, upgraded: &mut Client) {
+    cl.connect("postgres")
+        .batch_execute("CREATE DATABASE fresh")
+        .unwrap();
+    cl.psql_ok("fresh", &repo().join("tests/fixtures/schema.sql"), &[]);
+    let mut f = cl.connect("fresh");
+    f.batch_execute("CREATE EXTENSION hr_migrations SCHEMA extensions")
+        .unwrap();
+    let (upgraded, fresh) = (extension_catalog(upgraded), extension_catalog(&mut f));
+    let only_upgraded: Vec<_> = upgraded.iter().filter(|x| !fresh.contains(x)).collect();
+    let only_fresh: Vec<_> = fresh.iter().filter(|x| !upgraded.contains(x)).collect();
+    assert!(
+        only_upgraded.is_empty() && only_fresh.is_empty(),
+        "upgraded but not fresh: {only_upgraded:#?}\nfresh but not upgraded: {only_fresh:#?}"
+    );
+}
+
+#[test]
+fn upgrade_from_0_1_0_keeps_every_token_and_secret() {
+    let (cl, _) = keyring_cluster(&[]);
+    let mut c = migrated_by_release(&cl, "0.1.0");
     c.batch_execute("SELECT hr_set_phase('reference_tokens', 'enforced')")
         .unwrap();
-    let phases_before: Vec<String> = c
-        .query(
-            "SELECT migration || '=' || phase FROM hr_migration_status() ORDER BY 1",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let phases_before = phases(&mut c);
     let checks_before: String = one(
         &mut c,
         "SELECT string_agg(key_version || check_value, ',') FROM hr_key_checks",
@@ -138,16 +168,7 @@ fn upgrade_from_0_1_0_keeps_every_token_and_secret() {
         "SELECT extversion FROM pg_extension WHERE extname = 'hr_migrations'",
     );
     assert_eq!(version, extension_version());
-    let phases_after: Vec<String> = c
-        .query(
-            "SELECT migration || '=' || phase FROM hr_migration_status() ORDER BY 1",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(phases_before, phases_after);
+    assert_eq!(phases_before, phases(&mut c));
     let checks_after: String = one(
         &mut c,
         "SELECT string_agg(key_version || check_value, ',') FROM hr_migrations.hr_key_checks",
@@ -156,18 +177,7 @@ fn upgrade_from_0_1_0_keeps_every_token_and_secret() {
     assert_eq!(broken_tokens_and_secrets(&mut c), (0, 0));
 
     // The catalog equals a fresh install's.
-    admin.batch_execute("CREATE DATABASE fresh").unwrap();
-    cl.psql_ok("fresh", &repo().join("tests/fixtures/schema.sql"), &[]);
-    let mut f = cl.connect("fresh");
-    f.batch_execute("CREATE EXTENSION hr_migrations SCHEMA extensions")
-        .unwrap();
-    let (upgraded, fresh) = (extension_catalog(&mut c), extension_catalog(&mut f));
-    let only_upgraded: Vec<_> = upgraded.iter().filter(|x| !fresh.contains(x)).collect();
-    let only_fresh: Vec<_> = fresh.iter().filter(|x| !upgraded.contains(x)).collect();
-    assert!(
-        only_upgraded.is_empty() && only_fresh.is_empty(),
-        "upgraded but not fresh: {only_upgraded:#?}\nfresh but not upgraded: {only_fresh:#?}"
-    );
+    assert_catalog_of_a_fresh_install(&cl, &mut c);
 
     // And the current paths work on it: the scripts again, enforce, clear.
     for (_, script) in migrations(&mut c) {
@@ -192,42 +202,10 @@ fn upgrade_from_0_1_0_keeps_every_token_and_secret() {
 #[test]
 fn upgrade_from_0_2_0_keeps_every_token_and_secret_and_gets_every_fix() {
     let (cl, _) = keyring_cluster(&[]);
-    let mut admin = cl.connect("postgres");
-    admin.batch_execute("CREATE DATABASE old").unwrap();
-    cl.psql_ok("old", &repo().join("tests/fixtures/schema.sql"), &[]);
-    cl.psql_ok(
-        "old",
-        &repo().join("tests/fixtures/generate.sql"),
-        &[("scale", "1000")],
-    );
-    let mut c = cl.connect("old");
-    c.batch_execute(
-        "CREATE EXTENSION hr_migrations VERSION '0.2.0' SCHEMA extensions;
-         ALTER DATABASE old SET search_path = public, extensions;",
-    )
-    .unwrap();
-    drop_unresolvable_sessions(&mut c);
-    keep_oracle(&mut c);
-    let v020 = repo().join("tests/fixtures/v0.2.0/migrations");
-    for f in [
-        "001_reference_tokens.sql",
-        "002_portal_sessions.sql",
-        "003_integration_credentials.sql",
-    ] {
-        cl.psql_ok("old", &v020.join(f), &[]);
-    }
-    let mut c = cl.connect("old");
+    let mut c = migrated_by_release(&cl, "0.2.0");
     c.batch_execute("CALL hr_run_phase('reference_tokens', 'enforced')")
         .unwrap();
-    let phases_before: Vec<String> = c
-        .query(
-            "SELECT migration || '=' || phase FROM hr_migration_status() ORDER BY 1",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let phases_before = phases(&mut c);
     // 0.2.0 left pf_credentials open to anon (finding 5 of #15).
     let anon_reads = |c: &mut Client| -> bool {
         one(
@@ -245,16 +223,7 @@ fn upgrade_from_0_2_0_keeps_every_token_and_secret_and_gets_every_fix() {
         "SELECT extversion FROM pg_extension WHERE extname = 'hr_migrations'",
     );
     assert_eq!(version, extension_version());
-    let phases_after: Vec<String> = c
-        .query(
-            "SELECT migration || '=' || phase FROM hr_migration_status() ORDER BY 1",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(phases_before, phases_after);
+    assert_eq!(phases_before, phases(&mut c));
     assert_eq!(broken_tokens_and_secrets(&mut c), (0, 0));
     // The application's triggers and policies call the new functions only.
     let stale: i64 = one(
@@ -274,18 +243,7 @@ fn upgrade_from_0_2_0_keeps_every_token_and_secret_and_gets_every_fix() {
     assert_eq!(integrity, "ok");
 
     // The catalog equals a fresh install's.
-    admin.batch_execute("CREATE DATABASE fresh").unwrap();
-    cl.psql_ok("fresh", &repo().join("tests/fixtures/schema.sql"), &[]);
-    let mut f = cl.connect("fresh");
-    f.batch_execute("CREATE EXTENSION hr_migrations SCHEMA extensions")
-        .unwrap();
-    let (upgraded, fresh) = (extension_catalog(&mut c), extension_catalog(&mut f));
-    let only_upgraded: Vec<_> = upgraded.iter().filter(|x| !fresh.contains(x)).collect();
-    let only_fresh: Vec<_> = fresh.iter().filter(|x| !upgraded.contains(x)).collect();
-    assert!(
-        only_upgraded.is_empty() && only_fresh.is_empty(),
-        "upgraded but not fresh: {only_upgraded:#?}\nfresh but not upgraded: {only_fresh:#?}"
-    );
+    assert_catalog_of_a_fresh_install(&cl, &mut c);
 
     // The files again bring the rest; once more, nothing changes.
     for (_, script) in migrations(&mut c) {
