@@ -296,7 +296,7 @@ BEGIN
         -- The name given is not repeated: an error never quotes its input.
         RAISE EXCEPTION 'unknown migration: not in hr_migration_registry'
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'SELECT migration FROM hr_migration_status() lists them';
+                  HINT = 'SELECT migration FROM hr_migrations.hr_migration_status() lists them';
     END IF;
     RETURN r;
 END
@@ -423,7 +423,7 @@ BEGIN
     PERFORM hr_migrations.hr_backfill_in_progress();  -- loads the library, which defines the setting
     period := coalesce(current_setting('hr_migrations.deprecation_period', true), '30 days')::interval;
     IF since + period <= now() THEN
-        RETURN format('contracted is possible now: SELECT hr_set_phase(%L, ''contracted'')', migration);
+        RETURN format('contracted is possible now: SELECT hr_migrations.hr_set_phase(%L, ''contracted'')', migration);
     END IF;
     RETURN format('contracted is possible from %s (hr_migrations.deprecation_period = %s)',
                   to_char(since + period, 'YYYY-MM-DD HH24:MI:SS TZ'), period);
@@ -589,7 +589,7 @@ BEGIN
                 RAISE EXCEPTION '%: gave up after % attempts (% s) waiting for a lock: %', migration, attempt,
                         round((waited / 1000)::numeric, 1), pg_catalog.left(regexp_replace(stmt, '\s+', ' ', 'g'), 120)
                     USING ERRCODE = 'lock_not_available',
-                          HINT = 'SELECT * FROM hr_preflight() names the sessions holding the table; run the script again';
+                          HINT = 'SELECT * FROM hr_migrations.hr_preflight() names the sessions holding the table; run the script again';
             END IF;
             -- Exponential backoff from 100 ms to 10 s, with full jitter.
             pause := least(10000, 100 * 2 ^ least(attempt - 1, 10)) * (0.5 + random() / 2);
@@ -1587,7 +1587,7 @@ BEGIN
     IF blockers > 0 THEN
         RAISE EXCEPTION '%: % preflight blockers: nothing was changed', migration, blockers
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'SELECT * FROM hr_preflight() WHERE status = ''blocker'' lists them with their fixes';
+                  HINT = 'SELECT * FROM hr_migrations.hr_preflight() WHERE status = ''blocker'' lists them with their fixes';
     END IF;
 END
 $$;
@@ -1900,7 +1900,7 @@ BEGIN
         round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
     IF c.pending > 0 OR c.blocked > 0 THEN
         RAISE WARNING '%: %: % rows pending and % rows blocked remain', migration, operation, c.pending, c.blocked
-            USING HINT = 'SELECT * FROM hr_migration_status() and hr_migrations.hr_batch_failures say why; CALL again after fixing them';
+            USING HINT = 'SELECT * FROM hr_migrations.hr_migration_status() and hr_migrations.hr_batch_failures say why; CALL again after fixing them';
     END IF;
     rows_pending := c.pending;
     rows_blocked := c.blocked;
@@ -2357,13 +2357,13 @@ BEGIN
     END IF;
     note := concat_ws('; ',
         CASE WHEN pending > 0 AND phase IN ('dual', 'migrated', 'enforced') THEN
-            format('%s plaintext tokens have no hash yet: CALL hr_run_backfill(%L)', pending, migration) END,
+            format('%s plaintext tokens have no hash yet: CALL hr_migrations.hr_run_backfill(%L)', pending, migration) END,
         CASE WHEN phase = 'enforced' THEN
             format('only hashes are stored and accepted; %s legacy plaintext tokens remain in access_token, no longer accepted (erased by the contract phase)', plaintext_left) END,
         CASE WHEN phase = 'contracted' AND pending > 0 THEN
-            format('%s legacy plaintext tokens to erase: CALL hr_run_backfill(%L)', pending, migration) END,
+            format('%s legacy plaintext tokens to erase: CALL hr_migrations.hr_run_backfill(%L)', pending, migration) END,
         CASE WHEN phase = 'contracted' AND pending = 0 AND plaintext_left = 0 AND hr_migrations.hr_column_exists(t, 'access_token') THEN
-            format('plaintext erased; CALL hr_run_backfill(%L) drops access_token', migration) END,
+            format('plaintext erased; CALL hr_migrations.hr_run_backfill(%L) drops access_token', migration) END,
         CASE WHEN phase = 'contracted' AND NOT hr_migrations.hr_column_exists(t, 'access_token') THEN
             'access_token dropped: only hashes exist' END,
         CASE WHEN phase IN ('dual', 'migrated') AND hash_only > 0 THEN
@@ -2383,6 +2383,240 @@ $$;
 -- src/tokens.rs:156
 CREATE FUNCTION hr_migrations."hr_references_token_trigger"() RETURNS trigger
 LANGUAGE c AS 'MODULE_PATHNAME', 'hr_references_token_trigger_v1';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tenancy.rs:11
+-- Kind tenant_column (migration portal_sessions): organization isolation.
+-- A table of this kind has `id uuid` and `candidate_id uuid`; its script
+-- adds `organization_id uuid`, derived from public.hr_candidates, and RLS
+-- policies that compare it with the request's organization.
+
+-- BEFORE INSERT OR UPDATE OF candidate_id, organization_id, FOR EACH ROW,
+-- WHEN (NOT hr_backfill_in_progress()). organization_id is always derived
+-- from the row's candidate, so a client cannot attach a row to another
+-- organization's candidate: a supplied value that disagrees (or that
+-- cannot be confirmed because the candidate is missing or has no
+-- organization) is refused with 23514, with one message for every case so
+-- it does not tell whether a candidate exists elsewhere.
+-- SECURITY DEFINER (owner hr_migrations_definer, BYPASSRLS) so the lookup
+-- is not hidden by RLS on hr_candidates; EXECUTE is granted to nobody and
+-- hr_trigger_migration() refuses any table but its own, so it cannot be
+-- attached to a temp table to read candidates' organizations.
+CREATE OR REPLACE FUNCTION hr_migrations.hr_portal_sessions_org_trigger() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    derived uuid;
+BEGIN
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
+    IF TG_WHEN <> 'BEFORE' OR TG_LEVEL <> 'ROW' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
+        RAISE EXCEPTION 'hr_portal_sessions_org_trigger() must be a BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger'
+            USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
+    PERFORM hr_migrations.hr_trigger_migration(TG_RELID, 'tenant_column');
+    IF hr_migrations.hr_backfill_in_progress() THEN
+        RETURN NEW;
+    END IF;
+    IF TG_OP = 'UPDATE'
+       AND NEW.candidate_id IS NOT DISTINCT FROM OLD.candidate_id
+       AND NEW.organization_id IS NOT DISTINCT FROM OLD.organization_id THEN
+        RETURN NEW;
+    END IF;
+    PERFORM hr_migrations.hr_plain_table('public.hr_candidates'::regclass);
+    SELECT c.organization_id INTO derived
+      FROM public.hr_candidates c
+     WHERE c.id = NEW.candidate_id;
+    -- On UPDATE, an organization_id carried over unchanged from the old row
+    -- was not supplied by the caller: it is simply re-derived.
+    IF NEW.organization_id IS NOT NULL AND NEW.organization_id IS DISTINCT FROM derived
+       AND (TG_OP = 'INSERT' OR NEW.organization_id IS DISTINCT FROM OLD.organization_id) THEN
+        RAISE EXCEPTION 'organization_id does not match the organization of the row''s candidate'
+            USING ERRCODE = 'check_violation',
+                  TABLE = TG_TABLE_NAME, COLUMN = 'organization_id',
+                  HINT = 'leave organization_id out: it is derived from hr_candidates';
+    END IF;
+    NEW.organization_id := derived;
+    RETURN NEW;
+END
+$$;
+
+-- One keyset batch of the backfill (DESIGN.md §4), through the engine.
+CREATE FUNCTION hr_migrations.hr_backfill_portal_session_organizations(batch_size integer DEFAULT 5000) RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT hr_migrations.hr_require_integrity(); SELECT hr_migrations.hr_engine_batch('portal_sessions', 'backfill', batch_size) $$;
+
+-- The engine's view of a tenant_column migration: rows without
+-- organization_id are pending when their candidate has one, blocked when
+-- the candidate is missing or has none (never guessed, never looped over).
+CREATE FUNCTION hr_migrations.hr_tenant_column_spec(migration text, operation text,
+    OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
+    OUT action text, OUT writes regclass[])
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := hr_migrations.hr_migration_table(migration);
+    resolvable constant text :=
+        'EXISTS (SELECT 1 FROM public.hr_candidates c WHERE c.id = t.candidate_id AND c.organization_id IS NOT NULL)';
+BEGIN
+    IF t IS NULL OR operation <> 'backfill' THEN
+        RETURN;
+    END IF;
+    PERFORM hr_migrations.hr_plain_table('public.hr_candidates'::regclass);
+    tbl := t;
+    pending := 't.organization_id IS NULL AND ' || resolvable;
+    blocked := 't.organization_id IS NULL AND NOT ' || resolvable;
+    migrated := 't.organization_id IS NOT NULL';
+    action := 'hr_migrations.hr_tenant_column_backfill';
+    writes := ARRAY[t];
+END
+$$;
+
+CREATE FUNCTION hr_migrations.hr_tenant_column_phase_operation(migration text, phase text) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT CASE WHEN phase IN ('dual', 'migrated') THEN 'backfill' END $$;
+
+-- Row action of the backfill: the organization is looked up per row by
+-- primary key, so the UPDATE cannot become a hash join over either table.
+CREATE FUNCTION hr_migrations.hr_tenant_column_backfill(migration text, ids uuid[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format('UPDATE %s t
+                       SET organization_id = (SELECT c.organization_id FROM public.hr_candidates c
+                                               WHERE c.id = t.candidate_id)
+                     WHERE t.id = ANY ($1)', hr_migrations.hr_migration_table(migration))
+      USING ids;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- applied: organization_id and the org trigger exist. ready: row level
+-- security is on and the four policies the registry names exist.
+CREATE FUNCTION hr_migrations.hr_tenant_column_state(migration text, OUT applied boolean, OUT ready boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := hr_migrations.hr_migration_table(migration);
+    o jsonb := (hr_migrations.hr_migration_entry(migration)).objects;
+BEGIN
+    applied := hr_migrations.hr_column_exists(t, 'organization_id')
+               AND hr_migrations.hr_trigger_exists(t, o ->> 'org_trigger');
+    ready := applied
+        AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t AND c.relrowsecurity)
+        AND (SELECT count(*) FROM pg_catalog.pg_policy p
+              WHERE p.polrelid = t
+                AND p.polname IN (o ->> 'policy_select', o ->> 'policy_insert',
+                                  o ->> 'policy_update', o ->> 'policy_delete')) = 4;
+END
+$$;
+
+-- Brief DDL of a phase move. Into enforced: CHECK (organization_id IS NOT
+-- NULL) NOT VALID, which refuses writes without an organization from now on
+-- (ACCESS EXCLUSIVE for milliseconds, no scan); the validating scan and SET
+-- NOT NULL are the phase's closing work (hr_tenant_column_finish), outside
+-- ACCESS EXCLUSIVE. Out of enforced: NOT NULL and the check are dropped.
+CREATE FUNCTION hr_migrations.hr_tenant_column_enter(migration text, from_phase text, to_phase text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := hr_migrations.hr_migration_table(migration);
+    chk text := hr_migrations.hr_migration_object(migration, 'not_null_check');
+    valid boolean;
+BEGIN
+    PERFORM hr_migrations.hr_bound_lock_wait();
+    IF to_phase = 'enforced' THEN
+        SELECT c.convalidated INTO valid FROM pg_catalog.pg_constraint c WHERE c.conrelid = t AND c.conname = chk;
+        IF hr_migrations.hr_column_not_null(t, 'organization_id') THEN
+            NULL;
+        ELSIF valid THEN
+            -- Validated beforehand (docs/runbook.md, large tables): SET NOT
+            -- NULL uses it instead of scanning; nothing is left to finish.
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN organization_id SET NOT NULL', t);
+            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', t, chk);
+        ELSIF valid IS NULL THEN
+            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I CHECK (organization_id IS NOT NULL) NOT VALID', t, chk);
+        END IF;
+    ELSIF from_phase = 'enforced' AND to_phase IN ('dual', 'migrated') THEN
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN organization_id DROP NOT NULL', t);
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = t AND conname = chk) THEN
+            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', t, chk);
+        END IF;
+    END IF;
+END
+$$;
+
+-- Closing DDL of enforced: VALIDATE the check (SHARE UPDATE EXCLUSIVE:
+-- reads and writes go on during the scan), COMMIT, then SET NOT NULL, which
+-- uses the validated check instead of scanning (ACCESS EXCLUSIVE, brief),
+-- and drop the check. Idempotent.
+CREATE PROCEDURE hr_migrations.hr_tenant_column_finish(migration text, phase text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    t regclass;
+    chk text;
+    valid boolean;
+BEGIN
+    PERFORM hr_migrations.hr_procedure_step();
+    t := hr_migrations.hr_migration_table(migration);
+    chk := hr_migrations.hr_migration_object(migration, 'not_null_check');
+    IF phase <> 'enforced' THEN
+        RETURN;
+    END IF;
+    SELECT c.convalidated INTO valid FROM pg_catalog.pg_constraint c WHERE c.conrelid = t AND c.conname = chk;
+    IF valid IS NOT NULL AND NOT valid THEN
+        PERFORM pg_catalog.set_config('lock_timeout', '0', true);  -- SHARE UPDATE EXCLUSIVE blocks no app traffic
+        EXECUTE pg_catalog.format('ALTER TABLE %s VALIDATE CONSTRAINT %I', t, chk);
+        COMMIT;
+        PERFORM hr_migrations.hr_procedure_step();
+        valid := true;
+    END IF;
+    IF valid THEN
+        CALL hr_migrations.hr_ddl(migration, $ddl$
+            ALTER TABLE {table} ALTER COLUMN organization_id SET NOT NULL;
+            ALTER TABLE {table} DROP CONSTRAINT {not_null_check}
+        $ddl$);
+        PERFORM hr_migrations.hr_procedure_step();
+        RAISE NOTICE '%: organization_id is NOT NULL', migration;
+    END IF;
+END
+$$;
+
+CREATE FUNCTION hr_migrations.hr_tenant_column_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := hr_migrations.hr_migration_table(migration);
+    note text;
+BEGIN
+    note := concat_ws('; ',
+        CASE WHEN pending > 0 THEN
+            format('%s rows have no organization_id yet: CALL hr_migrations.hr_run_backfill(%L)', pending, migration) END,
+        CASE WHEN blocked > 0 THEN
+            format('%s rows cannot be resolved (candidate missing or without organization): fix hr_candidates.organization_id or delete those rows, then CALL hr_migrations.hr_run_backfill(%L)', blocked, migration) END,
+        CASE WHEN phase IN ('enforced', 'contracted') AND hr_migrations.hr_column_not_null(t, 'organization_id')
+             THEN 'organization_id is NOT NULL; RLS isolates rows by organization'
+             WHEN phase = 'enforced'
+             THEN format('writes without organization_id are refused; CALL hr_migrations.hr_run_backfill(%L) validates and sets NOT NULL', migration) END);
+    IF note = '' THEN
+        note := 'every row has an organization; RLS isolates them by organization';
+    END IF;
+    RETURN note;
+END
+$$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -2774,7 +3008,7 @@ BEGIN
             IF NOT hr_migrations.hr_phase_accepts_plaintext(hr_migrations.hr_migration_phase(migration)) THEN
                 RAISE EXCEPTION 'cannot roll back % while it is %', migration, hr_migrations.hr_migration_phase(migration)
                     USING ERRCODE = 'object_not_in_prerequisite_state',
-                          HINT = format('SELECT hr_set_phase(%L, ''dual'') first (not possible once contracted)', migration);
+                          HINT = format('SELECT hr_migrations.hr_set_phase(%L, ''dual'') first (not possible once contracted)', migration);
             END IF;
             pending := 't.credential_id IS NOT NULL';
             migrated := 'false';
@@ -2870,7 +3104,7 @@ BEGIN
                                          api_key, api_secret, refresh_token) THEN
         RAISE EXCEPTION 'the plaintext columns differ from the integration''s credential: not cleared'
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'write the secret again with hr_set_integration_secret(), then SELECT hr_retry_failures(''integration_credentials'')';
+                  HINT = 'write the secret again with hr_set_integration_secret(), then SELECT hr_migrations.hr_retry_failures(''integration_credentials'')';
     END IF;
     RETURN true;
 END
@@ -3059,7 +3293,7 @@ BEGIN
     IF left_over > 0 THEN
         RAISE EXCEPTION '%: % integrations still hold plaintext: the columns are not dropped', migration, left_over
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'SELECT hr_set_phase(migration, ''enforced''); CALL hr_run_backfill(migration) clears them; then contract again';
+                  HINT = 'SELECT hr_migrations.hr_set_phase(migration, ''enforced''); CALL hr_migrations.hr_run_backfill(migration) clears them; then contract again';
     END IF;
     CALL hr_migrations.hr_ddl(migration, $ddl$
         DROP TRIGGER IF EXISTS {sync_insert_trigger} ON {table};
@@ -3097,256 +3331,22 @@ BEGIN
     END IF;
     note := concat_ws('; ',
         CASE WHEN pending > 0 AND phase IN ('dual', 'migrated') THEN
-            format('%s integrations still have plaintext only: CALL hr_run_backfill(%L)', pending, migration) END,
+            format('%s integrations still have plaintext only: CALL hr_migrations.hr_run_backfill(%L)', pending, migration) END,
         CASE WHEN phase IN ('dual', 'migrated') AND plaintext_left > 0 THEN
             format('%s integrations still hold plaintext columns (cleared once enforced)', plaintext_left) END,
         CASE WHEN phase = 'enforced' AND plaintext_left > 0 THEN
-            format('plaintext refused and no longer read; %s integrations still hold plaintext (%s pending, %s blocked): CALL hr_run_backfill(%L) clears it',
+            format('plaintext refused and no longer read; %s integrations still hold plaintext (%s pending, %s blocked): CALL hr_migrations.hr_run_backfill(%L) clears it',
                    plaintext_left, pending, blocked, migration)
              WHEN phase = 'enforced' THEN 'plaintext columns cleared and refused' END,
         CASE WHEN phase = 'contracted' AND hr_migrations.hr_column_exists(t, 'api_key') THEN
-            format('CALL hr_run_backfill(%L) drops the plaintext columns', migration)
+            format('CALL hr_migrations.hr_run_backfill(%L) drops the plaintext columns', migration)
              WHEN phase = 'contracted' THEN 'plaintext columns dropped' END,
         CASE WHEN other_failures > 0 THEN
             format('%s rows failed a rewrap or rollback: SELECT * FROM hr_migrations.hr_batch_failures WHERE migration = %L', other_failures, migration) END,
         CASE WHEN phase = 'enforced' THEN hr_migrations.hr_contract_eta(migration) END,
         CASE WHEN orphans > 0 THEN
-            format('%s credentials are orphaned (no integration links them any more): CALL hr_run_batches(%L, ''purge'') deletes them', orphans, migration) END,
+            format('%s credentials are orphaned (no integration links them any more): CALL hr_migrations.hr_run_batches(%L, ''purge'') deletes them', orphans, migration) END,
         'credentials: ' || coalesce(versions, 'none'));
-    RETURN note;
-END
-$$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tenancy.rs:11
--- Kind tenant_column (migration portal_sessions): organization isolation.
--- A table of this kind has `id uuid` and `candidate_id uuid`; its script
--- adds `organization_id uuid`, derived from public.hr_candidates, and RLS
--- policies that compare it with the request's organization.
-
--- BEFORE INSERT OR UPDATE OF candidate_id, organization_id, FOR EACH ROW,
--- WHEN (NOT hr_backfill_in_progress()). organization_id is always derived
--- from the row's candidate, so a client cannot attach a row to another
--- organization's candidate: a supplied value that disagrees (or that
--- cannot be confirmed because the candidate is missing or has no
--- organization) is refused with 23514, with one message for every case so
--- it does not tell whether a candidate exists elsewhere.
--- SECURITY DEFINER (owner hr_migrations_definer, BYPASSRLS) so the lookup
--- is not hidden by RLS on hr_candidates; EXECUTE is granted to nobody and
--- hr_trigger_migration() refuses any table but its own, so it cannot be
--- attached to a temp table to read candidates' organizations.
-CREATE OR REPLACE FUNCTION hr_migrations.hr_portal_sessions_org_trigger() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    derived uuid;
-BEGIN
-    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
-    IF TG_WHEN <> 'BEFORE' OR TG_LEVEL <> 'ROW' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
-        RAISE EXCEPTION 'hr_portal_sessions_org_trigger() must be a BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger'
-            USING ERRCODE = 'trigger_protocol_violated';
-    END IF;
-    PERFORM hr_migrations.hr_trigger_migration(TG_RELID, 'tenant_column');
-    IF hr_migrations.hr_backfill_in_progress() THEN
-        RETURN NEW;
-    END IF;
-    IF TG_OP = 'UPDATE'
-       AND NEW.candidate_id IS NOT DISTINCT FROM OLD.candidate_id
-       AND NEW.organization_id IS NOT DISTINCT FROM OLD.organization_id THEN
-        RETURN NEW;
-    END IF;
-    PERFORM hr_migrations.hr_plain_table('public.hr_candidates'::regclass);
-    SELECT c.organization_id INTO derived
-      FROM public.hr_candidates c
-     WHERE c.id = NEW.candidate_id;
-    -- On UPDATE, an organization_id carried over unchanged from the old row
-    -- was not supplied by the caller: it is simply re-derived.
-    IF NEW.organization_id IS NOT NULL AND NEW.organization_id IS DISTINCT FROM derived
-       AND (TG_OP = 'INSERT' OR NEW.organization_id IS DISTINCT FROM OLD.organization_id) THEN
-        RAISE EXCEPTION 'organization_id does not match the organization of the row''s candidate'
-            USING ERRCODE = 'check_violation',
-                  TABLE = TG_TABLE_NAME, COLUMN = 'organization_id',
-                  HINT = 'leave organization_id out: it is derived from hr_candidates';
-    END IF;
-    NEW.organization_id := derived;
-    RETURN NEW;
-END
-$$;
-
--- One keyset batch of the backfill (DESIGN.md §4), through the engine.
-CREATE FUNCTION hr_migrations.hr_backfill_portal_session_organizations(batch_size integer DEFAULT 5000) RETURNS bigint
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT hr_migrations.hr_require_integrity(); SELECT hr_migrations.hr_engine_batch('portal_sessions', 'backfill', batch_size) $$;
-
--- The engine's view of a tenant_column migration: rows without
--- organization_id are pending when their candidate has one, blocked when
--- the candidate is missing or has none (never guessed, never looped over).
-CREATE FUNCTION hr_migrations.hr_tenant_column_spec(migration text, operation text,
-    OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
-    OUT action text, OUT writes regclass[])
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := hr_migrations.hr_migration_table(migration);
-    resolvable constant text :=
-        'EXISTS (SELECT 1 FROM public.hr_candidates c WHERE c.id = t.candidate_id AND c.organization_id IS NOT NULL)';
-BEGIN
-    IF t IS NULL OR operation <> 'backfill' THEN
-        RETURN;
-    END IF;
-    PERFORM hr_migrations.hr_plain_table('public.hr_candidates'::regclass);
-    tbl := t;
-    pending := 't.organization_id IS NULL AND ' || resolvable;
-    blocked := 't.organization_id IS NULL AND NOT ' || resolvable;
-    migrated := 't.organization_id IS NOT NULL';
-    action := 'hr_migrations.hr_tenant_column_backfill';
-    writes := ARRAY[t];
-END
-$$;
-
-CREATE FUNCTION hr_migrations.hr_tenant_column_phase_operation(migration text, phase text) RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT CASE WHEN phase IN ('dual', 'migrated') THEN 'backfill' END $$;
-
--- Row action of the backfill: the organization is looked up per row by
--- primary key, so the UPDATE cannot become a hash join over either table.
-CREATE FUNCTION hr_migrations.hr_tenant_column_backfill(migration text, ids uuid[]) RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    n bigint;
-BEGIN
-    EXECUTE format('UPDATE %s t
-                       SET organization_id = (SELECT c.organization_id FROM public.hr_candidates c
-                                               WHERE c.id = t.candidate_id)
-                     WHERE t.id = ANY ($1)', hr_migrations.hr_migration_table(migration))
-      USING ids;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
-END
-$$;
-
--- applied: organization_id and the org trigger exist. ready: row level
--- security is on and the four policies the registry names exist.
-CREATE FUNCTION hr_migrations.hr_tenant_column_state(migration text, OUT applied boolean, OUT ready boolean)
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := hr_migrations.hr_migration_table(migration);
-    o jsonb := (hr_migrations.hr_migration_entry(migration)).objects;
-BEGIN
-    applied := hr_migrations.hr_column_exists(t, 'organization_id')
-               AND hr_migrations.hr_trigger_exists(t, o ->> 'org_trigger');
-    ready := applied
-        AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t AND c.relrowsecurity)
-        AND (SELECT count(*) FROM pg_catalog.pg_policy p
-              WHERE p.polrelid = t
-                AND p.polname IN (o ->> 'policy_select', o ->> 'policy_insert',
-                                  o ->> 'policy_update', o ->> 'policy_delete')) = 4;
-END
-$$;
-
--- Brief DDL of a phase move. Into enforced: CHECK (organization_id IS NOT
--- NULL) NOT VALID, which refuses writes without an organization from now on
--- (ACCESS EXCLUSIVE for milliseconds, no scan); the validating scan and SET
--- NOT NULL are the phase's closing work (hr_tenant_column_finish), outside
--- ACCESS EXCLUSIVE. Out of enforced: NOT NULL and the check are dropped.
-CREATE FUNCTION hr_migrations.hr_tenant_column_enter(migration text, from_phase text, to_phase text) RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := hr_migrations.hr_migration_table(migration);
-    chk text := hr_migrations.hr_migration_object(migration, 'not_null_check');
-    valid boolean;
-BEGIN
-    PERFORM hr_migrations.hr_bound_lock_wait();
-    IF to_phase = 'enforced' THEN
-        SELECT c.convalidated INTO valid FROM pg_catalog.pg_constraint c WHERE c.conrelid = t AND c.conname = chk;
-        IF hr_migrations.hr_column_not_null(t, 'organization_id') THEN
-            NULL;
-        ELSIF valid THEN
-            -- Validated beforehand (docs/runbook.md, large tables): SET NOT
-            -- NULL uses it instead of scanning; nothing is left to finish.
-            EXECUTE format('ALTER TABLE %s ALTER COLUMN organization_id SET NOT NULL', t);
-            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', t, chk);
-        ELSIF valid IS NULL THEN
-            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I CHECK (organization_id IS NOT NULL) NOT VALID', t, chk);
-        END IF;
-    ELSIF from_phase = 'enforced' AND to_phase IN ('dual', 'migrated') THEN
-        EXECUTE format('ALTER TABLE %s ALTER COLUMN organization_id DROP NOT NULL', t);
-        IF EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = t AND conname = chk) THEN
-            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', t, chk);
-        END IF;
-    END IF;
-END
-$$;
-
--- Closing DDL of enforced: VALIDATE the check (SHARE UPDATE EXCLUSIVE:
--- reads and writes go on during the scan), COMMIT, then SET NOT NULL, which
--- uses the validated check instead of scanning (ACCESS EXCLUSIVE, brief),
--- and drop the check. Idempotent.
-CREATE PROCEDURE hr_migrations.hr_tenant_column_finish(migration text, phase text)
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    t regclass;
-    chk text;
-    valid boolean;
-BEGIN
-    PERFORM hr_migrations.hr_procedure_step();
-    t := hr_migrations.hr_migration_table(migration);
-    chk := hr_migrations.hr_migration_object(migration, 'not_null_check');
-    IF phase <> 'enforced' THEN
-        RETURN;
-    END IF;
-    SELECT c.convalidated INTO valid FROM pg_catalog.pg_constraint c WHERE c.conrelid = t AND c.conname = chk;
-    IF valid IS NOT NULL AND NOT valid THEN
-        PERFORM pg_catalog.set_config('lock_timeout', '0', true);  -- SHARE UPDATE EXCLUSIVE blocks no app traffic
-        EXECUTE pg_catalog.format('ALTER TABLE %s VALIDATE CONSTRAINT %I', t, chk);
-        COMMIT;
-        PERFORM hr_migrations.hr_procedure_step();
-        valid := true;
-    END IF;
-    IF valid THEN
-        CALL hr_migrations.hr_ddl(migration, $ddl$
-            ALTER TABLE {table} ALTER COLUMN organization_id SET NOT NULL;
-            ALTER TABLE {table} DROP CONSTRAINT {not_null_check}
-        $ddl$);
-        PERFORM hr_migrations.hr_procedure_step();
-        RAISE NOTICE '%: organization_id is NOT NULL', migration;
-    END IF;
-END
-$$;
-
-CREATE FUNCTION hr_migrations.hr_tenant_column_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := hr_migrations.hr_migration_table(migration);
-    note text;
-BEGIN
-    note := concat_ws('; ',
-        CASE WHEN pending > 0 THEN
-            format('%s rows have no organization_id yet: CALL hr_run_backfill(%L)', pending, migration) END,
-        CASE WHEN blocked > 0 THEN
-            format('%s rows cannot be resolved (candidate missing or without organization): fix hr_candidates.organization_id or delete those rows, then CALL hr_run_backfill(%L)', blocked, migration) END,
-        CASE WHEN phase IN ('enforced', 'contracted') AND hr_migrations.hr_column_not_null(t, 'organization_id')
-             THEN 'organization_id is NOT NULL; RLS isolates rows by organization'
-             WHEN phase = 'enforced'
-             THEN format('writes without organization_id are refused; CALL hr_run_backfill(%L) validates and sets NOT NULL', migration) END);
-    IF note = '' THEN
-        note := 'every row has an organization; RLS isolates them by organization';
-    END IF;
     RETURN note;
 END
 $$;
@@ -3355,6 +3355,15 @@ $$;
 /* <begin connected objects> */
 -- src/lib.rs:64
 CREATE SCHEMA IF NOT EXISTS hr_migrations; /* hr_migrations::hr_migrations */
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tenancy.rs:24
+-- hr_migrations::tenancy::hr_jwt_organization_id
+CREATE  FUNCTION hr_migrations."hr_jwt_organization_id"() RETURNS uuid /* Option < pgrx :: Uuid > */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_jwt_organization_id_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3367,51 +3376,6 @@ CREATE  FUNCTION hr_migrations."hr_decrypt_credential"(
 STRICT STABLE PARALLEL RESTRICTED 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hr_decrypt_credential_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:123
--- hr_migrations::credentials::hr_seal_verified
-CREATE  FUNCTION hr_migrations."hr_seal_verified"(
-	"plaintext" TEXT, /* & str */
-	"associated_data" TEXT /* & str */
-) RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL RESTRICTED 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_seal_verified_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:24
--- hr_migrations::credentials::hr_encrypt_credential
-CREATE  FUNCTION hr_migrations."hr_encrypt_credential"(
-	"plaintext" TEXT, /* & str */
-	"associated_data" TEXT DEFAULT '' /* & str */
-) RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL RESTRICTED 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_encrypt_credential_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:219
--- hr_migrations::credentials::hr_keyring_versions
-CREATE  FUNCTION hr_migrations."hr_keyring_versions"() RETURNS TABLE (
-	"key_version" INT,  /* i32 */
-	"active" bool  /* bool */
-)
-STRICT VOLATILE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_keyring_versions_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/flag.rs:100
--- hr_migrations::flag::hr_backfill_in_progress
-CREATE  FUNCTION hr_migrations."hr_backfill_in_progress"() RETURNS bool /* bool */
-STRICT VOLATILE PARALLEL RESTRICTED 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_backfill_in_progress_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3430,40 +3394,6 @@ AS 'MODULE_PATHNAME', 'hr_secret_matches_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/credentials.rs:90
--- hr_migrations::credentials::hr_envelope_key_version
-CREATE  FUNCTION hr_migrations."hr_envelope_key_version"(
-	"envelope" TEXT /* & str */
-) RETURNS INT /* Option < i32 > */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_envelope_key_version_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/operations.rs:72
--- hr_migrations::operations::hr_phase_accepts_plaintext
-CREATE  FUNCTION hr_migrations."hr_phase_accepts_plaintext"(
-	"phase" TEXT /* & str */
-) RETURNS bool /* Result < bool, ErrorReport > */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_phase_accepts_plaintext_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:60
--- hr_migrations::credentials::hr_credential_aad
-CREATE  FUNCTION hr_migrations."hr_credential_aad"(
-	"organization_id" uuid, /* pgrx :: Uuid */
-	"credential_id" uuid /* pgrx :: Uuid */
-) RETURNS TEXT /* String */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_credential_aad_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/context.rs:178
 -- hr_migrations::context::hr_refuse_foreign_triggers
 CREATE  FUNCTION hr_migrations."hr_refuse_foreign_triggers"(
@@ -3475,120 +3405,24 @@ AS 'MODULE_PATHNAME', 'hr_refuse_foreign_triggers_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/tokens.rs:34
--- hr_migrations::tokens::hr_hash_token
-CREATE  FUNCTION hr_migrations."hr_hash_token"(
-	"token" TEXT /* & str */
-) RETURNS TEXT /* String */
+-- src/tokens.rs:24
+-- hr_migrations::tokens::hr_generate_token
+CREATE  FUNCTION hr_migrations."hr_generate_token"() RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_hash_token_wrapper';
+AS 'MODULE_PATHNAME', 'hr_generate_token_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/credentials.rs:174
--- hr_migrations::credentials::hr_parse_secret
-CREATE  FUNCTION hr_migrations."hr_parse_secret"(
-	"secret" TEXT /* & str */
-) RETURNS TABLE (
-	"api_key" TEXT,  /* Option < String > */
-	"api_secret" TEXT,  /* Option < String > */
-	"refresh_token" TEXT  /* Option < String > */
+-- src/credentials.rs:219
+-- hr_migrations::credentials::hr_keyring_versions
+CREATE  FUNCTION hr_migrations."hr_keyring_versions"() RETURNS TABLE (
+	"key_version" INT,  /* i32 */
+	"active" bool  /* bool */
 )
-IMMUTABLE STRICT PARALLEL SAFE 
+STRICT VOLATILE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_parse_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:82
--- hr_migrations::credentials::hr_active_key_version
-CREATE  FUNCTION hr_migrations."hr_active_key_version"() RETURNS INT /* Option < i32 > */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_active_key_version_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:144
--- hr_migrations::credentials::hr_open_secret
-CREATE  FUNCTION hr_migrations."hr_open_secret"(
-	"envelope" TEXT, /* & str */
-	"associated_data" TEXT /* & str */
-) RETURNS TABLE (
-	"api_key" TEXT,  /* Option < String > */
-	"api_secret" TEXT,  /* Option < String > */
-	"refresh_token" TEXT  /* Option < String > */
-)
-STRICT STABLE PARALLEL RESTRICTED 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_open_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:73
--- requires:
---   hr_open_secret
---   hr_parse_secret
-
-ALTER FUNCTION hr_migrations.hr_open_secret(text, text) ROWS 1;
-ALTER FUNCTION hr_migrations.hr_parse_secret(text) ROWS 1;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/operations.rs:36
--- hr_migrations::operations::hr_phase_refusal
-CREATE  FUNCTION hr_migrations."hr_phase_refusal"(
-	"migration" TEXT, /* & str */
-	"from_phase" TEXT, /* & str */
-	"to_phase" TEXT, /* & str */
-	"applied" bool, /* bool */
-	"ready" bool, /* bool */
-	"pending" bigint, /* i64 */
-	"blocked" bigint, /* i64 */
-	"cleanup_pending" bigint, /* i64 */
-	"cleanup_blocked" bigint, /* i64 */
-	"enforced_for_secs" double precision, /* Option < f64 > */
-	"deprecation_period_secs" double precision /* f64 */
-) RETURNS TABLE (
-	"reason" TEXT,  /* String */
-	"hint" TEXT  /* String */
-)
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_phase_refusal_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tenancy.rs:24
--- hr_migrations::tenancy::hr_jwt_organization_id
-CREATE  FUNCTION hr_migrations."hr_jwt_organization_id"() RETURNS uuid /* Option < pgrx :: Uuid > */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_jwt_organization_id_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/flag.rs:109
--- hr_migrations::flag::hr_set_backfill_flag
-CREATE  FUNCTION hr_migrations."hr_set_backfill_flag"(
-	"on" bool /* bool */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_set_backfill_flag_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tokens.rs:57
--- hr_migrations::tokens::hr_token_plaintext_matches
-CREATE  FUNCTION hr_migrations."hr_token_plaintext_matches"(
-	"presented" TEXT, /* & str */
-	"stored" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_token_plaintext_matches_wrapper';
+AS 'MODULE_PATHNAME', 'hr_keyring_versions_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3617,12 +3451,77 @@ ALTER FUNCTION hr_migrations.hr_token_verdict(boolean, text, text, text) ROWS 1;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/tokens.rs:24
--- hr_migrations::tokens::hr_generate_token
-CREATE  FUNCTION hr_migrations."hr_generate_token"() RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
+-- src/operations.rs:36
+-- hr_migrations::operations::hr_phase_refusal
+CREATE  FUNCTION hr_migrations."hr_phase_refusal"(
+	"migration" TEXT, /* & str */
+	"from_phase" TEXT, /* & str */
+	"to_phase" TEXT, /* & str */
+	"applied" bool, /* bool */
+	"ready" bool, /* bool */
+	"pending" bigint, /* i64 */
+	"blocked" bigint, /* i64 */
+	"cleanup_pending" bigint, /* i64 */
+	"cleanup_blocked" bigint, /* i64 */
+	"enforced_for_secs" double precision, /* Option < f64 > */
+	"deprecation_period_secs" double precision /* f64 */
+) RETURNS TABLE (
+	"reason" TEXT,  /* String */
+	"hint" TEXT  /* String */
+)
+IMMUTABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_generate_token_wrapper';
+AS 'MODULE_PATHNAME', 'hr_phase_refusal_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:174
+-- hr_migrations::credentials::hr_parse_secret
+CREATE  FUNCTION hr_migrations."hr_parse_secret"(
+	"secret" TEXT /* & str */
+) RETURNS TABLE (
+	"api_key" TEXT,  /* Option < String > */
+	"api_secret" TEXT,  /* Option < String > */
+	"refresh_token" TEXT  /* Option < String > */
+)
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_parse_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/flag.rs:109
+-- hr_migrations::flag::hr_set_backfill_flag
+CREATE  FUNCTION hr_migrations."hr_set_backfill_flag"(
+	"on" bool /* bool */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_set_backfill_flag_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tokens.rs:57
+-- hr_migrations::tokens::hr_token_plaintext_matches
+CREATE  FUNCTION hr_migrations."hr_token_plaintext_matches"(
+	"presented" TEXT, /* & str */
+	"stored" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_token_plaintext_matches_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:24
+-- hr_migrations::credentials::hr_encrypt_credential
+CREATE  FUNCTION hr_migrations."hr_encrypt_credential"(
+	"plaintext" TEXT, /* & str */
+	"associated_data" TEXT DEFAULT '' /* & str */
+) RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL RESTRICTED 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_encrypt_credential_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3657,6 +3556,107 @@ CREATE  FUNCTION hr_migrations."hr_integration_secret_json"(
 IMMUTABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hr_integration_secret_json_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tokens.rs:34
+-- hr_migrations::tokens::hr_hash_token
+CREATE  FUNCTION hr_migrations."hr_hash_token"(
+	"token" TEXT /* & str */
+) RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_hash_token_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:144
+-- hr_migrations::credentials::hr_open_secret
+CREATE  FUNCTION hr_migrations."hr_open_secret"(
+	"envelope" TEXT, /* & str */
+	"associated_data" TEXT /* & str */
+) RETURNS TABLE (
+	"api_key" TEXT,  /* Option < String > */
+	"api_secret" TEXT,  /* Option < String > */
+	"refresh_token" TEXT  /* Option < String > */
+)
+STRICT STABLE PARALLEL RESTRICTED 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_open_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:73
+-- requires:
+--   hr_open_secret
+--   hr_parse_secret
+
+ALTER FUNCTION hr_migrations.hr_open_secret(text, text) ROWS 1;
+ALTER FUNCTION hr_migrations.hr_parse_secret(text) ROWS 1;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/operations.rs:72
+-- hr_migrations::operations::hr_phase_accepts_plaintext
+CREATE  FUNCTION hr_migrations."hr_phase_accepts_plaintext"(
+	"phase" TEXT /* & str */
+) RETURNS bool /* Result < bool, ErrorReport > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_phase_accepts_plaintext_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:90
+-- hr_migrations::credentials::hr_envelope_key_version
+CREATE  FUNCTION hr_migrations."hr_envelope_key_version"(
+	"envelope" TEXT /* & str */
+) RETURNS INT /* Option < i32 > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_envelope_key_version_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:60
+-- hr_migrations::credentials::hr_credential_aad
+CREATE  FUNCTION hr_migrations."hr_credential_aad"(
+	"organization_id" uuid, /* pgrx :: Uuid */
+	"credential_id" uuid /* pgrx :: Uuid */
+) RETURNS TEXT /* String */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_credential_aad_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:123
+-- hr_migrations::credentials::hr_seal_verified
+CREATE  FUNCTION hr_migrations."hr_seal_verified"(
+	"plaintext" TEXT, /* & str */
+	"associated_data" TEXT /* & str */
+) RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL RESTRICTED 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_seal_verified_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:82
+-- hr_migrations::credentials::hr_active_key_version
+CREATE  FUNCTION hr_migrations."hr_active_key_version"() RETURNS INT /* Option < i32 > */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_active_key_version_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/flag.rs:100
+-- hr_migrations::flag::hr_backfill_in_progress
+CREATE  FUNCTION hr_migrations."hr_backfill_in_progress"() RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL RESTRICTED 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_backfill_in_progress_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */

@@ -385,7 +385,7 @@ BEGIN
             IF NOT hr_migrations.hr_phase_accepts_plaintext(hr_migrations.hr_migration_phase(migration)) THEN
                 RAISE EXCEPTION 'cannot roll back % while it is %', migration, hr_migrations.hr_migration_phase(migration)
                     USING ERRCODE = 'object_not_in_prerequisite_state',
-                          HINT = format('SELECT hr_set_phase(%L, ''dual'') first (not possible once contracted)', migration);
+                          HINT = format('SELECT hr_migrations.hr_set_phase(%L, ''dual'') first (not possible once contracted)', migration);
             END IF;
             pending := 't.credential_id IS NOT NULL';
             migrated := 'false';
@@ -481,7 +481,7 @@ BEGIN
                                          api_key, api_secret, refresh_token) THEN
         RAISE EXCEPTION 'the plaintext columns differ from the integration''s credential: not cleared'
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'write the secret again with hr_set_integration_secret(), then SELECT hr_retry_failures(''integration_credentials'')';
+                  HINT = 'write the secret again with hr_set_integration_secret(), then SELECT hr_migrations.hr_retry_failures(''integration_credentials'')';
     END IF;
     RETURN true;
 END
@@ -670,7 +670,7 @@ BEGIN
     IF left_over > 0 THEN
         RAISE EXCEPTION '%: % integrations still hold plaintext: the columns are not dropped', migration, left_over
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'SELECT hr_set_phase(migration, ''enforced''); CALL hr_run_backfill(migration) clears them; then contract again';
+                  HINT = 'SELECT hr_migrations.hr_set_phase(migration, ''enforced''); CALL hr_migrations.hr_run_backfill(migration) clears them; then contract again';
     END IF;
     CALL hr_migrations.hr_ddl(migration, $ddl$
         DROP TRIGGER IF EXISTS {sync_insert_trigger} ON {table};
@@ -708,21 +708,21 @@ BEGIN
     END IF;
     note := concat_ws('; ',
         CASE WHEN pending > 0 AND phase IN ('dual', 'migrated') THEN
-            format('%s integrations still have plaintext only: CALL hr_run_backfill(%L)', pending, migration) END,
+            format('%s integrations still have plaintext only: CALL hr_migrations.hr_run_backfill(%L)', pending, migration) END,
         CASE WHEN phase IN ('dual', 'migrated') AND plaintext_left > 0 THEN
             format('%s integrations still hold plaintext columns (cleared once enforced)', plaintext_left) END,
         CASE WHEN phase = 'enforced' AND plaintext_left > 0 THEN
-            format('plaintext refused and no longer read; %s integrations still hold plaintext (%s pending, %s blocked): CALL hr_run_backfill(%L) clears it',
+            format('plaintext refused and no longer read; %s integrations still hold plaintext (%s pending, %s blocked): CALL hr_migrations.hr_run_backfill(%L) clears it',
                    plaintext_left, pending, blocked, migration)
              WHEN phase = 'enforced' THEN 'plaintext columns cleared and refused' END,
         CASE WHEN phase = 'contracted' AND hr_migrations.hr_column_exists(t, 'api_key') THEN
-            format('CALL hr_run_backfill(%L) drops the plaintext columns', migration)
+            format('CALL hr_migrations.hr_run_backfill(%L) drops the plaintext columns', migration)
              WHEN phase = 'contracted' THEN 'plaintext columns dropped' END,
         CASE WHEN other_failures > 0 THEN
             format('%s rows failed a rewrap or rollback: SELECT * FROM hr_migrations.hr_batch_failures WHERE migration = %L', other_failures, migration) END,
         CASE WHEN phase = 'enforced' THEN hr_migrations.hr_contract_eta(migration) END,
         CASE WHEN orphans > 0 THEN
-            format('%s credentials are orphaned (no integration links them any more): CALL hr_run_batches(%L, ''purge'') deletes them', orphans, migration) END,
+            format('%s credentials are orphaned (no integration links them any more): CALL hr_migrations.hr_run_batches(%L, ''purge'') deletes them', orphans, migration) END,
         'credentials: ' || coalesce(versions, 'none'));
     RETURN note;
 END

@@ -235,7 +235,7 @@ BEGIN
         -- The name given is not repeated: an error never quotes its input.
         RAISE EXCEPTION 'unknown migration: not in hr_migration_registry'
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'SELECT migration FROM hr_migration_status() lists them';
+                  HINT = 'SELECT migration FROM hr_migrations.hr_migration_status() lists them';
     END IF;
     RETURN r;
 END
@@ -362,7 +362,7 @@ BEGIN
     PERFORM hr_migrations.hr_backfill_in_progress();  -- loads the library, which defines the setting
     period := coalesce(current_setting('hr_migrations.deprecation_period', true), '30 days')::interval;
     IF since + period <= now() THEN
-        RETURN format('contracted is possible now: SELECT hr_set_phase(%L, ''contracted'')', migration);
+        RETURN format('contracted is possible now: SELECT hr_migrations.hr_set_phase(%L, ''contracted'')', migration);
     END IF;
     RETURN format('contracted is possible from %s (hr_migrations.deprecation_period = %s)',
                   to_char(since + period, 'YYYY-MM-DD HH24:MI:SS TZ'), period);
@@ -528,7 +528,7 @@ BEGIN
                 RAISE EXCEPTION '%: gave up after % attempts (% s) waiting for a lock: %', migration, attempt,
                         round((waited / 1000)::numeric, 1), pg_catalog.left(regexp_replace(stmt, '\s+', ' ', 'g'), 120)
                     USING ERRCODE = 'lock_not_available',
-                          HINT = 'SELECT * FROM hr_preflight() names the sessions holding the table; run the script again';
+                          HINT = 'SELECT * FROM hr_migrations.hr_preflight() names the sessions holding the table; run the script again';
             END IF;
             -- Exponential backoff from 100 ms to 10 s, with full jitter.
             pause := least(10000, 100 * 2 ^ least(attempt - 1, 10)) * (0.5 + random() / 2);
@@ -1526,7 +1526,7 @@ BEGIN
     IF blockers > 0 THEN
         RAISE EXCEPTION '%: % preflight blockers: nothing was changed', migration, blockers
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'SELECT * FROM hr_preflight() WHERE status = ''blocker'' lists them with their fixes';
+                  HINT = 'SELECT * FROM hr_migrations.hr_preflight() WHERE status = ''blocker'' lists them with their fixes';
     END IF;
 END
 $$;
@@ -1839,7 +1839,7 @@ BEGIN
         round(extract(epoch FROM clock_timestamp() - started)::numeric, 1);
     IF c.pending > 0 OR c.blocked > 0 THEN
         RAISE WARNING '%: %: % rows pending and % rows blocked remain', migration, operation, c.pending, c.blocked
-            USING HINT = 'SELECT * FROM hr_migration_status() and hr_migrations.hr_batch_failures say why; CALL again after fixing them';
+            USING HINT = 'SELECT * FROM hr_migrations.hr_migration_status() and hr_migrations.hr_batch_failures say why; CALL again after fixing them';
     END IF;
     rows_pending := c.pending;
     rows_blocked := c.blocked;

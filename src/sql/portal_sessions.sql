@@ -215,13 +215,13 @@ DECLARE
 BEGIN
     note := concat_ws('; ',
         CASE WHEN pending > 0 THEN
-            format('%s rows have no organization_id yet: CALL hr_run_backfill(%L)', pending, migration) END,
+            format('%s rows have no organization_id yet: CALL hr_migrations.hr_run_backfill(%L)', pending, migration) END,
         CASE WHEN blocked > 0 THEN
-            format('%s rows cannot be resolved (candidate missing or without organization): fix hr_candidates.organization_id or delete those rows, then CALL hr_run_backfill(%L)', blocked, migration) END,
+            format('%s rows cannot be resolved (candidate missing or without organization): fix hr_candidates.organization_id or delete those rows, then CALL hr_migrations.hr_run_backfill(%L)', blocked, migration) END,
         CASE WHEN phase IN ('enforced', 'contracted') AND hr_migrations.hr_column_not_null(t, 'organization_id')
              THEN 'organization_id is NOT NULL; RLS isolates rows by organization'
              WHEN phase = 'enforced'
-             THEN format('writes without organization_id are refused; CALL hr_run_backfill(%L) validates and sets NOT NULL', migration) END);
+             THEN format('writes without organization_id are refused; CALL hr_migrations.hr_run_backfill(%L) validates and sets NOT NULL', migration) END);
     IF note = '' THEN
         note := 'every row has an organization; RLS isolates them by organization';
     END IF;

@@ -325,13 +325,13 @@ BEGIN
     END IF;
     note := concat_ws('; ',
         CASE WHEN pending > 0 AND phase IN ('dual', 'migrated', 'enforced') THEN
-            format('%s plaintext tokens have no hash yet: CALL hr_run_backfill(%L)', pending, migration) END,
+            format('%s plaintext tokens have no hash yet: CALL hr_migrations.hr_run_backfill(%L)', pending, migration) END,
         CASE WHEN phase = 'enforced' THEN
             format('only hashes are stored and accepted; %s legacy plaintext tokens remain in access_token, no longer accepted (erased by the contract phase)', plaintext_left) END,
         CASE WHEN phase = 'contracted' AND pending > 0 THEN
-            format('%s legacy plaintext tokens to erase: CALL hr_run_backfill(%L)', pending, migration) END,
+            format('%s legacy plaintext tokens to erase: CALL hr_migrations.hr_run_backfill(%L)', pending, migration) END,
         CASE WHEN phase = 'contracted' AND pending = 0 AND plaintext_left = 0 AND hr_migrations.hr_column_exists(t, 'access_token') THEN
-            format('plaintext erased; CALL hr_run_backfill(%L) drops access_token', migration) END,
+            format('plaintext erased; CALL hr_migrations.hr_run_backfill(%L) drops access_token', migration) END,
         CASE WHEN phase = 'contracted' AND NOT hr_migrations.hr_column_exists(t, 'access_token') THEN
             'access_token dropped: only hashes exist' END,
         CASE WHEN phase IN ('dual', 'migrated') AND hash_only > 0 THEN
