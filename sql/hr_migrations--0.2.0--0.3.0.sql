@@ -760,30 +760,30 @@ AS $$
           FROM column_types d
           JOIN pg_catalog.pg_constraint c ON c.contypid OPERATOR(pg_catalog.=) d.typ
     ),
-    -- The functions those objects call: directly, through an operator, or
-    -- through an operator class (indexes).
+    -- What those objects depend on.
+    deps AS (
+        SELECT o.rel, o.what, d.refclassid, d.refobjid
+          FROM objs o
+          JOIN pg_catalog.pg_depend d ON d.classid OPERATOR(pg_catalog.=) o.classid
+                                     AND d.objid OPERATOR(pg_catalog.=) o.objid
+    ),
+    -- The functions they call: directly, through an operator, or through
+    -- an operator class (indexes).
     calls AS (
-        SELECT o.rel, o.what, p.oid AS fn
-          FROM objs o
-          JOIN pg_catalog.pg_depend d ON d.classid OPERATOR(pg_catalog.=) o.classid
-                                     AND d.objid OPERATOR(pg_catalog.=) o.objid
-          JOIN pg_catalog.pg_proc p ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
-                                   AND p.oid OPERATOR(pg_catalog.=) d.refobjid
+        SELECT d.rel, d.what, d.refobjid AS fn
+          FROM deps d
+         WHERE d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
         UNION
-        SELECT o.rel, o.what, op.oprcode::pg_catalog.oid
-          FROM objs o
-          JOIN pg_catalog.pg_depend d ON d.classid OPERATOR(pg_catalog.=) o.classid
-                                     AND d.objid OPERATOR(pg_catalog.=) o.objid
-          JOIN pg_catalog.pg_operator op ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_operator'::pg_catalog.regclass
-                                        AND op.oid OPERATOR(pg_catalog.=) d.refobjid
+        SELECT d.rel, d.what, op.oprcode::pg_catalog.oid
+          FROM deps d
+          JOIN pg_catalog.pg_operator op ON op.oid OPERATOR(pg_catalog.=) d.refobjid
+         WHERE d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_operator'::pg_catalog.regclass
         UNION
-        SELECT o.rel, o.what, ap.amproc::pg_catalog.oid
-          FROM objs o
-          JOIN pg_catalog.pg_depend d ON d.classid OPERATOR(pg_catalog.=) o.classid
-                                     AND d.objid OPERATOR(pg_catalog.=) o.objid
-          JOIN pg_catalog.pg_opclass oc ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_opclass'::pg_catalog.regclass
-                                       AND oc.oid OPERATOR(pg_catalog.=) d.refobjid
+        SELECT d.rel, d.what, ap.amproc::pg_catalog.oid
+          FROM deps d
+          JOIN pg_catalog.pg_opclass oc ON oc.oid OPERATOR(pg_catalog.=) d.refobjid
           JOIN pg_catalog.pg_amproc ap ON ap.amprocfamily OPERATOR(pg_catalog.=) oc.opcfamily
+         WHERE d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_opclass'::pg_catalog.regclass
         UNION
         SELECT t.tgrelid, 'trigger ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(t.tgname), t.tgfoid
           FROM pg_catalog.pg_trigger t
@@ -2029,597 +2029,6 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/tokens.rs:11
--- Kind token_hash (migration reference_tokens): salted-hash storage of a
--- table's reference tokens. A table of this kind has `id uuid` and
--- `access_token text` (legacy plaintext); its script adds
--- `access_token_hash text` (token hash v1).
---
--- PL/pgSQL resolves table and column names when a statement first runs, so
--- CREATE EXTENSION works before sql/migrations/001 has created anything.
-
--- The migration of a kind whose table fired a trigger; 39P01 when the table
--- is not registered with that kind. Trigger functions call it first, so
--- none of them can be aimed at another table (a temp table, another
--- tenant's copy) by whoever manages to attach it.
-CREATE FUNCTION hr_migrations.hr_trigger_migration(relid oid, kind text) RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    m text;
-BEGIN
-    SELECT r.migration INTO m FROM hr_migrations.hr_migration_registry r
-     WHERE r.kind = hr_trigger_migration.kind
-       AND to_regclass(format('%I.%I', r.table_schema, r.table_name)) = relid;
-    IF m IS NULL THEN
-        RAISE EXCEPTION 'this hr_migrations trigger function serves only the tables of its migrations, not %', relid::regclass
-            USING ERRCODE = 'trigger_protocol_violated';
-    END IF;
-    RETURN m;
-END
-$$;
-
--- Generic updated_at maintenance for every table (replaces the plan's one
--- function per table). Installed BEFORE UPDATE with
--- WHEN (NOT hr_backfill_in_progress()), so the extension's own batches
--- leave updated_at alone (the plan's bug 6).
-CREATE OR REPLACE FUNCTION hr_migrations.hr_touch_updated_at() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF TG_WHEN <> 'BEFORE' OR TG_OP <> 'UPDATE' OR TG_LEVEL <> 'ROW' THEN
-        RAISE EXCEPTION 'hr_touch_updated_at() must be a BEFORE UPDATE ... FOR EACH ROW trigger (on %)', TG_TABLE_NAME
-            USING ERRCODE = 'trigger_protocol_violated';
-    END IF;
-    IF NOT hr_migrations.hr_backfill_in_progress() THEN
-        NEW.updated_at := now();
-    END IF;
-    RETURN NEW;
-END
-$$;
-
--- The trigger function of this kind, hr_references_token_trigger(), is Rust
--- (src/tokens.rs): it runs once per written row.
-
--- Dual-path verification by reference id (DESIGN.md §4): the hash first,
--- then (before enforced) the legacy plaintext, compared in constant time;
--- the decision is src/dual_path.rs (hr_token_verdict). An empty presented
--- token never verifies. Appends one row to hr_reference_token_validations:
--- reference id, method, success, time; never the token. NULL arguments
--- return false (not NULL) and are logged as 'none'.
--- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
--- It reads hr_references and inserts into the log table; app roles hold no
--- TRIGGER on either (001 revokes it), and batches refuse foreign triggers.
-CREATE FUNCTION hr_migrations.hr_verify_reference_token(reference_id uuid, token text) RETURNS boolean
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    phase text := hr_migrations.hr_require_applied('reference_tokens');
-    stored_token text;
-    stored_hash text;
-    v record;
-BEGIN
-    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
-    IF reference_id IS NOT NULL THEN
-        IF phase = 'contracted' THEN  -- access_token is gone
-            SELECT r.access_token_hash INTO stored_hash
-              FROM public.hr_references r WHERE r.id = reference_id;
-        ELSE
-            SELECT r.access_token, r.access_token_hash INTO stored_token, stored_hash
-              FROM public.hr_references r WHERE r.id = reference_id;
-        END IF;
-    END IF;
-    SELECT * INTO v FROM hr_migrations.hr_token_verdict(
-        hr_migrations.hr_phase_accepts_plaintext(phase), token, stored_hash, stored_token);
-    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_reference_token_validations'::regclass]::oid[]);
-    INSERT INTO public.hr_reference_token_validations (reference_id, method, success)
-    VALUES (reference_id, v.method, v.ok);
-    RETURN v.ok;
-END
-$$;
-
--- A new token for a reference: generated here, stored only as its hash (in
--- every phase), returned once. It replaces any earlier token of the
--- reference, hashed or legacy plaintext (the plaintext is cleared). The
--- token never travels to the database, so no statement or parameter log
--- can hold it. P0002 for an unknown reference, 22004 for NULL.
--- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
-CREATE FUNCTION hr_migrations.hr_issue_reference_token(reference_id uuid) RETURNS text
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    phase text := hr_migrations.hr_require_applied('reference_tokens');
-    tok text := hr_migrations.hr_generate_token();
-BEGIN
-    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
-    IF reference_id IS NULL THEN
-        RAISE EXCEPTION 'reference_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
-    IF phase = 'contracted' THEN
-        UPDATE public.hr_references r SET access_token_hash = hr_migrations.hr_hash_token(tok)
-         WHERE r.id = reference_id;
-    ELSE
-        UPDATE public.hr_references r
-           SET access_token = NULL, access_token_hash = hr_migrations.hr_hash_token(tok)
-         WHERE r.id = reference_id;
-    END IF;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'no reference with that id' USING ERRCODE = 'no_data_found',
-            HINT = 'hr_issue_reference_token() replaces the token of an existing hr_references row';
-    END IF;
-    RETURN tok;
-END
-$$;
-
--- Revokes a reference's token, hashed or plaintext, in every phase: true
--- when there was one. SECURITY DEFINER: EXECUTE for service_role.
-CREATE FUNCTION hr_migrations.hr_revoke_reference_token(reference_id uuid) RETURNS boolean
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    phase text := hr_migrations.hr_require_applied('reference_tokens');
-BEGIN
-    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
-    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
-    IF phase = 'contracted' THEN
-        UPDATE public.hr_references r SET access_token_hash = NULL
-         WHERE r.id = reference_id AND r.access_token_hash IS NOT NULL;
-    ELSE
-        UPDATE public.hr_references r SET access_token = NULL, access_token_hash = NULL
-         WHERE r.id = reference_id AND (r.access_token IS NOT NULL OR r.access_token_hash IS NOT NULL);
-    END IF;
-    RETURN FOUND;
-END
-$$;
-
--- One keyset batch of the backfill (DESIGN.md §4): hashes up to batch_size
--- plaintext tokens that have no hash yet, through the batch engine
--- (hr_engine_batch). Returns rows hashed; 0 = nothing left.
-CREATE FUNCTION hr_migrations.hr_backfill_reference_token_hashes(batch_size integer DEFAULT 5000) RETURNS bigint
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT hr_migrations.hr_require_integrity(); SELECT hr_migrations.hr_engine_batch('reference_tokens', 'backfill', batch_size) $$;
-
--- The engine's view of a token_hash migration (see hr_operation_spec):
---   backfill  rows with a non-empty plaintext token and no hash;
---   erase     (contracted) rows still holding legacy plaintext.
--- Empty tokens are neither pending nor blocked: they verify nothing and
--- are counted in the note.
-CREATE FUNCTION hr_migrations.hr_token_hash_spec(migration text, operation text,
-    OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
-    OUT action text, OUT writes regclass[])
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := hr_migrations.hr_migration_table(migration);
-    has_plaintext boolean := hr_migrations.hr_column_exists(t, 'access_token');
-BEGIN
-    IF t IS NULL THEN
-        RETURN;
-    END IF;
-    blocked := 'false';
-    migrated := 't.access_token_hash IS NOT NULL';
-    writes := ARRAY[t];
-    CASE operation
-        WHEN 'backfill' THEN
-            pending := CASE WHEN has_plaintext
-                THEN 't.access_token IS NOT NULL AND t.access_token <> '''' AND t.access_token_hash IS NULL'
-                ELSE 'false' END;
-            action := 'hr_migrations.hr_token_hash_backfill';
-        WHEN 'erase' THEN
-            pending := CASE WHEN has_plaintext THEN 't.access_token IS NOT NULL' ELSE 'false' END;
-            action := 'hr_migrations.hr_token_hash_erase';
-        ELSE
-            RETURN;
-    END CASE;
-    tbl := t;
-END
-$$;
-
-CREATE FUNCTION hr_migrations.hr_token_hash_phase_operation(migration text, phase text) RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    -- In enforced too: a token written with triggers disabled is hashed,
-    -- or it could never verify again.
-    SELECT CASE phase WHEN 'dual' THEN 'backfill' WHEN 'migrated' THEN 'backfill'
-                      WHEN 'enforced' THEN 'backfill' WHEN 'contracted' THEN 'erase' END
-$$;
-
--- Row action of the backfill: one statement for the whole batch.
-CREATE FUNCTION hr_migrations.hr_token_hash_backfill(migration text, ids uuid[]) RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    n bigint;
-BEGIN
-    EXECUTE format('UPDATE %s t SET access_token_hash = %s.hr_hash_token(t.access_token) WHERE t.id = ANY ($1)',
-                   hr_migrations.hr_migration_table(migration), 'hr_migrations')
-      USING ids;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
-END
-$$;
-
--- Row action of the contract phase: erases legacy plaintext (the flag is
--- on, so the token trigger does not take it for a revocation).
-CREATE FUNCTION hr_migrations.hr_token_hash_erase(migration text, ids uuid[]) RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    n bigint;
-BEGIN
-    EXECUTE format('UPDATE %s t SET access_token = NULL WHERE t.id = ANY ($1)', hr_migrations.hr_migration_table(migration))
-      USING ids;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
-END
-$$;
-
--- applied: the hash column and the token trigger exist (after the contract
--- phase dropped the trigger, the hash column alone). ready: the triggers
--- the script installs are there.
-CREATE FUNCTION hr_migrations.hr_token_hash_state(migration text, OUT applied boolean, OUT ready boolean)
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := hr_migrations.hr_migration_table(migration);
-    contracted boolean := hr_migrations.hr_migration_phase(migration) = 'contracted';
-BEGIN
-    applied := hr_migrations.hr_column_exists(t, 'access_token_hash')
-               AND (contracted OR hr_migrations.hr_trigger_exists(t, hr_migrations.hr_migration_object(migration, 'token_trigger')));
-    ready := applied AND hr_migrations.hr_trigger_exists(t, hr_migrations.hr_migration_object(migration, 'touch_trigger'));
-END
-$$;
-
--- Brief DDL of a phase move: none for tokens. (Entering enforced needs no
--- wait: a token written by a transaction still in flight is hashed by the
--- trigger and its plaintext is legacy data the contract phase erases.)
-CREATE FUNCTION hr_migrations.hr_token_hash_enter(migration text, from_phase text, to_phase text) RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF to_phase = 'migrated' THEN
-        PERFORM hr_migrations.hr_isolate_rows(migration, to_phase);
-    END IF;
-END
-$$;
-
--- The candidates of the request's organization (hr_jwt_organization_id();
--- none without one), for the RLS policies of the references table: a
--- reference belongs to its candidate's organization. SECURITY DEFINER
--- (owner hr_migrations_definer, BYPASSRLS) because authenticated may not
--- read hr_candidates itself; it returns ids of the caller's own
--- organization only. EXECUTE for authenticated (the policies run as it).
-CREATE FUNCTION hr_migrations.hr_organization_candidates() RETURNS SETOF uuid
-LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
-    PERFORM hr_migrations.hr_plain_table('public.hr_candidates'::regclass);
-    RETURN QUERY SELECT c.id FROM public.hr_candidates c
-                  WHERE c.organization_id = hr_migrations.hr_jwt_organization_id();
-END
-$$;
-
--- Closing DDL of a phase, once its batches are done. contracted: drop the
--- token trigger (it served the transition) and the plaintext column.
-CREATE PROCEDURE hr_migrations.hr_token_hash_finish(migration text, phase text)
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    t regclass;
-BEGIN
-    PERFORM hr_migrations.hr_procedure_step();
-    t := hr_migrations.hr_migration_table(migration);
-    IF phase <> 'contracted' OR NOT hr_migrations.hr_column_exists(t, 'access_token') THEN
-        RETURN;
-    END IF;
-    CALL hr_migrations.hr_ddl(migration, $ddl$
-        DROP TRIGGER IF EXISTS {token_trigger} ON {table};
-        ALTER TABLE {table} DROP COLUMN IF EXISTS access_token
-    $ddl$);
-    PERFORM hr_migrations.hr_procedure_step();
-    RAISE NOTICE '%: access_token dropped (VACUUM the table; old row versions, WAL and backups still hold what it held)', migration;
-END
-$$;
-
-CREATE FUNCTION hr_migrations.hr_token_hash_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := hr_migrations.hr_migration_table(migration);
-    empty_tokens bigint := 0;
-    hash_only bigint;
-    plaintext_left bigint := 0;
-    note text;
-BEGIN
-    IF hr_migrations.hr_column_exists(t, 'access_token') THEN
-        EXECUTE format('SELECT count(*) FILTER (WHERE t.access_token = ''''),
-                               count(*) FILTER (WHERE t.access_token IS NULL AND t.access_token_hash IS NOT NULL),
-                               count(*) FILTER (WHERE t.access_token IS NOT NULL)
-                          FROM %s t', t)
-           INTO empty_tokens, hash_only, plaintext_left;
-    END IF;
-    note := concat_ws('; ',
-        CASE WHEN pending > 0 AND phase IN ('dual', 'migrated', 'enforced') THEN
-            format('%s plaintext tokens have no hash yet: CALL hr_migrations.hr_run_backfill(%L)', pending, migration) END,
-        CASE WHEN phase = 'enforced' THEN
-            format('only hashes are stored and accepted; %s legacy plaintext tokens remain in access_token, no longer accepted (erased by the contract phase)', plaintext_left) END,
-        CASE WHEN phase = 'contracted' AND pending > 0 THEN
-            format('%s legacy plaintext tokens to erase: CALL hr_migrations.hr_run_backfill(%L)', pending, migration) END,
-        CASE WHEN phase = 'contracted' AND pending = 0 AND plaintext_left = 0 AND hr_migrations.hr_column_exists(t, 'access_token') THEN
-            format('plaintext erased; CALL hr_migrations.hr_run_backfill(%L) drops access_token', migration) END,
-        CASE WHEN phase = 'contracted' AND NOT hr_migrations.hr_column_exists(t, 'access_token') THEN
-            'access_token dropped: only hashes exist' END,
-        CASE WHEN phase IN ('dual', 'migrated') AND hash_only > 0 THEN
-            format('%s references have no plaintext token left and verify by hash only', hash_only) END,
-        CASE WHEN empty_tokens > 0 THEN
-            format('%s references have an empty token, which is not hashed and never verifies', empty_tokens) END,
-        CASE WHEN phase = 'enforced' THEN hr_migrations.hr_contract_eta(migration) END);
-    IF note = '' THEN
-        note := 'every token has a hash; plaintext is still accepted until enforced';
-    END IF;
-    RETURN note;
-END
-$$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tokens.rs:156
-CREATE FUNCTION hr_migrations."hr_references_token_trigger"() RETURNS trigger
-LANGUAGE c AS 'MODULE_PATHNAME', 'hr_references_token_trigger_v1';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tenancy.rs:11
--- Kind tenant_column (migration portal_sessions): organization isolation.
--- A table of this kind has `id uuid` and `candidate_id uuid`; its script
--- adds `organization_id uuid`, derived from public.hr_candidates, and RLS
--- policies that compare it with the request's organization.
-
--- BEFORE INSERT OR UPDATE OF candidate_id, organization_id, FOR EACH ROW,
--- WHEN (NOT hr_backfill_in_progress()). organization_id is always derived
--- from the row's candidate, so a client cannot attach a row to another
--- organization's candidate: a supplied value that disagrees (or that
--- cannot be confirmed because the candidate is missing or has no
--- organization) is refused with 23514, with one message for every case so
--- it does not tell whether a candidate exists elsewhere.
--- SECURITY DEFINER (owner hr_migrations_definer, BYPASSRLS) so the lookup
--- is not hidden by RLS on hr_candidates; EXECUTE is granted to nobody and
--- hr_trigger_migration() refuses any table but its own, so it cannot be
--- attached to a temp table to read candidates' organizations.
-CREATE OR REPLACE FUNCTION hr_migrations.hr_portal_sessions_org_trigger() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    derived uuid;
-BEGIN
-    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
-    IF TG_WHEN <> 'BEFORE' OR TG_LEVEL <> 'ROW' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
-        RAISE EXCEPTION 'hr_portal_sessions_org_trigger() must be a BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger'
-            USING ERRCODE = 'trigger_protocol_violated';
-    END IF;
-    PERFORM hr_migrations.hr_trigger_migration(TG_RELID, 'tenant_column');
-    IF hr_migrations.hr_backfill_in_progress() THEN
-        RETURN NEW;
-    END IF;
-    IF TG_OP = 'UPDATE'
-       AND NEW.candidate_id IS NOT DISTINCT FROM OLD.candidate_id
-       AND NEW.organization_id IS NOT DISTINCT FROM OLD.organization_id THEN
-        RETURN NEW;
-    END IF;
-    PERFORM hr_migrations.hr_plain_table('public.hr_candidates'::regclass);
-    SELECT c.organization_id INTO derived
-      FROM public.hr_candidates c
-     WHERE c.id = NEW.candidate_id;
-    -- On UPDATE, an organization_id carried over unchanged from the old row
-    -- was not supplied by the caller: it is simply re-derived.
-    IF NEW.organization_id IS NOT NULL AND NEW.organization_id IS DISTINCT FROM derived
-       AND (TG_OP = 'INSERT' OR NEW.organization_id IS DISTINCT FROM OLD.organization_id) THEN
-        RAISE EXCEPTION 'organization_id does not match the organization of the row''s candidate'
-            USING ERRCODE = 'check_violation',
-                  TABLE = TG_TABLE_NAME, COLUMN = 'organization_id',
-                  HINT = 'leave organization_id out: it is derived from hr_candidates';
-    END IF;
-    NEW.organization_id := derived;
-    RETURN NEW;
-END
-$$;
-
--- One keyset batch of the backfill (DESIGN.md §4), through the engine.
-CREATE FUNCTION hr_migrations.hr_backfill_portal_session_organizations(batch_size integer DEFAULT 5000) RETURNS bigint
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT hr_migrations.hr_require_integrity(); SELECT hr_migrations.hr_engine_batch('portal_sessions', 'backfill', batch_size) $$;
-
--- The engine's view of a tenant_column migration: rows without
--- organization_id are pending when their candidate has one, blocked when
--- the candidate is missing or has none (never guessed, never looped over).
-CREATE FUNCTION hr_migrations.hr_tenant_column_spec(migration text, operation text,
-    OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
-    OUT action text, OUT writes regclass[])
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := hr_migrations.hr_migration_table(migration);
-    resolvable constant text :=
-        'EXISTS (SELECT 1 FROM public.hr_candidates c WHERE c.id = t.candidate_id AND c.organization_id IS NOT NULL)';
-BEGIN
-    IF t IS NULL OR operation <> 'backfill' THEN
-        RETURN;
-    END IF;
-    PERFORM hr_migrations.hr_plain_table('public.hr_candidates'::regclass);
-    tbl := t;
-    pending := 't.organization_id IS NULL AND ' || resolvable;
-    blocked := 't.organization_id IS NULL AND NOT ' || resolvable;
-    migrated := 't.organization_id IS NOT NULL';
-    action := 'hr_migrations.hr_tenant_column_backfill';
-    writes := ARRAY[t];
-END
-$$;
-
-CREATE FUNCTION hr_migrations.hr_tenant_column_phase_operation(migration text, phase text) RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT CASE WHEN phase IN ('dual', 'migrated') THEN 'backfill' END $$;
-
--- Row action of the backfill: the organization is looked up per row by
--- primary key, so the UPDATE cannot become a hash join over either table.
-CREATE FUNCTION hr_migrations.hr_tenant_column_backfill(migration text, ids uuid[]) RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    n bigint;
-BEGIN
-    EXECUTE format('UPDATE %s t
-                       SET organization_id = (SELECT c.organization_id FROM public.hr_candidates c
-                                               WHERE c.id = t.candidate_id)
-                     WHERE t.id = ANY ($1)', hr_migrations.hr_migration_table(migration))
-      USING ids;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
-END
-$$;
-
--- applied: organization_id and the org trigger exist. ready: row level
--- security is on and the four policies the registry names exist.
-CREATE FUNCTION hr_migrations.hr_tenant_column_state(migration text, OUT applied boolean, OUT ready boolean)
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := hr_migrations.hr_migration_table(migration);
-    o jsonb := (hr_migrations.hr_migration_entry(migration)).objects;
-BEGIN
-    applied := hr_migrations.hr_column_exists(t, 'organization_id')
-               AND hr_migrations.hr_trigger_exists(t, o ->> 'org_trigger');
-    ready := applied
-        AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t AND c.relrowsecurity)
-        AND (SELECT count(*) FROM pg_catalog.pg_policy p
-              WHERE p.polrelid = t
-                AND p.polname IN (o ->> 'policy_select', o ->> 'policy_insert',
-                                  o ->> 'policy_update', o ->> 'policy_delete')) = 4;
-END
-$$;
-
--- Brief DDL of a phase move. Into enforced: CHECK (organization_id IS NOT
--- NULL) NOT VALID, which refuses writes without an organization from now on
--- (ACCESS EXCLUSIVE for milliseconds, no scan); the validating scan and SET
--- NOT NULL are the phase's closing work (hr_tenant_column_finish), outside
--- ACCESS EXCLUSIVE. Out of enforced: NOT NULL and the check are dropped.
-CREATE FUNCTION hr_migrations.hr_tenant_column_enter(migration text, from_phase text, to_phase text) RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := hr_migrations.hr_migration_table(migration);
-    chk text := hr_migrations.hr_migration_object(migration, 'not_null_check');
-    valid boolean;
-BEGIN
-    PERFORM hr_migrations.hr_bound_lock_wait();
-    IF to_phase = 'enforced' THEN
-        SELECT c.convalidated INTO valid FROM pg_catalog.pg_constraint c WHERE c.conrelid = t AND c.conname = chk;
-        IF hr_migrations.hr_column_not_null(t, 'organization_id') THEN
-            NULL;
-        ELSIF valid THEN
-            -- Validated beforehand (docs/runbook.md, large tables): SET NOT
-            -- NULL uses it instead of scanning; nothing is left to finish.
-            EXECUTE format('ALTER TABLE %s ALTER COLUMN organization_id SET NOT NULL', t);
-            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', t, chk);
-        ELSIF valid IS NULL THEN
-            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I CHECK (organization_id IS NOT NULL) NOT VALID', t, chk);
-        END IF;
-    ELSIF from_phase = 'enforced' AND to_phase IN ('dual', 'migrated') THEN
-        EXECUTE format('ALTER TABLE %s ALTER COLUMN organization_id DROP NOT NULL', t);
-        IF EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = t AND conname = chk) THEN
-            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', t, chk);
-        END IF;
-    END IF;
-END
-$$;
-
--- Closing DDL of enforced: VALIDATE the check (SHARE UPDATE EXCLUSIVE:
--- reads and writes go on during the scan), COMMIT, then SET NOT NULL, which
--- uses the validated check instead of scanning (ACCESS EXCLUSIVE, brief),
--- and drop the check. Idempotent.
-CREATE PROCEDURE hr_migrations.hr_tenant_column_finish(migration text, phase text)
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    t regclass;
-    chk text;
-    valid boolean;
-BEGIN
-    PERFORM hr_migrations.hr_procedure_step();
-    t := hr_migrations.hr_migration_table(migration);
-    chk := hr_migrations.hr_migration_object(migration, 'not_null_check');
-    IF phase <> 'enforced' THEN
-        RETURN;
-    END IF;
-    SELECT c.convalidated INTO valid FROM pg_catalog.pg_constraint c WHERE c.conrelid = t AND c.conname = chk;
-    IF valid IS NOT NULL AND NOT valid THEN
-        PERFORM pg_catalog.set_config('lock_timeout', '0', true);  -- SHARE UPDATE EXCLUSIVE blocks no app traffic
-        EXECUTE pg_catalog.format('ALTER TABLE %s VALIDATE CONSTRAINT %I', t, chk);
-        COMMIT;
-        PERFORM hr_migrations.hr_procedure_step();
-        valid := true;
-    END IF;
-    IF valid THEN
-        CALL hr_migrations.hr_ddl(migration, $ddl$
-            ALTER TABLE {table} ALTER COLUMN organization_id SET NOT NULL;
-            ALTER TABLE {table} DROP CONSTRAINT {not_null_check}
-        $ddl$);
-        PERFORM hr_migrations.hr_procedure_step();
-        RAISE NOTICE '%: organization_id is NOT NULL', migration;
-    END IF;
-END
-$$;
-
-CREATE FUNCTION hr_migrations.hr_tenant_column_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t regclass := hr_migrations.hr_migration_table(migration);
-    note text;
-BEGIN
-    note := concat_ws('; ',
-        CASE WHEN pending > 0 THEN
-            format('%s rows have no organization_id yet: CALL hr_migrations.hr_run_backfill(%L)', pending, migration) END,
-        CASE WHEN blocked > 0 THEN
-            format('%s rows cannot be resolved (candidate missing or without organization): fix hr_candidates.organization_id or delete those rows, then CALL hr_migrations.hr_run_backfill(%L)', blocked, migration) END,
-        CASE WHEN phase IN ('enforced', 'contracted') AND hr_migrations.hr_column_not_null(t, 'organization_id')
-             THEN 'organization_id is NOT NULL; RLS isolates rows by organization'
-             WHEN phase = 'enforced'
-             THEN format('writes without organization_id are refused; CALL hr_migrations.hr_run_backfill(%L) validates and sets NOT NULL', migration) END);
-    IF note = '' THEN
-        note := 'every row has an organization; RLS isolates them by organization';
-    END IF;
-    RETURN note;
-END
-$$;
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/credentials.rs:65
 -- Kind credential_move (migration integration_credentials): job-board
 -- credentials moved into AES-256-GCM envelopes in a credentials table. A
@@ -3353,29 +2762,663 @@ $$;
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/tokens.rs:11
+-- Kind token_hash (migration reference_tokens): salted-hash storage of a
+-- table's reference tokens. A table of this kind has `id uuid` and
+-- `access_token text` (legacy plaintext); its script adds
+-- `access_token_hash text` (token hash v1).
+--
+-- PL/pgSQL resolves table and column names when a statement first runs, so
+-- CREATE EXTENSION works before sql/migrations/001 has created anything.
+
+-- The migration of a kind whose table fired a trigger; 39P01 when the table
+-- is not registered with that kind. Trigger functions call it first, so
+-- none of them can be aimed at another table (a temp table, another
+-- tenant's copy) by whoever manages to attach it.
+CREATE FUNCTION hr_migrations.hr_trigger_migration(relid oid, kind text) RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m text;
+BEGIN
+    SELECT r.migration INTO m FROM hr_migrations.hr_migration_registry r
+     WHERE r.kind = hr_trigger_migration.kind
+       AND to_regclass(format('%I.%I', r.table_schema, r.table_name)) = relid;
+    IF m IS NULL THEN
+        RAISE EXCEPTION 'this hr_migrations trigger function serves only the tables of its migrations, not %', relid::regclass
+            USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
+    RETURN m;
+END
+$$;
+
+-- Generic updated_at maintenance for every table (replaces the plan's one
+-- function per table). Installed BEFORE UPDATE with
+-- WHEN (NOT hr_backfill_in_progress()), so the extension's own batches
+-- leave updated_at alone (the plan's bug 6).
+CREATE OR REPLACE FUNCTION hr_migrations.hr_touch_updated_at() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_WHEN <> 'BEFORE' OR TG_OP <> 'UPDATE' OR TG_LEVEL <> 'ROW' THEN
+        RAISE EXCEPTION 'hr_touch_updated_at() must be a BEFORE UPDATE ... FOR EACH ROW trigger (on %)', TG_TABLE_NAME
+            USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
+    IF NOT hr_migrations.hr_backfill_in_progress() THEN
+        NEW.updated_at := now();
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- The trigger function of this kind, hr_references_token_trigger(), is Rust
+-- (src/tokens.rs): it runs once per written row.
+
+-- Dual-path verification by reference id (DESIGN.md §4): the hash first,
+-- then (before enforced) the legacy plaintext, compared in constant time;
+-- the decision is src/dual_path.rs (hr_token_verdict). An empty presented
+-- token never verifies. Appends one row to hr_reference_token_validations:
+-- reference id, method, success, time; never the token. NULL arguments
+-- return false (not NULL) and are logged as 'none'.
+-- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
+-- It reads hr_references and inserts into the log table; app roles hold no
+-- TRIGGER on either (001 revokes it), and batches refuse foreign triggers.
+CREATE FUNCTION hr_migrations.hr_verify_reference_token(reference_id uuid, token text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    phase text := hr_migrations.hr_require_applied('reference_tokens');
+    stored_token text;
+    stored_hash text;
+    v record;
+BEGIN
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
+    IF reference_id IS NOT NULL THEN
+        IF phase = 'contracted' THEN  -- access_token is gone
+            SELECT r.access_token_hash INTO stored_hash
+              FROM public.hr_references r WHERE r.id = reference_id;
+        ELSE
+            SELECT r.access_token, r.access_token_hash INTO stored_token, stored_hash
+              FROM public.hr_references r WHERE r.id = reference_id;
+        END IF;
+    END IF;
+    SELECT * INTO v FROM hr_migrations.hr_token_verdict(
+        hr_migrations.hr_phase_accepts_plaintext(phase), token, stored_hash, stored_token);
+    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_reference_token_validations'::regclass]::oid[]);
+    INSERT INTO public.hr_reference_token_validations (reference_id, method, success)
+    VALUES (reference_id, v.method, v.ok);
+    RETURN v.ok;
+END
+$$;
+
+-- A new token for a reference: generated here, stored only as its hash (in
+-- every phase), returned once. It replaces any earlier token of the
+-- reference, hashed or legacy plaintext (the plaintext is cleared). The
+-- token never travels to the database, so no statement or parameter log
+-- can hold it. P0002 for an unknown reference, 22004 for NULL.
+-- SECURITY DEFINER (owner hr_migrations_definer): EXECUTE for service_role.
+CREATE FUNCTION hr_migrations.hr_issue_reference_token(reference_id uuid) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    phase text := hr_migrations.hr_require_applied('reference_tokens');
+    tok text := hr_migrations.hr_generate_token();
+BEGIN
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
+    IF reference_id IS NULL THEN
+        RAISE EXCEPTION 'reference_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
+    IF phase = 'contracted' THEN
+        UPDATE public.hr_references r SET access_token_hash = hr_migrations.hr_hash_token(tok)
+         WHERE r.id = reference_id;
+    ELSE
+        UPDATE public.hr_references r
+           SET access_token = NULL, access_token_hash = hr_migrations.hr_hash_token(tok)
+         WHERE r.id = reference_id;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no reference with that id' USING ERRCODE = 'no_data_found',
+            HINT = 'hr_issue_reference_token() replaces the token of an existing hr_references row';
+    END IF;
+    RETURN tok;
+END
+$$;
+
+-- Revokes a reference's token, hashed or plaintext, in every phase: true
+-- when there was one. SECURITY DEFINER: EXECUTE for service_role.
+CREATE FUNCTION hr_migrations.hr_revoke_reference_token(reference_id uuid) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    phase text := hr_migrations.hr_require_applied('reference_tokens');
+BEGIN
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
+    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
+    IF phase = 'contracted' THEN
+        UPDATE public.hr_references r SET access_token_hash = NULL
+         WHERE r.id = reference_id AND r.access_token_hash IS NOT NULL;
+    ELSE
+        UPDATE public.hr_references r SET access_token = NULL, access_token_hash = NULL
+         WHERE r.id = reference_id AND (r.access_token IS NOT NULL OR r.access_token_hash IS NOT NULL);
+    END IF;
+    RETURN FOUND;
+END
+$$;
+
+-- One keyset batch of the backfill (DESIGN.md §4): hashes up to batch_size
+-- plaintext tokens that have no hash yet, through the batch engine
+-- (hr_engine_batch). Returns rows hashed; 0 = nothing left.
+CREATE FUNCTION hr_migrations.hr_backfill_reference_token_hashes(batch_size integer DEFAULT 5000) RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT hr_migrations.hr_require_integrity(); SELECT hr_migrations.hr_engine_batch('reference_tokens', 'backfill', batch_size) $$;
+
+-- The engine's view of a token_hash migration (see hr_operation_spec):
+--   backfill  rows with a non-empty plaintext token and no hash;
+--   erase     (contracted) rows still holding legacy plaintext.
+-- Empty tokens are neither pending nor blocked: they verify nothing and
+-- are counted in the note.
+CREATE FUNCTION hr_migrations.hr_token_hash_spec(migration text, operation text,
+    OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
+    OUT action text, OUT writes regclass[])
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := hr_migrations.hr_migration_table(migration);
+    has_plaintext boolean := hr_migrations.hr_column_exists(t, 'access_token');
+BEGIN
+    IF t IS NULL THEN
+        RETURN;
+    END IF;
+    blocked := 'false';
+    migrated := 't.access_token_hash IS NOT NULL';
+    writes := ARRAY[t];
+    CASE operation
+        WHEN 'backfill' THEN
+            pending := CASE WHEN has_plaintext
+                THEN 't.access_token IS NOT NULL AND t.access_token <> '''' AND t.access_token_hash IS NULL'
+                ELSE 'false' END;
+            action := 'hr_migrations.hr_token_hash_backfill';
+        WHEN 'erase' THEN
+            pending := CASE WHEN has_plaintext THEN 't.access_token IS NOT NULL' ELSE 'false' END;
+            action := 'hr_migrations.hr_token_hash_erase';
+        ELSE
+            RETURN;
+    END CASE;
+    tbl := t;
+END
+$$;
+
+CREATE FUNCTION hr_migrations.hr_token_hash_phase_operation(migration text, phase text) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- In enforced too: a token written with triggers disabled is hashed,
+    -- or it could never verify again.
+    SELECT CASE phase WHEN 'dual' THEN 'backfill' WHEN 'migrated' THEN 'backfill'
+                      WHEN 'enforced' THEN 'backfill' WHEN 'contracted' THEN 'erase' END
+$$;
+
+-- Row action of the backfill: one statement for the whole batch.
+CREATE FUNCTION hr_migrations.hr_token_hash_backfill(migration text, ids uuid[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format('UPDATE %s t SET access_token_hash = %s.hr_hash_token(t.access_token) WHERE t.id = ANY ($1)',
+                   hr_migrations.hr_migration_table(migration), 'hr_migrations')
+      USING ids;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Row action of the contract phase: erases legacy plaintext (the flag is
+-- on, so the token trigger does not take it for a revocation).
+CREATE FUNCTION hr_migrations.hr_token_hash_erase(migration text, ids uuid[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format('UPDATE %s t SET access_token = NULL WHERE t.id = ANY ($1)', hr_migrations.hr_migration_table(migration))
+      USING ids;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- applied: the hash column and the token trigger exist (after the contract
+-- phase dropped the trigger, the hash column alone). ready: the triggers
+-- the script installs are there.
+CREATE FUNCTION hr_migrations.hr_token_hash_state(migration text, OUT applied boolean, OUT ready boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := hr_migrations.hr_migration_table(migration);
+    contracted boolean := hr_migrations.hr_migration_phase(migration) = 'contracted';
+BEGIN
+    applied := hr_migrations.hr_column_exists(t, 'access_token_hash')
+               AND (contracted OR hr_migrations.hr_trigger_exists(t, hr_migrations.hr_migration_object(migration, 'token_trigger')));
+    ready := applied AND hr_migrations.hr_trigger_exists(t, hr_migrations.hr_migration_object(migration, 'touch_trigger'));
+END
+$$;
+
+-- Brief DDL of a phase move: none for tokens. (Entering enforced needs no
+-- wait: a token written by a transaction still in flight is hashed by the
+-- trigger and its plaintext is legacy data the contract phase erases.)
+CREATE FUNCTION hr_migrations.hr_token_hash_enter(migration text, from_phase text, to_phase text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF to_phase = 'migrated' THEN
+        PERFORM hr_migrations.hr_isolate_rows(migration, to_phase);
+    END IF;
+END
+$$;
+
+-- The candidates of the request's organization (hr_jwt_organization_id();
+-- none without one), for the RLS policies of the references table: a
+-- reference belongs to its candidate's organization. SECURITY DEFINER
+-- (owner hr_migrations_definer, BYPASSRLS) because authenticated may not
+-- read hr_candidates itself; it returns ids of the caller's own
+-- organization only. EXECUTE for authenticated (the policies run as it).
+CREATE FUNCTION hr_migrations.hr_organization_candidates() RETURNS SETOF uuid
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
+    PERFORM hr_migrations.hr_plain_table('public.hr_candidates'::regclass);
+    RETURN QUERY SELECT c.id FROM public.hr_candidates c
+                  WHERE c.organization_id = hr_migrations.hr_jwt_organization_id();
+END
+$$;
+
+-- Closing DDL of a phase, once its batches are done. contracted: drop the
+-- token trigger (it served the transition) and the plaintext column.
+CREATE PROCEDURE hr_migrations.hr_token_hash_finish(migration text, phase text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    t regclass;
+BEGIN
+    PERFORM hr_migrations.hr_procedure_step();
+    t := hr_migrations.hr_migration_table(migration);
+    IF phase <> 'contracted' OR NOT hr_migrations.hr_column_exists(t, 'access_token') THEN
+        RETURN;
+    END IF;
+    CALL hr_migrations.hr_ddl(migration, $ddl$
+        DROP TRIGGER IF EXISTS {token_trigger} ON {table};
+        ALTER TABLE {table} DROP COLUMN IF EXISTS access_token
+    $ddl$);
+    PERFORM hr_migrations.hr_procedure_step();
+    RAISE NOTICE '%: access_token dropped (VACUUM the table; old row versions, WAL and backups still hold what it held)', migration;
+END
+$$;
+
+CREATE FUNCTION hr_migrations.hr_token_hash_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := hr_migrations.hr_migration_table(migration);
+    empty_tokens bigint := 0;
+    hash_only bigint;
+    plaintext_left bigint := 0;
+    note text;
+BEGIN
+    IF hr_migrations.hr_column_exists(t, 'access_token') THEN
+        EXECUTE format('SELECT count(*) FILTER (WHERE t.access_token = ''''),
+                               count(*) FILTER (WHERE t.access_token IS NULL AND t.access_token_hash IS NOT NULL),
+                               count(*) FILTER (WHERE t.access_token IS NOT NULL)
+                          FROM %s t', t)
+           INTO empty_tokens, hash_only, plaintext_left;
+    END IF;
+    note := concat_ws('; ',
+        CASE WHEN pending > 0 AND phase IN ('dual', 'migrated', 'enforced') THEN
+            format('%s plaintext tokens have no hash yet: CALL hr_migrations.hr_run_backfill(%L)', pending, migration) END,
+        CASE WHEN phase = 'enforced' THEN
+            format('only hashes are stored and accepted; %s legacy plaintext tokens remain in access_token, no longer accepted (erased by the contract phase)', plaintext_left) END,
+        CASE WHEN phase = 'contracted' AND pending > 0 THEN
+            format('%s legacy plaintext tokens to erase: CALL hr_migrations.hr_run_backfill(%L)', pending, migration) END,
+        CASE WHEN phase = 'contracted' AND pending = 0 AND plaintext_left = 0 AND hr_migrations.hr_column_exists(t, 'access_token') THEN
+            format('plaintext erased; CALL hr_migrations.hr_run_backfill(%L) drops access_token', migration) END,
+        CASE WHEN phase = 'contracted' AND NOT hr_migrations.hr_column_exists(t, 'access_token') THEN
+            'access_token dropped: only hashes exist' END,
+        CASE WHEN phase IN ('dual', 'migrated') AND hash_only > 0 THEN
+            format('%s references have no plaintext token left and verify by hash only', hash_only) END,
+        CASE WHEN empty_tokens > 0 THEN
+            format('%s references have an empty token, which is not hashed and never verifies', empty_tokens) END,
+        CASE WHEN phase = 'enforced' THEN hr_migrations.hr_contract_eta(migration) END);
+    IF note = '' THEN
+        note := 'every token has a hash; plaintext is still accepted until enforced';
+    END IF;
+    RETURN note;
+END
+$$;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tenancy.rs:11
+-- Kind tenant_column (migration portal_sessions): organization isolation.
+-- A table of this kind has `id uuid` and `candidate_id uuid`; its script
+-- adds `organization_id uuid`, derived from public.hr_candidates, and RLS
+-- policies that compare it with the request's organization.
+
+-- BEFORE INSERT OR UPDATE OF candidate_id, organization_id, FOR EACH ROW,
+-- WHEN (NOT hr_backfill_in_progress()). organization_id is always derived
+-- from the row's candidate, so a client cannot attach a row to another
+-- organization's candidate: a supplied value that disagrees (or that
+-- cannot be confirmed because the candidate is missing or has no
+-- organization) is refused with 23514, with one message for every case so
+-- it does not tell whether a candidate exists elsewhere.
+-- SECURITY DEFINER (owner hr_migrations_definer, BYPASSRLS) so the lookup
+-- is not hidden by RLS on hr_candidates; EXECUTE is granted to nobody and
+-- hr_trigger_migration() refuses any table but its own, so it cannot be
+-- attached to a temp table to read candidates' organizations.
+CREATE OR REPLACE FUNCTION hr_migrations.hr_portal_sessions_org_trigger() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    derived uuid;
+BEGIN
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
+    IF TG_WHEN <> 'BEFORE' OR TG_LEVEL <> 'ROW' OR TG_OP NOT IN ('INSERT', 'UPDATE') THEN
+        RAISE EXCEPTION 'hr_portal_sessions_org_trigger() must be a BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger'
+            USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
+    PERFORM hr_migrations.hr_trigger_migration(TG_RELID, 'tenant_column');
+    IF hr_migrations.hr_backfill_in_progress() THEN
+        RETURN NEW;
+    END IF;
+    IF TG_OP = 'UPDATE'
+       AND NEW.candidate_id IS NOT DISTINCT FROM OLD.candidate_id
+       AND NEW.organization_id IS NOT DISTINCT FROM OLD.organization_id THEN
+        RETURN NEW;
+    END IF;
+    PERFORM hr_migrations.hr_plain_table('public.hr_candidates'::regclass);
+    SELECT c.organization_id INTO derived
+      FROM public.hr_candidates c
+     WHERE c.id = NEW.candidate_id;
+    -- On UPDATE, an organization_id carried over unchanged from the old row
+    -- was not supplied by the caller: it is simply re-derived.
+    IF NEW.organization_id IS NOT NULL AND NEW.organization_id IS DISTINCT FROM derived
+       AND (TG_OP = 'INSERT' OR NEW.organization_id IS DISTINCT FROM OLD.organization_id) THEN
+        RAISE EXCEPTION 'organization_id does not match the organization of the row''s candidate'
+            USING ERRCODE = 'check_violation',
+                  TABLE = TG_TABLE_NAME, COLUMN = 'organization_id',
+                  HINT = 'leave organization_id out: it is derived from hr_candidates';
+    END IF;
+    NEW.organization_id := derived;
+    RETURN NEW;
+END
+$$;
+
+-- One keyset batch of the backfill (DESIGN.md §4), through the engine.
+CREATE FUNCTION hr_migrations.hr_backfill_portal_session_organizations(batch_size integer DEFAULT 5000) RETURNS bigint
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT hr_migrations.hr_require_integrity(); SELECT hr_migrations.hr_engine_batch('portal_sessions', 'backfill', batch_size) $$;
+
+-- The engine's view of a tenant_column migration: rows without
+-- organization_id are pending when their candidate has one, blocked when
+-- the candidate is missing or has none (never guessed, never looped over).
+CREATE FUNCTION hr_migrations.hr_tenant_column_spec(migration text, operation text,
+    OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
+    OUT action text, OUT writes regclass[])
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := hr_migrations.hr_migration_table(migration);
+    resolvable constant text :=
+        'EXISTS (SELECT 1 FROM public.hr_candidates c WHERE c.id = t.candidate_id AND c.organization_id IS NOT NULL)';
+BEGIN
+    IF t IS NULL OR operation <> 'backfill' THEN
+        RETURN;
+    END IF;
+    PERFORM hr_migrations.hr_plain_table('public.hr_candidates'::regclass);
+    tbl := t;
+    pending := 't.organization_id IS NULL AND ' || resolvable;
+    blocked := 't.organization_id IS NULL AND NOT ' || resolvable;
+    migrated := 't.organization_id IS NOT NULL';
+    action := 'hr_migrations.hr_tenant_column_backfill';
+    writes := ARRAY[t];
+END
+$$;
+
+CREATE FUNCTION hr_migrations.hr_tenant_column_phase_operation(migration text, phase text) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT CASE WHEN phase IN ('dual', 'migrated') THEN 'backfill' END $$;
+
+-- Row action of the backfill: the organization is looked up per row by
+-- primary key, so the UPDATE cannot become a hash join over either table.
+CREATE FUNCTION hr_migrations.hr_tenant_column_backfill(migration text, ids uuid[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format('UPDATE %s t
+                       SET organization_id = (SELECT c.organization_id FROM public.hr_candidates c
+                                               WHERE c.id = t.candidate_id)
+                     WHERE t.id = ANY ($1)', hr_migrations.hr_migration_table(migration))
+      USING ids;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- applied: organization_id and the org trigger exist. ready: row level
+-- security is on and the four policies the registry names exist.
+CREATE FUNCTION hr_migrations.hr_tenant_column_state(migration text, OUT applied boolean, OUT ready boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := hr_migrations.hr_migration_table(migration);
+    o jsonb := (hr_migrations.hr_migration_entry(migration)).objects;
+BEGIN
+    applied := hr_migrations.hr_column_exists(t, 'organization_id')
+               AND hr_migrations.hr_trigger_exists(t, o ->> 'org_trigger');
+    ready := applied
+        AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = t AND c.relrowsecurity)
+        AND (SELECT count(*) FROM pg_catalog.pg_policy p
+              WHERE p.polrelid = t
+                AND p.polname IN (o ->> 'policy_select', o ->> 'policy_insert',
+                                  o ->> 'policy_update', o ->> 'policy_delete')) = 4;
+END
+$$;
+
+-- Brief DDL of a phase move. Into enforced: CHECK (organization_id IS NOT
+-- NULL) NOT VALID, which refuses writes without an organization from now on
+-- (ACCESS EXCLUSIVE for milliseconds, no scan); the validating scan and SET
+-- NOT NULL are the phase's closing work (hr_tenant_column_finish), outside
+-- ACCESS EXCLUSIVE. Out of enforced: NOT NULL and the check are dropped.
+CREATE FUNCTION hr_migrations.hr_tenant_column_enter(migration text, from_phase text, to_phase text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := hr_migrations.hr_migration_table(migration);
+    chk text := hr_migrations.hr_migration_object(migration, 'not_null_check');
+    valid boolean;
+BEGIN
+    PERFORM hr_migrations.hr_bound_lock_wait();
+    IF to_phase = 'enforced' THEN
+        SELECT c.convalidated INTO valid FROM pg_catalog.pg_constraint c WHERE c.conrelid = t AND c.conname = chk;
+        IF hr_migrations.hr_column_not_null(t, 'organization_id') THEN
+            NULL;
+        ELSIF valid THEN
+            -- Validated beforehand (docs/runbook.md, large tables): SET NOT
+            -- NULL uses it instead of scanning; nothing is left to finish.
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN organization_id SET NOT NULL', t);
+            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', t, chk);
+        ELSIF valid IS NULL THEN
+            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I CHECK (organization_id IS NOT NULL) NOT VALID', t, chk);
+        END IF;
+    ELSIF from_phase = 'enforced' AND to_phase IN ('dual', 'migrated') THEN
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN organization_id DROP NOT NULL', t);
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = t AND conname = chk) THEN
+            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', t, chk);
+        END IF;
+    END IF;
+END
+$$;
+
+-- Closing DDL of enforced: VALIDATE the check (SHARE UPDATE EXCLUSIVE:
+-- reads and writes go on during the scan), COMMIT, then SET NOT NULL, which
+-- uses the validated check instead of scanning (ACCESS EXCLUSIVE, brief),
+-- and drop the check. Idempotent.
+CREATE PROCEDURE hr_migrations.hr_tenant_column_finish(migration text, phase text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    t regclass;
+    chk text;
+    valid boolean;
+BEGIN
+    PERFORM hr_migrations.hr_procedure_step();
+    t := hr_migrations.hr_migration_table(migration);
+    chk := hr_migrations.hr_migration_object(migration, 'not_null_check');
+    IF phase <> 'enforced' THEN
+        RETURN;
+    END IF;
+    SELECT c.convalidated INTO valid FROM pg_catalog.pg_constraint c WHERE c.conrelid = t AND c.conname = chk;
+    IF valid IS NOT NULL AND NOT valid THEN
+        PERFORM pg_catalog.set_config('lock_timeout', '0', true);  -- SHARE UPDATE EXCLUSIVE blocks no app traffic
+        EXECUTE pg_catalog.format('ALTER TABLE %s VALIDATE CONSTRAINT %I', t, chk);
+        COMMIT;
+        PERFORM hr_migrations.hr_procedure_step();
+        valid := true;
+    END IF;
+    IF valid THEN
+        CALL hr_migrations.hr_ddl(migration, $ddl$
+            ALTER TABLE {table} ALTER COLUMN organization_id SET NOT NULL;
+            ALTER TABLE {table} DROP CONSTRAINT {not_null_check}
+        $ddl$);
+        PERFORM hr_migrations.hr_procedure_step();
+        RAISE NOTICE '%: organization_id is NOT NULL', migration;
+    END IF;
+END
+$$;
+
+CREATE FUNCTION hr_migrations.hr_tenant_column_note(migration text, phase text, pending bigint, blocked bigint, other_failures bigint)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass := hr_migrations.hr_migration_table(migration);
+    note text;
+BEGIN
+    note := concat_ws('; ',
+        CASE WHEN pending > 0 THEN
+            format('%s rows have no organization_id yet: CALL hr_migrations.hr_run_backfill(%L)', pending, migration) END,
+        CASE WHEN blocked > 0 THEN
+            format('%s rows cannot be resolved (candidate missing or without organization): fix hr_candidates.organization_id or delete those rows, then CALL hr_migrations.hr_run_backfill(%L)', blocked, migration) END,
+        CASE WHEN phase IN ('enforced', 'contracted') AND hr_migrations.hr_column_not_null(t, 'organization_id')
+             THEN 'organization_id is NOT NULL; RLS isolates rows by organization'
+             WHEN phase = 'enforced'
+             THEN format('writes without organization_id are refused; CALL hr_migrations.hr_run_backfill(%L) validates and sets NOT NULL', migration) END);
+    IF note = '' THEN
+        note := 'every row has an organization; RLS isolates them by organization';
+    END IF;
+    RETURN note;
+END
+$$;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tokens.rs:156
+CREATE FUNCTION hr_migrations."hr_references_token_trigger"() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'hr_references_token_trigger_v1';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/lib.rs:64
 CREATE SCHEMA IF NOT EXISTS hr_migrations; /* hr_migrations::hr_migrations */
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/tenancy.rs:24
--- hr_migrations::tenancy::hr_jwt_organization_id
-CREATE  FUNCTION hr_migrations."hr_jwt_organization_id"() RETURNS uuid /* Option < pgrx :: Uuid > */
-STRICT STABLE PARALLEL SAFE 
+-- src/tokens.rs:46
+-- hr_migrations::tokens::hr_verify_token
+CREATE  FUNCTION hr_migrations."hr_verify_token"(
+	"token" TEXT, /* & str */
+	"stored_hash" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_jwt_organization_id_wrapper';
+AS 'MODULE_PATHNAME', 'hr_verify_token_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/credentials.rs:47
--- hr_migrations::credentials::hr_decrypt_credential
-CREATE  FUNCTION hr_migrations."hr_decrypt_credential"(
-	"envelope" TEXT, /* & str */
+-- src/flag.rs:100
+-- hr_migrations::flag::hr_backfill_in_progress
+CREATE  FUNCTION hr_migrations."hr_backfill_in_progress"() RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL RESTRICTED 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_backfill_in_progress_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:24
+-- hr_migrations::credentials::hr_encrypt_credential
+CREATE  FUNCTION hr_migrations."hr_encrypt_credential"(
+	"plaintext" TEXT, /* & str */
 	"associated_data" TEXT DEFAULT '' /* & str */
 ) RETURNS TEXT /* String */
-STRICT STABLE PARALLEL RESTRICTED 
+STRICT VOLATILE PARALLEL RESTRICTED 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_decrypt_credential_wrapper';
+AS 'MODULE_PATHNAME', 'hr_encrypt_credential_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/operations.rs:72
+-- hr_migrations::operations::hr_phase_accepts_plaintext
+CREATE  FUNCTION hr_migrations."hr_phase_accepts_plaintext"(
+	"phase" TEXT /* & str */
+) RETURNS bool /* Result < bool, ErrorReport > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_phase_accepts_plaintext_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:82
+-- hr_migrations::credentials::hr_active_key_version
+CREATE  FUNCTION hr_migrations."hr_active_key_version"() RETURNS INT /* Option < i32 > */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_active_key_version_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/flag.rs:109
+-- hr_migrations::flag::hr_set_backfill_flag
+CREATE  FUNCTION hr_migrations."hr_set_backfill_flag"(
+	"on" bool /* bool */
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_set_backfill_flag_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3394,6 +3437,18 @@ AS 'MODULE_PATHNAME', 'hr_secret_matches_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
+-- src/tokens.rs:57
+-- hr_migrations::tokens::hr_token_plaintext_matches
+CREATE  FUNCTION hr_migrations."hr_token_plaintext_matches"(
+	"presented" TEXT, /* & str */
+	"stored" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_token_plaintext_matches_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
 -- src/context.rs:178
 -- hr_migrations::context::hr_refuse_foreign_triggers
 CREATE  FUNCTION hr_migrations."hr_refuse_foreign_triggers"(
@@ -3405,12 +3460,135 @@ AS 'MODULE_PATHNAME', 'hr_refuse_foreign_triggers_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/tokens.rs:24
--- hr_migrations::tokens::hr_generate_token
-CREATE  FUNCTION hr_migrations."hr_generate_token"() RETURNS TEXT /* String */
+-- src/tokens.rs:34
+-- hr_migrations::tokens::hr_hash_token
+CREATE  FUNCTION hr_migrations."hr_hash_token"(
+	"token" TEXT /* & str */
+) RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL SAFE 
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_generate_token_wrapper';
+AS 'MODULE_PATHNAME', 'hr_hash_token_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tenancy.rs:24
+-- hr_migrations::tenancy::hr_jwt_organization_id
+CREATE  FUNCTION hr_migrations."hr_jwt_organization_id"() RETURNS uuid /* Option < pgrx :: Uuid > */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_jwt_organization_id_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:144
+-- hr_migrations::credentials::hr_open_secret
+CREATE  FUNCTION hr_migrations."hr_open_secret"(
+	"envelope" TEXT, /* & str */
+	"associated_data" TEXT /* & str */
+) RETURNS TABLE (
+	"api_key" TEXT,  /* Option < String > */
+	"api_secret" TEXT,  /* Option < String > */
+	"refresh_token" TEXT  /* Option < String > */
+)
+STRICT STABLE PARALLEL RESTRICTED 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_open_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/operations.rs:36
+-- hr_migrations::operations::hr_phase_refusal
+CREATE  FUNCTION hr_migrations."hr_phase_refusal"(
+	"migration" TEXT, /* & str */
+	"from_phase" TEXT, /* & str */
+	"to_phase" TEXT, /* & str */
+	"applied" bool, /* bool */
+	"ready" bool, /* bool */
+	"pending" bigint, /* i64 */
+	"blocked" bigint, /* i64 */
+	"cleanup_pending" bigint, /* i64 */
+	"cleanup_blocked" bigint, /* i64 */
+	"enforced_for_secs" double precision, /* Option < f64 > */
+	"deprecation_period_secs" double precision /* f64 */
+) RETURNS TABLE (
+	"reason" TEXT,  /* String */
+	"hint" TEXT  /* String */
+)
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_phase_refusal_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:90
+-- hr_migrations::credentials::hr_envelope_key_version
+CREATE  FUNCTION hr_migrations."hr_envelope_key_version"(
+	"envelope" TEXT /* & str */
+) RETURNS INT /* Option < i32 > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_envelope_key_version_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:47
+-- hr_migrations::credentials::hr_decrypt_credential
+CREATE  FUNCTION hr_migrations."hr_decrypt_credential"(
+	"envelope" TEXT, /* & str */
+	"associated_data" TEXT DEFAULT '' /* & str */
+) RETURNS TEXT /* String */
+STRICT STABLE PARALLEL RESTRICTED 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_decrypt_credential_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:174
+-- hr_migrations::credentials::hr_parse_secret
+CREATE  FUNCTION hr_migrations."hr_parse_secret"(
+	"secret" TEXT /* & str */
+) RETURNS TABLE (
+	"api_key" TEXT,  /* Option < String > */
+	"api_secret" TEXT,  /* Option < String > */
+	"refresh_token" TEXT  /* Option < String > */
+)
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_parse_secret_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:73
+-- requires:
+--   hr_open_secret
+--   hr_parse_secret
+
+ALTER FUNCTION hr_migrations.hr_open_secret(text, text) ROWS 1;
+ALTER FUNCTION hr_migrations.hr_parse_secret(text) ROWS 1;
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:123
+-- hr_migrations::credentials::hr_seal_verified
+CREATE  FUNCTION hr_migrations."hr_seal_verified"(
+	"plaintext" TEXT, /* & str */
+	"associated_data" TEXT /* & str */
+) RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL RESTRICTED 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_seal_verified_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/credentials.rs:60
+-- hr_migrations::credentials::hr_credential_aad
+CREATE  FUNCTION hr_migrations."hr_credential_aad"(
+	"organization_id" uuid, /* pgrx :: Uuid */
+	"credential_id" uuid /* pgrx :: Uuid */
+) RETURNS TEXT /* String */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_credential_aad_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3423,6 +3601,24 @@ CREATE  FUNCTION hr_migrations."hr_keyring_versions"() RETURNS TABLE (
 STRICT VOLATILE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hr_keyring_versions_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/tokens.rs:24
+-- hr_migrations::tokens::hr_generate_token
+CREATE  FUNCTION hr_migrations."hr_generate_token"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_generate_token_wrapper';
+/* </end connected objects> */
+
+/* <begin connected objects> */
+-- src/integrity.rs:107
+-- hr_migrations::integrity::hr_require_integrity
+CREATE  FUNCTION hr_migrations."hr_require_integrity"() RETURNS void
+STRICT VOLATILE PARALLEL RESTRICTED 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'hr_require_integrity_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */
@@ -3451,101 +3647,6 @@ ALTER FUNCTION hr_migrations.hr_token_verdict(boolean, text, text, text) ROWS 1;
 /* </end connected objects> */
 
 /* <begin connected objects> */
--- src/operations.rs:36
--- hr_migrations::operations::hr_phase_refusal
-CREATE  FUNCTION hr_migrations."hr_phase_refusal"(
-	"migration" TEXT, /* & str */
-	"from_phase" TEXT, /* & str */
-	"to_phase" TEXT, /* & str */
-	"applied" bool, /* bool */
-	"ready" bool, /* bool */
-	"pending" bigint, /* i64 */
-	"blocked" bigint, /* i64 */
-	"cleanup_pending" bigint, /* i64 */
-	"cleanup_blocked" bigint, /* i64 */
-	"enforced_for_secs" double precision, /* Option < f64 > */
-	"deprecation_period_secs" double precision /* f64 */
-) RETURNS TABLE (
-	"reason" TEXT,  /* String */
-	"hint" TEXT  /* String */
-)
-IMMUTABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_phase_refusal_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:174
--- hr_migrations::credentials::hr_parse_secret
-CREATE  FUNCTION hr_migrations."hr_parse_secret"(
-	"secret" TEXT /* & str */
-) RETURNS TABLE (
-	"api_key" TEXT,  /* Option < String > */
-	"api_secret" TEXT,  /* Option < String > */
-	"refresh_token" TEXT  /* Option < String > */
-)
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_parse_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/flag.rs:109
--- hr_migrations::flag::hr_set_backfill_flag
-CREATE  FUNCTION hr_migrations."hr_set_backfill_flag"(
-	"on" bool /* bool */
-) RETURNS void
-STRICT VOLATILE PARALLEL UNSAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_set_backfill_flag_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tokens.rs:57
--- hr_migrations::tokens::hr_token_plaintext_matches
-CREATE  FUNCTION hr_migrations."hr_token_plaintext_matches"(
-	"presented" TEXT, /* & str */
-	"stored" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_token_plaintext_matches_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:24
--- hr_migrations::credentials::hr_encrypt_credential
-CREATE  FUNCTION hr_migrations."hr_encrypt_credential"(
-	"plaintext" TEXT, /* & str */
-	"associated_data" TEXT DEFAULT '' /* & str */
-) RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL RESTRICTED 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_encrypt_credential_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tokens.rs:46
--- hr_migrations::tokens::hr_verify_token
-CREATE  FUNCTION hr_migrations."hr_verify_token"(
-	"token" TEXT, /* & str */
-	"stored_hash" TEXT /* & str */
-) RETURNS bool /* bool */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_verify_token_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/integrity.rs:107
--- hr_migrations::integrity::hr_require_integrity
-CREATE  FUNCTION hr_migrations."hr_require_integrity"() RETURNS void
-STRICT VOLATILE PARALLEL RESTRICTED 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_require_integrity_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
 -- src/credentials.rs:108
 -- hr_migrations::credentials::hr_integration_secret_json
 CREATE  FUNCTION hr_migrations."hr_integration_secret_json"(
@@ -3556,107 +3657,6 @@ CREATE  FUNCTION hr_migrations."hr_integration_secret_json"(
 IMMUTABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'hr_integration_secret_json_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/tokens.rs:34
--- hr_migrations::tokens::hr_hash_token
-CREATE  FUNCTION hr_migrations."hr_hash_token"(
-	"token" TEXT /* & str */
-) RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_hash_token_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:144
--- hr_migrations::credentials::hr_open_secret
-CREATE  FUNCTION hr_migrations."hr_open_secret"(
-	"envelope" TEXT, /* & str */
-	"associated_data" TEXT /* & str */
-) RETURNS TABLE (
-	"api_key" TEXT,  /* Option < String > */
-	"api_secret" TEXT,  /* Option < String > */
-	"refresh_token" TEXT  /* Option < String > */
-)
-STRICT STABLE PARALLEL RESTRICTED 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_open_secret_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:73
--- requires:
---   hr_open_secret
---   hr_parse_secret
-
-ALTER FUNCTION hr_migrations.hr_open_secret(text, text) ROWS 1;
-ALTER FUNCTION hr_migrations.hr_parse_secret(text) ROWS 1;
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/operations.rs:72
--- hr_migrations::operations::hr_phase_accepts_plaintext
-CREATE  FUNCTION hr_migrations."hr_phase_accepts_plaintext"(
-	"phase" TEXT /* & str */
-) RETURNS bool /* Result < bool, ErrorReport > */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_phase_accepts_plaintext_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:90
--- hr_migrations::credentials::hr_envelope_key_version
-CREATE  FUNCTION hr_migrations."hr_envelope_key_version"(
-	"envelope" TEXT /* & str */
-) RETURNS INT /* Option < i32 > */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_envelope_key_version_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:60
--- hr_migrations::credentials::hr_credential_aad
-CREATE  FUNCTION hr_migrations."hr_credential_aad"(
-	"organization_id" uuid, /* pgrx :: Uuid */
-	"credential_id" uuid /* pgrx :: Uuid */
-) RETURNS TEXT /* String */
-IMMUTABLE STRICT PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_credential_aad_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:123
--- hr_migrations::credentials::hr_seal_verified
-CREATE  FUNCTION hr_migrations."hr_seal_verified"(
-	"plaintext" TEXT, /* & str */
-	"associated_data" TEXT /* & str */
-) RETURNS TEXT /* String */
-STRICT VOLATILE PARALLEL RESTRICTED 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_seal_verified_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/credentials.rs:82
--- hr_migrations::credentials::hr_active_key_version
-CREATE  FUNCTION hr_migrations."hr_active_key_version"() RETURNS INT /* Option < i32 > */
-STRICT STABLE PARALLEL SAFE 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_active_key_version_wrapper';
-/* </end connected objects> */
-
-/* <begin connected objects> */
--- src/flag.rs:100
--- hr_migrations::flag::hr_backfill_in_progress
-CREATE  FUNCTION hr_migrations."hr_backfill_in_progress"() RETURNS bool /* bool */
-STRICT VOLATILE PARALLEL RESTRICTED 
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'hr_backfill_in_progress_wrapper';
 /* </end connected objects> */
 
 /* <begin connected objects> */

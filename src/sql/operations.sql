@@ -699,30 +699,30 @@ AS $$
           FROM column_types d
           JOIN pg_catalog.pg_constraint c ON c.contypid OPERATOR(pg_catalog.=) d.typ
     ),
-    -- The functions those objects call: directly, through an operator, or
-    -- through an operator class (indexes).
+    -- What those objects depend on.
+    deps AS (
+        SELECT o.rel, o.what, d.refclassid, d.refobjid
+          FROM objs o
+          JOIN pg_catalog.pg_depend d ON d.classid OPERATOR(pg_catalog.=) o.classid
+                                     AND d.objid OPERATOR(pg_catalog.=) o.objid
+    ),
+    -- The functions they call: directly, through an operator, or through
+    -- an operator class (indexes).
     calls AS (
-        SELECT o.rel, o.what, p.oid AS fn
-          FROM objs o
-          JOIN pg_catalog.pg_depend d ON d.classid OPERATOR(pg_catalog.=) o.classid
-                                     AND d.objid OPERATOR(pg_catalog.=) o.objid
-          JOIN pg_catalog.pg_proc p ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
-                                   AND p.oid OPERATOR(pg_catalog.=) d.refobjid
+        SELECT d.rel, d.what, d.refobjid AS fn
+          FROM deps d
+         WHERE d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
         UNION
-        SELECT o.rel, o.what, op.oprcode::pg_catalog.oid
-          FROM objs o
-          JOIN pg_catalog.pg_depend d ON d.classid OPERATOR(pg_catalog.=) o.classid
-                                     AND d.objid OPERATOR(pg_catalog.=) o.objid
-          JOIN pg_catalog.pg_operator op ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_operator'::pg_catalog.regclass
-                                        AND op.oid OPERATOR(pg_catalog.=) d.refobjid
+        SELECT d.rel, d.what, op.oprcode::pg_catalog.oid
+          FROM deps d
+          JOIN pg_catalog.pg_operator op ON op.oid OPERATOR(pg_catalog.=) d.refobjid
+         WHERE d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_operator'::pg_catalog.regclass
         UNION
-        SELECT o.rel, o.what, ap.amproc::pg_catalog.oid
-          FROM objs o
-          JOIN pg_catalog.pg_depend d ON d.classid OPERATOR(pg_catalog.=) o.classid
-                                     AND d.objid OPERATOR(pg_catalog.=) o.objid
-          JOIN pg_catalog.pg_opclass oc ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_opclass'::pg_catalog.regclass
-                                       AND oc.oid OPERATOR(pg_catalog.=) d.refobjid
+        SELECT d.rel, d.what, ap.amproc::pg_catalog.oid
+          FROM deps d
+          JOIN pg_catalog.pg_opclass oc ON oc.oid OPERATOR(pg_catalog.=) d.refobjid
           JOIN pg_catalog.pg_amproc ap ON ap.amprocfamily OPERATOR(pg_catalog.=) oc.opcfamily
+         WHERE d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_opclass'::pg_catalog.regclass
         UNION
         SELECT t.tgrelid, 'trigger ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(t.tgname), t.tgfoid
           FROM pg_catalog.pg_trigger t

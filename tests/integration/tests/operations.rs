@@ -115,6 +115,20 @@ fn migrated_by_release(cl: &Cluster, version: &str) -> Client {
     cl.connect("old")
 }
 
+/// ALTER EXTENSION UPDATE in database "old", checked to reach this version;
+/// a new session on it.
+fn update_to_current(cl: &Cluster, mut c: Client) -> Client {
+    c.batch_execute("ALTER EXTENSION hr_migrations UPDATE")
+        .unwrap();
+    let mut c = cl.connect("old");
+    let version: String = one(
+        &mut c,
+        "SELECT extversion FROM pg_extension WHERE extname = 'hr_migrations'",
+    );
+    assert_eq!(version, extension_version());
+    c
+}
+
 /// Each migration and its phase, as status reports them.
 fn phases(c: &mut Client) -> Vec<String> {
     c.query(
@@ -160,14 +174,7 @@ fn upgrade_from_0_1_0_keeps_every_token_and_secret() {
 
     // 0.1.0 -> 0.2.0 -> 0.3.0: the 0.2.0 script as 0.2.0 shipped it, run
     // with this library, then 0.3.0's.
-    c.batch_execute("ALTER EXTENSION hr_migrations UPDATE")
-        .unwrap();
-    let mut c = cl.connect("old");
-    let version: String = one(
-        &mut c,
-        "SELECT extversion FROM pg_extension WHERE extname = 'hr_migrations'",
-    );
-    assert_eq!(version, extension_version());
+    let mut c = update_to_current(&cl, c);
     assert_eq!(phases_before, phases(&mut c));
     let checks_after: String = one(
         &mut c,
@@ -215,14 +222,7 @@ fn upgrade_from_0_2_0_keeps_every_token_and_secret_and_gets_every_fix() {
     };
     assert!(anon_reads(&mut c));
 
-    c.batch_execute("ALTER EXTENSION hr_migrations UPDATE")
-        .unwrap();
-    let mut c = cl.connect("old");
-    let version: String = one(
-        &mut c,
-        "SELECT extversion FROM pg_extension WHERE extname = 'hr_migrations'",
-    );
-    assert_eq!(version, extension_version());
+    let mut c = update_to_current(&cl, c);
     assert_eq!(phases_before, phases(&mut c));
     assert_eq!(broken_tokens_and_secrets(&mut c), (0, 0));
     // The application's triggers and policies call the new functions only.
