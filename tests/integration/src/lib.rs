@@ -25,6 +25,8 @@ pub struct Cluster {
     /// The bootstrap superuser every helper connects as: `postgres`, or
     /// `supabase_admin` in the Supabase layout ([`Cluster::start_supabase`]).
     pub superuser: &'static str,
+    /// `PGOPTIONS` for the psql runs ([`Cluster::set_session_options`]).
+    session_options: Option<String>,
 }
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -63,6 +65,7 @@ impl Cluster {
             dir,
             port,
             superuser,
+            session_options: None,
         }
     }
 
@@ -98,7 +101,16 @@ impl Cluster {
         for (k, v) in vars {
             cmd.arg("-v").arg(format!("{k}={v}"));
         }
+        if let Some(options) = &self.session_options {
+            cmd.env("PGOPTIONS", options);
+        }
         cmd.output().expect("run psql")
+    }
+
+    /// Server options (`PGOPTIONS`, e.g. `-c search_path=...`) for every
+    /// psql this cluster runs from now on; `None` for the defaults.
+    pub fn set_session_options(&mut self, options: Option<&str>) {
+        self.session_options = options.map(str::to_string);
     }
 
     /// Like [`Cluster::psql_file`] but panics, with psql's output, on failure.
@@ -324,6 +336,7 @@ impl Cluster {
             dir,
             port: 0,
             superuser: self.superuser,
+            session_options: None,
         };
         standby.start_again();
         standby

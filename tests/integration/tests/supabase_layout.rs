@@ -155,7 +155,7 @@ fn supabase_cluster(scale: u32, layout: Layout) -> Cluster {
         .batch_execute(
             "CREATE TABLE public.canary_calls (fn text, called_as name, superuser boolean, at timestamptz DEFAULT now());
              GRANT INSERT ON public.canary_calls TO PUBLIC;
-             CREATE FUNCTION public.canary(fn text) RETURNS void LANGUAGE sql AS $$
+             CREATE FUNCTION public.canary(fn text) RETURNS void LANGUAGE sql SET search_path = pg_catalog AS $$
                  INSERT INTO public.canary_calls (fn, called_as, superuser)
                  SELECT fn, current_user, r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user
              $$;
@@ -165,9 +165,32 @@ fn supabase_cluster(scale: u32, layout: Layout) -> Cluster {
     cl
 }
 
+/// The search_path of the superuser's sessions in the finding-1 tests:
+/// `public` (where `postgres` copied pg_catalog) before pg_catalog, so every
+/// name resolved through the caller's search_path reaches a copy.
+const HOSTILE_PATH: &str = "public, extensions, pg_catalog";
+
 /// As `postgres`: every overload of PLANTED and PLANTED_OPERATORS, in
-/// `public` and `extensions`.
+/// `public` and `extensions`, then a copy of every function and operator of
+/// pg_catalog SQL can declare, in `public`
+/// (tests/fixtures/supabase/catalog_copies.sql, generated from the catalog).
 fn plant_overloads(cl: &Cluster) {
+    let out = cl.psql_as_ok(
+        "hr",
+        "postgres",
+        &repo().join("tests/fixtures/supabase/catalog_copies.sql"),
+        &[],
+    );
+    // The generator works: it copied (nearly) the whole catalog.
+    let made = |kind: &str| -> i64 {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(kind))
+            .and_then(|l| l.split('|').nth(1))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(made("function") > 2000, "catalog copies:\n{out}");
+    assert!(made("operator") > 700, "catalog copies:\n{out}");
     let mut pg = cl.connect_as("hr", "postgres");
     for schema in ["public", "extensions"] {
         for (sig, body) in PLANTED {
@@ -193,6 +216,31 @@ fn plant_overloads(cl: &Cluster) {
                 .unwrap_or_else(|e| panic!("{op}: {}", error_text(&e)));
         }
     }
+}
+
+/// A session of the platform superuser with [`HOSTILE_PATH`].
+fn hostile_session(cl: &Cluster) -> Client {
+    let mut c = cl.connect("hr");
+    c.batch_execute(&format!("SET search_path = {HOSTILE_PATH}"))
+        .unwrap();
+    c
+}
+
+/// [`hostile_session`], with the copies seen to work in it first (one call
+/// recorded, then forgotten: call it before anything of ours runs).
+fn hostile_superuser(cl: &Cluster) -> Client {
+    let mut c = hostile_session(cl);
+    c.batch_execute("SELECT 1 = 1").unwrap();
+    let mut plain = cl.connect("hr");
+    let seen: i64 = one(
+        &mut plain,
+        "SELECT count(*) FROM public.canary_calls WHERE fn = 'public.= (integer, integer)' AND superuser",
+    );
+    assert!(seen > 0, "the copy of = (integer, integer) was not called");
+    plain
+        .batch_execute("DELETE FROM public.canary_calls")
+        .unwrap();
+    c
 }
 
 /// Calls of planted code made as a superuser or as the definer role.
@@ -226,20 +274,28 @@ impl Supa {
         Supa::build(scale, plant, SUPABASE)
     }
 
+    /// With `plant`, the superuser's psql runs use [`HOSTILE_PATH`] from the
+    /// platform step on (the caller of [`Supa::build`] resets it).
     fn build(scale: u32, plant: bool, layout: Layout) -> Supa {
-        let cl = supabase_cluster(scale, layout);
+        let mut cl = supabase_cluster(scale, layout);
+        let mut admin = cl.connect("hr");
+        drop_unresolvable_sessions(&mut admin);
         if plant {
             plant_overloads(&cl);
+            cl.set_session_options(Some(&format!(
+                "-c search_path={}",
+                HOSTILE_PATH.replace(' ', "")
+            )));
+            admin = hostile_superuser(&cl);
         }
-        let mut admin = cl.connect("hr");
         admin
             .batch_execute(&format!(
                 "CREATE EXTENSION hr_migrations SCHEMA {}",
                 layout.schema
             ))
             .unwrap();
-        drop_unresolvable_sessions(&mut admin);
         cl.migrate_all("hr");
+        let mut admin = cl.connect("hr");
         let orgs: Vec<String> = admin
             .query(
                 "SELECT id::text FROM public.pf_organizations ORDER BY name LIMIT 2",
@@ -312,6 +368,11 @@ fn preflight(c: &mut Client, check: &str) -> Vec<(String, String)> {
 /// `extensions` ran as the superuser who applied our scripts or CALLed our
 /// procedures (`public.format(text, text, text)` through the preamble,
 /// `public.= (oid, regclass)` 424 times through `hr_migrations.hr_batch_loop`).
+/// Planted here: the closer matches of PLANTED in both schemas, and an
+/// exact copy of every function and operator of pg_catalog in `public`,
+/// which the superuser's sessions put before pg_catalog: a name any code of
+/// ours resolves through the caller's search_path, whatever its argument
+/// types, runs a copy.
 #[test]
 fn finding_1_overloads_planted_by_postgres_never_run_as_a_superuser() {
     for layout in LAYOUTS {
@@ -334,7 +395,7 @@ fn overloads_never_run_as_a_superuser(layout: Layout) {
         "{layout:?}: the planted format(text, text) was not called"
     );
 
-    let mut admin = w.admin();
+    let mut admin = hostile_session(&w.cl);
     for m in [
         "reference_tokens",
         "portal_sessions",
@@ -379,7 +440,7 @@ fn overloads_never_run_as_a_superuser(layout: Layout) {
         calls.join("\n")
     );
     let postgres_is_super: bool = one(
-        &mut admin,
+        &mut w.admin(),
         "SELECT rolsuper FROM pg_roles WHERE rolname = 'postgres'",
     );
     assert!(!postgres_is_super);
@@ -406,12 +467,17 @@ fn finding_1_the_update_from_0_2_0_runs_no_planted_code() {
         cl.psql_ok("hr", &v020.join(f), &[]);
     }
     plant_overloads(&cl);
-    let mut admin = cl.connect("hr");
+    let mut cl = cl;
+    cl.set_session_options(Some(&format!(
+        "-c search_path={}",
+        HOSTILE_PATH.replace(' ', "")
+    )));
+    let mut admin = hostile_superuser(&cl);
     admin
         .batch_execute("ALTER EXTENSION hr_migrations UPDATE")
         .unwrap_or_else(|e| panic!("{}", error_text(&e)));
     let version: String = one(
-        &mut admin,
+        &mut cl.connect("hr"),
         "SELECT extversion FROM pg_extension WHERE extname = 'hr_migrations'",
     );
     assert_eq!(version, extension_version());
@@ -752,7 +818,7 @@ fn finding_2_postgres_cannot_use_the_definer_role() {
     let calls = w.privileged_canary_calls();
     assert!(calls.is_empty(), "planted code ran privileged: {calls:?}");
     let postgres_is_super: bool = one(
-        &mut admin,
+        &mut w.admin(),
         "SELECT rolsuper FROM pg_roles WHERE rolname = 'postgres'",
     );
     assert!(!postgres_is_super);
