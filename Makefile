@@ -8,6 +8,7 @@ SCALE       ?= 10000
 BENCH_SCALE ?= 1
 FUZZ_SECONDS ?= 60
 DATABASE_URL ?=
+DIR         ?=
 KEYRING     ?=
 ACTIVE_KEY_VERSION ?=
 
@@ -53,11 +54,15 @@ bench: install
 package: deps
 	@scripts/package.sh
 
-.PHONY: migrate # apply sql/migrations/ to DATABASE_URL; KEYRING=<server path> [ACTIVE_KEY_VERSION=n] configures migration 3 first
+.PHONY: migrate # apply sql/migrations/ to DATABASE_URL as its admin; [ACTIVE_KEY_VERSION=n] for the database, [KEYRING=<server path>] as a superuser
 migrate:
 	@scripts/migrate.sh "$(DATABASE_URL)" "$(KEYRING)" "$(ACTIVE_KEY_VERSION)"
 
-.PHONY: lint # rustfmt, clippy (warnings are errors), squawk on the rendered migration scripts, pgrls on a migrated demo database, upgrade script current
+.PHONY: supabase-migrations # copy sql/migrations/ into DIR's supabase/migrations/ with timestamped names (Supabase CLI)
+supabase-migrations:
+	@scripts/supabase-migrations.sh "$(DIR)"
+
+.PHONY: lint # rustfmt, clippy (warnings are errors), squawk on the plans and files, pgrls on a migrated demo database
 lint: deps
 	@scripts/lint.sh
 

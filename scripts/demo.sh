@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# make demo: a throwaway cluster under .demo/, the fixture schema with sample
-# data, every migration applied with psql and taken through its phases, and
-# between the steps what changed: a token verified by the hash path, a
+# make demo: a throwaway cluster under .demo/ with the role layout of
+# Supabase's image (the bootstrap superuser supabase_admin; postgres demoted
+# to a non-superuser that owns the database, public, extensions and every
+# application table: tests/fixtures/supabase/), the fixture schema with
+# sample data; the platform's one-time step as the superuser; then, as
+# postgres, the migration files applied by the Supabase CLI and every phase,
+# and between the steps what changed: a token verified by the hash path, a
 # secret read back, the same tenant query as two organizations and as anon,
 # the preflight and the progress of the batch operations.
 # The cluster keeps running afterwards so you can look around; the last
@@ -15,6 +19,8 @@ scale=${1:-10000}
 dir=${DEMO_DIR:-$PWD/.demo}
 db=hr_demo
 started=$(date +%s)
+supabase=$PWD/.tools/supabase/node_modules/.bin/supabase
+[ -x "$supabase" ] || { echo "demo: the Supabase CLI is missing: run scripts/ensure-deps.sh" >&2; exit 1; }
 
 scripts/pg-cluster.sh stop "$dir" >/dev/null 2>&1 || true
 rm -rf "$dir"
@@ -25,12 +31,14 @@ echo "1 $(head -c 32 /dev/urandom | base64)" >"$dir/keys/keyring"
 [ "$(id -u)" = 0 ] && chown -R postgres: "$dir"
 chmod 0400 "$dir/keys/keyring"
 # shellcheck disable=SC2086 # DEMO_CONF is a list of name=value words
-port=$(scripts/pg-cluster.sh start "$dir" shared_preload_libraries=hr_migrations \
-    hr_migrations.keyring_file="$dir/keys/keyring" hr_migrations.active_key_version=1 ${DEMO_CONF:-})
+port=$(PG_SUPERUSER=supabase_admin scripts/pg-cluster.sh start "$dir" shared_preload_libraries=hr_migrations \
+    hr_migrations.keyring_file="$dir/keys/keyring" ${DEMO_CONF:-})
 url="host=127.0.0.1 port=$port user=postgres dbname=$db"
+superuser="host=127.0.0.1 port=$port user=supabase_admin dbname=$db"
 
-# psql as the DBA; as an application request (PostgREST's authenticator,
-# SET LOCAL ROLE, the request's JWT claims); and a section title.
+# psql as the database's admin (postgres, not a superuser); as an
+# application request (PostgREST's authenticator, SET LOCAL ROLE, the
+# request's JWT claims); and a section title.
 run() { psql "$url" -X -q -v ON_ERROR_STOP=1 "$@"; }
 request() {  # role claims sql [psql -v name=value ...]
     local role=$1 claims=$2 sql=$3
@@ -47,13 +55,23 @@ SQL
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 status() { run -c "SELECT migration, phase, total, migrated, pending, blocked FROM hr_migration_status()"; }
 
-say "cluster in $dir on 127.0.0.1:$port; fixture schema and sample data (scale $scale)"
-psql "host=127.0.0.1 port=$port user=postgres dbname=postgres" -X -q -c "CREATE DATABASE $db"
-run -f tests/fixtures/schema.sql
+say "cluster in $dir on 127.0.0.1:$port with Supabase's role layout; sample data (scale $scale)"
+psql "host=127.0.0.1 port=$port user=supabase_admin dbname=postgres" -X -q -v ON_ERROR_STOP=1 \
+    -v db="$db" -f tests/fixtures/supabase/roles.sql
+run -c "ALTER SCHEMA public OWNER TO postgres" -c "CREATE SCHEMA IF NOT EXISTS extensions"
+run -f tests/fixtures/schema.sql 2>&1 | grep -v 'already exists' || true
 run -v scale="$scale" -f tests/fixtures/generate.sql
-run -c "CREATE EXTENSION hr_migrations SCHEMA extensions" \
-    -c "ALTER DATABASE $db SET search_path = public, extensions"
+psql "$superuser" -X -q -v ON_ERROR_STOP=1 -f tests/fixtures/supabase/layout.sql
+run -c "SELECT rolname, rolsuper, rolcreaterole, rolbypassrls FROM pg_roles WHERE rolname IN ('postgres', 'supabase_admin') ORDER BY 1"
 
+say "the platform's one-time step, as the superuser supabase_admin (keyring file and preload are in postgresql.conf)"
+echo "   CREATE EXTENSION hr_migrations SCHEMA extensions; GRANT hr_migrations_admin TO postgres;"
+psql "$superuser" -X -q -v ON_ERROR_STOP=1 -c "CREATE EXTENSION hr_migrations SCHEMA extensions" \
+    -c "GRANT hr_migrations_admin TO postgres"
+
+say "from here on everything runs as postgres, not a superuser: the active key version for the database"
+run -c "ALTER DATABASE $db SET hr_migrations.active_key_version = 1" \
+    -c "ALTER DATABASE $db SET search_path = \"\$user\", public, extensions"
 say "hr_preflight(): what to know before migrating (everything that is not ok)"
 run -c "SELECT migration, check_name, status, detail FROM hr_preflight() WHERE status <> 'ok'"
 say "hr_migration_status() before any migration"
@@ -69,8 +87,12 @@ org_a=$(run -At -c "SELECT id FROM pf_organizations ORDER BY name LIMIT 1")
 org_b=$(run -At -c "SELECT id FROM pf_organizations ORDER BY name OFFSET 1 LIMIT 1")
 integ=$(run -At -c "SELECT id FROM hr_job_board_integrations WHERE api_key <> '' AND api_secret IS NOT NULL ORDER BY id LIMIT 1")
 
-say "migration 1: psql -f sql/migrations/001_reference_tokens.sql"
-run -f sql/migrations/001_reference_tokens.sql -o /dev/null
+say "the migration files into a Supabase project (make supabase-migrations DIR=$dir/project), applied by the Supabase CLI as postgres"
+scripts/supabase-migrations.sh "$dir/project" | sed 's/^/  /'
+(cd "$dir/project" && "$supabase" migration up --db-url "postgresql://postgres@127.0.0.1:$port/$db?sslmode=disable" 2>&1 \
+    | grep -v 'profile' | sed 's/^/  /')
+run -c "SELECT version, name FROM supabase_migrations.schema_migrations ORDER BY version"
+status
 say "a legacy token still verifies, now by its hash (as service_role, the edge function's key)"
 request service_role '{}' "
 SELECT hr_verify_reference_token(id, token) AS legacy_token_verifies,
@@ -82,8 +104,6 @@ request service_role '{}' "
 SELECT length(hr_issue_reference_token('$ref')) AS new_token_length;
 SELECT access_token IS NULL AS plaintext_gone, length(access_token_hash) AS hash_length FROM hr_references WHERE id = '$ref';"
 
-say "migration 2: psql -f sql/migrations/002_portal_sessions.sql"
-run -f sql/migrations/002_portal_sessions.sql -o /dev/null 2>&1 | grep -E 'WARNING' || true
 say "blocked sessions (candidate missing or without organization) keep the phase at dual; the demo deletes them"
 run -c "SELECT migration, phase, pending, blocked, note FROM hr_migration_status() WHERE migration = 'portal_sessions'"
 run -c "DELETE FROM hr_candidate_portal_sessions s
@@ -98,8 +118,6 @@ done
 say "and as anon: no privilege on the table since phase dual (it reads no session token)"
 request anon '{}' "SELECT count(*) FROM hr_candidate_portal_sessions;" 2>&1 | sed 's/^/  /' || true
 
-say "migration 3: psql -f sql/migrations/003_integration_credentials.sql"
-run -f sql/migrations/003_integration_credentials.sql -o /dev/null
 say "the secret reads back through the credential (values masked here), equal to the old columns"
 request service_role '{}' "
 SELECT key, left(value, 4) || '…(' || length(value) || ' chars)' AS value
@@ -108,10 +126,10 @@ SELECT hr_integration_secret(id) = jsonb_build_object('api_key', api_key, 'api_s
                                                       'refresh_token', refresh_token) AS equal_to_old_columns,
        (SELECT left(encrypted_value, 12) || '…' FROM pf_credentials c WHERE c.id = i.credential_id) AS stored
   FROM hr_job_board_integrations i WHERE id = '$integ';"
-say "hr_migration_status() after sql/migrations"
+say "hr_migration_status() after the migration files"
 status
 
-say "phase 3: CALL hr_run_phase(<migration>, 'enforced') for each (phase change, then its work in committed batches)"
+say "phase 3, as postgres: CALL hr_run_phase(<migration>, 'enforced') for each (phase change, then its work in committed batches)"
 for m in reference_tokens portal_sessions integration_credentials; do
     run -c "CALL hr_run_phase('$m', 'enforced')" 2>&1 | grep -vE 'batch [0-9]+ done' || true
 done
@@ -124,7 +142,7 @@ request service_role '{}' "UPDATE hr_job_board_integrations SET api_key = 'plain
 
 say "the contract phase: refused before hr_migrations.deprecation_period (30 days) ..."
 run -c "SELECT hr_set_phase('reference_tokens', 'contracted')" 2>&1 | grep -E 'ERROR' || true
-say "... and, with the period set to 0 for the demo, legacy plaintext erased and its columns dropped"
+say "... and, with the period set to 0 for the demo (the admin may set it), legacy plaintext erased and its columns dropped"
 for m in reference_tokens portal_sessions integration_credentials; do
     PGOPTIONS='-c hr_migrations.deprecation_period=0' run -c "CALL hr_run_phase('$m', 'contracted')" 2>&1 \
         | grep -vE 'batch [0-9]+ done' || true
@@ -137,5 +155,6 @@ run -c "SELECT * FROM hr_migration_status()"
 
 echo
 echo "demo took $(( $(date +%s) - started )) s. The cluster is still running:"
-echo "  psql \"$url\""
+echo "  psql \"$url\"          (the admin, postgres)"
+echo "  psql \"$superuser\"    (the platform's superuser)"
 echo "  stop it with: scripts/pg-cluster.sh stop $dir   (or make clean)"

@@ -2,8 +2,9 @@
 # Installs what building and testing hr_migrations needs, skipping what is
 # already there: Debian packages (as root), cargo-pgrx 0.18.1, `cargo pgrx
 # init` against the system PostgreSQL 15, the SQL linters (squawk-cli and
-# pgrls from PyPI, pinned) in a virtual environment under .venv/, and the
-# npm packages of examples/edge-function (pinned by its package-lock.json).
+# pgrls from PyPI, pinned) in a virtual environment under .venv/, the
+# npm packages of examples/edge-function (pinned by its package-lock.json)
+# and the Supabase CLI (pinned) under .tools/supabase/.
 # Safe to run again.
 #   scripts/ensure-deps.sh          everything
 #   scripts/ensure-deps.sh lint     only what scripts/lint.sh sql needs
@@ -48,6 +49,16 @@ fi
 if [ ! -d "$ROOT/examples/edge-function/node_modules/pg" ]; then
     echo "ensure-deps: npm ci in examples/edge-function"
     npm ci --prefix "$ROOT/examples/edge-function" --no-audit --no-fund --loglevel=error >/dev/null
+fi
+
+# The Supabase CLI, pinned: the tests apply the migration files with it as
+# a Supabase project does (newer releases may not install here).
+SUPABASE_CLI_VERSION=2.117.0
+if ! "$ROOT/.tools/supabase/node_modules/.bin/supabase" --version 2>/dev/null | grep -qx "$SUPABASE_CLI_VERSION"; then
+    echo "ensure-deps: npm install supabase@${SUPABASE_CLI_VERSION} into .tools/supabase"
+    mkdir -p "$ROOT/.tools/supabase"
+    npm install --prefix "$ROOT/.tools/supabase" -E "supabase@${SUPABASE_CLI_VERSION}" \
+        --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
 if ! cargo pgrx --version 2>/dev/null | grep -q " ${PGRX_VERSION}\$"; then

@@ -3,7 +3,8 @@
 # installs it into the system PostgreSQL 15, with the install scripts of
 # earlier releases that pgrx does not ship (sql/hr_migrations--0.1.0.sql and
 # --0.2.0.sql, as those releases generated them: the upgrade tests install
-# them, then update).
+# them, then update) and the upgrade script from 0.2.0, built from this
+# release's install script (scripts/make-upgrade-script.sh).
 # Files are replaced, never rewritten in place: a running server that has
 # the old library mapped keeps working until its backends restart.
 #   scripts/install-extension.sh            build and install (needs root or sudo)
@@ -16,6 +17,9 @@ root=target/release/hr_migrations-pg15
 extdir=$("$PG_CONFIG" --sharedir)/extension
 mkdir -p "$root$extdir"
 cp sql/hr_migrations--0.1.0.sql sql/hr_migrations--0.2.0.sql "$root$extdir/"
+# The upgrade from 0.2.0, built around this release's generated install script.
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+scripts/make-upgrade-script.sh "$root$extdir/hr_migrations--$version.sql" "$root$extdir/hr_migrations--0.2.0--$version.sql"
 if [ "${1:-}" = --package ]; then
     echo "$root"
     exit 0

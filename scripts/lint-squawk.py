@@ -1,19 +1,21 @@
 #!/usr/bin/env python3
-"""Runs squawk on the scripts rendered by scripts/render-sql.py and fails on
-every finding that lint/squawk-ignores.toml does not justify.
+"""Runs squawk on the plans and the files, and fails on every finding that
+lint/squawk-ignores.toml does not justify.
 
-  scripts/lint-squawk.py RENDERED_DIR [--squawk PATH]
+  scripts/lint-squawk.py [--squawk PATH]
 
-Two squawk runs, both with lint/squawk.toml and --pg-version 15:
-  * every rendered migration and rollback script, whole;
-  * every statement the scripts run directly (RENDERED_DIR/direct/), alone
-    and with no timeout setting: squawk's require-lock-timeout only checks
-    that some `SET lock_timeout` precedes the DDL in a file (the preamble's
-    `SET lock_timeout = 0` satisfies it), so this run is what tells which
-    lock each direct statement takes. Only its require-lock-timeout findings
-    count; the rest are the first run's.
-Each finding is reported at the line of the psql source that produced it.
-An ignore entry no finding uses fails the lint too (delete it once fixed).
+What is linted, with lint/squawk.toml and --pg-version 15:
+  * src/kinds/*/plans/*.sql: each built-in migration's plan as the extension
+    runs it (hr_plan; the golden files src/kinds/tests.rs holds equal to
+    it), one step after the other, each retried step between the
+    `SET lock_timeout` its attempts run under and a RESET;
+  * sql/migrations/*.sql and sql/rollback/*.sql: the files as a runner
+    sends them (CALLs of the extension's procedures and the top-level
+    CREATE INDEX CONCURRENTLY statements).
+Each finding is matched against the ignore entries by its rule, its file,
+the flagged statement and whether its step has a skip condition (from the
+plan's comment above it). An ignore entry no finding uses fails the lint
+too (delete it once fixed).
 """
 import argparse
 import fnmatch
@@ -30,11 +32,15 @@ IGNORES = ROOT / "lint/squawk-ignores.toml"
 PG_VERSION = "15"
 
 
-def squawk(exe, files):
-    if not files:
-        return []
+def files():
+    found = sorted(ROOT.glob("src/kinds/*/plans/*.sql"))
+    found += sorted(ROOT.glob("sql/migrations/*.sql")) + sorted(ROOT.glob("sql/rollback/*.sql"))
+    return found
+
+
+def squawk(exe, paths):
     res = subprocess.run([exe, "--config", str(CONFIG), "--pg-version", PG_VERSION, "--reporter", "json",
-                          *map(str, files)], capture_output=True, text=True)
+                          *map(str, paths)], capture_output=True, text=True)
     if res.returncode not in (0, 1):
         sys.exit(f"lint-squawk: squawk failed ({res.returncode}): {res.stderr.strip()}")
     try:
@@ -47,7 +53,7 @@ def load_ignores():
     data = tomllib.loads(IGNORES.read_text())
     entries = data.get("ignore", [])
     for n, e in enumerate(entries, 1):
-        unknown = set(e) - {"rule", "scripts", "statement", "message", "guarded", "reason"}
+        unknown = set(e) - {"rule", "files", "statement", "message", "guarded", "reason"}
         if unknown or not e.get("rule") or not str(e.get("reason", "")).strip() or "\n" in e.get("reason", ""):
             sys.exit(f"lint-squawk: {IGNORES.relative_to(ROOT)} entry {n}: needs rule and a one-line reason"
                      + (f" (unknown keys {sorted(unknown)})" if unknown else ""))
@@ -57,71 +63,63 @@ def load_ignores():
     return entries
 
 
-def squash(text):
-    return " ".join(text.split()) if text else ""
+def step_of(lines, line):
+    """The flagged statement and whether its plan step has a skip condition."""
+    stmt = lines[line] if 0 <= line < len(lines) else ""
+    guarded = False
+    for back in range(line - 1, max(line - 4, -1), -1):
+        text = lines[back]
+        if text.startswith("--   skip when:"):
+            guarded = True
+        if re.match(r"^-- \d+\.\d+ ", text):
+            break
+    return stmt.strip(), guarded
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("rendered")
     ap.add_argument("--squawk", default=str(ROOT / ".venv/bin/squawk"))
     a = ap.parse_args()
-    out = Path(a.rendered)
-    mapping = json.loads((out / "map.json").read_text())
+    paths = files()
+    if not any("plans" in str(p) for p in paths):
+        sys.exit("lint-squawk: no plan under src/kinds/*/plans/ (cargo test writes them: UPDATE_GOLDEN=1)")
     ignores = load_ignores()
-
-    findings = []  # (script, finding, item or None)
-    for v in squawk(a.squawk, [out / s for s in mapping]):
-        script = str(Path(v["file"]).resolve().relative_to(out.resolve()))
-        lines = mapping[script]["lines"]
-        w = lines[v["line"]] if 0 <= v["line"] < len(lines) else None
-        item = mapping[script]["items"][w["item"]] if w else None
-        findings.append((script, v, item, w))
-    direct = {f: (s, d) for s, m in mapping.items() for f, d in m["direct"].items()}
-    for v in squawk(a.squawk, [out / f for f in direct]):
-        if v["rule_name"] != "require-lock-timeout":
-            continue
-        script, d = direct[str(Path(v["file"]).resolve().relative_to(out.resolve()))]
-        item = mapping[script]["items"][d["item"]]
-        # Report it at the statement's line in the whole rendered script.
-        lines = mapping[script]["lines"]
-        v = dict(v, line=next((n for n, w in enumerate(lines) if w and w["item"] == d["item"]), 0))
-        findings.append((script, v, item, {"src": d["src"], "line": d["line"]}))
-
+    text = {}
     used = set()
     bad = []
-    for script, v, item, w in findings:
-        stmt = squash(item["text"]) if item else ""
+    findings = squawk(a.squawk, paths)
+    for v in findings:
+        path = Path(v["file"]).resolve()
+        rel = str(path.relative_to(ROOT))
+        lines = text.setdefault(rel, path.read_text().split("\n"))
+        stmt, guarded = step_of(lines, v["line"])
         match = None
         for e in ignores:
             if e["rule"] != v["rule_name"]:
                 continue
-            if not fnmatch.fnmatch(script, e.get("scripts", "*")):
+            if not fnmatch.fnmatch(rel, e.get("files", "*")):
                 continue
             if "statement" in e and not re.search(e["statement"], stmt):
                 continue
             if "message" in e and not re.search(e["message"], v["message"]):
                 continue
-            if "guarded" in e and bool(item and item.get("guarded")) != e["guarded"]:
+            if "guarded" in e and guarded != e["guarded"]:
                 continue
             match = e
             break
         if match:
             used.add(match["_n"])
         else:
-            bad.append((script, v, item, w, stmt))
-
-    for script, v, item, w, stmt in bad:
-        where = f"{w['src']}:{w['line']}" if w else f"{script}:{v['line'] + 1}"
-        print(f"{where}: {v['level'].lower()}: {v['rule_name']}: {v['message']}")
-        if stmt:
-            print(f"    {stmt[:200]}")
-        print(f"    (line {v['line'] + 1} of: scripts/render-sql.py {mapping[script]['source']}"
-              f"{'; help: ' + v['help'] if v.get('help') else ''})")
+            bad.append((rel, v, stmt))
+    for rel, v, stmt in bad:
+        print(f"{rel}:{v['line'] + 1}: {v['level'].lower()}: {v['rule_name']}: {v['message']}")
+        print(f"    {stmt[:200]}")
+        if v.get("help"):
+            print(f"    help: {v['help']}")
     stale = [e for e in ignores if e["_n"] not in used]
     for e in stale:
         print(f"{IGNORES.relative_to(ROOT)}: entry {e['_n']} ({e['rule']}: {e['reason']}) matches no finding any more: delete it")
-    print(f"squawk: {len(findings)} findings in {len(mapping)} rendered scripts, "
+    print(f"squawk: {len(findings)} findings in {len(paths)} files, "
           f"{len(findings) - len(bad)} justified by {IGNORES.relative_to(ROOT)}, {len(bad)} not"
           + (f"; {len(stale)} stale ignore entries" if stale else ""))
     return 1 if bad or stale else 0

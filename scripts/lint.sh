@@ -3,29 +3,29 @@
 # any finding that is neither fixed nor justified in lint/ (every ignore and
 # allowlist entry there carries its one-line reason).
 #
-#   scripts/lint.sh                 every part: rust, sql, upgrade
+#   scripts/lint.sh                 every part: rust, sql
 #   scripts/lint.sh sql             only the SQL lints (what `make test` runs)
-#   scripts/lint.sh rust upgrade    any of the parts, in that order
+#   scripts/lint.sh rust sql        any of the parts, in that order
 #
 # Parts:
 #   rust     cargo fmt --check; cargo clippy --all-targets -D warnings
-#   sql      squawk --pg-version 15 on every sql/migrations/ and sql/rollback/
-#            script, rendered as the server runs it (scripts/render-sql.py;
-#            scripts/lint-squawk.py with lint/squawk.toml and
+#   sql      squawk --pg-version 15 on every plan (src/kinds/*/plans/, the
+#            statements the extension runs; src/kinds/tests.rs holds them
+#            equal to hr_plan) and every sql/migrations/ and sql/rollback/
+#            file (scripts/lint-squawk.py with lint/squawk.toml and
 #            lint/squawk-ignores.toml); then, in a throwaway cluster on
-#            127.0.0.1, a demo database migrated by sql/migrations/: the
-#            renderer checked against its hr_render() and registry, and pgrls
-#            lint on it (scripts/lint-pgrls.py with lint/pgrls.toml). Needs
-#            the installed extension (make install); .venv/ comes from
-#            scripts/ensure-deps.sh lint.
-#   upgrade  scripts/make-upgrade-script.sh --check
+#            127.0.0.1, a demo database migrated by sql/migrations/, its
+#            plans served by hr_plan() checked against the golden files,
+#            and pgrls on it (scripts/lint-pgrls.py with lint/pgrls.toml).
+#            Needs the installed extension (make install); .venv/ comes
+#            from scripts/ensure-deps.sh lint.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(rust sql upgrade)
+[ ${#parts[@]} -gt 0 ] || parts=(rust sql)
 for p in "${parts[@]}"; do
-    case "$p" in rust|sql|upgrade) ;; *) sed -n '2,21p' "$0" >&2; exit 2 ;; esac
+    case "$p" in rust|sql) ;; *) sed -n '2,20p' "$0" >&2; exit 2 ;; esac
 done
 
 # A bound on each step that talks to the server: nothing here may hang.
@@ -56,9 +56,6 @@ lint_rust() {
     check clippy cargo clippy --all-targets -- -D warnings
 }
 
-lint_upgrade() {
-    check upgrade-script scripts/make-upgrade-script.sh --check
-}
 
 # The demo database pgrls lints: the app fixture, the extension in schema
 # extensions, every migration applied (tests/fixtures, like `make demo`).
@@ -94,15 +91,31 @@ demo_database() {
     echo "demo database: fixture (scale 300), extension in schema extensions, $(ls sql/migrations/*.sql | wc -l) migrations applied"
 }
 
+# The installed extension serves the plans the golden files hold: the
+# migration and rollback files it renders are the repository's.
+plans_match_database() {
+    local m pos f served diffs=0
+    while IFS='|' read -r m pos; do
+        f=$(printf '%03d_%s.sql' "$pos" "$m")
+        for pair in "dual:sql/migrations" "not_applied:sql/rollback"; do
+            served=$(psql "$DEMO_CONNINFO" -X -A -t -q -v ON_ERROR_STOP=1 \
+                -c "SELECT hr_migrations.hr_migration_file('$m', '${pair%%:*}')") || return 1
+            if ! diff -q <(printf '%s\n' "$served") "${pair#*:}/$f" >/dev/null; then
+                echo "${pair#*:}/$f differs from what the installed extension renders (make install, or UPDATE_GOLDEN=1 cargo test --lib kinds::)"
+                diffs=$((diffs + 1))
+            fi
+        done
+    done < <(psql "$DEMO_CONNINFO" -X -A -t -q -c "SELECT migration, position FROM hr_migrations.hr_migration_registry WHERE builtin ORDER BY position")
+    [ "$diffs" = 0 ] && echo "the installed extension renders every migration and rollback file as committed"
+}
+
 lint_sql() {
     scripts/ensure-deps.sh lint || { failed+=(deps); return; }
     work=$(mktemp -d /tmp/hrm-lint.XXXXXX)
     chmod 755 "$work"
-    check render "$PY" scripts/render-sql.py --out "$work/rendered"
-    [ -f "$work/rendered/map.json" ] && check squawk "$PY" scripts/lint-squawk.py "$work/rendered"
+    check squawk "$PY" scripts/lint-squawk.py
     if check demo-database demo_database; then
-        check render-vs-database timeout "$STEP_TIMEOUT" "$PY" scripts/render-sql.py --out "$work/rendered-db" \
-            --verify "$DEMO_CONNINFO"
+        check plans-vs-database plans_match_database
         check pgrls timeout "$STEP_TIMEOUT" "$PY" scripts/lint-pgrls.py "$DEMO_URL"
     fi
     cleanup

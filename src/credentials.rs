@@ -1,7 +1,7 @@
 //! SQL surface of migration 3 (`integration_credentials`): envelopes.
 //!
 //! The table-facing parts (migration batches, the sync trigger, dual read,
-//! rollback, rewrap, status) are SQL in `src/sql/integration_credentials.sql`.
+//! rollback, rewrap, status) are SQL in `src/kinds/credential_move/kind.sql`.
 
 use pgrx::prelude::*;
 
@@ -63,7 +63,7 @@ fn hr_credential_aad(organization_id: pgrx::Uuid, credential_id: pgrx::Uuid) -> 
 }
 
 extension_sql_file!(
-    "sql/integration_credentials.sql",
+    "kinds/credential_move/kind.sql",
     name = "integration_credentials"
 );
 

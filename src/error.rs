@@ -70,6 +70,25 @@ pub enum Error {
     #[error("hr_migrations refuses to run: {0}")]
     Tampered(String),
 
+    /// 22023: a migration key that is not in the registry (never quoted).
+    #[error("unknown migration: not in hr_migration_registry")]
+    UnknownMigration,
+
+    /// 22023: hr_plan() asked for a phase that has no plan.
+    #[error(
+        "hr_plan() has a plan for 'dual' (the migration file) and 'not_applied' (its rollback)"
+    )]
+    NoPlan,
+
+    /// 22023: a registry entry its kind cannot plan (names the key).
+    #[error(transparent)]
+    Plan(#[from] crate::kinds::PlanError),
+
+    /// 25001 active_sql_transaction: a migration file run inside an explicit
+    /// transaction block.
+    #[error("{0} cannot run inside a transaction block: its steps COMMIT one by one and CREATE INDEX CONCURRENTLY cannot run in one; nothing was changed")]
+    InTransactionBlock(String),
+
     /// 55000: the extension's own catalog state is not usable (not
     /// installed in this database, its definer role missing, a query on its
     /// tables failed). Names the object, never a value.
@@ -101,6 +120,10 @@ impl Error {
             Error::TriggerMisuse(_) => PgSqlErrorCode::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
             Error::ForeignTrigger(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             Error::Tampered(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            Error::UnknownMigration | Error::NoPlan | Error::Plan(_) => {
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+            }
+            Error::InTransactionBlock(_) => PgSqlErrorCode::ERRCODE_ACTIVE_SQL_TRANSACTION,
         }
     }
 
@@ -120,7 +143,7 @@ impl Error {
                 Some("set hr_migrations.keyring_file in postgresql.conf to a readable keyring and reload (docs/key-management.md)")
             }
             Error::NoActiveKeyVersion => {
-                Some("set hr_migrations.active_key_version in postgresql.conf to a version in the keyring and reload")
+                Some("set hr_migrations.active_key_version to a version in the keyring: ALTER DATABASE <db> SET hr_migrations.active_key_version = N (as a member of hr_migrations_admin), or postgresql.conf (docs/key-management.md)")
             }
             Error::UnknownKeyVersion(_) => {
                 Some("add that version's key to the keyring file named by hr_migrations.keyring_file and reload")
@@ -137,6 +160,14 @@ impl Error {
             Error::TriggerMisuse(_) => Some("the migration scripts install the extension's triggers; do not attach them yourself"),
             Error::ForeignTrigger(_) => Some(
                 "code a non-superuser owns would run with the extension's rights; drop it, or use hr_migrations.hr_touch_updated_at() for updated_at (docs/runbook.md, \"Foreign triggers\")",
+            ),
+            Error::UnknownMigration => {
+                Some("SELECT migration FROM hr_migrations.hr_migration_status() lists them")
+            }
+            Error::NoPlan => Some("later phases are moves: CALL hr_migrations.hr_run_phase(migration, phase)"),
+            Error::Plan(_) => Some("the registry's objects name what the kind's plan creates (docs/sql-reference.md, \"Registry\")"),
+            Error::InTransactionBlock(_) => Some(
+                "run the file in autocommit mode: psql -v ON_ERROR_STOP=1 -f (without -1 or --single-transaction), the Supabase CLI, or a runner that sends one statement at a time (docs/runbook.md)",
             ),
             Error::Tampered(_) => Some(
                 "nobody may be a member of hr_migrations_definer nor change the extension's objects; SELECT * FROM hr_preflight() says what to undo (docs/security.md, \"Integrity\")",

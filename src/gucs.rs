@@ -1,7 +1,9 @@
 //! Every setting of the extension, in one place.
 //!
-//! All are superuser-only: an application role can neither see the keyring's
-//! path nor change how the DBA's batches run. The `hr_migrations.` prefix is
+//! All are superuser-only to change: an application role can neither see the
+//! keyring's path nor change how the DBA's batches run or which key seals.
+//! The install grants SET on every setting but the keyring's path
+//! ([`ADMIN_SETTINGS`]) to `hr_migrations_admin`, the database's admin. The `hr_migrations.` prefix is
 //! reserved when the library loads, so no role can create a placeholder
 //! under it that our code might later be tempted to trust.
 
@@ -15,6 +17,9 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 static KEYRING_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 /// The key version new envelopes are encrypted under. 0 = not set.
+/// Superuser-only to SET, like every setting here; the install grants SET on
+/// it to `hr_migrations_admin`, so the database's admin may choose it per
+/// database (`ALTER DATABASE <db> SET ...`), and no application role can.
 static ACTIVE_KEY_VERSION: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 /// How long a migration stays `enforced` before `contracted` is allowed
@@ -25,6 +30,10 @@ static DEPRECATION_PERIOD: GucSetting<Option<CString>> =
 /// The batch engine's target duration for one batch, in milliseconds: the
 /// batch size adapts towards it, so row locks are held about this long.
 static BATCH_TARGET_MS: GucSetting<i32> = GucSetting::<i32>::new(100);
+
+/// Rows per batch when a run does not name a size; 0 = adaptive (the
+/// size follows `batch_target_ms`). The migration files' backfills use it.
+static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 /// Pause between two batches of the batch engine, in milliseconds.
 static BATCH_PAUSE_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
@@ -52,6 +61,21 @@ static PREFLIGHT_LONG_TRANSACTION_MS: GucSetting<i32> = GucSetting::<i32>::new(1
 /// package and ALTER EXTENSION UPDATE, behaves exactly as under 0.1.0.
 static LEGACY_BACKFILL_IN_PROGRESS: GucSetting<bool> = GucSetting::<bool>::new(false);
 
+/// The settings the admin role may SET (and ALTER DATABASE/ROLE ... SET):
+/// the runbook's. `src/sql/privileges.sql` grants them; the keyring's path
+/// stays the platform superuser's.
+pub const ADMIN_SETTINGS: &[&str] = &[
+    "hr_migrations.active_key_version",
+    "hr_migrations.deprecation_period",
+    "hr_migrations.batch_target_ms",
+    "hr_migrations.batch_size",
+    "hr_migrations.batch_pause_ms",
+    "hr_migrations.max_replication_lag_ms",
+    "hr_migrations.ddl_lock_timeout",
+    "hr_migrations.ddl_retry_budget",
+    "hr_migrations.preflight_long_transaction",
+];
+
 pub fn init() {
     GucRegistry::define_string_guc(
         c"hr_migrations.keyring_file",
@@ -70,8 +94,8 @@ pub fn init() {
         &ACTIVE_KEY_VERSION,
         0,
         i32::MAX,
-        GucContext::Sighup,
-        GucFlags::SUPERUSER_ONLY,
+        GucContext::Suset,
+        GucFlags::default(),
     );
     GucRegistry::define_string_guc(
         c"hr_migrations.deprecation_period",
@@ -90,6 +114,16 @@ pub fn init() {
         60_000,
         GucContext::Suset,
         GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"hr_migrations.batch_size",
+        c"Rows per batch of the batch engine when a run names no size; 0 = adaptive.",
+        c"Adaptive sizes follow hr_migrations.batch_target_ms. The migration files' backfills name no size.",
+        &BATCH_SIZE,
+        0,
+        1_000_000,
+        GucContext::Suset,
+        GucFlags::default(),
     );
     GucRegistry::define_int_guc(
         c"hr_migrations.batch_pause_ms",

@@ -10,6 +10,8 @@
 //! - [`envelope`]: credential envelope v1 (AES-256-GCM).
 //! - [`secret`]: the job-board secret inside an envelope, parsed strictly.
 //! - [`phase`]: the phase rules of every migration.
+//! - [`kinds`]: the plan of each kind of migration (its DDL steps, as data),
+//!   one folder per kind, and the files rendered from them.
 //!
 //! Thin SQL modules expose them, each wiring its migration's SQL file:
 //! - `tokens`: migration 1 (`reference_tokens`).
@@ -17,6 +19,8 @@
 //! - `credentials`: migration 3 (`integration_credentials`), over `keystore`
 //!   (the backend's keyring cache and key schedules).
 //! - `operations`: the registry, the batch engine, phases and status.
+//! - `plan`: `hr_plan`, `hr_apply`/`hr_rollback` (the files' procedures),
+//!   the registry's validation and the built-in entries.
 //! - `privileges`: who may use what (`src/sql/privileges.sql`), applied last.
 //!
 //! Support: `error` (one enum, one SQLSTATE per variant), `gucs` (every
@@ -44,8 +48,10 @@ mod gucs;
 mod integrity;
 pub mod keyring;
 mod keystore;
+pub mod kinds;
 mod operations;
 pub mod phase;
+mod plan;
 mod privileges;
 mod random;
 pub mod secret;
@@ -66,8 +72,17 @@ mod hr_migrations {}
 
 /// Runs when the library is loaded: in the postmaster when it is listed in
 /// `shared_preload_libraries`, otherwise in each backend on first use.
+/// Set by `_PG_init` when the postmaster loads the library
+/// (`shared_preload_libraries`); forked backends inherit it.
+pub(crate) static PRELOADED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // SAFETY: reads a flag the postmaster sets while it loads the libraries.
+    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        PRELOADED.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     gucs::init();
     flag::init();
     integrity::init();

@@ -1,6 +1,6 @@
 //! SQL surface of migration 2 (`portal_sessions`): the tenant of a request.
 //!
-//! The trigger, backfill and status are SQL in `src/sql/portal_sessions.sql`.
+//! The trigger, backfill and status are SQL in `src/kinds/tenant_column/kind.sql`.
 
 use std::ffi::CStr;
 
@@ -8,7 +8,7 @@ use pgrx::prelude::*;
 
 use crate::claims;
 
-extension_sql_file!("sql/portal_sessions.sql", name = "portal_sessions");
+extension_sql_file!("kinds/tenant_column/kind.sql", name = "portal_sessions");
 
 /// `hr_jwt_organization_id() RETURNS uuid` — STABLE PARALLEL SAFE.
 ///

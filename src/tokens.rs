@@ -1,14 +1,14 @@
 //! SQL surface of migration 1 (`reference_tokens`): token functions.
 //!
 //! The table-facing parts (trigger, dual-path verification, backfill) are SQL
-//! in `src/sql/reference_tokens.sql`; they call the functions below.
+//! in `src/kinds/token_hash/kind.sql`; they call the functions below.
 
 use pgrx::prelude::*;
 
 use crate::error::Error;
 use crate::{context, dual_path, flag, random, token};
 
-extension_sql_file!("sql/reference_tokens.sql", name = "reference_tokens");
+extension_sql_file!("kinds/token_hash/kind.sql", name = "reference_tokens");
 
 // One row, as the planner should expect (see src/credentials.rs).
 extension_sql!(

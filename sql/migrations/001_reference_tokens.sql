@@ -1,75 +1,55 @@
 -- =============================================================================
--- 001_reference_tokens.sql — Migration 1: salted-hash storage of reference tokens
+-- migrations/001_reference_tokens.sql — apply migration reference_tokens (token_hash) on public.hr_references
+-- Generated from the extension's plan: SELECT * FROM hr_migrations.hr_plan('reference_tokens', 'dual');
+-- (tests hold this file equal to it: change the plan, not the file).
 -- =============================================================================
--- Run:    psql -v ON_ERROR_STOP=1 [-v batch_size=N] -f sql/migrations/001_reference_tokens.sql
---         (autocommit; NOT inside a transaction: the backfill COMMITs per batch)
--- Needs:  CREATE EXTENSION hr_migrations (any schema) in this database.
--- Does:   A. the plan's audit columns created_by/updated_by and their FKs,
---            NOT VALID then VALIDATEd              brief ACCESS EXCLUSIVE / SHARE ROW EXCLUSIVE;
---                                                   the scans under SHARE UPDATE EXCLUSIVE
---         B. the validation log hr_reference_token_validations (the plan's
---            "log all token validations"; never a token)   no lock on existing tables
---         C. the token_hash steps (sql/kinds/token_hash.psql): hash column,
---            format CHECK, triggers, phase dual, batched backfill, phase migrated
--- Every DDL statement runs under lock_timeout: if the app holds a conflicting
--- lock it fails fast instead of queueing every other query behind it. Then
--- simply run the file again: every step is idempotent.
--- Undo:   sql/rollback/001_reference_tokens.sql
+-- Salted-hash storage of reference tokens (token hash v1: base64(salt || sha256(salt || token))).
+-- Adds access_token_hash with a format CHECK (NOT VALID, then VALIDATE), the token trigger
+-- (tokens written from now on are hashed), the validation log, then hashes every plaintext
+-- token in committed batches and moves the phase to migrated. No index on the hash: every
+-- hash has its own salt, so tokens are verified by row id.
+--
+-- Run:   psql -v ON_ERROR_STOP=1 -f <this file>, the Supabase CLI from a project's
+--        supabase/migrations/ (supabase migration up / db push), or any runner that
+--        sends its statements one at a time, as a member of hr_migrations_admin
+--        (postgres on Supabase) or a superuser. NOT inside a transaction block
+--        (BEGIN ... COMMIT, psql -1): the steps COMMIT one by one and CREATE INDEX
+--        CONCURRENTLY cannot run in one; the first statement refuses there.
+-- Needs: CREATE EXTENSION hr_migrations and GRANT hr_migrations_admin TO <you>
+--        (the platform's one-time step, docs/runbook.md).
+-- Again: idempotent; after a failure at any statement, run the whole file again.
+--        The session is left as it was (search_path and settings).
+-- Undo:  sql/rollback/001_reference_tokens.sql
+-- Steps (section: what; lock; how it waits):
+--    1: preflight: stop on a blocker                         none; brief, retried
+--    1: audit columns created_by, updated_by                 ACCESS EXCLUSIVE; brief, retried
+--    1: foreign key on created_by, NOT VALID                 SHARE ROW EXCLUSIVE; brief, retried
+--    1: validate the foreign key on created_by               SHARE UPDATE EXCLUSIVE; waits; blocks no reads or writes
+--    1: foreign key on updated_by, NOT VALID                 SHARE ROW EXCLUSIVE; brief, retried
+--    1: validate the foreign key on updated_by               SHARE UPDATE EXCLUSIVE; waits; blocks no reads or writes
+--    1: mark access_token deprecated                         ACCESS EXCLUSIVE; brief, retried
+--    1: the validation log, RLS and its tenant policy        ACCESS EXCLUSIVE; brief, retried
+--    1: close the validation log: readers and the definer role only ACCESS EXCLUSIVE; brief, retried
+--    1: add access_token_hash                                ACCESS EXCLUSIVE; brief, retried
+--    1: statistics of the token columns                      SHARE UPDATE EXCLUSIVE; waits; blocks no reads or writes
+--    1: hash format CHECK, NOT VALID                         ACCESS EXCLUSIVE; brief, retried
+--    1: validate the hash format CHECK                       SHARE UPDATE EXCLUSIVE; waits; blocks no reads or writes
+--    1: drop an INVALID index left by a failed build         ACCESS EXCLUSIVE; brief, retried
+--    1: drop an INVALID index left by a failed build         ACCESS EXCLUSIVE; brief, retried
+--    1: index the validation log by reference                SHARE UPDATE EXCLUSIVE; top level; blocks no reads or writes
+--    1: index candidate_id (row isolation)                   SHARE UPDATE EXCLUSIVE; top level; blocks no reads or writes
+--    2: close the table to planted code; the definer role's rights SHARE UPDATE EXCLUSIVE; brief, retried
+--    2: the definer role reads hr_candidates                 none; brief, retried
+--    2: anon: nothing on the table                           ACCESS EXCLUSIVE; brief, retried
+--    2: drop the application's legacy trigger                ACCESS EXCLUSIVE; brief, retried
+--    2: updated_at trigger (skips the extension's batches)   SHARE ROW EXCLUSIVE; brief, retried
+--    2: token trigger: written tokens are hashed             SHARE ROW EXCLUSIVE; brief, retried
+--    2: phase -> dual                                        none; brief, retried
+--    2: backfill in committed batches, then migrated         ROW EXCLUSIVE; row locks of one batch at a time
+--    2: row isolation from migrated on                       ACCESS EXCLUSIVE; brief, retried
+--    2: where the migration stands                           none; reports
 -- =============================================================================
-\set migration reference_tokens
-\ir ../preamble.psql
-
--- Step A ---------------------------------------------------------------------
-CALL hr_migrations.hr_ddl(:'migration', $ddl$
-    ALTER TABLE {table}
-        ADD COLUMN IF NOT EXISTS created_by uuid,
-        ADD COLUMN IF NOT EXISTS updated_by uuid;
-    COMMENT ON COLUMN {table}.access_token IS
-        'DEPRECATED (hr_migrations 001): plaintext reference token. Issue tokens with hr_issue_reference_token() and verify with hr_verify_reference_token(); erased and dropped by the contract phase.'
-$ddl$);
-CALL hr_migrations.hr_ddl(:'migration', $ddl$
-    ALTER TABLE {table} ADD CONSTRAINT hr_references_created_by_fkey
-        FOREIGN KEY (created_by) REFERENCES {table_schema}.pf_profiles (id) NOT VALID
-$ddl$, skip_when => $ddl$
-    EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = '{table}'::regclass AND conname = 'hr_references_created_by_fkey')
-$ddl$);
-CALL hr_migrations.hr_ddl(:'migration', $ddl$
-    ALTER TABLE {table} ADD CONSTRAINT hr_references_updated_by_fkey
-        FOREIGN KEY (updated_by) REFERENCES {table_schema}.pf_profiles (id) NOT VALID
-$ddl$, skip_when => $ddl$
-    EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = '{table}'::regclass AND conname = 'hr_references_updated_by_fkey')
-$ddl$);
-ALTER TABLE :tbl VALIDATE CONSTRAINT hr_references_created_by_fkey;
-ALTER TABLE :tbl VALIDATE CONSTRAINT hr_references_updated_by_fkey;
-
--- Step B ---------------------------------------------------------------------
--- Only the definer role writes it (hr_verify_reference_token); service_role
--- reads it, authenticated its own organization's rows; anon has nothing
--- (docs/security.md).
-CALL hr_migrations.hr_ddl(:'migration', $ddl$
-    CREATE TABLE IF NOT EXISTS {log_table} (
-        id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        reference_id uuid,
-        method       text NOT NULL CHECK (method IN ('hash', 'plaintext', 'none')),
-        success      boolean NOT NULL,
-        validated_at timestamptz NOT NULL DEFAULT now()
-    );
-    ALTER TABLE {log_table} ENABLE ROW LEVEL SECURITY;
-    -- A tenant reads the validations of its own organization's references.
-    DROP POLICY IF EXISTS {log_policy} ON {log_table};
-    CREATE POLICY {log_policy} ON {log_table}
-        FOR SELECT TO authenticated
-        USING (EXISTS (SELECT 1 FROM {table} r
-                        WHERE r.id OPERATOR(pg_catalog.=) reference_id
-                          AND r.candidate_id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT {ext}.hr_organization_candidates()))));
-    COMMENT ON TABLE {log_table} IS
-        'hr_migrations: one row per hr_verify_reference_token() call (never the token)'
-$ddl$);
-SELECT hr_migrations.hr_render(:'migration', '{log_table}') AS log_table \gset
-CREATE INDEX CONCURRENTLY IF NOT EXISTS hr_reference_token_validations_reference
-    ON :log_table (reference_id, validated_at);
-SELECT hr_migrations.hr_secure_own_table(:'log_table'::pg_catalog.regclass, ARRAY['authenticated', 'service_role']::pg_catalog.text[], 'INSERT'::pg_catalog.text);
-
--- Step C ---------------------------------------------------------------------
-\ir ../kinds/token_hash.psql
-\ir ../epilogue.psql
+CALL hr_migrations.hr_apply('reference_tokens', 1);
+CREATE INDEX CONCURRENTLY IF NOT EXISTS hr_reference_token_validations_reference ON public.hr_reference_token_validations (reference_id, validated_at);
+CREATE INDEX CONCURRENTLY IF NOT EXISTS hr_references_candidate_id ON public.hr_references (candidate_id);
+CALL hr_migrations.hr_apply('reference_tokens', 2);

@@ -1,17 +1,46 @@
 -- =============================================================================
--- 002_portal_sessions.sql — Migration 2: organization isolation of portal sessions
+-- migrations/002_portal_sessions.sql — apply migration portal_sessions (tenant_column) on public.hr_candidate_portal_sessions
+-- Generated from the extension's plan: SELECT * FROM hr_migrations.hr_plan('portal_sessions', 'dual');
+-- (tests hold this file equal to it: change the plan, not the file).
 -- =============================================================================
--- Run:    psql -v ON_ERROR_STOP=1 [-v batch_size=N] -f sql/migrations/002_portal_sessions.sql
---         in autocommit mode, NOT inside BEGIN (CREATE INDEX CONCURRENTLY; the
---         backfill COMMITs per batch).
--- Needs:  CREATE EXTENSION hr_migrations (any schema) in this database.
--- Does:   the tenant_column steps (sql/kinds/tenant_column.psql) on
---         hr_candidate_portal_sessions: organization_id derived from the
---         session's candidate, backfilled in batches, FK, index, RLS policies.
---         Every step is idempotent; on a lock timeout, run the file again.
--- Undo:   sql/rollback/002_portal_sessions.sql
+-- Organization isolation: organization_id, derived from the row's candidate by a trigger
+-- (rows written meanwhile are covered), backfilled in committed batches; then the foreign
+-- key (NOT VALID, then VALIDATE), the index (CONCURRENTLY) and row level security with one
+-- policy per command for authenticated; the phase moves to migrated only when every row
+-- has its organization. Rows whose candidate is missing or has none are never guessed or
+-- deleted: they are counted as blocked and keep the phase at dual.
+--
+-- Run:   psql -v ON_ERROR_STOP=1 -f <this file>, the Supabase CLI from a project's
+--        supabase/migrations/ (supabase migration up / db push), or any runner that
+--        sends its statements one at a time, as a member of hr_migrations_admin
+--        (postgres on Supabase) or a superuser. NOT inside a transaction block
+--        (BEGIN ... COMMIT, psql -1): the steps COMMIT one by one and CREATE INDEX
+--        CONCURRENTLY cannot run in one; the first statement refuses there.
+-- Needs: CREATE EXTENSION hr_migrations and GRANT hr_migrations_admin TO <you>
+--        (the platform's one-time step, docs/runbook.md).
+-- Again: idempotent; after a failure at any statement, run the whole file again.
+--        The session is left as it was (search_path and settings).
+-- Undo:  sql/rollback/002_portal_sessions.sql
+-- Steps (section: what; lock; how it waits):
+--    1: preflight: stop on a blocker                         none; brief, retried
+--    1: add organization_id                                  ACCESS EXCLUSIVE; brief, retried
+--    1: statistics of organization_id                        SHARE UPDATE EXCLUSIVE; waits; blocks no reads or writes
+--    1: close the table to planted code; the definer role's rights SHARE UPDATE EXCLUSIVE; brief, retried
+--    1: the definer role reads hr_candidates                 none; brief, retried
+--    1: anon: nothing on the table                           ACCESS EXCLUSIVE; brief, retried
+--    1: drop the application's legacy trigger                ACCESS EXCLUSIVE; brief, retried
+--    1: drop the application's legacy policy                 ACCESS EXCLUSIVE; brief, retried
+--    1: updated_at and organization triggers                 SHARE ROW EXCLUSIVE; brief, retried
+--    1: phase -> dual                                        none; brief, retried
+--    1: backfill in committed batches                        ROW EXCLUSIVE; row locks of one batch at a time
+--    1: foreign key to pf_organizations, NOT VALID           SHARE ROW EXCLUSIVE; brief, retried
+--    1: validate the foreign key                             SHARE UPDATE EXCLUSIVE; waits; blocks no reads or writes
+--    1: drop an INVALID index left by a failed build         ACCESS EXCLUSIVE; brief, retried
+--    1: index organization_id                                SHARE UPDATE EXCLUSIVE; top level; blocks no reads or writes
+--    2: row level security, one policy per command           ACCESS EXCLUSIVE; brief, retried
+--    2: phase -> migrated when nothing is pending or blocked none; brief, retried
+--    2: where the migration stands                           none; reports
 -- =============================================================================
-\set migration portal_sessions
-\ir ../preamble.psql
-\ir ../kinds/tenant_column.psql
-\ir ../epilogue.psql
+CALL hr_migrations.hr_apply('portal_sessions', 1);
+CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_hr_candidate_portal_sessions_organization_id ON public.hr_candidate_portal_sessions (organization_id);
+CALL hr_migrations.hr_apply('portal_sessions', 2);

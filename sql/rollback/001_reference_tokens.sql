@@ -1,16 +1,33 @@
 -- =============================================================================
--- rollback/001_reference_tokens.sql — undo migration 1
+-- rollback/001_reference_tokens.sql — undo migration reference_tokens (token_hash) on public.hr_references
+-- Generated from the extension's plan: SELECT * FROM hr_migrations.hr_plan('reference_tokens', 'not_applied');
+-- (tests hold this file equal to it: change the plan, not the file).
 -- =============================================================================
--- Run:    psql -v ON_ERROR_STOP=1 [-v drop_hash_only_tokens=on] -f sql/rollback/001_reference_tokens.sql
--- Does:   the token_hash undo (sql/kinds/token_hash_rollback.psql): refuses
---         while tokens exist only as hashes, then drops the triggers, the
---         hash CHECK and access_token_hash; phase -> not_applied.
--- Keeps:  created_by/updated_by (the plan's audit columns, which may hold
---         data by now), hr_reference_token_validations (the audit log).
--- Locks:  brief ACCESS EXCLUSIVE per DDL statement, under lock_timeout.
--- Redo:   sql/migrations/001_reference_tokens.sql
+-- The plan's rollback of reference_tokens: keep the plaintext column, drop the hashes.
+-- Refuses while tokens exist only as hashes (issued or rotated once enforced): they could
+-- never be verified again (options {"drop_hash_only_tokens": true} drops them anyway).
+-- Keeps created_by/updated_by and the validation log. A contracted migration has no
+-- plaintext left to go back to: refused.
+--
+-- Run:   psql -v ON_ERROR_STOP=1 -f <this file>, the Supabase CLI from a project's
+--        supabase/migrations/ (supabase migration up / db push), or any runner that
+--        sends its statements one at a time, as a member of hr_migrations_admin
+--        (postgres on Supabase) or a superuser. NOT inside a transaction block
+--        (BEGIN ... COMMIT, psql -1): the steps COMMIT one by one and CREATE INDEX
+--        CONCURRENTLY cannot run in one; the first statement refuses there.
+-- Needs: CREATE EXTENSION hr_migrations and GRANT hr_migrations_admin TO <you>
+--        (the platform's one-time step, docs/runbook.md).
+-- Again: idempotent; after a failure at any statement, run the whole file again.
+--        The session is left as it was (search_path and settings).
+-- Redo:  sql/migrations/001_reference_tokens.sql
+-- Steps (section: what; lock; how it waits):
+--    1: preflight: stop on a blocker                         none; brief, retried
+--    1: no token exists only as a hash                       none; refuses when it does not hold
+--    1: phase -> dual                                        none; brief, retried
+--    1: drop the triggers, the CHECK and access_token_hash   ACCESS EXCLUSIVE; brief, retried
+--    1: access_token no longer marked deprecated             ACCESS EXCLUSIVE; brief, retried
+--    1: phase -> not_applied                                 none; brief, retried
+--    1: forget the batch state                               none; brief, retried
+--    1: where the migration stands                           none; reports
 -- =============================================================================
-\set migration reference_tokens
-\ir ../preamble.psql
-\ir ../kinds/token_hash_rollback.psql
-\ir ../epilogue.psql
+CALL hr_migrations.hr_rollback('reference_tokens', 1);

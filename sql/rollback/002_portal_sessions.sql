@@ -1,15 +1,35 @@
 -- =============================================================================
--- rollback/002_portal_sessions.sql — undo migration 2
+-- rollback/002_portal_sessions.sql — undo migration portal_sessions (tenant_column) on public.hr_candidate_portal_sessions
+-- Generated from the extension's plan: SELECT * FROM hr_migrations.hr_plan('portal_sessions', 'not_applied');
+-- (tests hold this file equal to it: change the plan, not the file).
 -- =============================================================================
--- Run:    psql -v ON_ERROR_STOP=1 [-v disable_rls=on] -f sql/rollback/002_portal_sessions.sql
--- Does:   the tenant_column undo (sql/kinds/tenant_column_rollback.psql):
---         policies, triggers, index, FK and organization_id dropped; row
---         level security left enabled unless -v disable_rls=on; phase ->
---         not_applied.
--- Locks:  brief ACCESS EXCLUSIVE per DDL statement, under lock_timeout.
--- Redo:   sql/migrations/002_portal_sessions.sql
+-- The plan's rollback of portal_sessions: the policies, triggers, index, foreign key and
+-- organization_id dropped (derived data: nothing is lost). Row level security stays
+-- ENABLED with no policy unless options {"disable_rls": true}: enabled and without
+-- policies, authenticated sees no row (fails closed); disabled, with Supabase's default
+-- grants, every signed-in user sees every tenant's rows.
+--
+-- Run:   psql -v ON_ERROR_STOP=1 -f <this file>, the Supabase CLI from a project's
+--        supabase/migrations/ (supabase migration up / db push), or any runner that
+--        sends its statements one at a time, as a member of hr_migrations_admin
+--        (postgres on Supabase) or a superuser. NOT inside a transaction block
+--        (BEGIN ... COMMIT, psql -1): the steps COMMIT one by one and CREATE INDEX
+--        CONCURRENTLY cannot run in one; the first statement refuses there.
+-- Needs: CREATE EXTENSION hr_migrations and GRANT hr_migrations_admin TO <you>
+--        (the platform's one-time step, docs/runbook.md).
+-- Again: idempotent; after a failure at any statement, run the whole file again.
+--        The session is left as it was (search_path and settings).
+-- Redo:  sql/migrations/002_portal_sessions.sql
+-- Steps (section: what; lock; how it waits):
+--    1: preflight: stop on a blocker                         none; brief, retried
+--    1: phase -> dual                                        none; brief, retried
+--    1: drop the policies and triggers                       ACCESS EXCLUSIVE; brief, retried
+--    1: disable row level security, as asked                 ACCESS EXCLUSIVE; brief, retried
+--    1: row level security stays enabled                     none; reports
+--    1: drop the organization_id index                       ACCESS EXCLUSIVE; brief, retried
+--    1: drop the foreign key, the NOT NULL check and organization_id ACCESS EXCLUSIVE; brief, retried
+--    1: phase -> not_applied                                 none; brief, retried
+--    1: forget the batch state                               none; brief, retried
+--    1: where the migration stands                           none; reports
 -- =============================================================================
-\set migration portal_sessions
-\ir ../preamble.psql
-\ir ../kinds/tenant_column_rollback.psql
-\ir ../epilogue.psql
+CALL hr_migrations.hr_rollback('portal_sessions', 1);

@@ -1,18 +1,38 @@
 -- =============================================================================
--- rollback/003_integration_credentials.sql — undo migration 3
+-- rollback/003_integration_credentials.sql — undo migration integration_credentials (credential_move) on public.hr_job_board_integrations
+-- Generated from the extension's plan: SELECT * FROM hr_migrations.hr_plan('integration_credentials', 'not_applied');
+-- (tests hold this file equal to it: change the plan, not the file).
 -- =============================================================================
--- Run:    psql -v ON_ERROR_STOP=1 [-v batch_size=N] -f sql/rollback/003_integration_credentials.sql
---         (autocommit; needs the keyring, to decrypt)
--- Does:   the credential_move undo (sql/kinds/credential_move_rollback.psql):
---         plaintext restored exactly from each credential in committed
---         batches (credentials that cannot be restored are kept and
---         reported, and nothing is dropped), then the triggers, index, FK
---         and credential_id dropped; phase -> not_applied.
--- Keeps:  pf_credential_migrations (the audit trail, now with the rollback),
---         the envelope CHECK on pf_credentials, other pf_credentials rows.
--- Redo:   sql/migrations/003_integration_credentials.sql
+-- The plan's rollback of integration_credentials: plaintext written back exactly from each
+-- credential in committed batches, credentials unlinked and deleted, each logged. One that
+-- cannot be restored exactly is kept, its integration stays linked, it is recorded in
+-- hr_batch_failures and nothing is dropped. Then the triggers, index, foreign key and
+-- credential_id are dropped. Keeps the audit log, the envelope CHECK and other credentials.
+-- Needs the keyring, to decrypt. A contracted migration has no plaintext columns: refused.
+--
+-- Run:   psql -v ON_ERROR_STOP=1 -f <this file>, the Supabase CLI from a project's
+--        supabase/migrations/ (supabase migration up / db push), or any runner that
+--        sends its statements one at a time, as a member of hr_migrations_admin
+--        (postgres on Supabase) or a superuser. NOT inside a transaction block
+--        (BEGIN ... COMMIT, psql -1): the steps COMMIT one by one and CREATE INDEX
+--        CONCURRENTLY cannot run in one; the first statement refuses there.
+-- Needs: CREATE EXTENSION hr_migrations and GRANT hr_migrations_admin TO <you>
+--        (the platform's one-time step, docs/runbook.md).
+-- Again: idempotent; after a failure at any statement, run the whole file again.
+--        The session is left as it was (search_path and settings).
+-- Redo:  sql/migrations/003_integration_credentials.sql
+-- Steps (section: what; lock; how it waits):
+--    1: preflight: stop on a blocker                         none; brief, retried
+--    1: not contracted                                       none; refuses when it does not hold
+--    1: phase -> dual                                        none; brief, retried
+--    1: plaintext restored from each credential, in committed batches ROW EXCLUSIVE; row locks of one batch at a time
+--    1: every integration unlinked                           none; refuses when it does not hold
+--    1: drop the sync and updated_at triggers                ACCESS EXCLUSIVE; brief, retried
+--    1: drop the credential_id index                         ACCESS EXCLUSIVE; brief, retried
+--    1: drop the foreign key and credential_id               ACCESS EXCLUSIVE; brief, retried
+--    1: the plaintext columns no longer marked deprecated    ACCESS EXCLUSIVE; brief, retried
+--    1: phase -> not_applied                                 none; brief, retried
+--    1: forget the batch state                               none; brief, retried
+--    1: where the migration stands                           none; reports
 -- =============================================================================
-\set migration integration_credentials
-\ir ../preamble.psql
-\ir ../kinds/credential_move_rollback.psql
-\ir ../epilogue.psql
+CALL hr_migrations.hr_rollback('integration_credentials', 1);

@@ -65,20 +65,54 @@ $$;
 COMMENT ON ROLE hr_migrations_definer IS
     'hr_migrations: owner of the extension''s SECURITY DEFINER functions; NOLOGIN, never a superuser';
 
+-- The admin role (DESIGN.md §4, 0.3.0): the platform superuser grants it to
+-- the database's admin once (GRANT hr_migrations_admin TO postgres); its
+-- members run every DBA operation with no superuser (src/sql/privileges.sql
+-- grants it: docs/security.md, "The allowlist"). A CREATEROLE role can
+-- grant it to itself or to others on PG15: it gives nothing such a role
+-- does not already reach (the tables it owns, the settings it may SET).
+-- Roles are cluster-wide: a second database reuses it. One that can log in
+-- or is a superuser was not made by us: refuse.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    SELECT a.rolsuper, a.rolcanlogin INTO r
+      FROM pg_catalog.pg_roles a WHERE a.rolname OPERATOR(pg_catalog.=) 'hr_migrations_admin'::pg_catalog.name;
+    IF NOT FOUND THEN
+        CREATE ROLE hr_migrations_admin NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS;
+    ELSIF r.rolsuper OR r.rolcanlogin THEN
+        RAISE EXCEPTION 'role hr_migrations_admin exists but is not the role hr_migrations creates'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'it must be NOLOGIN and NOSUPERUSER; its members get the DBA''s operations of the extension',
+                  HINT = 'drop or fix that role (docs/security.md), then CREATE EXTENSION again';
+    END IF;
+END
+$$;
+COMMENT ON ROLE hr_migrations_admin IS
+    'hr_migrations: the DBA''s operations (GRANT hr_migrations_admin TO <the database''s admin>); NOLOGIN';
+
 -- A GRANT run by CREATE or ALTER EXTENSION is recorded as the object's
 -- "initial privileges" (pg_init_privs), even for an object the extension
 -- does not own; pg_dump then leaves every grant that object had out of the
 -- dump (the schema restores without the application roles' USAGE). For
 -- objects that belong to no extension, forget that record: their ACL stays
--- what it is, and pg_dump dumps it in full.
+-- what it is, and pg_dump dumps it in full. Outside CREATE and ALTER
+-- EXTENSION (a migration file run by the admin role) no GRANT is recorded
+-- there, and pg_init_privs is the superuser's: nothing to do.
 CREATE FUNCTION hr_migrations.hr_forget_init_privs(class_id regclass, object_id oid) RETURNS void
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    IF NOT hr_migrations.hr_creating_extension() THEN
+        RETURN;
+    END IF;
     DELETE FROM pg_catalog.pg_init_privs ip
      WHERE ip.classoid = class_id AND ip.objoid = object_id AND ip.privtype = 'e'
        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                        WHERE d.classid = class_id AND d.objid = object_id AND d.deptype = 'e')
+                        WHERE d.classid = class_id AND d.objid = object_id AND d.deptype = 'e');
+END
 $$;
 
 -- The definer role calls the extension's functions by schema.
@@ -86,13 +120,14 @@ GRANT USAGE ON SCHEMA hr_migrations TO hr_migrations_definer;
 
 -- -----------------------------------------------------------------------------
 -- The registry: the one place that says, for each migration, its key, order,
--- kind, table, default batch size and the names of the objects its script
--- creates. Scripts, checks, status, rollbacks and tests read it. A kind is a
--- shape of migration with its own functions (hr_<kind>_spec, _state, _enter,
--- _finish, _note); the column names a kind works on are fixed by the kind
--- (docs/sql-reference.md, "Registry"). Its script is
--- sql/migrations/<position as 3 digits>_<migration>.sql, its rollback the
--- same name under sql/rollback/.
+-- kind, table, default batch size and the names of the objects its plan
+-- creates. Plans, checks, status, rollbacks and tests read it. A kind is a
+-- shape of migration with its plan (src/kinds/<kind>/) and its own
+-- functions (hr_<kind>_spec, _state, _enter, _finish, _note); the column
+-- names a kind works on are fixed by the kind (docs/sql-reference.md,
+-- "Registry"). Its file is sql/migrations/<position as 3 digits>_<migration>.sql
+-- (hr_migration_file() renders it), its rollback the same name under
+-- sql/rollback/.
 CREATE TABLE hr_migrations.hr_migration_registry (
     migration          text PRIMARY KEY CHECK (migration ~ '^[a-z][a-z0-9_]{0,40}$'),
     position           integer NOT NULL UNIQUE CHECK (position BETWEEN 1 AND 999),
@@ -107,53 +142,9 @@ CREATE TABLE hr_migrations.hr_migration_registry (
 COMMENT ON TABLE hr_migrations.hr_migration_registry IS
     'hr_migrations: every migration, its kind, table, batch size and the names of the objects its script creates';
 
-INSERT INTO hr_migrations.hr_migration_registry (migration, position, kind, table_name, default_batch_size, objects, builtin) VALUES
-('reference_tokens', 1, 'token_hash', 'hr_references', 5000, '{
-    "token_trigger": "hr_references_token",
-    "touch_trigger": "hr_references_touch_updated_at",
-    "hash_check": "hr_references_access_token_hash_v1",
-    "log_table": "hr_reference_token_validations",
-    "log_policy": "hr_reference_token_validations_select",
-    "tenant_index": "hr_references_candidate_id",
-    "policy_select": "hr_references_select",
-    "policy_insert": "hr_references_insert",
-    "policy_update": "hr_references_update",
-    "policy_delete": "hr_references_delete",
-    "legacy_triggers": ["update_hr_references_updated_at"]
- }', true),
-('portal_sessions', 2, 'tenant_column', 'hr_candidate_portal_sessions', 5000, '{
-    "org_trigger": "hr_portal_sessions_org",
-    "touch_trigger": "hr_candidate_portal_sessions_touch_updated_at",
-    "fk": "fk_hr_candidate_portal_sessions_organization_id",
-    "index": "idx_hr_candidate_portal_sessions_organization_id",
-    "not_null_check": "hr_candidate_portal_sessions_organization_id_not_null",
-    "policy_select": "hr_portal_sessions_select",
-    "policy_insert": "hr_portal_sessions_insert",
-    "policy_update": "hr_portal_sessions_update",
-    "policy_delete": "hr_portal_sessions_delete",
-    "legacy_policies": ["Sessions org isolation"],
-    "legacy_triggers": ["update_hr_candidate_portal_sessions_updated_at"]
- }', true),
-('integration_credentials', 3, 'credential_move', 'hr_job_board_integrations', 1000, '{
-    "sync_insert_trigger": "hr_job_board_integrations_sync_insert",
-    "sync_update_trigger": "hr_job_board_integrations_sync_update",
-    "touch_trigger": "hr_job_board_integrations_touch_updated_at",
-    "fk": "fk_hr_job_board_integrations_credential_id",
-    "index": "idx_hr_job_board_integrations_credential_id",
-    "unique_index": "hr_job_board_integrations_credential_id_key",
-    "credentials_table": "pf_credentials",
-    "credentials_policy": "pf_credentials_select",
-    "credentials_org_index": "pf_credentials_organization_id",
-    "envelope_check": "pf_credentials_encrypted_value_envelope_v1",
-    "log_table": "pf_credential_migrations",
-    "log_policy": "pf_credential_migrations_select",
-    "tenant_index": "hr_job_board_integrations_organization_id",
-    "policy_select": "hr_job_board_integrations_select",
-    "policy_insert": "hr_job_board_integrations_insert",
-    "policy_update": "hr_job_board_integrations_update",
-    "policy_delete": "hr_job_board_integrations_delete",
-    "legacy_triggers": ["update_hr_job_board_integrations_updated_at"]
- }', true);
+-- The built-in migrations (src/kinds/builtin.rs) are registered by
+-- src/sql/apply.sql, once the Rust functions exist; every row written is
+-- checked against its kind there (hr_check_registry_entry).
 
 -- Where each migration stands. A missing row means 'not_applied'.
 CREATE TABLE hr_migrations.hr_migration_phases (
@@ -476,64 +467,61 @@ BEGIN
 END
 $$;
 
--- Runs one step of a migration script's DDL (one or more statements, one
+-- Runs one step of a migration's DDL (one or more statements, one
 -- transaction) without ever queueing application traffic for long: each
 -- attempt waits at most hr_migrations.ddl_lock_timeout for its locks; when
 -- a lock is not available it says so, sleeps with exponential backoff and
--- jitter, and tries again, for at most hr_migrations.ddl_retry_budget. A
--- writer therefore waits behind the DDL for one attempt at most. skip_when,
--- a boolean SQL expression (rendered like ddl), makes the step a no-op when
--- its result already exists (ADD CONSTRAINT has no IF NOT EXISTS).
--- COMMITs: CALL it outside an explicit transaction block.
-CREATE PROCEDURE hr_migrations.hr_ddl(migration text, ddl text, skip_when text DEFAULT NULL)
+-- equal jitter (half the pause fixed, half random), and tries again, for at
+-- most hr_migrations.ddl_retry_budget. A writer therefore waits behind the
+-- DDL for one attempt at most. With wait, one attempt that waits as long
+-- as it takes: only for SHARE UPDATE EXCLUSIVE (VALIDATE, ANALYZE), which
+-- blocks no reads or writes. quiet hides the NOTICEs of IF [NOT] EXISTS;
+-- a step that calls a function of ours passes false, so its NOTICEs (a
+-- phase move) reach the client. COMMITs: CALL it outside an explicit
+-- transaction block. The statement comes from the extension's plan
+-- (hr_plan) or a kind's template (hr_ddl), never from a caller's text.
+CREATE PROCEDURE hr_migrations.hr_run_ddl(migration text, statement text, wait boolean DEFAULT false,
+                                           quiet boolean DEFAULT true)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    stmt text;
-    cond text;
     attempt_ms double precision;
     budget_ms double precision;
     attempt integer;
     waited double precision;
     pause double precision;
-    skip boolean;
     started timestamptz;
 BEGIN
     PERFORM hr_migrations.hr_procedure_step();
-    stmt := hr_migrations.hr_render(migration, ddl);
-    cond := hr_migrations.hr_render(migration, skip_when);
     attempt_ms := hr_migrations.hr_setting_ms('hr_migrations.ddl_lock_timeout', 1000);
     budget_ms := hr_migrations.hr_setting_ms('hr_migrations.ddl_retry_budget', 600000);
     attempt := 0;
     waited := 0;
-    skip := false;
-    IF cond IS NOT NULL THEN
-        EXECUTE 'SELECT ' || cond INTO skip;
-        IF skip THEN
-            RETURN;
-        END IF;
-    END IF;
     LOOP
         attempt := attempt + 1;
         started := clock_timestamp();
         BEGIN
-            PERFORM pg_catalog.set_config('lock_timeout', attempt_ms::bigint || 'ms', true);
-            -- No "does not exist, skipping" chatter from IF [NOT] EXISTS.
-            PERFORM pg_catalog.set_config('client_min_messages', 'warning', true);
-            EXECUTE stmt;
+            PERFORM pg_catalog.set_config('lock_timeout',
+                CASE WHEN wait THEN '0' ELSE attempt_ms::bigint || 'ms' END, true);
+            -- No "does not exist, skipping" chatter from IF [NOT] EXISTS;
+            -- a call of ours (quiet false) keeps its NOTICEs.
+            IF quiet THEN
+                PERFORM pg_catalog.set_config('client_min_messages', 'warning', true);
+            END IF;
+            EXECUTE statement;
             EXIT;
         EXCEPTION WHEN lock_not_available THEN
             waited := waited + extract(epoch FROM clock_timestamp() - started) * 1000;
             IF waited >= budget_ms THEN
                 RAISE EXCEPTION '%: gave up after % attempts (% s) waiting for a lock: %', migration, attempt,
-                        round((waited / 1000)::numeric, 1), pg_catalog.left(regexp_replace(stmt, '\s+', ' ', 'g'), 120)
+                        round((waited / 1000)::numeric, 1), pg_catalog.left(regexp_replace(statement, '\s+', ' ', 'g'), 120)
                     USING ERRCODE = 'lock_not_available',
-                          HINT = 'SELECT * FROM hr_migrations.hr_preflight() names the sessions holding the table; run the script again';
+                          HINT = 'SELECT * FROM hr_migrations.hr_preflight() names the sessions holding the table; run the file again';
             END IF;
-            -- Exponential backoff from 100 ms to 10 s, with full jitter.
+            -- Exponential backoff from 100 ms to 10 s, with equal jitter.
             pause := least(10000, 100 * 2 ^ least(attempt - 1, 10)) * (0.5 + random() / 2);
             RAISE NOTICE '%: lock not available after % ms (attempt %): %; retrying in % ms', migration,
-                attempt_ms, attempt, pg_catalog.left(regexp_replace(stmt, '\s+', ' ', 'g'), 80), round(pause::numeric);
+                attempt_ms, attempt, pg_catalog.left(regexp_replace(statement, '\s+', ' ', 'g'), 80), round(pause::numeric);
             PERFORM pg_catalog.pg_sleep(pause / 1000);
             waited := waited + pause;
         END;
@@ -543,32 +531,28 @@ BEGIN
 END
 $$;
 
--- Drops the plan's triggers and policies that a migration replaces (the
--- registry's legacy_triggers and legacy_policies), each only when present,
--- each through hr_ddl.
-CREATE PROCEDURE hr_migrations.hr_drop_legacy(migration text)
+-- A kind's DDL template (hr_render) run by hr_run_ddl; skip_when, a
+-- boolean SQL expression rendered like ddl, makes it a no-op when its
+-- result already exists (ADD CONSTRAINT has no IF NOT EXISTS).
+CREATE PROCEDURE hr_migrations.hr_ddl(migration text, ddl text, skip_when text DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    e hr_migrations.hr_migration_registry;
-    tbl regclass;
-    n text;
+    stmt text;
+    cond text;
+    skip boolean;
 BEGIN
     PERFORM hr_migrations.hr_procedure_step();
-    e := hr_migrations.hr_migration_entry(migration);
-    tbl := hr_migrations.hr_migration_table(migration);
-    FOR n IN SELECT jsonb_array_elements_text(coalesce(e.objects -> 'legacy_triggers', '[]')) LOOP
-        IF hr_migrations.hr_trigger_exists(tbl, n) THEN
-            CALL hr_migrations.hr_ddl(migration, pg_catalog.format('DROP TRIGGER %I ON %s', n, tbl));
-            PERFORM hr_migrations.hr_procedure_step();
+    stmt := hr_migrations.hr_render(migration, ddl);
+    cond := hr_migrations.hr_render(migration, skip_when);
+    IF cond IS NOT NULL THEN
+        EXECUTE 'SELECT ' || cond INTO skip;
+        IF skip THEN
+            RETURN;
         END IF;
-    END LOOP;
-    FOR n IN SELECT jsonb_array_elements_text(coalesce(e.objects -> 'legacy_policies', '[]')) LOOP
-        IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = tbl AND p.polname = n) THEN
-            CALL hr_migrations.hr_ddl(migration, pg_catalog.format('DROP POLICY %I ON %s', n, tbl));
-            PERFORM hr_migrations.hr_procedure_step();
-        END IF;
-    END LOOP;
+    END IF;
+    CALL hr_migrations.hr_run_ddl(migration, stmt);
+    PERFORM hr_migrations.hr_procedure_step();
 END
 $$;
 
@@ -1196,7 +1180,10 @@ BEGIN
     RETURN NEXT;
 
     check_name := 'library preloaded';
-    IF current_setting('shared_preload_libraries') ~ '(^|[ ,])hr_migrations($|[ ,])' THEN
+    -- Asked of the library (what it saw when it loaded), not of
+    -- shared_preload_libraries, which only superusers and
+    -- pg_read_all_settings may read.
+    IF hr_migrations.hr_library_preloaded() THEN
         status := 'ok'; detail := 'shared_preload_libraries includes hr_migrations'; fix := NULL;
     ELSE
         status := 'warning';
@@ -1709,6 +1696,8 @@ DECLARE
 BEGIN
     PERFORM hr_migrations.hr_procedure_step();
     entry := hr_migrations.hr_migration_entry(migration);
+    -- A size named by the call, else hr_migrations.batch_size (0: none).
+    batch_size := coalesce(batch_size, nullif(hr_migrations.hr_setting_ms('hr_migrations.batch_size', 0)::integer, 0));
     adaptive := batch_size IS NULL;
     min_size := 10;
     batches := 0;

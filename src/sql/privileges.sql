@@ -178,6 +178,43 @@ AS $$
            ('hr_credential_move_enter(text,text,text)')
 $$;
 
+-- The admin role (hr_migrations_admin, granted to the database's admin by
+-- the platform superuser) may execute every function and procedure of the
+-- extension but these: the two that record what is installed as trusted
+-- (they would bless a change the integrity check refuses), the backfill
+-- flag the migration triggers trust (only the definer role's batches set
+-- it), and the key check recorder (only the keystore calls it, as the
+-- definer role).
+CREATE FUNCTION hr_migrations.hr_admin_denied_functions() RETURNS SETOF text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    VALUES ('hr_apply_privileges()'), ('hr_record_fingerprints()'), ('hr_set_backfill_flag(boolean)'),
+           ('hr_key_check(integer,text)')
+$$;
+
+-- What the admin role may do to the extension's tables, besides reading
+-- all of them (pg_dump reads the configuration tables; status and progress
+-- read the state): move phases and run batches (hr_set_phase and the
+-- procedures run as the caller and write the phase and batch state),
+-- forget failures and batch state (the rollback files), register its own
+-- migrations, and restore all of it and the key check values from a dump
+-- (pg_restore COPYs the configuration tables). Registry rows only name the
+-- admin's tables and objects: every name is quoted where SQL is built, and
+-- the definer role writes only what a table's owner granted it.
+CREATE FUNCTION hr_migrations.hr_admin_table_privileges()
+RETURNS TABLE (table_name text, privilege text)
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    VALUES ('hr_migration_registry', 'INSERT, UPDATE, DELETE'),
+           ('hr_migration_phases', 'INSERT, UPDATE, DELETE'),
+           ('hr_batch_progress',   'INSERT, UPDATE, DELETE'),
+           ('hr_batch_failures',   'INSERT, UPDATE, DELETE'),
+           ('hr_key_checks',       'INSERT'),
+           ('hr_apply_state',      'INSERT, UPDATE, DELETE')
+$$;
+
 CREATE FUNCTION hr_migrations.hr_apply_privileges() RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -249,6 +286,33 @@ BEGIN
         END IF;
         EXECUTE format('GRANT USAGE ON SCHEMA hr_migrations TO %s', grantee);
     END LOOP;
+    -- The admin role: USAGE on the schema, EXECUTE on every function and
+    -- procedure (here and their wrappers in the extension's schema) but
+    -- hr_admin_denied_functions(), SELECT on every table and view, the
+    -- writes of hr_admin_table_privileges(), SET on the runbook's settings.
+    EXECUTE 'GRANT USAGE ON SCHEMA hr_migrations TO hr_migrations_admin';
+    FOR o IN SELECT p.oid, p.oid::regprocedure AS sig, p.prokind
+               FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_proc p ON p.oid = d.objid
+              WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.deptype = 'e'
+                AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.refobjid = ext LOOP
+        CONTINUE WHEN o.oid IN (SELECT to_regprocedure('hr_migrations.' || f)
+                                  FROM hr_migrations.hr_admin_denied_functions() f);
+        EXECUTE format('GRANT EXECUTE ON %s %s TO hr_migrations_admin',
+                       CASE o.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, o.sig);
+    END LOOP;
+    FOR o IN SELECT c.oid::regclass AS rel
+               FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class c ON c.oid = d.objid
+              WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.deptype = 'e'
+                AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.refobjid = ext
+                AND c.relkind IN ('r', 'p', 'v') LOOP
+        EXECUTE format('GRANT SELECT ON %s TO hr_migrations_admin', o.rel);
+    END LOOP;
+    FOR a IN SELECT * FROM hr_migrations.hr_admin_table_privileges() LOOP
+        EXECUTE format('GRANT %s ON hr_migrations.%I TO hr_migrations_admin', a.privilege, a.table_name);
+    END LOOP;
+    FOR kw IN SELECT hr_migrations.hr_admin_settings() LOOP
+        EXECUTE format('GRANT SET ON PARAMETER %s TO hr_migrations_admin', kw);
+    END LOOP;
     -- What is installed now is what the integrity check compares with.
     PERFORM hr_migrations.hr_record_fingerprints();
 END
@@ -277,7 +341,8 @@ AS $$
            ('hr_migrate_integrations'), ('hr_integration_secret'), ('hr_set_integration_secret'),
            ('hr_rollback_integrations'), ('hr_rewrap_credentials'), ('hr_keyring_versions'),
            ('hr_migration_status'), ('hr_set_phase'), ('hr_preflight'), ('hr_retry_failures'),
-           ('hr_run_backfill'), ('hr_run_phase'), ('hr_run_rollback'), ('hr_run_rewrap'), ('hr_run_batches')
+           ('hr_run_backfill'), ('hr_run_phase'), ('hr_run_rollback'), ('hr_run_rewrap'), ('hr_run_batches'),
+           ('hr_plan'), ('hr_migration_file'), ('hr_apply'), ('hr_rollback')
 $$;
 
 DO $$

@@ -238,6 +238,30 @@ impl Cluster {
     pub fn migrate(&self, db: &str, script: &str, vars: &[(&str, &str)]) -> String {
         self.psql_ok(db, &repo().join("sql/migrations").join(script), vars)
     }
+
+    /// Applies a migration script from sql/migrations with server options
+    /// (`PGOPTIONS`, e.g. `-c hr_migrations.batch_size=50`) for its session.
+    pub fn migrate_with(&self, db: &str, script: &str, options: &str) -> String {
+        let url = format!(
+            "host=127.0.0.1 port={} user={} dbname={db}",
+            self.port, self.superuser
+        );
+        let file = repo().join("sql/migrations").join(script);
+        let out = Command::new("psql")
+            .arg(url)
+            .args(["-X", "-v", "ON_ERROR_STOP=1", "-f"])
+            .arg(&file)
+            .env("PGOPTIONS", options)
+            .output()
+            .expect("run psql");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "psql -f {}:\n{text}", file.display());
+        text
+    }
 }
 
 impl Cluster {
@@ -713,4 +737,118 @@ pub fn extension_version() -> String {
         .and_then(|v| v.strip_suffix('"'))
         .expect("version in Cargo.toml")
         .to_string()
+}
+
+/// Supabase's layout (tests/fixtures/supabase/README.md) with database
+/// "hr" at `scale`, keyring versions 1 and 2 (1 active), the library
+/// preloaded, and the platform's one-time step done: `CREATE EXTENSION
+/// hr_migrations SCHEMA extensions; GRANT hr_migrations_admin TO postgres`.
+/// Sessions whose candidate has no organization (which would keep
+/// migration 2 in dual) are deleted, as the application's admin would.
+pub fn supabase_platform(scale: u32, extra_conf: &[&str]) -> Cluster {
+    let keyring = write_keyring(&[(1, random_key()), (2, random_key())]);
+    let mut conf = keyring_conf(&keyring, 1);
+    conf.push("shared_preload_libraries=hr_migrations".into());
+    conf.extend(extra_conf.iter().map(|s| s.to_string()));
+    let cl = Cluster::start_supabase(&conf);
+    cl.supabase_db("hr", scale);
+    cl.connect("hr")
+        .batch_execute(
+            "CREATE EXTENSION hr_migrations SCHEMA extensions;
+             GRANT hr_migrations_admin TO postgres;",
+        )
+        .unwrap();
+    cl.connect_as("hr", "postgres")
+        .batch_execute(
+            "DELETE FROM public.hr_candidate_portal_sessions s
+              WHERE NOT EXISTS (SELECT 1 FROM public.hr_candidates c
+                                 WHERE c.id = s.candidate_id AND c.organization_id IS NOT NULL)",
+        )
+        .unwrap();
+    cl
+}
+
+/// The Supabase CLI scripts/ensure-deps.sh installs (pinned).
+pub fn supabase_cli() -> PathBuf {
+    let p = repo().join(".tools/supabase/node_modules/.bin/supabase");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/ensure-deps.sh",
+        p.display()
+    );
+    p
+}
+
+/// A Supabase project directory with the migration files, as `make
+/// supabase-migrations DIR=...` puts them there.
+pub fn supabase_project(dir: &Path) {
+    let out = Command::new(repo().join("scripts/supabase-migrations.sh"))
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "supabase-migrations.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Cluster {
+    /// `supabase migration up --db-url ...` in `project`, connected as
+    /// `user`: success and everything the CLI printed.
+    pub fn supabase_migration_up(&self, project: &Path, user: &str) -> (bool, String) {
+        let out = Command::new(supabase_cli())
+            .current_dir(project)
+            .args(["migration", "up", "--db-url"])
+            .arg(format!(
+                "postgresql://{user}@127.0.0.1:{}/hr?sslmode=disable",
+                self.port
+            ))
+            .output()
+            .expect("run the Supabase CLI");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+}
+
+/// The catalog definitions of what the migrations create on the
+/// application's tables (columns, constraints, indexes, triggers,
+/// policies, row level security), for "running it again changes nothing".
+pub fn catalog_snapshot(c: &mut Client) -> Vec<String> {
+    c.query(
+        "WITH t AS (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = 'public' AND c.relkind = 'r')
+         SELECT 'column ' || a.attrelid::regclass || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+                || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END
+           FROM pg_attribute a JOIN t ON t.oid = a.attrelid WHERE a.attnum > 0 AND NOT a.attisdropped
+         UNION ALL
+         SELECT 'constraint ' || conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(k.oid) || ' ' || convalidated::text
+           FROM pg_constraint k JOIN t ON t.oid = k.conrelid
+         UNION ALL
+         SELECT 'index ' || pg_get_indexdef(i.indexrelid) || ' ' || i.indisvalid::text
+           FROM pg_index i JOIN t ON t.oid = i.indrelid
+         UNION ALL
+         SELECT 'trigger ' || pg_get_triggerdef(g.oid) || ' ' || g.tgenabled::text
+           FROM pg_trigger g JOIN t ON t.oid = g.tgrelid WHERE NOT g.tgisinternal
+         UNION ALL
+         SELECT 'policy ' || p.polrelid::regclass || ' ' || p.polname || ' ' || p.polcmd::text || ' '
+                || coalesce(pg_get_expr(p.polqual, p.polrelid), '') || ' ' || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '')
+           FROM pg_policy p JOIN t ON t.oid = p.polrelid
+         UNION ALL
+         SELECT 'rls ' || c.oid::regclass || ' ' || c.relrowsecurity::text FROM pg_class c JOIN t ON t.oid = c.oid
+         UNION ALL
+         SELECT 'acl ' || c.oid::regclass || ' ' || coalesce(c.relacl::text, '') FROM pg_class c JOIN t ON t.oid = c.oid
+         ORDER BY 1",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
 }

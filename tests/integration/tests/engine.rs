@@ -276,9 +276,10 @@ fn status_and_engine_agree_on_pending_rows_held_locked() {
     }
 }
 
-/// A fourth migration of an existing kind: a registry row and its script
-/// (tests/fixtures/migrations/004_interview_slots.sql, three lines), no
-/// engine change. Through dual, migrated, enforced and the rollback.
+/// A fourth migration of an existing kind: a registry row, no code. Its
+/// files come from the extension (hr_migration_file, the plan of its kind
+/// rendered for its names). Through dual, migrated, enforced and the
+/// rollback; a registry row its kind cannot plan is refused, naming the key.
 #[test]
 fn a_fourth_migration_of_an_existing_kind() {
     let cl = cluster(&[(1, random_key())]);
@@ -313,11 +314,32 @@ fn a_fourth_migration_of_an_existing_kind() {
     );
     assert_eq!(script, "004_interview_slots.sql");
 
-    let out = cl.psql_ok(
-        "hr",
-        &repo().join("tests/fixtures/migrations").join(&script),
-        &[],
+    // The registry refuses an entry whose names the kind cannot plan with.
+    let e = c
+        .batch_execute(
+            "UPDATE hr_migrations.hr_migration_registry SET objects = objects - 'fk' WHERE migration = 'interview_slots'",
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "22023");
+    assert!(
+        error_text(&e).contains("does not name fk"),
+        "{}",
+        error_text(&e)
     );
+
+    // Its files, as the extension renders them.
+    let dir = cl.dir().join("interview_slots");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (phase, sub) in [("dual", "migrations"), ("not_applied", "rollback")] {
+        let text: String = one(
+            &mut c,
+            &format!("SELECT hr_migrations.hr_migration_file('interview_slots', '{phase}')"),
+        );
+        assert!(text.contains("CALL hr_migrations.hr_"), "{text}");
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        std::fs::write(dir.join(sub).join(&script), text).unwrap();
+    }
+    let out = cl.psql_ok("hr", &dir.join("migrations").join(&script), &[]);
     assert!(
         out.contains("interview_slots: phase dual -> migrated"),
         "{out}"
@@ -366,11 +388,7 @@ fn a_fourth_migration_of_an_existing_kind() {
         "23502",
         &[],
     );
-    cl.psql_ok(
-        "hr",
-        &repo().join("tests/fixtures/rollback").join(&script),
-        &[],
-    );
+    cl.psql_ok("hr", &dir.join("rollback").join(&script), &[]);
     assert_eq!(status(&mut c, "interview_slots").phase, "not_applied");
     let col: bool = one(
         &mut c,

@@ -378,6 +378,7 @@ fn default_arg(ty: &str) -> Option<&'static str> {
         "oid[]" => "ARRAY[]::oid[]",
         "text[]" => "ARRAY['service_role']",
         "aclitem[]" => "NULL::aclitem[]",
+        "jsonb" => "'{}'::jsonb",
         other => panic!("no default for argument type {other}: extend default_arg"),
     })
 }

@@ -250,30 +250,13 @@ fn upgrade_from_0_2_0_keeps_every_token_and_secret_and_gets_every_fix() {
         cl.migrate("old", &script, &[]);
     }
     assert!(!anon_reads(&mut c), "pf_credentials is still open to anon");
-    let snapshot = |c: &mut Client| -> Vec<String> {
-        c.query(
-            "SELECT format('%s %s', c.oid::regclass, c.relacl) FROM pg_class c
-              WHERE c.relnamespace = 'public'::regnamespace
-             UNION ALL SELECT format('%s %s', t.tgname, pg_get_triggerdef(t.oid)) FROM pg_trigger t WHERE NOT t.tgisinternal
-             UNION ALL SELECT format('%s %s %s', y.polname, pg_get_expr(y.polqual, y.polrelid), pg_get_expr(y.polwithcheck, y.polrelid))
-                         FROM pg_policy y
-             UNION ALL SELECT format('%s %s', i.indexrelid::regclass, pg_get_indexdef(i.indexrelid)) FROM pg_index i
-                        WHERE i.indrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'public'::regnamespace)
-             ORDER BY 1",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-    };
-    let once = snapshot(&mut c);
+    let once = catalog_snapshot(&mut c);
     for (_, script) in migrations(&mut c) {
         cl.migrate("old", &script, &[]);
     }
     assert_eq!(
         once,
-        snapshot(&mut c),
+        catalog_snapshot(&mut c),
         "running the files again changed something"
     );
     assert_eq!(broken_tokens_and_secrets(&mut c), (0, 0));

@@ -499,7 +499,8 @@ fn backfill_races_application_writers() {
     std::thread::sleep(Duration::from_millis(300));
     let out = Command::new("psql")
         .arg(cl.url("hr"))
-        .args(["-X", "-v", "ON_ERROR_STOP=1", "-v", "batch_size=200", "-f"])
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-f"])
+        .env("PGOPTIONS", "-c hr_migrations.batch_size=200")
         .arg(repo().join("sql/migrations/002_portal_sessions.sql"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

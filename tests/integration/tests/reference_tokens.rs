@@ -279,7 +279,8 @@ fn backfill_killed_midway_resumes() {
     // Small batches so the backfill is still running when it is killed.
     let mut psql = Command::new("psql")
         .arg(cl.url("hr"))
-        .args(["-X", "-v", "ON_ERROR_STOP=1", "-v", "batch_size=25", "-f"])
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-f"])
+        .env("PGOPTIONS", "-c hr_migrations.batch_size=25")
         .arg(repo().join("sql/migrations/001_reference_tokens.sql"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -293,7 +294,7 @@ fn backfill_killed_midway_resumes() {
             .query_opt(
                 "SELECT a.pid FROM pg_stat_activity a, hr_migrations.hr_batch_progress p
                   WHERE p.migration = 'reference_tokens' AND p.rows_done >= 1000
-                    AND a.query ILIKE '%hr_run_backfill%' AND a.pid <> pg_backend_pid()",
+                    AND a.query ILIKE '%hr_apply%' AND a.pid <> pg_backend_pid()",
                 &[],
             )
             .unwrap();

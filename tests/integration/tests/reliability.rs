@@ -275,13 +275,13 @@ static IN_BATCH: AtomicU64 = AtomicU64::new(0);
 fn spawn_psql(cl: &Cluster, db: &str, cmd: Cmd, app: &str, pause_ms: u32) -> Child {
     let mut p = Command::new("psql");
     p.arg(cl.url(db))
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-v"])
-        .arg(format!("batch_size={CRASH_BATCH}"))
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
         .env("PGAPPNAME", app)
         .env(
             "PGOPTIONS",
             format!(
-                "-c hr_migrations.batch_pause_ms={pause_ms} -c hr_migrations.deprecation_period=0"
+                "-c hr_migrations.batch_pause_ms={pause_ms} -c hr_migrations.deprecation_period=0 \
+                 -c hr_migrations.batch_size={CRASH_BATCH}"
             ),
         )
         .stdout(Stdio::piped())
@@ -817,7 +817,7 @@ fn migrators_and_application_writers_at_once_give_exactly_once_results() {
                 })
             })
             .collect();
-        cl.migrate("hr", &script, &[("batch_size", "50")]);
+        cl.migrate_with("hr", &script, "-c hr_migrations.batch_size=50");
         done.store(true, Ordering::SeqCst);
         for t in extra {
             migrator_runs += t.join().unwrap();

@@ -8,6 +8,14 @@ fn rollback(cl: &Cluster, script: &str, vars: &[(&str, &str)]) -> std::process::
     cl.psql_file("hr", &repo().join("sql/rollback").join(script), vars)
 }
 
+/// The rollback file's CALL with options, as its refusal's hint says.
+fn rollback_with(cl: &Cluster, migration: &str, options: &str) -> (bool, String) {
+    cl.psql_c(
+        "hr",
+        &format!("CALL hr_migrations.hr_rollback('{migration}', 1, '{options}')"),
+    )
+}
+
 fn column_exists(c: &mut Client, table: &str, column: &str) -> bool {
     c.query_one(
         "SELECT EXISTS (SELECT 1 FROM information_schema.columns
@@ -72,12 +80,8 @@ fn rollback_scripts_undo_every_migration_and_allow_redo() {
         0
     );
 
-    let out = rollback(&cl, "002_portal_sessions.sql", &[("disable_rls", "on")]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, out) = rollback_with(&cl, "portal_sessions", r#"{"disable_rls": true}"#);
+    assert!(ok, "{out}");
     assert!(!column_exists(
         &mut c,
         "hr_candidate_portal_sessions",
@@ -100,21 +104,23 @@ fn rollback_scripts_undo_every_migration_and_allow_redo() {
         !out.status.success(),
         "001 rollback should refuse while a hash-only token exists"
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("only as a hash"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("only as a hash"), "{stderr}");
+    // The hint names the CALL that drops them anyway.
+    assert!(
+        stderr.contains(r#"hr_rollback('reference_tokens', 1, '{"drop_hash_only_tokens": true}')"#),
+        "{stderr}"
+    );
     assert!(
         column_exists(&mut c, "hr_references", "access_token_hash"),
         "refusal must change nothing"
     );
-    let out = rollback(
+    let (ok, out) = rollback_with(
         &cl,
-        "001_reference_tokens.sql",
-        &[("drop_hash_only_tokens", "on")],
+        "reference_tokens",
+        r#"{"drop_hash_only_tokens": true}"#,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(ok, "{out}");
     assert!(!column_exists(&mut c, "hr_references", "access_token_hash"));
     let tokens_changed: i64 = one(
         &mut c,

@@ -693,6 +693,8 @@ DECLARE
     plaintext_left bigint := 0;
     orphans bigint := 0;
     versions text;
+    stale bigint;
+    active integer;
     note text;
 BEGIN
     IF hr_migrations.hr_column_exists(t, 'api_key') THEN
@@ -703,6 +705,15 @@ BEGIN
                       FROM (SELECT %s.hr_envelope_key_version(c.encrypted_value) AS v, count(*) AS cnt
                               FROM %s c GROUP BY 1) s', 'hr_migrations', hr_migrations.hr_credentials_table(migration))
        INTO versions;
+    -- Envelopes not under the active key version (after ALTER DATABASE ...
+    -- SET hr_migrations.active_key_version: pooled backends keep the old
+    -- setting until they reconnect, so some may still be written so).
+    active := hr_migrations.hr_active_key_version();
+    IF active IS NOT NULL THEN
+        EXECUTE format('SELECT count(*) FROM %s c WHERE %s.hr_envelope_key_version(c.encrypted_value) <> $1',
+                       hr_migrations.hr_credentials_table(migration), 'hr_migrations')
+           INTO stale USING active;
+    END IF;
     IF hr_migrations.hr_column_exists(t, 'credential_id') THEN
         SELECT c.pending INTO orphans FROM hr_migrations.hr_operation_counts(migration, 'purge') c;
     END IF;
@@ -723,7 +734,9 @@ BEGIN
         CASE WHEN phase = 'enforced' THEN hr_migrations.hr_contract_eta(migration) END,
         CASE WHEN orphans > 0 THEN
             format('%s credentials are orphaned (no integration links them any more): CALL hr_migrations.hr_run_batches(%L, ''purge'') deletes them', orphans, migration) END,
-        'credentials: ' || coalesce(versions, 'none'));
+        'credentials: ' || coalesce(versions, 'none'),
+        CASE WHEN stale > 0 THEN
+            format('%s not under the active key version %s: CALL hr_migrations.hr_run_rewrap() (backends that have not reconnected since the version changed may still write the old one)', stale, active) END);
     RETURN note;
 END
 $$;
