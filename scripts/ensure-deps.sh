@@ -16,7 +16,7 @@ PGRX_VERSION=0.18.1
 SQUAWK_VERSION=2.70.0
 PGRLS_VERSION=0.57.1
 VENV=$ROOT/.venv
-PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang sudo pgbouncer python3-cryptography python3-venv)
+PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-cron libclang-dev clang sudo pgbouncer python3-cryptography python3-venv)
 [ "${1:-}" = lint ] && PACKAGES=(postgresql-15 python3-venv)
 # Node.js runs the edge-function example (examples/edge-function); a machine
 # may already have its own (nvm, NodeSource): only install it when missing.

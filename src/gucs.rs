@@ -35,6 +35,11 @@ static BATCH_TARGET_MS: GucSetting<i32> = GucSetting::<i32>::new(100);
 /// size follows `batch_target_ms`). The migration files' backfills use it.
 static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(0);
 
+/// When on, a migration file's backfill step schedules the batches as a
+/// pg_cron job (`hr_schedule_backfill`) instead of running them in the
+/// foreground: the file ends with the migration in `dual`, the job moves it.
+static BACKFILL_IN_BACKGROUND: GucSetting<bool> = GucSetting::<bool>::new(false);
+
 /// Pause between two batches of the batch engine, in milliseconds.
 static BATCH_PAUSE_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 
@@ -69,6 +74,7 @@ pub const ADMIN_SETTINGS: &[&str] = &[
     "hr_migrations.deprecation_period",
     "hr_migrations.batch_target_ms",
     "hr_migrations.batch_size",
+    "hr_migrations.backfill_in_background",
     "hr_migrations.batch_pause_ms",
     "hr_migrations.max_replication_lag_ms",
     "hr_migrations.ddl_lock_timeout",
@@ -122,6 +128,14 @@ pub fn init() {
         &BATCH_SIZE,
         0,
         1_000_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"hr_migrations.backfill_in_background",
+        c"Migration files schedule their backfill as a pg_cron job instead of running it in the foreground.",
+        c"The job (hr_schedule_backfill) runs as the role that applied the file and unschedules itself when nothing is pending.",
+        &BACKFILL_IN_BACKGROUND,
         GucContext::Suset,
         GucFlags::default(),
     );
@@ -211,4 +225,9 @@ pub fn active_key_version() -> Option<u32> {
     u32::try_from(ACTIVE_KEY_VERSION.get())
         .ok()
         .filter(|&v| v > 0)
+}
+
+/// `hr_migrations.backfill_in_background`.
+pub fn backfill_in_background() -> bool {
+    BACKFILL_IN_BACKGROUND.get()
 }

@@ -12,10 +12,14 @@
 //! - `hr_migrations_definer` has a member, can log in or is a superuser, or
 //! - a member object of the extension (function, table, view, schema)
 //!   differs from what the install recorded in `hr_member_fingerprints`:
-//!   owner, SECURITY DEFINER flag, settings, body, privileges.
+//!   owner, SECURITY DEFINER flag, settings, body, privileges, or
+//! - a column the migrations read or write is not of its exact type
+//!   (`hr_column_type_problem`: a type of the admin's would run its casts
+//!   and operators as the reader).
 //!
 //! The verdict is cached per backend and dropped by syscache callbacks on
-//! pg_authid, pg_auth_members, pg_proc, pg_class and pg_namespace, which
+//! pg_authid, pg_auth_members, pg_proc, pg_class, pg_namespace and
+//! pg_attribute, which
 //! every backend receives when any of them changes anywhere: a live check,
 //! not a latch (undo the change and the next call passes). The RLS path
 //! (`hr_jwt_organization_id`) never calls it.
@@ -50,6 +54,8 @@ fn register() {
         pg_sys::SysCacheIdentifier::PROCOID,
         pg_sys::SysCacheIdentifier::RELOID,
         pg_sys::SysCacheIdentifier::NAMESPACEOID,
+        // A column's type changed (hr_column_type_problem).
+        pg_sys::SysCacheIdentifier::ATTNUM,
     ] {
         // SAFETY: a plain function pointer with no argument, registered
         // once per process (the registry of callbacks is per backend and
@@ -74,6 +80,21 @@ pub fn init() {
 /// owned by the installing superuser), read as the definer role (the
 /// fingerprints are readable by it alone).
 fn problem() -> Result<Option<String>, Error> {
+    // The role named hr_migrations_definer must be the one that owns the
+    // SECURITY DEFINER functions: a CREATEROLE role could rename the real
+    // one (and take it) and create another of that name, which the check
+    // below would then run as. (NULL: an older version of the extension's
+    // SQL, before ALTER EXTENSION UPDATE.)
+    let owner_is_named = Spi::get_one::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r                          WHERE r.oid OPERATOR(pg_catalog.=) p.proowner                            AND r.rolname OPERATOR(pg_catalog.=) 'hr_migrations_definer')            FROM pg_catalog.pg_proc p           WHERE p.oid OPERATOR(pg_catalog.=) pg_catalog.to_regprocedure('hr_migrations.hr_migration_status()')",
+    )
+    .map_err(|e| Error::Catalog(format!("could not check the extension's integrity ({e})")))?;
+    if owner_is_named == Some(false) {
+        return Ok(Some(
+            "the extension's SECURITY DEFINER functions are not owned by the role named hr_migrations_definer (it was renamed, or another role took its name); fix: give the role back its name and drop the other, or reinstall the extension"
+                .into(),
+        ));
+    }
     definer::run(|| {
         Spi::get_one::<String>("SELECT hr_migrations.hr_integrity_problem()")
             .map_err(|e| Error::Catalog(format!("could not check the extension's integrity ({e})")))

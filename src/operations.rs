@@ -74,15 +74,6 @@ fn hr_phase_accepts_plaintext(phase: &str) -> Result<bool, ErrorReport> {
     Ok(parse_phase(phase)?.accepts_plaintext())
 }
 
-/// `hr_creating_extension() RETURNS boolean` — VOLATILE PARALLEL SAFE.
-/// Internal: whether this runs inside CREATE or ALTER EXTENSION's script
-/// (the only time PostgreSQL records initial privileges).
-#[pg_extern(volatile, parallel_safe, schema = "hr_migrations")]
-fn hr_creating_extension() -> bool {
-    // SAFETY: reads a backend-local flag.
-    unsafe { pgrx::pg_sys::creating_extension }
-}
-
 /// `hr_library_preloaded() RETURNS boolean` — VOLATILE PARALLEL SAFE.
 /// Internal: whether the library was loaded by the postmaster
 /// (`shared_preload_libraries`), which it notes when it loads. Any role may

@@ -23,7 +23,9 @@ extension_sql_file!(
         hr_plan,
         hr_require_autocommit,
         hr_builtin_migrations,
-        hr_check_registry_entry
+        hr_check_registry_entry,
+        hr_backfill_in_background,
+        hr_creating_extension
     ],
 );
 
@@ -223,4 +225,49 @@ fn hr_check_registry_entry(
     };
     kinds::validate(&e).map_err(Error::Plan)?;
     Ok(())
+}
+
+/// `hr_backfill_in_background() RETURNS boolean` — STABLE PARALLEL SAFE.
+/// Internal: `hr_migrations.backfill_in_background` (a file's backfill step
+/// schedules a pg_cron job instead of running the batches).
+#[pg_extern(stable, parallel_safe, schema = "hr_migrations")]
+fn hr_backfill_in_background() -> bool {
+    crate::gucs::backfill_in_background()
+}
+
+/// `hr_kind_columns(migration text) RETURNS TABLE(table_name text,
+/// column_name text, type_name text, required boolean)` — STABLE. Internal:
+/// every column the migration's kind reads or writes and its exact type
+/// (`Kind::columns`), its table qualified and quoted; the integrity check
+/// (`hr_column_type_problem`) compares them with the catalog.
+#[pg_extern(stable, schema = "hr_migrations")]
+#[allow(clippy::type_complexity)]
+fn hr_kind_columns(
+    migration: &str,
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(table_name, String),
+            name!(column_name, String),
+            name!(type_name, String),
+            name!(required, bool),
+        ),
+    >,
+    ErrorReport,
+> {
+    let e = entry(migration)?;
+    let rows = kinds::columns(&e).map_err(Error::Plan)?;
+    Ok(TableIterator::new(rows.into_iter().map(|(t, c)| {
+        (t, c.column.to_string(), c.type_name.to_string(), c.required)
+    })))
+}
+
+/// `hr_creating_extension() RETURNS boolean` — VOLATILE PARALLEL SAFE.
+/// Internal: whether this runs inside CREATE or ALTER EXTENSION's script
+/// (the only time PostgreSQL records initial privileges).
+#[pg_extern(volatile, parallel_safe, schema = "hr_migrations")]
+fn hr_creating_extension() -> bool {
+    // SAFETY: reads a backend-local flag.
+    unsafe { pgrx::pg_sys::creating_extension }
 }

@@ -66,6 +66,66 @@ pub trait Kind: Sync {
     fn migrate(&self, n: &Names) -> Vec<Step>;
     /// Back to `not_applied`: the rollback file.
     fn rollback(&self, n: &Names) -> Vec<Step>;
+    /// Every column the kind's SQL reads or writes, with its exact type.
+    /// Anything else (a domain, an enum or a type of the admin's, whose
+    /// casts and operators it wrote) would run its code as whoever reads
+    /// the column: the definer role, or a superuser running the file.
+    fn columns(&self) -> &'static [Column];
+}
+
+/// A table a kind works on, as its [`Column`]s name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    /// The migration's own table.
+    Migration,
+    /// A table of the same schema, by its fixed name (`hr_candidates`).
+    Sibling(&'static str),
+    /// A table of the same schema named by a registry key (`log_table`).
+    Object(&'static str),
+}
+
+/// A column a kind's SQL reads or writes and its exact type (as
+/// `format_type()` writes it); `required`: it must exist whenever its table
+/// does (others are checked when present: added by the plan, or dropped by
+/// the contract phase).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Column {
+    pub table: Table,
+    pub column: &'static str,
+    pub type_name: &'static str,
+    pub required: bool,
+}
+
+pub const fn col(
+    table: Table,
+    column: &'static str,
+    type_name: &'static str,
+    required: bool,
+) -> Column {
+    Column {
+        table,
+        column,
+        type_name,
+        required,
+    }
+}
+
+/// The columns of an entry's kind, each with its table qualified and quoted.
+pub fn columns(entry: &Entry) -> Result<Vec<(String, Column)>, PlanError> {
+    let k = kind(&entry.kind).ok_or_else(|| PlanError::UnknownKind(entry.kind.clone()))?;
+    validate(entry)?;
+    let n = Names { entry };
+    Ok(k.columns()
+        .iter()
+        .map(|c| {
+            let table = match c.table {
+                Table::Migration => n.table(),
+                Table::Sibling(name) => n.sibling(name),
+                Table::Object(key) => n.qualified(key),
+            };
+            (table, *c)
+        })
+        .collect())
 }
 
 /// A registry row, as the planner reads it.
@@ -382,13 +442,13 @@ pub enum PlanError {
     MissingObject { migration: String, key: String },
     #[error("the registry entry of {migration} names {key}, which its kind does not use")]
     UnknownObject { migration: String, key: String },
-    #[error("the registry entry of {migration}: {key} must be a name of 1 to 63 bytes{list}")]
+    #[error("the registry entry of {migration}: {key} must be a name of 1 to 63 bytes of letters, digits, _, $, - and spaces, starting with a letter or _{list}")]
     BadName {
         migration: String,
         key: String,
         list: &'static str,
     },
-    #[error("the registry entry of {migration}: {what} must be a name of 1 to 63 bytes")]
+    #[error("the registry entry of {migration}: {what} must be a name of 1 to 63 bytes of letters, digits, _, $, - and spaces, starting with a letter or _")]
     BadTable { migration: String, what: String },
 }
 
@@ -446,8 +506,18 @@ pub fn validate(entry: &Entry) -> Result<(), PlanError> {
     Ok(())
 }
 
-fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 63 && !s.contains('\0')
+/// A name the registry may hold: 1 to 63 bytes of ASCII letters, digits,
+/// `_`, `$`, `-` and spaces, starting with a letter or `_`. Names reach SQL
+/// quoted, and templates, literals and comments too: nothing in them may
+/// end a quote, open a placeholder (`{key}`), start a line or need an
+/// escape, whatever the session's `standard_conforming_strings`.
+pub fn valid_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    s.len() <= 63
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '$' | '-' | ' '))
 }
 
 /// The names of one entry, quoted for SQL.
@@ -662,8 +732,16 @@ pub fn quote_ident(name: &str) -> String {
 }
 
 /// A SQL string literal.
+/// A SQL string literal, as PostgreSQL's `quote_literal()` writes it: an
+/// `E''` literal with doubled backslashes when there is a backslash, so it
+/// reads the same whatever `standard_conforming_strings` is.
 pub fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
+    let quoted = value.replace('\'', "''");
+    if quoted.contains('\\') {
+        format!("E'{}'", quoted.replace('\\', "\\\\"))
+    } else {
+        format!("'{quoted}'")
+    }
 }
 
 /// `pg_get_keywords() WHERE catcode <> 'U'` (PostgreSQL 15): quote_ident()

@@ -133,17 +133,55 @@ fn registration_refuses_what_the_kind_cannot_plan() {
     ));
 }
 
+/// What an attacker who may write the registry (the admin role) tried:
+/// a placeholder in a name (`hr_render` filled it again inside a quoted
+/// identifier), a quote or a backslash (a literal ended early under
+/// `standard_conforming_strings = off`), a newline (a statement at the start
+/// of a file's comment line). None is a valid name.
+#[test]
+fn names_that_could_leave_their_quotes_are_refused() {
+    for bad in [
+        "r{token_trigger}",
+        ";SELECT public.pwn();SELECT '--",
+        "x'') OR public.pwn() --",
+        "a\\b",
+        "t\nSELECT public.pwn(); --",
+        "a.b",
+        "a\"b",
+        "1abc",
+        "",
+    ] {
+        assert!(!valid_name(bad), "{bad:?}");
+        let mut e = tenant_entry();
+        e.objects.insert("index".into(), json!(bad));
+        assert!(
+            matches!(validate(&e), Err(PlanError::BadName { .. })),
+            "{bad:?}"
+        );
+        let mut e = tenant_entry();
+        e.table_name = bad.into();
+        assert!(
+            matches!(validate(&e), Err(PlanError::BadTable { .. })),
+            "{bad:?}"
+        );
+    }
+    for good in ["hr_references", "Sessions org isolation", "idx-1", "_x$"] {
+        assert!(valid_name(good), "{good:?}");
+    }
+    assert_eq!(quote_literal("a\\b'c"), "E'a\\\\b''c'");
+}
+
 #[test]
 fn names_from_the_registry_are_quoted() {
     let mut e = tenant_entry();
     e.table_schema = "App Data".into();
     e.table_name = "select".into();
-    e.objects.insert("index".into(), json!("Idx\"x"));
+    e.objects.insert("index".into(), json!("Idx-x"));
     let steps = plan(&e, Script::Migrate).unwrap();
     let index = steps.iter().find(|s| s.run == Run::TopLevel).unwrap();
     assert_eq!(
         index.sql,
-        r#"CREATE INDEX CONCURRENTLY IF NOT EXISTS "Idx""x" ON "App Data"."select" (organization_id)"#
+        r#"CREATE INDEX CONCURRENTLY IF NOT EXISTS "Idx-x" ON "App Data"."select" (organization_id)"#
     );
     assert!(steps.iter().any(|s| s
         .sql

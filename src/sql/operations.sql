@@ -440,30 +440,49 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    e hr_migrations.hr_migration_registry := hr_migrations.hr_migration_entry(migration);
-    out text := template;
+    e hr_migrations.hr_migration_registry;
+    out text;
+    rest text;
+    pos integer;
     k text;
     v text;
 BEGIN
     IF template IS NULL THEN
         RETURN NULL;
     END IF;
-    out := replace(out, '{table}', format('%I.%I', e.table_schema, e.table_name));
-    out := replace(out, '{table_schema}', quote_ident(e.table_schema));
-    out := replace(out, '{ext}', 'hr_migrations');
-    FOR k, v IN SELECT j.key, j.value FROM jsonb_each_text(e.objects) j WHERE jsonb_typeof(e.objects -> j.key) = 'string' LOOP
-        IF k IN ('credentials_table', 'log_table') THEN
-            out := replace(out, '{' || k || '}', format('%I.%I', e.table_schema, v));
-        ELSE
-            out := replace(out, '{' || k || '}', quote_ident(v));
+    e := hr_migrations.hr_migration_entry(migration);
+    -- One pass over the template: a value put in is never searched again
+    -- (a name holding "{key}" must not be filled in inside its own quotes;
+    -- the registry refuses such names too).
+    out := '';
+    rest := template;
+    LOOP
+        pos := strpos(rest, '{');
+        EXIT WHEN pos = 0;
+        out := out || left(rest, pos - 1);
+        rest := substr(rest, pos);
+        k := substring(rest FROM '^[{]([a-z_]+)[}]');
+        IF k IS NULL THEN
+            out := out || '{';
+            rest := substr(rest, 2);
+            CONTINUE;
         END IF;
+        v := CASE k
+            WHEN 'table' THEN format('%I.%I', e.table_schema, e.table_name)
+            WHEN 'table_schema' THEN quote_ident(e.table_schema)
+            WHEN 'ext' THEN 'hr_migrations'
+            WHEN 'credentials_table' THEN format('%I.%I', e.table_schema, e.objects ->> k)
+            WHEN 'log_table' THEN format('%I.%I', e.table_schema, e.objects ->> k)
+            ELSE quote_ident(CASE WHEN jsonb_typeof(e.objects -> k) = 'string' THEN e.objects ->> k END)
+            END;
+        IF v IS NULL THEN
+            RAISE EXCEPTION 'DDL template of % names {%}, which its registry entry does not define', migration, k
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        out := out || v;
+        rest := substr(rest, length(k) + 3);
     END LOOP;
-    IF out ~ '\{[a-z_]+\}' THEN
-        RAISE EXCEPTION 'DDL template of % names % , which its registry entry does not define',
-                migration, substring(out FROM '\{[a-z_]+\}')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    RETURN out;
+    RETURN out || rest;
 END
 $$;
 
@@ -514,14 +533,14 @@ BEGIN
             waited := waited + extract(epoch FROM clock_timestamp() - started) * 1000;
             IF waited >= budget_ms THEN
                 RAISE EXCEPTION '%: gave up after % attempts (% s) waiting for a lock: %', migration, attempt,
-                        round((waited / 1000)::numeric, 1), pg_catalog.left(regexp_replace(statement, '\s+', ' ', 'g'), 120)
+                        round((waited / 1000)::numeric, 1), pg_catalog.left(regexp_replace(statement, '[[:space:]]+', ' ', 'g'), 120)
                     USING ERRCODE = 'lock_not_available',
                           HINT = 'SELECT * FROM hr_migrations.hr_preflight() names the sessions holding the table; run the file again';
             END IF;
             -- Exponential backoff from 100 ms to 10 s, with equal jitter.
             pause := least(10000, 100 * 2 ^ least(attempt - 1, 10)) * (0.5 + random() / 2);
             RAISE NOTICE '%: lock not available after % ms (attempt %): %; retrying in % ms', migration,
-                attempt_ms, attempt, pg_catalog.left(regexp_replace(statement, '\s+', ' ', 'g'), 80), round(pause::numeric);
+                attempt_ms, attempt, pg_catalog.left(regexp_replace(statement, '[[:space:]]+', ' ', 'g'), 80), round(pause::numeric);
             PERFORM pg_catalog.pg_sleep(pause / 1000);
             waited := waited + pause;
         END;
@@ -1649,6 +1668,10 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    -- Literals in the statements the procedures EXECUTE are written for
+    -- standard strings: a database the admin set otherwise must not make a
+    -- backslash end one.
+    PERFORM pg_catalog.set_config('standard_conforming_strings', 'on', true);
     PERFORM hr_migrations.hr_require_integrity();
 END
 $$;

@@ -59,16 +59,56 @@ AS $$
      WHERE d.classid = 'pg_catalog.pg_namespace'::regclass AND d.deptype = 'e' AND d.refobjid = ext.oid
 $$;
 
+-- The first column of a migration's tables whose type is not the exact
+-- one its kind reads and writes (hr_kind_columns: uuid, text, boolean,
+-- timestamptz), or a required one missing; NULL when all are right. A type
+-- of the admin's (a domain, an enum, a composite with its own casts or
+-- operators) would run its code as whoever reads or writes the column: the
+-- definer role, or a superuser validating a constraint.
+CREATE FUNCTION hr_migrations.hr_column_type_problem(migration text) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('column %s.%I %s; fix: make it %s (the migration %s reads and writes it)',
+                  k.table_name, k.column_name,
+                  CASE WHEN a.attname IS NULL THEN 'is missing'
+                       ELSE 'is of type ' || format_type(a.atttypid, NULL) END,
+                  k.type_name, migration)
+      FROM hr_migrations.hr_kind_columns(migration) k
+      LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = to_regclass(k.table_name) AND a.attname = k.column_name
+                                         AND a.attnum > 0 AND NOT a.attisdropped
+     WHERE to_regclass(k.table_name) IS NOT NULL
+       AND ((a.attname IS NULL AND k.required)
+            OR (a.attname IS NOT NULL AND format_type(a.atttypid, NULL) <> k.type_name))
+     ORDER BY k.table_name, k.column_name
+     LIMIT 1
+$$;
+
 -- The first reason the extension must not run, with its fix; NULL when
--- the definer role is out of reach and every object is as installed.
+-- the definer role is out of reach, every object is as installed and the
+-- columns the migrations read and write have their exact types. The
+-- definer role is the owner of the extension's SECURITY DEFINER functions,
+-- found by OID (a role renamed to take its name is not it), and must be
+-- named hr_migrations_definer.
 CREATE FUNCTION hr_migrations.hr_integrity_problem() RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH definer AS (SELECT r.oid, r.rolcanlogin, r.rolsuper FROM pg_catalog.pg_roles r
-                      WHERE r.rolname = 'hr_migrations_definer')
+    WITH owners AS (
+        SELECT DISTINCT p.proowner AS oid
+          FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_proc p ON p.oid = d.objid
+         WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.deptype = 'e' AND p.prosecdef
+           AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'hr_migrations')
+    ),
+    definer AS (SELECT r.oid, r.rolname, r.rolcanlogin, r.rolsuper FROM pg_catalog.pg_roles r
+                 WHERE r.oid IN (SELECT o.oid FROM owners o) OR r.rolname = 'hr_migrations_definer')
     SELECT x.problem FROM (
-        SELECT 1 AS o, format('role hr_migrations_definer has members (%s), who can change what runs as it; fix: REVOKE hr_migrations_definer FROM %s',
+        SELECT 0 AS o, format('the extension''s SECURITY DEFINER functions belong to %s, which is not the role named hr_migrations_definer (renamed, or replaced by another of that name); fix: give the role back its name and drop the other, or reinstall the extension',
+                              string_agg(quote_ident(d.rolname), ', ')) AS problem
+          FROM definer d
+        HAVING count(*) > 1 OR bool_or(d.rolname <> 'hr_migrations_definer')
+        UNION ALL
+        SELECT 1, format('role hr_migrations_definer has members (%s), who can change what runs as it; fix: REVOKE hr_migrations_definer FROM %s',
                               string_agg(quote_ident(m.member::regrole::text), ', '),
                               string_agg(quote_ident(m.member::regrole::text), ', ')) AS problem
           FROM pg_catalog.pg_auth_members m, definer WHERE m.roleid = definer.oid
@@ -109,6 +149,11 @@ AS $$
           FROM hr_migrations.hr_member_state() n
           FULL JOIN hr_migrations.hr_member_fingerprints f ON f.classid = n.classid AND f.objid = n.objid
          WHERE n.fingerprint IS DISTINCT FROM f.fingerprint
+        UNION ALL
+        SELECT 6, q.p
+          FROM hr_migrations.hr_migration_keys() m,
+               LATERAL (SELECT hr_migrations.hr_column_type_problem(m) AS p) q
+         WHERE q.p IS NOT NULL
     ) x
     ORDER BY x.o, x.problem
     LIMIT 1
@@ -342,7 +387,8 @@ AS $$
            ('hr_rollback_integrations'), ('hr_rewrap_credentials'), ('hr_keyring_versions'),
            ('hr_migration_status'), ('hr_set_phase'), ('hr_preflight'), ('hr_retry_failures'),
            ('hr_run_backfill'), ('hr_run_phase'), ('hr_run_rollback'), ('hr_run_rewrap'), ('hr_run_batches'),
-           ('hr_plan'), ('hr_migration_file'), ('hr_apply'), ('hr_rollback')
+           ('hr_plan'), ('hr_migration_file'), ('hr_apply'), ('hr_rollback'),
+           ('hr_schedule_backfill'), ('hr_unschedule_backfill'), ('hr_require_phase')
 $$;
 
 DO $$

@@ -396,7 +396,9 @@ BEGIN
             -- that no integration links any more (the integration was
             -- deleted): counted by status, deleted only when the DBA runs
             -- this operation. Other credential types are never touched.
-            pending := format('t.credential_type LIKE ''job_board\_%%'' AND NOT EXISTS (SELECT 1 FROM %s i WHERE i.credential_id = t.id)', t);
+            -- starts_with, not LIKE 'job_board\_%': no backslash in a literal,
+            -- whatever the session's standard_conforming_strings.
+            pending := format('starts_with(t.credential_type, ''job_board_'') AND NOT EXISTS (SELECT 1 FROM %s i WHERE i.credential_id = t.id)', t);
             migrated := 'false';
             blocked := 'false';
             action := 'hr_migrations.hr_credential_move_purge';
@@ -580,7 +582,7 @@ BEGIN
     EXECUTE format($q$
         DELETE FROM %2$s c
          WHERE c.id = ANY ($1)
-           AND c.credential_type LIKE 'job_board\_%%'
+           AND starts_with(c.credential_type, 'job_board_')
            AND NOT EXISTS (SELECT 1 FROM %1$s i WHERE i.credential_id = c.id)$q$,
         hr_migrations.hr_migration_table(migration), hr_migrations.hr_credentials_table(migration))
       USING ids;

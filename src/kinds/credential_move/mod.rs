@@ -9,9 +9,66 @@
 //! batches. Its SQL functions (the triggers, the secret API, the batch
 //! actions, phase rules) are `kind.sql`.
 
-use super::{quote_literal, Index, Kind, Lock, Names, Script, Step};
+use super::{col, quote_literal, Column, Index, Kind, Lock, Names, Script, Step, Table};
 
 pub struct CredentialMove;
+
+/// Every column this kind's SQL reads or writes, with its exact type.
+const COLUMNS: &[Column] = &[
+    col(Table::Migration, "id", "uuid", true),
+    col(Table::Migration, "organization_id", "uuid", true),
+    col(Table::Migration, "job_board_type", "text", true),
+    col(Table::Migration, "created_by", "uuid", false),
+    col(Table::Migration, "api_key", "text", false),
+    col(Table::Migration, "api_secret", "text", false),
+    col(Table::Migration, "refresh_token", "text", false),
+    col(Table::Migration, "credential_id", "uuid", false),
+    col(
+        Table::Migration,
+        "updated_at",
+        "timestamp with time zone",
+        false,
+    ),
+    col(Table::Object("credentials_table"), "id", "uuid", true),
+    col(
+        Table::Object("credentials_table"),
+        "organization_id",
+        "uuid",
+        true,
+    ),
+    col(
+        Table::Object("credentials_table"),
+        "credential_type",
+        "text",
+        true,
+    ),
+    col(Table::Object("credentials_table"), "name", "text", true),
+    col(
+        Table::Object("credentials_table"),
+        "encrypted_value",
+        "text",
+        true,
+    ),
+    col(
+        Table::Object("credentials_table"),
+        "created_by",
+        "uuid",
+        false,
+    ),
+    col(
+        Table::Object("credentials_table"),
+        "updated_at",
+        "timestamp with time zone",
+        false,
+    ),
+    col(Table::Object("log_table"), "table_name", "text", false),
+    col(Table::Object("log_table"), "record_id", "uuid", false),
+    col(Table::Object("log_table"), "credential_type", "text", false),
+    col(Table::Object("log_table"), "migrated_by", "uuid", false),
+    col(Table::Object("log_table"), "notes", "text", false),
+    col(Table::Sibling("pf_organizations"), "id", "uuid", true),
+    col(Table::Sibling("pf_profiles"), "id", "uuid", false),
+];
 
 const DEPRECATED: &str =
     "DEPRECATED (hr_migrations): read hr_integration_secret(id); cleared once enforced, dropped by the contract phase.";
@@ -71,6 +128,10 @@ impl Kind for CredentialMove {
         // log_index: named <log_table>_record when absent (entries
         // registered before 0.3.0 have none).
         &["log_index", "legacy_triggers"]
+    }
+
+    fn columns(&self) -> &'static [Column] {
+        COLUMNS
     }
 
     fn migrate(&self, n: &Names) -> Vec<Step> {

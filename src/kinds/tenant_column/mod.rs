@@ -6,9 +6,30 @@
 //! and index, and row level security with one policy per command. Its SQL
 //! functions (the trigger, the batch action, phase rules) are `kind.sql`.
 
-use super::{quote_literal, Index, Kind, Lock, Names, Script, Step};
+use super::{col, quote_literal, Column, Index, Kind, Lock, Names, Script, Step, Table};
 
 pub struct TenantColumn;
+
+/// Every column this kind's SQL reads or writes, with its exact type.
+const COLUMNS: &[Column] = &[
+    col(Table::Migration, "id", "uuid", true),
+    col(Table::Migration, "candidate_id", "uuid", true),
+    col(Table::Migration, "organization_id", "uuid", false),
+    col(
+        Table::Migration,
+        "updated_at",
+        "timestamp with time zone",
+        false,
+    ),
+    col(Table::Sibling("hr_candidates"), "id", "uuid", true),
+    col(
+        Table::Sibling("hr_candidates"),
+        "organization_id",
+        "uuid",
+        true,
+    ),
+    col(Table::Sibling("pf_organizations"), "id", "uuid", true),
+];
 
 /// The four policies: one per command, TO authenticated, each comparing
 /// with the claim read once per query ((SELECT ...) becomes an InitPlan).
@@ -67,6 +88,10 @@ impl Kind for TenantColumn {
 
     fn optional_objects(&self) -> &'static [&'static str] {
         &["legacy_triggers", "legacy_policies"]
+    }
+
+    fn columns(&self) -> &'static [Column] {
+        COLUMNS
     }
 
     fn migrate(&self, n: &Names) -> Vec<Step> {

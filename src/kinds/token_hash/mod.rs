@@ -7,9 +7,42 @@
 //! `migrated` on. Its SQL functions (the trigger, verification, the batch
 //! actions, phase rules) are `kind.sql`.
 
-use super::{quote_literal, Index, Kind, Lock, Names, Script, Step};
+use super::{col, quote_literal, Column, Index, Kind, Lock, Names, Script, Step, Table};
 
 pub struct TokenHash;
+
+/// Every column this kind's SQL reads or writes, with its exact type.
+const COLUMNS: &[Column] = &[
+    col(Table::Migration, "id", "uuid", true),
+    col(Table::Migration, "candidate_id", "uuid", true),
+    col(Table::Migration, "access_token", "text", false),
+    col(Table::Migration, "access_token_hash", "text", false),
+    col(Table::Migration, "created_by", "uuid", false),
+    col(Table::Migration, "updated_by", "uuid", false),
+    col(
+        Table::Migration,
+        "updated_at",
+        "timestamp with time zone",
+        false,
+    ),
+    col(Table::Sibling("hr_candidates"), "id", "uuid", true),
+    col(
+        Table::Sibling("hr_candidates"),
+        "organization_id",
+        "uuid",
+        true,
+    ),
+    col(Table::Sibling("pf_profiles"), "id", "uuid", false),
+    col(Table::Object("log_table"), "reference_id", "uuid", false),
+    col(Table::Object("log_table"), "method", "text", false),
+    col(Table::Object("log_table"), "success", "boolean", false),
+    col(
+        Table::Object("log_table"),
+        "validated_at",
+        "timestamp with time zone",
+        false,
+    ),
+];
 
 impl Kind for TokenHash {
     fn describe(&self, script: Script) -> &'static str {
@@ -55,6 +88,10 @@ impl Kind for TokenHash {
             "log_index",
             "legacy_triggers",
         ]
+    }
+
+    fn columns(&self) -> &'static [Column] {
+        COLUMNS
     }
 
     fn migrate(&self, n: &Names) -> Vec<Step> {

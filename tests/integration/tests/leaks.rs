@@ -76,7 +76,8 @@ fn the_demo_leaves_no_token_secret_or_key_in_the_log_or_pg_stat_statements() {
     }
     // The platform's superuser (the demo's layout is Supabase's) reads
     // every statement pg_stat_statements kept.
-    let mut su = Client::connect(&url.replace("user=postgres", "user=supabase_admin"), NoTls).unwrap();
+    let mut su =
+        Client::connect(&url.replace("user=postgres", "user=supabase_admin"), NoTls).unwrap();
     su.batch_execute("CREATE EXTENSION pg_stat_statements")
         .unwrap();
     let statements: String = one(

@@ -270,3 +270,164 @@ fn a_runner_sending_one_statement_at_a_time_applies_the_files_and_the_session_is
     }
     assert_all_migrated(&mut cl.connect_as("hr", "postgres"));
 }
+
+/// Long work off the deploy: with hr_migrations.backfill_in_background on
+/// for the database, the files schedule their backfills as pg_cron jobs
+/// (a real pg_cron 1.4, jobs run as postgres) and end with the migrations
+/// in dual; a later migration file that requires a phase fails the deploy
+/// with a clear message until it is reached; the jobs move every
+/// migration to migrated and unschedule themselves; the deploy then passes.
+#[test]
+fn a_backfill_in_the_background_through_pg_cron_and_a_file_that_waits_for_it() {
+    let cl = supabase_platform(
+        300,
+        &[
+            "shared_preload_libraries=hr_migrations,pg_cron",
+            "cron.database_name=hr",
+            "cron.host=127.0.0.1",
+        ],
+    );
+    // The platform's part of it: pg_cron, and its schema for the admin.
+    cl.connect("hr")
+        .batch_execute("CREATE EXTENSION pg_cron; GRANT USAGE ON SCHEMA cron TO postgres;")
+        .unwrap();
+    let mut pg = cl.connect_as("hr", "postgres");
+    pg.batch_execute("ALTER DATABASE hr SET hr_migrations.backfill_in_background = on")
+        .unwrap();
+    let project = cl.dir().join("project");
+    supabase_project(&project);
+    let (ok, out) = cl.supabase_migration_up(&project, "postgres");
+    assert!(ok, "supabase migration up:\n{out}");
+    let mut pg = cl.connect_as("hr", "postgres");
+    for m in MIGRATIONS {
+        let s = status(&mut pg, m);
+        assert_eq!(s.phase, "dual", "{m}: the backfill ran in the foreground");
+        assert!(s.pending > 0, "{m}");
+    }
+    let jobs: Vec<(String, String)> = pg
+        .query(
+            "SELECT jobname, username FROM cron.job ORDER BY jobname",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        jobs,
+        MIGRATIONS
+            .iter()
+            .map(|m| (format!("hr_migrations: {m}"), "postgres".to_string()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+    );
+
+    // The application's next migration needs portal_sessions migrated.
+    std::fs::write(
+        project.join("supabase/migrations/29990101000000_needs_tenants.sql"),
+        "SELECT hr_migrations.hr_require_phase('portal_sessions', 'migrated');\n\
+         CREATE TABLE public.app_next (id int);\n",
+    )
+    .unwrap();
+    let (ok, out) = cl.supabase_migration_up(&project, "postgres");
+    assert!(!ok, "the deploy should stop:\n{out}");
+    assert!(
+        out.contains("portal_sessions is dual, not yet migrated")
+            && out.contains("this deploy stops here until it is"),
+        "{out}"
+    );
+
+    // pg_cron runs the jobs on the next minute: wait for them (bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    loop {
+        let done: i64 = one(
+            &mut pg,
+            "SELECT count(*) FROM hr_migrations.hr_migration_status() WHERE phase = 'migrated' AND pending = 0",
+        );
+        let jobs: i64 = one(&mut pg, "SELECT count(*) FROM cron.job");
+        if done == 3 && jobs == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the jobs did not finish: {:?}",
+            pg.query(
+                "SELECT jobid::text, status, return_message FROM cron.job_run_details ORDER BY runid",
+                &[]
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, Option<String>>(1), r.get::<_, Option<String>>(2)))
+            .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert_all_migrated(&mut pg);
+    // Every run was postgres's; each job's working runs succeeded; a run
+    // that failed is only the last one, which found nothing to do and
+    // removed its job (pg_cron then reports it as canceled).
+    let runs: Vec<(String, i32, String, String)> = pg
+        .query(
+            "SELECT username::text, jobid::int, status, coalesce(return_message, '') FROM cron.job_run_details ORDER BY runid",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert!(runs.iter().all(|r| r.0 == "postgres"), "{runs:?}");
+    for (_, job, status, message) in &runs {
+        if status != "succeeded" {
+            assert_eq!(message, "job canceled", "{runs:?}");
+            let later = runs.iter().filter(|r| r.1 == *job).last().unwrap();
+            assert_eq!(
+                later.3, *message,
+                "a run after the job removed itself: {runs:?}"
+            );
+        }
+    }
+    let succeeded_jobs: std::collections::BTreeSet<i32> = runs
+        .iter()
+        .filter(|r| r.2 == "succeeded")
+        .map(|r| r.1)
+        .collect();
+    assert_eq!(succeeded_jobs.len(), 3, "{runs:?}");
+    let finished: i64 = one(
+        &mut pg,
+        "SELECT count(*) FROM hr_migrations.hr_migration_progress WHERE operation = 'backfill' AND state = 'finished' AND rows_done > 0",
+    );
+    assert_eq!(finished, 3);
+    // The deploy goes on.
+    let (ok, out) = cl.supabase_migration_up(&project, "postgres");
+    assert!(ok, "{out}");
+    let next: bool = one(&mut pg, "SELECT to_regclass('public.app_next') IS NOT NULL");
+    assert!(next);
+
+    // A job never runs as a superuser (it would run whatever the admin can
+    // reach, every minute): the superuser's scheduling is refused, and its
+    // files run their backfill in the foreground whatever the setting.
+    let mut su = cl.connect("hr");
+    assert_raises(
+        &mut su,
+        "SELECT hr_migrations.hr_schedule_backfill('portal_sessions')",
+        "42501",
+        &[],
+    );
+    cl.psql_ok(
+        "hr",
+        &repo().join("sql/rollback/002_portal_sessions.sql"),
+        &[],
+    );
+    let out = cl.psql_ok(
+        "hr",
+        &repo().join("sql/migrations/002_portal_sessions.sql"),
+        &[],
+    );
+    assert!(out.contains("phase dual -> migrated"), "{out}");
+    let superuser_jobs: i64 = one(
+        &mut su,
+        "SELECT count(*) FROM cron.job WHERE username = 'supabase_admin'",
+    );
+    assert_eq!(superuser_jobs, 0);
+}

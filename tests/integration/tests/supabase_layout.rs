@@ -282,6 +282,11 @@ impl Supa {
         drop_unresolvable_sessions(&mut admin);
         if plant {
             plant_overloads(&cl);
+            // And, as the database's owner, non-standard strings for every
+            // session: a backslash in a literal of ours would then escape.
+            cl.connect_as("hr", "postgres")
+                .batch_execute("ALTER DATABASE hr SET standard_conforming_strings = off")
+                .unwrap();
             cl.set_session_options(Some(&format!(
                 "-c search_path={}",
                 HOSTILE_PATH.replace(' ', "")
@@ -466,6 +471,18 @@ fn finding_1_the_update_from_0_2_0_runs_no_planted_code() {
     ] {
         cl.psql_ok("hr", &v020.join(f), &[]);
     }
+    // What every token and secret is before the update (the plaintext is
+    // still there in migrated): kept aside by the platform superuser.
+    cl.connect("hr")
+        .batch_execute(
+            "CREATE SCHEMA oracle;
+             CREATE TABLE oracle.refs AS SELECT id, access_token FROM public.hr_references
+              WHERE access_token IS NOT NULL AND access_token <> '';
+             CREATE TABLE oracle.secrets AS SELECT id, jsonb_build_object('api_key', api_key,
+                    'api_secret', api_secret, 'refresh_token', refresh_token) AS secret
+               FROM public.hr_job_board_integrations WHERE credential_id IS NOT NULL;",
+        )
+        .unwrap();
     plant_overloads(&cl);
     let mut cl = cl;
     cl.set_session_options(Some(&format!(
@@ -488,6 +505,26 @@ fn finding_1_the_update_from_0_2_0_runs_no_planted_code() {
         "planted code ran as a superuser or the definer role:\n{}",
         calls.join("\n")
     );
+    // On Supabase's layout too, every token and secret works after the update.
+    let mut c = cl.connect("hr");
+    c.batch_execute("GRANT USAGE ON SCHEMA oracle TO service_role; GRANT SELECT ON ALL TABLES IN SCHEMA oracle TO service_role")
+        .unwrap();
+    let mut sr = cl.connect_as("hr", "authenticator");
+    sr.batch_execute("SET ROLE service_role").unwrap();
+    let (refs, secrets): (i64, i64) = (
+        one(&mut c, "SELECT count(*) FROM oracle.refs"),
+        one(&mut c, "SELECT count(*) FROM oracle.secrets"),
+    );
+    assert!(refs > 0 && secrets > 0);
+    let broken_tokens: i64 = one(
+        &mut sr,
+        "SELECT count(*) FROM oracle.refs o WHERE NOT extensions.hr_verify_reference_token(o.id, o.access_token)",
+    );
+    let broken_secrets: i64 = one(
+        &mut sr,
+        "SELECT count(*) FROM oracle.secrets o WHERE extensions.hr_integration_secret(o.id) IS DISTINCT FROM o.secret",
+    );
+    assert_eq!((broken_tokens, broken_secrets), (0, 0));
 }
 
 /// Finding 3 (high): a trigger whose function the table's owner owns was
@@ -1083,4 +1120,204 @@ fn review_planted_views_children_domains_and_definer_owned_functions_are_refused
 
     let calls = w.privileged_canary_calls();
     assert!(calls.is_empty(), "planted code ran privileged: {calls:?}");
+}
+
+/// An attacker review of #16's admin role (the admin may write the
+/// registry): names that could leave their quotes — a placeholder
+/// `hr_render` filled in again inside a quoted identifier, a quote or a
+/// backslash (a literal ended early under `standard_conforming_strings =
+/// off`), a newline (a statement at the start of a file's comment line) —
+/// are refused with 22023 naming the key, and the built-in migrations'
+/// rows are the extension's (42501).
+#[test]
+fn review_2_registry_rows_written_by_the_admin_cannot_inject() {
+    let cl = supabase_cluster(50, SUPABASE);
+    cl.connect("hr")
+        .batch_execute("CREATE EXTENSION hr_migrations SCHEMA extensions; GRANT hr_migrations_admin TO postgres;")
+        .unwrap();
+    let mut pg = cl.connect_as("hr", "postgres");
+    assert_raises(
+        &mut pg,
+        "UPDATE hr_migrations.hr_migration_registry SET table_name = 'hr_candidates' WHERE migration = 'reference_tokens'",
+        "42501",
+        &[],
+    );
+    assert_raises(
+        &mut pg,
+        "DELETE FROM hr_migrations.hr_migration_registry WHERE migration = 'portal_sessions'",
+        "42501",
+        &[],
+    );
+    let objects: String = one(
+        &mut pg,
+        "SELECT objects::text FROM hr_migrations.hr_migration_registry WHERE migration = 'portal_sessions'",
+    );
+    for (what, table, key, value) in [
+        ("placeholder", "hr_interviews", "org_trigger", "x{table}"),
+        ("quote", "hr_interviews", "fk", "x'') OR public.pwn() --"),
+        ("backslash", "hr_interviews", "fk", "x\\\\'"),
+        (
+            "newline",
+            "hr_interviews",
+            "index",
+            "x\nSELECT public.pwn(); --",
+        ),
+        ("table", "r{org_trigger}", "index", "ok_name"),
+    ] {
+        let sql = format!(
+            "INSERT INTO hr_migrations.hr_migration_registry (migration, position, kind, table_name, default_batch_size, objects)
+             VALUES ('evil', 9, 'tenant_column', $1::text, 10, jsonb_set($2::text::jsonb, ARRAY[$3::text], to_jsonb($4::text)))"
+        );
+        let e = pg
+            .execute(&sql, &[&table, &objects, &key, &value])
+            .expect_err(what);
+        assert_eq!(sqlstate(&e), "22023", "{what}: {}", error_text(&e));
+        assert!(
+            error_text(&e).contains("must be a name"),
+            "{what}: {}",
+            error_text(&e)
+        );
+    }
+}
+
+/// The same review: a column of a type of the admin's (an enum with an
+/// implicit cast it wrote) in a column the migration reads. Before, the
+/// superuser applying 001 ran the cast while VALIDATE checked the hash
+/// CHECK, and the definer role ran it in the batches of a migration the
+/// admin registered on a table whose id had such a type. Now the integrity
+/// check refuses, naming the column and its type, before anything runs; the
+/// preflight says so; with the column fixed everything works again.
+#[test]
+fn review_2_columns_of_the_admins_types_run_nothing_as_a_superuser_or_the_definer() {
+    let cl = supabase_cluster(50, SUPABASE);
+    cl.connect("hr")
+        .batch_execute("CREATE EXTENSION hr_migrations SCHEMA extensions; GRANT hr_migrations_admin TO postgres;")
+        .unwrap();
+    let mut pg = cl.connect_as("hr", "postgres");
+    pg.batch_execute(
+        "CREATE TYPE public.h AS ENUM ('x');
+         CREATE FUNCTION public.h_text(public.h) RETURNS text LANGUAGE plpgsql AS $$
+         BEGIN PERFORM public.canary('h_text'); RETURN 'x'; END $$;
+         CREATE CAST (public.h AS text) WITH FUNCTION public.h_text(public.h) AS IMPLICIT;
+         ALTER TABLE public.hr_references ADD COLUMN access_token_hash public.h;",
+    )
+    .unwrap();
+    let out = cl.psql_file(
+        "hr",
+        &repo().join("sql/migrations/001_reference_tokens.sql"),
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(
+            "column public.hr_references.access_token_hash is of type public.h; fix: make it text"
+        ),
+        "{stderr}"
+    );
+    let (status_, detail): (String, String) = {
+        let r = cl
+            .connect("hr")
+            .query_one(
+                "SELECT status, detail FROM hr_migrations.hr_preflight() WHERE check_name = 'integrity'",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(status_, "blocker", "{detail}");
+    assert!(
+        privileged_canary_calls(&cl).is_empty(),
+        "{:?}",
+        privileged_canary_calls(&cl)
+    );
+    pg.batch_execute("ALTER TABLE public.hr_references DROP COLUMN access_token_hash")
+        .unwrap();
+
+    // A migration of the admin's on a table whose id has such a type.
+    pg.batch_execute(
+        "CREATE TYPE public.myid AS ENUM ('a', 'b');
+         CREATE FUNCTION public.myid_to_uuid(public.myid) RETURNS uuid LANGUAGE plpgsql AS $$
+         BEGIN PERFORM public.canary('myid_to_uuid'); RETURN gen_random_uuid(); END $$;
+         CREATE CAST (public.myid AS uuid) WITH FUNCTION public.myid_to_uuid(public.myid) AS IMPLICIT;
+         CREATE TABLE public.evil_refs (id public.myid PRIMARY KEY, candidate_id uuid, access_token text, access_token_hash text);
+         INSERT INTO public.evil_refs VALUES ('a', NULL, 'tok1', NULL), ('b', NULL, 'tok2', NULL);
+         GRANT SELECT, UPDATE ON public.evil_refs TO hr_migrations_definer;",
+    )
+    .unwrap();
+    let objects: String = one(
+        &mut pg,
+        "SELECT objects::text FROM hr_migrations.hr_migration_registry WHERE migration = 'reference_tokens'",
+    );
+    pg.execute(
+        "INSERT INTO hr_migrations.hr_migration_registry (migration, position, kind, table_name, default_batch_size, objects)
+         VALUES ('evil', 9, 'token_hash', 'evil_refs', 10, $1::text::jsonb);
+         ",
+        &[&objects],
+    )
+    .unwrap();
+    pg.batch_execute(
+        "INSERT INTO hr_migrations.hr_migration_phases (migration, phase) VALUES ('evil', 'dual')",
+    )
+    .unwrap();
+    let e = pg
+        .batch_execute("SELECT hr_migrations.hr_engine_batch('evil', 'backfill', 10)")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "55000", "{}", error_text(&e));
+    assert!(
+        error_text(&e).contains("evil_refs.id is of type public.myid"),
+        "{}",
+        error_text(&e)
+    );
+    let mut monitor = cl.connect("hr");
+    assert!(monitor
+        .batch_execute("SELECT * FROM hr_migrations.hr_migration_status()")
+        .is_err());
+    assert!(
+        privileged_canary_calls(&cl).is_empty(),
+        "{:?}",
+        privileged_canary_calls(&cl)
+    );
+    // Undone, it works again (a live check).
+    pg.batch_execute("DELETE FROM hr_migrations.hr_migration_registry WHERE migration = 'evil';")
+        .unwrap();
+    cl.migrate_all("hr");
+    assert!(privileged_canary_calls(&cl).is_empty());
+}
+
+/// The same review: a CREATEROLE role renames the definer role, creates an
+/// impostor of that name and takes the real one. The integrity check finds
+/// the definer as the owner of the SECURITY DEFINER functions (by OID), so
+/// it refuses, naming the renamed role; renamed back, it works again.
+#[test]
+fn review_2_a_renamed_definer_role_is_found_by_what_it_owns() {
+    let w = Supa::new(50, false);
+    let mut pg = w.postgres();
+    pg.batch_execute(
+        "ALTER ROLE hr_migrations_definer RENAME TO hr_definer_x;
+         CREATE ROLE hr_migrations_definer NOLOGIN;
+         GRANT hr_definer_x TO postgres;",
+    )
+    .unwrap();
+    let mut admin = w.admin();
+    let detail: String = one(
+        &mut admin,
+        "SELECT detail FROM hr_migrations.hr_preflight() WHERE check_name = 'integrity'",
+    );
+    assert!(detail.contains("hr_definer_x"), "{detail}");
+    let mut sr = w.as_role("service_role", None);
+    let e = sr
+        .batch_execute("SELECT extensions.hr_integration_secret(gen_random_uuid())")
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "55000", "{}", error_text(&e));
+    pg.batch_execute(
+        "REVOKE hr_definer_x FROM postgres; DROP ROLE hr_migrations_definer;
+         ALTER ROLE hr_definer_x RENAME TO hr_migrations_definer;",
+    )
+    .unwrap();
+    let ok: String = one(
+        &mut admin,
+        "SELECT status FROM hr_migrations.hr_preflight() WHERE check_name = 'integrity'",
+    );
+    assert_eq!(ok, "ok");
 }
