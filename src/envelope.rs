@@ -33,11 +33,18 @@ pub struct Parsed {
 
 /// `"hrc1.<version>."`, the envelope's header and the start of its AAD.
 pub fn header(version: u32) -> String {
-    let mut h = String::with_capacity(PREFIX.len() + 11);
-    h.push_str(PREFIX);
+    header_of(PREFIX, version)
+}
+
+/// `"<prefix><n>."`: the header of an envelope of any format of this family
+/// (`hrc1.` v1, `hrc2.` v2 with a data key generation, `hrk1.` a wrapped
+/// data key: `src/datakey.rs`), also the start of its AAD.
+pub fn header_of(prefix: &str, n: u32) -> String {
+    let mut h = String::with_capacity(prefix.len() + 11);
+    h.push_str(prefix);
     let mut digits = [0u8; 10];
     let mut i = digits.len();
-    let mut v = version;
+    let mut v = n;
     loop {
         i -= 1;
         digits[i] = b'0' + (v % 10) as u8;
@@ -51,10 +58,16 @@ pub fn header(version: u32) -> String {
     h
 }
 
-/// Splits an envelope into version and payload; checks shape only.
+/// Splits an envelope v1 into version and payload; checks shape only.
 pub fn parse(envelope: &str) -> Result<Parsed, EnvelopeError> {
+    parse_of(PREFIX, envelope)
+}
+
+/// Splits an envelope of the format `prefix` into its number (key version,
+/// or data key generation) and payload; checks shape only.
+pub fn parse_of(prefix: &str, envelope: &str) -> Result<Parsed, EnvelopeError> {
     let rest = envelope
-        .strip_prefix(PREFIX)
+        .strip_prefix(prefix)
         .ok_or(EnvelopeError::Malformed)?;
     let (v, b64) = rest.split_once('.').ok_or(EnvelopeError::Malformed)?;
     let version = parse_version(v).ok_or(EnvelopeError::Malformed)?;
@@ -79,36 +92,65 @@ pub fn seal(
     plaintext: &str,
     associated_data: &str,
 ) -> String {
+    seal_bytes(
+        cipher,
+        header,
+        nonce,
+        plaintext.as_bytes(),
+        associated_data.as_bytes(),
+    )
+}
+
+/// [`seal`] for any header of the family and bytes.
+pub fn seal_bytes(
+    cipher: &Aes256Gcm,
+    header: &str,
+    nonce: &[u8; NONCE_LEN],
+    plaintext: &[u8],
+    associated_data: &[u8],
+) -> String {
     let mut aad = Vec::with_capacity(header.len() + associated_data.len());
     aad.extend_from_slice(header.as_bytes());
-    aad.extend_from_slice(associated_data.as_bytes());
-    let mut payload = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
+    aad.extend_from_slice(associated_data);
+    let mut payload =
+        zeroize::Zeroizing::new(Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN));
     payload.extend_from_slice(nonce);
-    payload.extend_from_slice(plaintext.as_bytes());
+    payload.extend_from_slice(plaintext);
     let tag = cipher
         .encrypt_in_place_detached(Nonce::from_slice(nonce), &aad, &mut payload[NONCE_LEN..])
         .expect("AES-GCM encryption cannot fail for inputs under 64 GiB");
     payload.extend_from_slice(&tag);
     let mut out = String::with_capacity(header.len() + (payload.len() * 4).div_ceil(3));
     out.push_str(header);
-    URL_SAFE_NO_PAD.encode_string(&payload, &mut out);
+    URL_SAFE_NO_PAD.encode_string(&payload[..], &mut out);
     out
 }
 
-/// Decrypts a parsed envelope with `cipher` (the key of `parsed.version`).
-/// The plaintext must be UTF-8 (it was text when sealed).
+/// Decrypts a parsed envelope v1 with `cipher` (the key of
+/// `parsed.version`). The plaintext must be UTF-8 (it was text when sealed).
 pub fn open(
     cipher: &Aes256Gcm,
     parsed: &Parsed,
     associated_data: &str,
 ) -> Result<String, EnvelopeError> {
+    let pt = open_bytes(cipher, PREFIX, parsed, associated_data.as_bytes())?;
+    String::from_utf8(pt.to_vec()).map_err(|_| EnvelopeError::Authentication)
+}
+
+/// Decrypts a parsed envelope of the format `prefix` with `cipher`.
+pub fn open_bytes(
+    cipher: &Aes256Gcm,
+    prefix: &str,
+    parsed: &Parsed,
+    associated_data: &[u8],
+) -> Result<zeroize::Zeroizing<Vec<u8>>, EnvelopeError> {
     let (nonce, rest) = parsed.payload.split_at(NONCE_LEN);
     let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
-    let head = header(parsed.version);
+    let head = header_of(prefix, parsed.version);
     let mut aad = Vec::with_capacity(head.len() + associated_data.len());
     aad.extend_from_slice(head.as_bytes());
-    aad.extend_from_slice(associated_data.as_bytes());
-    let mut pt = ct.to_vec();
+    aad.extend_from_slice(associated_data);
+    let mut pt = zeroize::Zeroizing::new(ct.to_vec());
     cipher
         .decrypt_in_place_detached(
             Nonce::from_slice(nonce),
@@ -117,7 +159,7 @@ pub fn open(
             Tag::from_slice(tag),
         )
         .map_err(|_| EnvelopeError::Authentication)?;
-    String::from_utf8(pt).map_err(|_| EnvelopeError::Authentication)
+    Ok(pt)
 }
 
 #[cfg(test)]

@@ -32,6 +32,10 @@ pub enum Error {
     KeyringNotConfigured,
     #[error("could not read the keyring file named by hr_migrations.keyring_file: {0}")]
     KeyringUnreadable(String),
+    /// The program of hr_migrations.keyring_command failed (its output is
+    /// never quoted).
+    #[error("hr_migrations.keyring_command {0}")]
+    KeyringCommand(String),
     #[error("the keyring file named by hr_migrations.keyring_file is invalid: {0}")]
     KeyringInvalid(#[from] KeyringError),
     #[error("hr_migrations.active_key_version is not set")]
@@ -89,6 +93,25 @@ pub enum Error {
     #[error("{0} cannot run inside a transaction block: its steps COMMIT one by one and CREATE INDEX CONCURRENTLY cannot run in one; nothing was changed")]
     InTransactionBlock(String),
 
+    /// 55000: an organization's data keys were destroyed by
+    /// hr_shred_organization (names the organization, never a value).
+    #[error("the data keys of organization {0} were shredded (hr_shred_organization): its credentials can no longer be read or sealed")]
+    Shredded(String),
+
+    /// 55000: a credential sealed with a data key generation that no longer
+    /// exists (retired, or never made).
+    #[error("data key generation {1} of organization {0} does not exist any more: a credential sealed with it cannot be read")]
+    KeyDestroyed(String, u32),
+
+    /// 22P02: an envelope v2 given to hr_decrypt_credential(), which opens
+    /// envelopes v1 only (a v2 needs its organization's data key).
+    #[error("hr_decrypt_credential() opens envelopes v1 (hrc1) only: this is an envelope v2 (hrc2), sealed with an organization's data key")]
+    EnvelopeV2,
+
+    /// XX001: a wrapped data key that does not open with its keyring key.
+    #[error("the wrapped data key generation {1} of organization {0} does not open with its keyring key version (altered, or moved from another organization)")]
+    WrappedKey(String, u32),
+
     /// 55000: the extension's own catalog state is not usable (not
     /// installed in this database, its definer role missing, a query on its
     /// tables failed). Names the object, never a value.
@@ -109,6 +132,7 @@ impl Error {
             }
             Error::KeyringNotConfigured
             | Error::KeyringUnreadable(_)
+            | Error::KeyringCommand(_)
             | Error::KeyringInvalid(_)
             | Error::NoActiveKeyVersion
             | Error::UnknownKeyVersion(_)
@@ -124,6 +148,11 @@ impl Error {
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
             }
             Error::InTransactionBlock(_) => PgSqlErrorCode::ERRCODE_ACTIVE_SQL_TRANSACTION,
+            Error::Shredded(_) | Error::KeyDestroyed(..) => {
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
+            Error::WrappedKey(..) => PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+            Error::EnvelopeV2 => PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
         }
     }
 
@@ -140,8 +169,11 @@ impl Error {
                 Some("pass the associated data the envelope was sealed with, e.g. hr_credential_aad(organization_id, id)")
             }
             Error::KeyringNotConfigured | Error::KeyringUnreadable(_) | Error::KeyringInvalid(_) => {
-                Some("set hr_migrations.keyring_file in postgresql.conf to a readable keyring and reload (docs/key-management.md)")
+                Some("set hr_migrations.keyring_file in postgresql.conf to a readable keyring (or hr_migrations.keyring_command to a program that prints one) and reload (docs/key-management.md)")
             }
+            Error::KeyringCommand(_) => Some(
+                "run the program of hr_migrations.keyring_command by hand as the server's OS user: it must print the keyring and exit 0 within 10 s (docs/key-management.md)",
+            ),
             Error::NoActiveKeyVersion => {
                 Some("set hr_migrations.active_key_version to a version in the keyring: ALTER DATABASE <db> SET hr_migrations.active_key_version = N (as a member of hr_migrations_admin), or postgresql.conf (docs/key-management.md)")
             }
@@ -166,6 +198,18 @@ impl Error {
             }
             Error::NoPlan => Some("later phases are moves: CALL hr_migrations.hr_run_phase(migration, phase)"),
             Error::Plan(_) => Some("the registry's objects name what the kind's plan creates (docs/sql-reference.md, \"Registry\")"),
+            Error::Shredded(_) => Some(
+                "the organization was offboarded (docs/key-management.md, \"Crypto-shredding\"); to store credentials for it again: SELECT hr_migrations.hr_rotate_organization_key(organization_id)",
+            ),
+            Error::KeyDestroyed(..) => Some(
+                "write the secret again (hr_set_integration_secret), or restore the credential from a backup taken with that key",
+            ),
+            Error::EnvelopeV2 => Some(
+                "read a job-board secret with hr_integration_secret(integration_id); the DBA opens any credential with hr_migrations.hr_open_credential(organization_id, envelope, associated_data)",
+            ),
+            Error::WrappedKey(..) => Some(
+                "restore hr_migrations.hr_organization_keys from a backup; a wrapped key only opens for its own organization and generation",
+            ),
             Error::InTransactionBlock(_) => Some(
                 "run the file in autocommit mode: psql -v ON_ERROR_STOP=1 -f (without -1 or --single-transaction), the Supabase CLI, or a runner that sends one statement at a time (docs/runbook.md)",
             ),

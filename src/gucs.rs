@@ -16,6 +16,13 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 /// superusers (and pg_read_all_settings) can see it.
 static KEYRING_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
+/// A program whose standard output is the keyring (the file's format), run
+/// by a backend on its first use of a key, as `pgsodium.getkey_script`: for
+/// keys kept in a KMS, Vault or a hardware module. Set in postgresql.conf;
+/// reloadable; only superusers (and pg_read_all_settings) can see it. When
+/// set, it is used instead of `keyring_file`.
+static KEYRING_COMMAND: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
 /// The key version new envelopes are encrypted under. 0 = not set.
 /// Superuser-only to SET, like every setting here; the install grants SET on
 /// it to `hr_migrations_admin`, so the database's admin may choose it per
@@ -89,6 +96,15 @@ pub fn init() {
         c"Read by the server process; keep it owned by postgres with mode 0400. \
           See docs/key-management.md.",
         &KEYRING_FILE,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"hr_migrations.keyring_command",
+        c"Program whose standard output is the hr_migrations keyring (used instead of keyring_file when set).",
+        c"Run by /bin/sh with no standard input, its standard error discarded, for at most 10 s, by each backend \
+          on its first use of a key. See docs/key-management.md.",
+        &KEYRING_COMMAND,
         GucContext::Sighup,
         GucFlags::SUPERUSER_ONLY,
     );
@@ -230,4 +246,12 @@ pub fn active_key_version() -> Option<u32> {
 /// `hr_migrations.backfill_in_background`.
 pub fn backfill_in_background() -> bool {
     BACKFILL_IN_BACKGROUND.get()
+}
+
+/// `hr_migrations.keyring_command`, when set to a non-empty command.
+pub fn keyring_command() -> Option<String> {
+    KEYRING_COMMAND
+        .get()
+        .and_then(|c| c.into_string().ok())
+        .filter(|s| !s.trim().is_empty())
 }

@@ -1,5 +1,8 @@
-//! The backend's view of the keyring: the file named by
-//! `hr_migrations.keyring_file`, parsed once, with one AES-256-GCM key
+//! The backend's view of the keyring: the output of
+//! `hr_migrations.keyring_command` when it is set (run by each backend on
+//! its first use of a key, and again when a version it has not seen is
+//! asked for or the setting changes), else the file named by
+//! `hr_migrations.keyring_file`; parsed once, with one AES-256-GCM key
 //! schedule per key version kept for the life of the backend (building one
 //! costs about 0.27 µs, DESIGN.md §3).
 //!
@@ -36,6 +39,7 @@ pub struct Ready {
 }
 
 struct Keystore {
+    /// Where the keys came from: `file:<path>` or `command:<command>`.
     path: String,
     keys: BTreeMap<u32, Key>,
     /// The versions whose check value was verified (a handful: a Vec).
@@ -46,13 +50,97 @@ thread_local! {
     static KEYSTORE: RefCell<Option<Keystore>> = const { RefCell::new(None) };
 }
 
-fn load(path: &str) -> Result<Keystore, Error> {
-    let bytes = zeroize::Zeroizing::new(
-        std::fs::read(path).map_err(|e| Error::KeyringUnreadable(e.kind().to_string()))?,
-    );
-    let keys = keyring::parse(&bytes)?;
+/// Where the keyring comes from now: `hr_migrations.keyring_command` when
+/// set, else `hr_migrations.keyring_file`.
+fn source() -> Result<String, Error> {
+    if let Some(c) = gucs::keyring_command() {
+        return Ok(format!("command:{c}"));
+    }
+    gucs::keyring_file()
+        .map(|p| format!("file:{p}"))
+        .ok_or(Error::KeyringNotConfigured)
+}
+
+/// Whether the cached keys still come from where the settings say.
+fn source_is(cached: &str) -> bool {
+    match cached.strip_prefix("file:") {
+        // The common case, on every encryption: no copy of the setting.
+        Some(path) => gucs::keyring_command().is_none() && gucs::keyring_file_is(path),
+        None => source().is_ok_and(|s| s == cached),
+    }
+}
+
+/// How long the keyring command may run.
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs the keyring command: `/bin/sh -c <command>`, no standard input, its
+/// standard error discarded (it is never logged), at most
+/// [`COMMAND_TIMEOUT`]; its standard output is the keyring. Errors say what
+/// went wrong, never what it printed.
+fn run_command(command: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::KeyringCommand(format!("could not be started ({})", e.kind())))?;
+    let started = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() < COMMAND_TIMEOUT => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::KeyringCommand(format!(
+                    "did not finish within {} s (or printed more than a pipe holds)",
+                    COMMAND_TIMEOUT.as_secs()
+                )));
+            }
+            Err(e) => {
+                return Err(Error::KeyringCommand(format!(
+                    "could not be waited for ({})",
+                    e.kind()
+                )))
+            }
+        }
+    };
+    let mut out = zeroize::Zeroizing::new(Vec::new());
+    if let Some(mut stdout) = child.stdout.take() {
+        stdout.read_to_end(&mut out).map_err(|e| {
+            Error::KeyringCommand(format!("output could not be read ({})", e.kind()))
+        })?;
+    }
+    if !status.success() {
+        return Err(Error::KeyringCommand(match status.code() {
+            Some(code) => format!("failed (exit status {code})"),
+            None => "was killed by a signal".to_string(),
+        }));
+    }
+    Ok(out)
+}
+
+fn load(source: &str) -> Result<Keystore, Error> {
+    let keys = if let Some(command) = source.strip_prefix("command:") {
+        let bytes = run_command(command)?;
+        keyring::parse(&bytes).map_err(|e| {
+            Error::KeyringCommand(format!("printed something that is not a keyring: {e}"))
+        })?
+    } else {
+        let path = source.strip_prefix("file:").unwrap_or(source);
+        let bytes = zeroize::Zeroizing::new(
+            std::fs::read(path).map_err(|e| Error::KeyringUnreadable(e.kind().to_string()))?,
+        );
+        keyring::parse(&bytes)?
+    };
     Ok(Keystore {
-        path: path.to_owned(),
+        path: source.to_owned(),
         keys,
         ready: Vec::new(),
     })
@@ -82,13 +170,13 @@ pub fn with_key<R>(version: u32, f: impl FnOnce(&Ready) -> R) -> Result<R, Error
         // Every encryption comes here: one setting comparison and one map
         // lookup when the version was used before in this backend.
         if let Some(ks) = slot.as_ref() {
-            if gucs::keyring_file_is(&ks.path) {
+            if source_is(&ks.path) {
                 if let Some((_, ready)) = ks.ready.iter().find(|(v, _)| *v == version) {
                     return Ok(f(ready));
                 }
             }
         }
-        let path = gucs::keyring_file().ok_or(Error::KeyringNotConfigured)?;
+        let path = source()?;
         let stale = match slot.as_ref() {
             Some(ks) => ks.path != path || !ks.keys.contains_key(&version),
             None => true,
@@ -117,9 +205,8 @@ pub fn active_version() -> Result<u32, Error> {
     gucs::active_key_version().ok_or(Error::NoActiveKeyVersion)
 }
 
-/// Versions in the keyring file, read from it now.
+/// Versions in the keyring, read from the file (or the command) now.
 pub fn versions() -> Result<Vec<u32>, Error> {
-    let path = gucs::keyring_file().ok_or(Error::KeyringNotConfigured)?;
-    let ks = load(&path)?;
+    let ks = load(&source()?)?;
     Ok(ks.keys.keys().copied().collect())
 }

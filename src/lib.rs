@@ -8,6 +8,8 @@
 //! - [`claims`]: JWT claims -> organization id.
 //! - [`keyring`]: keyring file parsing, key check values.
 //! - [`envelope`]: credential envelope v1 (AES-256-GCM).
+//! - [`datakey`]: per-organization data keys, wrapped by a keyring key, and
+//!   credential envelope v2 sealed with them.
 //! - [`secret`]: the job-board secret inside an envelope, parsed strictly.
 //! - [`phase`]: the phase rules of every migration.
 //! - [`kinds`]: the plan of each kind of migration (its DDL steps, as data),
@@ -39,6 +41,7 @@ use pgrx::prelude::*;
 pub mod claims;
 mod context;
 mod credentials;
+pub mod datakey;
 mod definer;
 pub mod dual_path;
 pub mod envelope;
@@ -50,6 +53,7 @@ pub mod keyring;
 mod keystore;
 pub mod kinds;
 mod operations;
+mod orgkeys;
 pub mod phase;
 mod plan;
 mod privileges;
@@ -86,6 +90,7 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     flag::init();
     integrity::init();
+    orgkeys::init();
     // Seeding here is deliberate: under shared_preload_libraries this state is
     // inherited by every forked backend, and `random` must notice and reseed.
     // The fork test in tests/integration keeps that promise honest.

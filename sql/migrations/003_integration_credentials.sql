@@ -3,7 +3,8 @@
 -- Generated from the extension's plan: SELECT * FROM hr_migrations.hr_plan('integration_credentials', 'dual');
 -- (tests hold this file equal to it: change the plan, not the file).
 -- =============================================================================
--- Job-board credentials into AES-256-GCM envelopes (hrc1) in the credentials table, one per
+-- Job-board credentials into AES-256-GCM envelopes v2 (hrc2: each organization's own data key,
+-- wrapped by the keyring) in the credentials table, one per
 -- integration (a partial UNIQUE index: a credential is linked once). The credentials table
 -- is closed before anything moves in (RLS, an organization policy for authenticated reads,
 -- no writes for the API roles, nothing for anon); sync triggers move plaintext written
@@ -34,6 +35,7 @@
 --    1: describe credential_id                               ACCESS EXCLUSIVE; brief, retried
 --    1: the audit log, RLS and its tenant policy             ACCESS EXCLUSIVE; brief, retried
 --    1: close the audit log: readers and the definer role only ACCESS EXCLUSIVE; brief, retried
+--    1: drop the credentials table's older envelope CHECK    ACCESS EXCLUSIVE; brief, retried
 --    1: envelope CHECK on the credentials table, NOT VALID   ACCESS EXCLUSIVE; brief, retried
 --    1: validate the envelope CHECK                          SHARE UPDATE EXCLUSIVE; waits; blocks no reads or writes
 --    1: rows of the credentials table that are not envelopes none; reports

@@ -56,6 +56,26 @@ BEGIN
 END
 $$;
 
+-- Credentials are sealed with each organization's data key from 0.3.0 on
+-- (envelopes v2): 0.2.0's CHECK on the credentials table accepted envelopes
+-- v1 only, and would refuse every secret the application writes until the
+-- migration file runs again. Replaced now by the CHECK of both, NOT VALID
+-- (no scan; the file validates it), under the session's lock_timeout.
+DO $$
+DECLARE
+    t pg_catalog.regclass := pg_catalog.to_regclass('public.pf_credentials');
+BEGIN
+    IF t IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_constraint c
+                                  WHERE c.conrelid OPERATOR(pg_catalog.=) t
+                                    AND c.conname OPERATOR(pg_catalog.=) 'pf_credentials_encrypted_value_envelope_v1') THEN
+        EXECUTE pg_catalog.format(
+            'ALTER TABLE %s DROP CONSTRAINT pf_credentials_encrypted_value_envelope_v1, '
+            'ADD CONSTRAINT pf_credentials_encrypted_value_envelope CHECK (encrypted_value OPERATOR(pg_catalog.~) ''^hrc[12][.][1-9][0-9]*[.][A-Za-z0-9_-]+$''::pg_catalog.text '
+            'AND pg_catalog.octet_length(pg_catalog.split_part(encrypted_value, ''.''::pg_catalog.text, 3)) OPERATOR(pg_catalog.>=) 38) NOT VALID', t);
+    END IF;
+END
+$$;
+
 -- What is installed now is what the integrity check (src/integrity.rs)
 -- compares with.
 SELECT hr_migrations.hr_record_fingerprints();

@@ -95,7 +95,7 @@ pub fn builtin() -> Vec<Builtin> {
                     "credentials_table": "pf_credentials",
                     "credentials_policy": "pf_credentials_select",
                     "credentials_org_index": "pf_credentials_organization_id",
-                    "envelope_check": "pf_credentials_encrypted_value_envelope_v1",
+                    "envelope_check": "pf_credentials_encrypted_value_envelope",
                     "log_table": "pf_credential_migrations",
                     "log_policy": "pf_credential_migrations_select",
                     "log_index": "pf_credential_migrations_record",
@@ -104,7 +104,8 @@ pub fn builtin() -> Vec<Builtin> {
                     "policy_insert": "hr_job_board_integrations_insert",
                     "policy_update": "hr_job_board_integrations_update",
                     "policy_delete": "hr_job_board_integrations_delete",
-                    "legacy_triggers": ["update_hr_job_board_integrations_updated_at"]
+                    "legacy_triggers": ["update_hr_job_board_integrations_updated_at"],
+                    "legacy_checks": ["pf_credentials_encrypted_value_envelope_v1"]
                 }),
             ),
         },

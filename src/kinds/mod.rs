@@ -59,7 +59,7 @@ pub trait Kind: Sync {
     /// value is a name).
     fn required_objects(&self) -> &'static [&'static str];
     /// Object names an entry may define: single names, or lists of names
-    /// (`legacy_triggers`, `legacy_policies`).
+    /// (`legacy_triggers`, `legacy_policies`, `legacy_checks`).
     fn optional_objects(&self) -> &'static [&'static str];
     /// From `not_applied` to `migrated` (or `dual` with blocked rows): the
     /// migration file.

@@ -1320,6 +1320,26 @@ BEGIN
             END IF;
             RETURN NEXT;
 
+            -- Credentials of organizations whose data keys were shredded:
+            -- unreadable by design; counted so nobody mistakes them for a fault.
+            check_name := 'shredded organizations';
+            IF x.rel IS NULL THEN
+                n := 0;
+            ELSE
+                EXECUTE format('SELECT count(*) FROM %s c
+                                 WHERE starts_with(c.encrypted_value, ''hrc2.'')
+                                   AND NOT hr_migrations.hr_data_key_live(c.organization_id, c.encrypted_value)', x.rel) INTO n;
+            END IF;
+            IF n OPERATOR(pg_catalog.>) 0 THEN
+                status := 'warning';
+                detail := format('%s credentials of %s belong to organizations whose data keys were shredded: they cannot be read',
+                                 n, x.rel);
+                fix := 'none needed (hr_shred_organization); delete those rows when the organization''s offboarding is complete';
+            ELSE
+                status := 'ok'; detail := 'no credential of a shredded organization'; fix := NULL;
+            END IF;
+            RETURN NEXT;
+
             check_name := 'credentials linked once';
             IF hr_migrations.hr_column_exists(tbl, 'credential_id') THEN
                 EXECUTE format('SELECT count(*) FROM (SELECT t.credential_id FROM %s t WHERE t.credential_id IS NOT NULL

@@ -207,7 +207,8 @@ AS $$
         ('hr_migrations_definer', 'TABLE',    'hr_batch_progress',                         'SELECT, INSERT, UPDATE'),
         ('hr_migrations_definer', 'TABLE',    'hr_batch_failures',                         'SELECT, INSERT, UPDATE, DELETE'),
         ('hr_migrations_definer', 'TABLE',    'hr_key_checks',                             'SELECT, INSERT'),
-        ('hr_migrations_definer', 'TABLE',    'hr_member_fingerprints',                    'SELECT')
+        ('hr_migrations_definer', 'TABLE',    'hr_member_fingerprints',                    'SELECT'),
+        ('hr_migrations_definer', 'TABLE',    'hr_organization_keys',                      'SELECT, INSERT, UPDATE')
 $$;
 
 -- Functions only the DBA runs (DDL on the application's tables, phase
@@ -257,7 +258,8 @@ AS $$
            ('hr_batch_progress',   'INSERT, UPDATE, DELETE'),
            ('hr_batch_failures',   'INSERT, UPDATE, DELETE'),
            ('hr_key_checks',       'INSERT'),
-           ('hr_apply_state',      'INSERT, UPDATE, DELETE')
+           ('hr_apply_state',      'INSERT, UPDATE, DELETE'),
+           ('hr_organization_keys', 'INSERT')
 $$;
 
 CREATE FUNCTION hr_migrations.hr_apply_privileges() RETURNS void
@@ -388,7 +390,8 @@ AS $$
            ('hr_migration_status'), ('hr_set_phase'), ('hr_preflight'), ('hr_retry_failures'),
            ('hr_run_backfill'), ('hr_run_phase'), ('hr_run_rollback'), ('hr_run_rewrap'), ('hr_run_batches'),
            ('hr_plan'), ('hr_migration_file'), ('hr_apply'), ('hr_rollback'),
-           ('hr_schedule_backfill'), ('hr_unschedule_backfill'), ('hr_require_phase')
+           ('hr_schedule_backfill'), ('hr_unschedule_backfill'), ('hr_require_phase'),
+           ('hr_shred_organization'), ('hr_rotate_organization_key')
 $$;
 
 DO $$

@@ -104,7 +104,7 @@ BEGIN
         EXECUTE format('INSERT INTO %s (id, organization_id, credential_type, name, encrypted_value, created_by)
                         VALUES ($1, $2, $3, $4, $5, $6)', creds)
           USING cid, organization_id, 'job_board_' || job_board_type, job_board_type || ' - Migrated',
-                hr_migrations.hr_seal_verified(secret, hr_migrations.hr_credential_aad(organization_id, cid)), created_by;
+                hr_migrations.hr_seal_verified(secret, hr_migrations.hr_credential_aad(organization_id, cid), organization_id), created_by;
         EXECUTE format('INSERT INTO %s (table_name, record_id, credential_type, migrated_by, notes)
                         VALUES ($1, $2, $3, NULL, $4)', hr_migrations.hr_credential_log_table(migration))
           USING (hr_migrations.hr_migration_entry(migration)).table_name, integration_id,
@@ -115,13 +115,15 @@ BEGIN
        INTO corg, envelope USING cid;
     PERFORM hr_migrations.hr_require_same_organization(organization_id, corg);
     BEGIN
-        same := hr_migrations.hr_decrypt_credential(envelope, hr_migrations.hr_credential_aad(corg, cid)) = secret;
-    EXCEPTION WHEN invalid_parameter_value OR invalid_text_representation THEN
+        same := hr_migrations.hr_open_credential(corg, envelope, hr_migrations.hr_credential_aad(corg, cid)) = secret
+                -- Sealed before with the keyring (v1) or an older key: sealed again.
+                AND hr_migrations.hr_envelope_generation(envelope) IS NOT NULL;
+    EXCEPTION WHEN invalid_parameter_value OR invalid_text_representation OR data_corrupted THEN
         same := false;  -- an envelope that no longer opens is replaced
     END;
     IF NOT same THEN
         EXECUTE format('UPDATE %s c SET encrypted_value = $2, updated_at = now() WHERE c.id = $1', creds)
-          USING cid, hr_migrations.hr_seal_verified(secret, hr_migrations.hr_credential_aad(corg, cid));
+          USING cid, hr_migrations.hr_seal_verified(secret, hr_migrations.hr_credential_aad(corg, cid), corg);
     END IF;
     RETURN cid;
 END
@@ -229,7 +231,7 @@ BEGIN
           FROM public.pf_credentials y WHERE y.id = i.credential_id;
         PERFORM hr_migrations.hr_require_same_organization(i.organization_id, c.organization_id);
         SELECT * INTO s FROM hr_migrations.hr_open_secret(c.encrypted_value,
-                                 hr_migrations.hr_credential_aad(c.organization_id, c.id));
+                                 hr_migrations.hr_credential_aad(c.organization_id, c.id), c.organization_id);
         RETURN jsonb_build_object('api_key', s.api_key, 'api_secret', s.api_secret, 'refresh_token', s.refresh_token);
     END IF;
     IF i.api_key IS NULL AND i.api_secret IS NULL AND i.refresh_token IS NULL THEN
@@ -336,13 +338,29 @@ SET search_path = pg_catalog, pg_temp
 AS $$ SELECT hr_migrations.hr_require_integrity(); SELECT hr_migrations.hr_engine_batch('integration_credentials', 'rewrap', batch_size) $$;
 
 -- Rewrap to the end, one committed batch at a time (docs/key-management.md).
+-- After a new active keyring key: the organizations' data keys are
+-- rewrapped (one row per organization and generation: O(organizations),
+-- the credentials are not rewritten); then credentials still sealed with
+-- the keyring directly (v1) or with an older generation of their
+-- organization's key are sealed with the newest; then superseded
+-- generations no credential uses are destroyed.
 CREATE PROCEDURE hr_migrations.hr_run_rewrap(batch_size integer DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
+DECLARE
+    retired bigint;
 BEGIN
+    PERFORM hr_migrations.hr_procedure_step();
+    CALL hr_migrations.hr_run_data_key_rewrap(coalesce(batch_size, 1000));
     PERFORM hr_migrations.hr_procedure_step();
     CALL hr_migrations.hr_run_batches('integration_credentials', 'rewrap', batch_size);
     PERFORM hr_migrations.hr_procedure_step();
+    retired := hr_migrations.hr_retire_data_keys();
+    COMMIT;
+    PERFORM hr_migrations.hr_procedure_step();
+    IF retired > 0 THEN
+        RAISE NOTICE 'data keys: % superseded generations destroyed (no credential used them any more)', retired;
+    END IF;
 END
 $$;
 
@@ -407,10 +425,19 @@ BEGIN
             RETURN;
         WHEN 'rewrap' THEN
             PERFORM hr_migrations.hr_keyring_versions();  -- F0000 now, naming the setting, if the keyring is not usable
-            pending := format('%s.hr_envelope_key_version(t.encrypted_value) <> %s.hr_active_key_version()',
-                              'hr_migrations', 'hr_migrations');
-            migrated := format('%s.hr_envelope_key_version(t.encrypted_value) = %s.hr_active_key_version()',
-                               'hr_migrations', 'hr_migrations');
+            -- Sealed with the keyring directly (envelope v1): moved to the
+            -- organization's data key (v2). Sealed with an older generation
+            -- of its data key: sealed again with the newest. A credential
+            -- whose data key generation is gone (shredded) cannot be opened:
+            -- blocked, never pending (the two are disjoint).
+            pending := 'starts_with(t.encrypted_value, ''hrc1.'')
+                        OR (hr_migrations.hr_envelope_generation(t.encrypted_value)
+                              < (SELECT max(k.generation) FROM hr_migrations.hr_organization_keys k
+                                  WHERE k.organization_id = t.organization_id AND k.wrapped_key IS NOT NULL)
+                            AND hr_migrations.hr_data_key_live(t.organization_id, t.encrypted_value))';
+            migrated := 'starts_with(t.encrypted_value, ''hrc2.'')';
+            blocked := 'starts_with(t.encrypted_value, ''hrc2.'')
+                        AND NOT hr_migrations.hr_data_key_live(t.organization_id, t.encrypted_value)';
             action := 'hr_migrations.hr_credential_move_rewrap';
             writes := ARRAY[creds];
             tbl := creds;
@@ -448,7 +475,7 @@ BEGIN
               FROM %2$s i WHERE i.id = ANY ($1)
         ), sealed AS MATERIALIZED (
             SELECT s.id, s.organization_id, s.job_board_type, s.created_by, s.cid,
-                   %1$s.hr_seal_verified(s.secret, %1$s.hr_credential_aad(s.organization_id, s.cid)) AS envelope
+                   %1$s.hr_seal_verified(s.secret, %1$s.hr_credential_aad(s.organization_id, s.cid), s.organization_id) AS envelope
               FROM src s
         ), created AS (
             INSERT INTO %3$s (id, organization_id, credential_type, name, encrypted_value, created_by)
@@ -480,7 +507,7 @@ AS $$
 BEGIN
     PERFORM hr_migrations.hr_require_same_organization(integration_org, credential_org);
     IF NOT hr_migrations.hr_secret_matches(envelope, hr_migrations.hr_credential_aad(credential_org, credential_id),
-                                         api_key, api_secret, refresh_token) THEN
+                                         credential_org, api_key, api_secret, refresh_token) THEN
         RAISE EXCEPTION 'the plaintext columns differ from the integration''s credential: not cleared'
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'write the secret again with hr_set_integration_secret(), then SELECT hr_migrations.hr_retry_failures(''integration_credentials'')';
@@ -538,7 +565,7 @@ BEGIN
               FROM %2$s i
               JOIN %3$s c ON c.id = i.credential_id
              CROSS JOIN LATERAL %1$s.hr_open_secret(c.encrypted_value,
-                                                    %1$s.hr_credential_aad(c.organization_id, c.id)) s
+                                                    %1$s.hr_credential_aad(c.organization_id, c.id), c.organization_id) s
              WHERE i.id = ANY ($1)
                AND %1$s.hr_require_same_organization(i.organization_id, c.organization_id)
         ), restored AS (
@@ -601,8 +628,8 @@ BEGIN
     EXECUTE format($q$
         UPDATE %3$s c
            SET encrypted_value = %1$s.hr_seal_verified(
-                   %1$s.hr_decrypt_credential(c.encrypted_value, %1$s.hr_credential_aad(c.organization_id, c.id)),
-                   %1$s.hr_credential_aad(c.organization_id, c.id)),
+                   %1$s.hr_open_credential(c.organization_id, c.encrypted_value, %1$s.hr_credential_aad(c.organization_id, c.id)),
+                   %1$s.hr_credential_aad(c.organization_id, c.id), c.organization_id),
                updated_at = now()
          WHERE c.id = ANY ($1)
            AND NOT EXISTS (SELECT 1 FROM %2$s i
@@ -697,24 +724,42 @@ DECLARE
     versions text;
     stale bigint;
     active integer;
+    v1 bigint;
+    v2 bigint;
+    shredded bigint;
+    other bigint;
     note text;
 BEGIN
     IF hr_migrations.hr_column_exists(t, 'api_key') THEN
         EXECUTE format('SELECT count(*) FROM %s t WHERE t.api_key IS NOT NULL OR t.api_secret IS NOT NULL OR t.refresh_token IS NOT NULL', t)
            INTO plaintext_left;
     END IF;
-    EXECUTE format('SELECT string_agg(format(''%%s under key version %%s'', cnt, coalesce(v::text, ''(not an envelope)'')), '', '' ORDER BY v)
-                      FROM (SELECT %s.hr_envelope_key_version(c.encrypted_value) AS v, count(*) AS cnt
-                              FROM %s c GROUP BY 1) s', 'hr_migrations', hr_migrations.hr_credentials_table(migration))
-       INTO versions;
-    -- Envelopes not under the active key version (after ALTER DATABASE ...
-    -- SET hr_migrations.active_key_version: pooled backends keep the old
-    -- setting until they reconnect, so some may still be written so).
+    -- Credentials by how they are sealed: with their organization's data
+    -- key (v2), with the keyring directly (v1: before 0.3.0's data keys, or
+    -- hr_encrypt_credential), of an organization whose keys were shredded
+    -- (unreadable), or not an envelope at all.
+    EXECUTE format('SELECT count(*) FILTER (WHERE starts_with(c.encrypted_value, ''hrc2.'') AND k.live),
+                           count(*) FILTER (WHERE starts_with(c.encrypted_value, ''hrc2.'') AND NOT k.live),
+                           count(*) FILTER (WHERE starts_with(c.encrypted_value, ''hrc1.'')),
+                           count(*) FILTER (WHERE NOT starts_with(c.encrypted_value, ''hrc1.'')
+                                              AND NOT starts_with(c.encrypted_value, ''hrc2.''))
+                      FROM %s c
+                     CROSS JOIN LATERAL (SELECT hr_migrations.hr_data_key_live(c.organization_id, c.encrypted_value) AS live) k',
+                   hr_migrations.hr_credentials_table(migration))
+       INTO v2, shredded, v1, other;
+    versions := concat_ws(', ',
+        format('%s under their organization''s data key', v2),
+        CASE WHEN v1 > 0 THEN format('%s sealed with the keyring directly (envelopes v1): CALL hr_migrations.hr_run_rewrap() seals them with their organization''s data key', v1) END,
+        CASE WHEN shredded > 0 THEN format('%s of shredded organizations (unreadable)', shredded) END,
+        CASE WHEN other > 0 THEN format('%s not envelopes', other) END);
+    -- Data keys not wrapped under the active key version (after ALTER
+    -- DATABASE ... SET hr_migrations.active_key_version; pooled backends
+    -- keep the old setting until they reconnect, so some may still be
+    -- wrapped so).
     active := hr_migrations.hr_active_key_version();
     IF active IS NOT NULL THEN
-        EXECUTE format('SELECT count(*) FROM %s c WHERE %s.hr_envelope_key_version(c.encrypted_value) <> $1',
-                       hr_migrations.hr_credentials_table(migration), 'hr_migrations')
-           INTO stale USING active;
+        SELECT count(*) INTO stale FROM hr_migrations.hr_organization_keys k
+         WHERE k.wrapped_key IS NOT NULL AND k.kek_version <> active;
     END IF;
     IF hr_migrations.hr_column_exists(t, 'credential_id') THEN
         SELECT c.pending INTO orphans FROM hr_migrations.hr_operation_counts(migration, 'purge') c;
@@ -736,9 +781,9 @@ BEGIN
         CASE WHEN phase = 'enforced' THEN hr_migrations.hr_contract_eta(migration) END,
         CASE WHEN orphans > 0 THEN
             format('%s credentials are orphaned (no integration links them any more): CALL hr_migrations.hr_run_batches(%L, ''purge'') deletes them', orphans, migration) END,
-        'credentials: ' || coalesce(versions, 'none'),
+        'credentials: ' || versions,
         CASE WHEN stale > 0 THEN
-            format('%s not under the active key version %s: CALL hr_migrations.hr_run_rewrap() (backends that have not reconnected since the version changed may still write the old one)', stale, active) END);
+            format('%s data keys not under the active key version %s: CALL hr_migrations.hr_run_rewrap() rewraps them (backends that have not reconnected since the version changed may still wrap new ones under the old one)', stale, active) END);
     RETURN note;
 END
 $$;

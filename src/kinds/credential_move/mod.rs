@@ -9,7 +9,9 @@
 //! batches. Its SQL functions (the triggers, the secret API, the batch
 //! actions, phase rules) are `kind.sql`.
 
-use super::{col, quote_literal, Column, Index, Kind, Lock, Names, Script, Step, Table};
+use super::{
+    col, quote_ident, quote_literal, Column, Index, Kind, Lock, Names, Script, Step, Table,
+};
 
 pub struct CredentialMove;
 
@@ -73,16 +75,19 @@ const COLUMNS: &[Column] = &[
 const DEPRECATED: &str =
     "DEPRECATED (hr_migrations): read hr_integration_secret(id); cleared once enforced, dropped by the contract phase.";
 
-/// An envelope v1: `hrc1.<version>.<base64url of at least nonce + tag = 28
-/// bytes, 38 characters>` (the length apart from the regex: a counted
-/// repetition is slow).
-const ENVELOPE_V1: &str = "encrypted_value ~ '^hrc1\\.[1-9][0-9]*\\.[A-Za-z0-9_-]+$' AND octet_length(split_part(encrypted_value, '.', 3)) >= 38";
+/// An envelope v1 or v2: `hrc1.<key version>.` or `hrc2.<data key
+/// generation>.`, then the base64url of at least nonce + tag = 28 bytes, 38
+/// characters (the length apart from the regex: a counted repetition is
+/// slow). No backslash: the literal reads the same whatever
+/// `standard_conforming_strings` is.
+const ENVELOPE: &str = "encrypted_value ~ '^hrc[12][.][1-9][0-9]*[.][A-Za-z0-9_-]+$' AND octet_length(split_part(encrypted_value, '.', 3)) >= 38";
 
 impl Kind for CredentialMove {
     fn describe(&self, script: Script) -> &'static str {
         match script {
             Script::Migrate => {
-                "Job-board credentials into AES-256-GCM envelopes (hrc1) in the credentials table, one per\n\
+                "Job-board credentials into AES-256-GCM envelopes v2 (hrc2: each organization's own data key,\n\
+                 wrapped by the keyring) in the credentials table, one per\n\
                  integration (a partial UNIQUE index: a credential is linked once). The credentials table\n\
                  is closed before anything moves in (RLS, an organization policy for authenticated reads,\n\
                  no writes for the API roles, nothing for anon); sync triggers move plaintext written\n\
@@ -127,7 +132,7 @@ impl Kind for CredentialMove {
     fn optional_objects(&self) -> &'static [&'static str] {
         // log_index: named <log_table>_record when absent (entries
         // registered before 0.3.0 have none).
-        &["log_index", "legacy_triggers"]
+        &["log_index", "legacy_triggers", "legacy_checks"]
     }
 
     fn columns(&self) -> &'static [Column] {
@@ -227,12 +232,28 @@ impl Kind for CredentialMove {
                 quote_literal(&log)
             ),
         ));
+        // The CHECK of 0.2.0 accepted envelopes v1 only (the upgrade
+        // replaces it at once, as a later release's may be).
+        for legacy in n.list("legacy_checks") {
+            s.push(
+                Step::retry(
+                    "drop the credentials table's older envelope CHECK",
+                    Lock::AccessExclusive,
+                    format!("ALTER TABLE {creds} DROP CONSTRAINT IF EXISTS {}", quote_ident(&legacy)),
+                )
+                .skip_when(format!(
+                    "NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = {}::pg_catalog.regclass AND conname = {})",
+                    quote_literal(&creds),
+                    quote_literal(&legacy)
+                )),
+            );
+        }
         s.push(
             Step::retry(
                 "envelope CHECK on the credentials table, NOT VALID",
                 Lock::AccessExclusive,
                 format!(
-                    "ALTER TABLE {creds} ADD CONSTRAINT {} CHECK ({ENVELOPE_V1}) NOT VALID",
+                    "ALTER TABLE {creds} ADD CONSTRAINT {} CHECK ({ENVELOPE}) NOT VALID",
                     n.obj("envelope_check")
                 ),
             )
@@ -249,20 +270,20 @@ impl Kind for CredentialMove {
                 ),
             )
             .skip_when(format!(
-                "EXISTS (SELECT 1 FROM {creds} WHERE NOT ({ENVELOPE_V1}))"
+                "EXISTS (SELECT 1 FROM {creds} WHERE NOT ({ENVELOPE}))"
             )),
         );
         s.push(
             Step::notice(
                 "rows of the credentials table that are not envelopes",
                 format!(
-                    "(SELECT count(*) FROM {creds} WHERE NOT ({ENVELOPE_V1}))::text || {}",
+                    "(SELECT count(*) FROM {creds} WHERE NOT ({ENVELOPE}))::text || {}",
                     quote_literal(&format!(
                         " rows of {creds} are not envelopes v1 (plaintext written by the plan's script?): the envelope CHECK stays NOT VALID (docs/runbook.md, migration 3)"
                     ))
                 ),
             )
-            .skip_when(format!("NOT EXISTS (SELECT 1 FROM {creds} WHERE NOT ({ENVELOPE_V1}))")),
+            .skip_when(format!("NOT EXISTS (SELECT 1 FROM {creds} WHERE NOT ({ENVELOPE}))")),
         );
 
         s.push(

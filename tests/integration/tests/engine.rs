@@ -39,10 +39,19 @@ fn rewrap_is_linear_and_goes_past_a_poisoned_credential() {
           WHERE id = '{poisoned}'"
     ))
     .unwrap();
+    // A new keyring key and a new data key generation for every
+    // organization: the rewrap rewraps the data keys, then reseals every
+    // credential under its organization's new generation.
     c.batch_execute("ALTER SYSTEM SET hr_migrations.active_key_version = 2")
         .unwrap();
     c.batch_execute("SELECT pg_reload_conf()").unwrap();
     std::thread::sleep(Duration::from_millis(300));
+    let mut c = cl.connect("hr");
+    let orgs: i64 = one(
+        &mut c,
+        "SELECT count(hr_rotate_organization_key(o)) FROM (SELECT DISTINCT organization_id FROM public.pf_credentials) s(o)",
+    );
+    assert!(orgs > 10, "{orgs}");
 
     let (ok, out) = cl.psql_c("hr", "CALL hr_run_rewrap(5000)");
     assert!(ok, "{out}");
@@ -63,8 +72,25 @@ fn rewrap_is_linear_and_goes_past_a_poisoned_credential() {
     );
 
     let mut c = cl.connect("hr");
-    let v2: i64 = one(&mut c, "SELECT count(*) FROM public.pf_credentials WHERE hr_migrations.hr_envelope_key_version(encrypted_value) = 2");
+    let v2: i64 = one(&mut c, "SELECT count(*) FROM public.pf_credentials WHERE hr_migrations.hr_envelope_generation(encrypted_value) = 2");
     assert_eq!(v2, total - 1);
+    // Every live data key is wrapped under key version 2; generation 1 is
+    // destroyed everywhere but in the poisoned credential's organization,
+    // which still needs it.
+    let r = c
+        .query_one(
+            "SELECT count(*) FILTER (WHERE state = 'retired'),
+                    count(*) FILTER (WHERE state <> 'retired' AND kek_version <> 2),
+                    count(*) FILTER (WHERE generation = 1 AND state = 'superseded'
+                                       AND organization_id = (SELECT organization_id FROM public.pf_credentials WHERE id = $1::text::uuid))
+               FROM hr_organization_keys",
+            &[&poisoned],
+        )
+        .unwrap();
+    assert_eq!(
+        (r.get::<_, i64>(0), r.get::<_, i64>(1), r.get::<_, i64>(2)),
+        (orgs - 1, 0, 1)
+    );
     let f: String = one(&mut c, &format!("SELECT sqlstate FROM hr_migrations.hr_batch_failures WHERE operation = 'rewrap' AND row_id = '{poisoned}'"));
     assert_eq!(f, "22023");
     let s = status(&mut c, "integration_credentials");

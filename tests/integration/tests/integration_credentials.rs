@@ -85,12 +85,12 @@ fn migration_3_end_to_end() {
     let not_envelopes: i64 = one(
         &mut c,
         "SELECT count(*) FROM public.pf_credentials c JOIN oracle.integrations o ON o.organization_id = c.organization_id
-          WHERE c.encrypted_value !~ '^hrc1\\.1\\.' OR c.encrypted_value LIKE '%' || o.api_key || '%' AND o.api_key <> ''",
+          WHERE c.encrypted_value !~ '^hrc2\\.1\\.' OR c.encrypted_value LIKE '%' || o.api_key || '%' AND o.api_key <> ''",
     );
     assert_eq!(not_envelopes, 0);
     let validated: bool = one(
         &mut c,
-        "SELECT convalidated FROM pg_constraint WHERE conname = 'pf_credentials_encrypted_value_envelope_v1'",
+        "SELECT convalidated FROM pg_constraint WHERE conname = 'pf_credentials_encrypted_value_envelope'",
     );
     assert!(validated);
     assert_eq!(
@@ -266,7 +266,7 @@ fn tampering_moved_envelopes_and_key_problems() {
         .collect();
     let decrypt = |c: &mut Client, id: &str| {
         c.query_one(
-            "SELECT hr_decrypt_credential(encrypted_value, hr_credential_aad(organization_id, id))
+            "SELECT hr_migrations.hr_open_credential(organization_id, encrypted_value, hr_credential_aad(organization_id, id))
                FROM public.pf_credentials WHERE id = $1::text::uuid",
             &[&id],
         )
@@ -282,10 +282,11 @@ fn tampering_moved_envelopes_and_key_problems() {
     )
     .unwrap();
     assert_eq!(sqlstate(&decrypt(&mut c, &ids[1]).unwrap_err()), "22023");
-    // Moved to another organization: fails too.
+    // Moved to another organization (which has a data key of that
+    // generation): fails too.
     let other_org: String = one(
         &mut c,
-        &format!("SELECT id::text FROM public.pf_organizations WHERE id <> (SELECT organization_id FROM public.pf_credentials WHERE id = '{}') LIMIT 1", ids[2]),
+        &format!("SELECT organization_id::text FROM public.pf_credentials WHERE organization_id <> (SELECT organization_id FROM public.pf_credentials WHERE id = '{}') LIMIT 1", ids[2]),
     );
     c.execute(
         "UPDATE public.pf_credentials SET organization_id = $1::text::uuid WHERE id = $2::text::uuid",
@@ -293,7 +294,25 @@ fn tampering_moved_envelopes_and_key_problems() {
     )
     .unwrap();
     assert_eq!(sqlstate(&decrypt(&mut c, &ids[2]).unwrap_err()), "22023");
-    // Any one-character change of a stored envelope fails (22023 or 22P02).
+    // Moved to an organization without data keys: 55000, naming it.
+    c.batch_execute(
+        "INSERT INTO public.pf_organizations (id, name) VALUES ('00000000-0000-4000-8000-00000000abcd', 'no keys')",
+    )
+    .unwrap();
+    c.execute(
+        "UPDATE public.pf_credentials SET organization_id = $1::text::uuid WHERE id = $2::text::uuid",
+        &[&"00000000-0000-4000-8000-00000000abcd", &ids[2]],
+    )
+    .unwrap();
+    let e = decrypt(&mut c, &ids[2]).unwrap_err();
+    assert_eq!(sqlstate(&e), "55000", "{}", message(&e));
+    assert!(
+        message(&e).contains("00000000-0000-4000-8000-00000000abcd"),
+        "{}",
+        message(&e)
+    );
+    // Any one-character change of a stored envelope fails (22023, 22P02, or
+    // 55000 for a generation that does not exist).
     let env: String = one(
         &mut c,
         &format!(
@@ -316,17 +335,17 @@ fn tampering_moved_envelopes_and_key_problems() {
             continue;
         }
         let r = c.query_one(
-            "SELECT hr_decrypt_credential($1, hr_credential_aad($2::text::uuid, $3::text::uuid))",
+            "SELECT hr_migrations.hr_open_credential($2::text::uuid, $1, hr_credential_aad($2::text::uuid, $3::text::uuid))",
             &[&changed, &org0, &ids[0]],
         );
         let e = r.expect_err(&format!("a changed envelope opened (position {i})"));
         assert!(
-            ["22023", "22P02", "F0000"].contains(&sqlstate(&e).as_str()),
+            ["22023", "22P02", "55000"].contains(&sqlstate(&e).as_str()),
             "{}",
             message(&e)
         );
     }
-    // An unknown key version names the setting.
+    // An envelope v1 of an unknown key version names the setting.
     let e = c
         .query_one(
             "SELECT hr_decrypt_credential('hrc1.9.' || split_part($1, '.', 3))",
@@ -693,30 +712,35 @@ fn server_log_holds_no_secret() {
     );
 }
 
-/// Rotation: a second key, active_key_version raised, then rewrap in batches.
+/// Envelopes v1 (what 0.2.0 wrote: sealed with the keyring directly) stay
+/// readable, and the rewrap reseals them under their organization's data
+/// key in batches.
 #[test]
-fn key_rotation_rewraps_under_the_new_version() {
-    let k1 = random_key();
-    let path = write_keyring(&[(1, k1)]);
-    let cl = Cluster::start(&keyring_conf(&path, 1));
+fn envelopes_v1_stay_readable_and_are_resealed_as_v2() {
+    let (cl, _, _) = cluster_with_keyring(&[]);
     cl.fixture_db("hr", 1000);
     let mut c = cl.connect("hr");
     keep_oracle(&mut c);
     cl.migrate("hr", "003_integration_credentials.sql", &[]);
     let n: i64 = one(&mut c, "SELECT count(*) FROM public.pf_credentials");
-    let path2 = write_keyring(&[(1, k1), (2, random_key())]);
-    c.batch_execute(&format!(
-        "ALTER SYSTEM SET hr_migrations.keyring_file = '{}'",
-        path2.display()
-    ))
-    .unwrap();
-    c.batch_execute("ALTER SYSTEM SET hr_migrations.active_key_version = 2")
-        .unwrap();
-    c.batch_execute("SELECT pg_reload_conf()").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let mut c = cl.connect("hr");
+    let v1: i64 = one(
+        &mut c,
+        "WITH u AS (
+            UPDATE public.pf_credentials SET encrypted_value = hr_encrypt_credential(
+                hr_migrations.hr_open_credential(organization_id, encrypted_value, hr_credential_aad(organization_id, id)),
+                hr_credential_aad(organization_id, id))
+            RETURNING encrypted_value)
+         SELECT count(*) FROM u WHERE encrypted_value LIKE 'hrc1.1.%'",
+    );
+    assert_eq!(v1, n);
+    assert_eq!(secrets_differing(&mut c), 0);
     let note = status(&mut c, "integration_credentials").note;
-    assert!(note.contains(&format!("{n} under key version 1")), "{note}");
+    assert!(
+        note.contains(&format!(
+            "{n} sealed with the keyring directly (envelopes v1)"
+        )),
+        "{note}"
+    );
     let mut total = 0;
     loop {
         let k: i64 = one(&mut c, "SELECT hr_rewrap_credentials(250)");
@@ -729,9 +753,16 @@ fn key_rotation_rewraps_under_the_new_version() {
     assert_eq!(total, n);
     let note = status(&mut c, "integration_credentials").note;
     assert!(
-        note.contains(&format!("{n} under key version 2")) && !note.contains("key version 1"),
+        note.contains(&format!(
+            "credentials: {n} under their organization's data key"
+        )) && !note.contains("keyring directly"),
         "{note}"
     );
+    let left: i64 = one(
+        &mut c,
+        "SELECT count(*) FROM public.pf_credentials WHERE encrypted_value NOT LIKE 'hrc2.1.%'",
+    );
+    assert_eq!(left, 0);
     assert_eq!(secrets_differing(&mut c), 0);
 }
 

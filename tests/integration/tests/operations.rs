@@ -1,6 +1,7 @@
 //! Operations a DBA runs on a busy database: DDL that waits for locks
 //! without queueing traffic, the preflight, the contract phase, the upgrade
-//! from 0.1.0, and pg_dump/pg_restore of a migrated database.
+//! from 0.1.0 and 0.2.0 (and the library serving their SQL until then),
+//! and pg_dump/pg_restore of a migrated database.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -544,4 +545,105 @@ fn dump_and_restore_keeps_rows_secrets_tokens_and_phases() {
         |c: &mut Client| -> i64 { one(c, "SELECT count(*) FROM public.pf_credential_migrations") };
     assert_eq!(logs(&mut r), logs(&mut c));
     assert_eq!(broken_tokens_and_secrets(&mut r), (0, 0));
+}
+
+/// The C functions of an install script: symbol -> its SQL signature
+/// (argument and result types, comments and volatility left out).
+fn c_functions(script: &str) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for chunk in script.split("CREATE ").skip(1) {
+        let Some(at) = chunk.find("AS 'MODULE_PATHNAME', '") else {
+            continue;
+        };
+        let symbol = chunk[at + 23..].split('\'').next().unwrap().to_string();
+        let Some(open) = chunk.find('(') else {
+            continue;
+        };
+        let head = &chunk[open..chunk.find("\nLANGUAGE").unwrap_or(at)];
+        let mut plain = String::new();
+        let mut rest = head;
+        while let Some(c) = rest.find("/*") {
+            plain.push_str(&rest[..c]);
+            rest = rest[c..].split_once("*/").map_or("", |x| x.1);
+        }
+        plain.push_str(rest);
+        let signature = plain
+            .lines()
+            .filter(|l| {
+                let w = l.split_whitespace().next().unwrap_or("");
+                ![
+                    "IMMUTABLE",
+                    "STABLE",
+                    "VOLATILE",
+                    "STRICT",
+                    "PARALLEL",
+                    "SECURITY",
+                    "COST",
+                    "ROWS",
+                    "SET",
+                ]
+                .contains(&w)
+            })
+            .flat_map(str::split_whitespace)
+            .collect::<Vec<_>>()
+            .join(" ");
+        out.insert(symbol, signature);
+    }
+    out
+}
+
+/// Between installing a new library and ALTER EXTENSION UPDATE, a
+/// database runs its old release's SQL against the new library: every C
+/// symbol an earlier release's SQL names must still be exported, with the
+/// same signature wherever this release's SQL names it too (a symbol whose
+/// arguments changed reads arguments that were never passed). 0.3.0 keeps
+/// 0.2.0's signatures of hr_seal_verified, hr_open_secret and
+/// hr_secret_matches under their old symbols (src/credentials.rs,
+/// `compat_0_2`).
+#[test]
+fn the_library_serves_the_sql_of_every_earlier_release() {
+    let pg_config = |what: &str| -> String {
+        let out = std::process::Command::new("pg_config")
+            .arg(what)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let current = std::fs::read_to_string(format!(
+        "{}/extension/hr_migrations--{}.sql",
+        pg_config("--sharedir"),
+        extension_version()
+    ))
+    .unwrap();
+    let current = c_functions(&current);
+    assert!(current.len() > 30, "{current:?}");
+    let nm = std::process::Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(format!("{}/hr_migrations.so", pg_config("--pkglibdir")))
+        .output()
+        .expect("nm (binutils)");
+    assert!(nm.status.success());
+    let exported: std::collections::HashSet<String> = String::from_utf8(nm.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().last().map(str::to_owned))
+        .collect();
+    let mut problems = Vec::new();
+    for release in ["0.1.0", "0.2.0"] {
+        let old = std::fs::read_to_string(repo().join(format!("sql/hr_migrations--{release}.sql")))
+            .unwrap();
+        let old = c_functions(&old);
+        assert!(old.len() >= 10, "{release}: {old:?}");
+        for (symbol, signature) in &old {
+            if !exported.contains(symbol) || !exported.contains(&format!("pg_finfo_{symbol}")) {
+                problems.push(format!("{release}: {symbol} is not exported"));
+            }
+            if let Some(now) = current.get(symbol) {
+                if now != signature {
+                    problems.push(format!("{release}: {symbol} was {signature}, is {now}"));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
 }

@@ -144,7 +144,13 @@ const COLUMN_GONE: &str = "SELECT count(*) FROM pg_attribute
                             WHERE attrelid = 'public.hr_references'::regclass AND attname = 'access_token' AND NOT attisdropped";
 const PLAINTEXT_CLEARED: &str = "SELECT count(*) FROM public.hr_job_board_integrations
                                   WHERE api_key IS NOT NULL OR api_secret IS NOT NULL OR refresh_token IS NOT NULL";
-const ALL_V2: &str = "SELECT count(*) FROM public.pf_credentials WHERE hr_migrations.hr_envelope_key_version(encrypted_value) <> 2";
+/// Credentials not sealed under their organization's data key generation 2,
+/// and data keys still live that are not generation 2 under keyring key 2
+/// (the superseded generation 1 must be destroyed once unused).
+const ALL_RESEALED: &str = "SELECT (SELECT count(*) FROM public.pf_credentials
+                                     WHERE hr_migrations.hr_envelope_generation(encrypted_value) IS DISTINCT FROM 2)
+                                 + (SELECT count(*) FROM hr_migrations.hr_organization_keys
+                                     WHERE wrapped_key IS NOT NULL AND (kek_version <> 2 OR generation <> 2))";
 const NO_CREDENTIALS: &str = "SELECT count(*) FROM public.pf_credentials";
 /// Integrations rolled back more than once, or not logged.
 const ROLLED_BACK_ONCE: &str = "SELECT (SELECT count(*) - count(DISTINCT record_id) FROM public.pf_credential_migrations
@@ -208,9 +214,13 @@ fn scenarios() -> Vec<Scenario> {
             template: "t_moved",
             migration: "integration_credentials",
             operation: "rewrap",
+            // A new keyring key and a new data key for every organization:
+            // the data keys are rewrapped, then every credential resealed.
             prepare: &[
                 "ALTER SYSTEM SET hr_migrations.active_key_version = 2",
                 "SELECT pg_reload_conf()",
+                "SELECT pg_sleep(0.2)",
+                "SELECT count(hr_rotate_organization_key(o)) FROM (SELECT DISTINCT organization_id FROM public.pf_credentials) s(o)",
             ],
             expected: Some("SELECT count(*) FROM public.pf_credentials"),
             start: Cmd::Sql("CALL hr_run_rewrap(:batch_size)"),
@@ -218,7 +228,7 @@ fn scenarios() -> Vec<Scenario> {
             phase_work: false,
             always: &[SAME_ROWS, SECRETS_READ, NO_ORPHANS],
             at_crash: &[],
-            finally: &[ALL_V2],
+            finally: &[ALL_RESEALED],
         },
         Scenario {
             name: "enforce clearing",

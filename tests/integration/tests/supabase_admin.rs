@@ -177,12 +177,18 @@ fn postgres_runs_every_step_of_the_runbook_with_no_superuser() {
     );
     let out = as_postgres(&cl, "CALL extensions.hr_run_rewrap()");
     assert!(out.contains("rewrap: finished:"), "{out}");
+    // The data keys are rewrapped under version 2; the credentials are
+    // sealed with them and stay as they are.
     let off_version: i64 = one(
         &mut pg,
-        "SELECT count(*) FROM public.pf_credentials
-          WHERE hr_migrations.hr_envelope_key_version(encrypted_value) <> 2",
+        "SELECT count(*) FROM extensions.hr_organization_keys WHERE state <> 'retired' AND kek_version <> 2",
     );
     assert_eq!(off_version, 0);
+    let not_v2: i64 = one(
+        &mut pg,
+        "SELECT count(*) FROM public.pf_credentials WHERE NOT starts_with(encrypted_value, 'hrc2.1.')",
+    );
+    assert_eq!(not_v2, 0);
     let note = status(&mut pg, "integration_credentials").note;
     assert!(!note.contains("not under the active key version"), "{note}");
 
@@ -289,6 +295,81 @@ fn postgres_runs_every_step_of_the_runbook_with_no_superuser() {
         "SELECT count(extensions.hr_integration_secret(id)) FROM public.hr_job_board_integrations",
     );
     assert_eq!(secrets2, secrets);
+
+    // A suspected leak of one organization's data key: postgres rotates it
+    // and the rewrap reseals that organization's credentials. Another
+    // organization leaves: postgres shreds its keys.
+    let orgs: Vec<String> = pg
+        .query(
+            "SELECT organization_id::text FROM public.pf_credentials GROUP BY 1 ORDER BY count(*) DESC LIMIT 2",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let (leaked, leaving) = (&orgs[0], &orgs[1]);
+    let generation: i32 = one(
+        &mut pg,
+        &format!("SELECT extensions.hr_rotate_organization_key('{leaked}')"),
+    );
+    assert_eq!(generation, 2);
+    as_postgres(&cl, "CALL extensions.hr_run_rewrap()");
+    let (theirs, resealed): (i64, i64) = {
+        let r = pg
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE starts_with(encrypted_value, 'hrc2.2.'))
+                   FROM public.pf_credentials WHERE organization_id = $1::text::uuid",
+                &[leaked],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(resealed, theirs);
+    let states: String = one(
+        &mut pg,
+        &format!("SELECT string_agg(generation || ' ' || state, ', ' ORDER BY generation) FROM extensions.hr_organization_keys WHERE organization_id = '{leaked}'"),
+    );
+    assert_eq!(states, "1 retired, 2 active");
+    let leaving_credentials: i64 = one(
+        &mut pg,
+        &format!("SELECT count(*) FROM public.pf_credentials WHERE organization_id = '{leaving}'"),
+    );
+    let shredded: i64 = one(
+        &mut pg,
+        &format!("SELECT extensions.hr_shred_organization('{leaving}')"),
+    );
+    assert_eq!(shredded, leaving_credentials);
+    let e = sr
+        .query_one(
+            "SELECT extensions.hr_integration_secret(id) FROM public.hr_job_board_integrations
+              WHERE organization_id = $1::text::uuid AND credential_id IS NOT NULL LIMIT 1",
+            &[leaving],
+        )
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "55000", "{}", error_text(&e));
+    assert!(
+        error_text(&e).contains(leaving.as_str()),
+        "{}",
+        error_text(&e)
+    );
+    let readable: i64 = one(
+        &mut sr,
+        &format!("SELECT count(extensions.hr_integration_secret(id)) FROM public.hr_job_board_integrations WHERE organization_id <> '{leaving}'"),
+    );
+    assert_eq!(readable, secrets - leaving_credentials);
+    for sql in [
+        format!("SELECT extensions.hr_shred_organization('{leaked}')"),
+        format!("SELECT extensions.hr_rotate_organization_key('{leaked}')"),
+    ] {
+        let e = sr.batch_execute(&sql).unwrap_err();
+        assert_eq!(
+            sqlstate(&e),
+            "42501",
+            "service_role: {sql}: {}",
+            error_text(&e)
+        );
+    }
 
     // Through all of it: postgres is no superuser and not the definer.
     let mut admin = cl.connect("hr");
@@ -400,6 +481,7 @@ fn the_admin_role_holds_exactly_its_privileges() {
             "hr_key_checks INSERT",
             "hr_migration_phases DELETE,INSERT,UPDATE",
             "hr_migration_registry DELETE,INSERT,UPDATE",
+            "hr_organization_keys INSERT",
         ]
     );
     let unreadable: i64 = one(

@@ -44,17 +44,42 @@ SELECT count(*) FILTER (WHERE hr_integration_secret(id) = jsonb_build_object(
        count(*) FILTER (WHERE hr_integration_secret(id) IS NULL) AS without_secret
   FROM old_integrations;
 -- What pf_credentials and the audit log hold.
-SELECT credential_type, name, count(*), bool_and(encrypted_value LIKE 'hrc1.1.%') AS envelopes
+-- Envelopes v2: sealed with the organization's data key, generation 1.
+SELECT credential_type, name, count(*), bool_and(encrypted_value LIKE 'hrc2.1.%') AS envelopes
   FROM pf_credentials GROUP BY 1, 2 ORDER BY 1;
+-- One data key per organization with credentials, wrapped by keyring key 1;
+-- the view shows no key material.
+SELECT count(*) = (SELECT count(DISTINCT organization_id) FROM pf_credentials) AS one_per_organization,
+       bool_and(generation = 1 AND kek_version = 1 AND state = 'active') AS generation_1_under_version_1
+  FROM hr_organization_keys;
+SELECT column_name FROM information_schema.columns
+ WHERE table_schema = 'extensions' AND table_name = 'hr_organization_keys' ORDER BY ordinal_position;
 SELECT table_name, migrated_by, notes, count(*) FROM pf_credential_migrations GROUP BY 1, 2, 3;
 
--- A ciphertext copied to another row does not decrypt there.
-SELECT hr_decrypt_credential(a.encrypted_value, hr_credential_aad(b.organization_id, b.id))
+-- A ciphertext copied to another row (of the same organization, or of
+-- another) does not decrypt there.
+SELECT hr_migrations.hr_open_credential(b.organization_id, a.encrypted_value, hr_credential_aad(b.organization_id, b.id))
   FROM (SELECT * FROM pf_credentials ORDER BY id LIMIT 1) a,
        (SELECT * FROM pf_credentials ORDER BY id OFFSET 1 LIMIT 1) b;
 \echo :LAST_ERROR_SQLSTATE
+SELECT hr_migrations.hr_open_credential(a.organization_id, a.encrypted_value, hr_credential_aad(a.organization_id, b.id))
+  FROM (SELECT * FROM pf_credentials ORDER BY id LIMIT 1) a,
+       (SELECT * FROM pf_credentials ORDER BY id OFFSET 1 LIMIT 1) b;
+\echo :LAST_ERROR_SQLSTATE
+-- hr_decrypt_credential() keeps opening envelopes v1 only, and says so.
+SELECT hr_decrypt_credential(encrypted_value, hr_credential_aad(organization_id, id))
+  FROM pf_credentials ORDER BY id LIMIT 1;
+\echo :LAST_ERROR_SQLSTATE
 SELECT hr_decrypt_credential('{"api_key":"written by the plan''s script"}');
 \echo :LAST_ERROR_SQLSTATE
+
+-- Shredding is refused while the organization's plaintext is still in
+-- hr_job_board_integrations (nothing is shredded).
+\set VERBOSITY sqlstate
+SELECT hr_shred_organization(id) FROM pf_organizations WHERE name = 'Organization 2';
+\echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY default
+SELECT count(*) AS shredded_keys FROM hr_organization_keys WHERE state = 'shredded';
 
 -- Enforce: plaintext is refused and no longer read from now on; then the
 -- plaintext columns are checked against their credentials and cleared, in
@@ -68,6 +93,27 @@ UPDATE hr_job_board_integrations SET refresh_token = 'new-refresh-token'
 \echo :LAST_ERROR_SQLSTATE
 \set VERBOSITY default
 
+-- Crypto-shredding an organization that leaves ("Organization 3"): its data
+-- keys are destroyed, so its credentials can no longer be read (55000, the
+-- message names the organization); the others are untouched; status and
+-- preflight count what became unreadable. Refused before enforced: its
+-- plaintext was still in hr_job_board_integrations then.
+SELECT id AS gone FROM pf_organizations WHERE name = 'Organization 3' \gset
+SELECT hr_shred_organization(:'gone') = (SELECT count(*) FROM pf_credentials WHERE organization_id = :'gone') AS all_its_credentials,
+       (SELECT count(*) FROM pf_credentials WHERE organization_id = :'gone') AS shredded;
+\set VERBOSITY sqlstate
+SELECT hr_integration_secret(id) FROM hr_job_board_integrations
+ WHERE organization_id = :'gone' AND credential_id IS NOT NULL ORDER BY id LIMIT 1;
+\set VERBOSITY default
+-- (the plaintext is cleared: these secrets come from the credentials)
+SELECT count(*) FILTER (WHERE hr_integration_secret(id) = jsonb_build_object(
+           'api_key', api_key, 'api_secret', api_secret, 'refresh_token', refresh_token)) AS equal
+  FROM old_integrations WHERE organization_id <> :'gone';
+SELECT state, count(*) FROM hr_organization_keys GROUP BY 1 ORDER BY 1;
+SELECT blocked, substring(note from 'credentials: .*') AS note
+  FROM hr_migration_status() WHERE migration = 'integration_credentials';
+SELECT status, detail FROM hr_preflight() WHERE check_name = 'shredded organizations';
+
 -- Roll back (dual first): plaintext restored byte for byte, credentials removed.
 SELECT hr_set_phase('integration_credentials', 'dual');
 SELECT hr_rollback_integrations(1000);
@@ -75,4 +121,7 @@ SELECT count(*) AS restored_exactly FROM old_integrations o JOIN hr_job_board_in
  WHERE i.api_key IS NOT DISTINCT FROM o.api_key AND i.api_secret IS NOT DISTINCT FROM o.api_secret
    AND i.refresh_token IS NOT DISTINCT FROM o.refresh_token AND i.credential_id IS NULL;
 SELECT count(*) AS credentials_left FROM pf_credentials;
+-- The shredded organization's credentials cannot be rolled back: skipped,
+-- and recorded with their SQLSTATE.
+SELECT operation, sqlstate, count(*) FROM hr_migrations.hr_batch_failures GROUP BY 1, 2;
 SELECT phase, pending FROM hr_migration_status() WHERE migration = 'integration_credentials';

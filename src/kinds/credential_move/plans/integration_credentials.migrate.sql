@@ -54,69 +54,75 @@ SET lock_timeout = '1s';
 SELECT hr_migrations.hr_secure_own_table('public.pf_credential_migrations'::pg_catalog.regclass, ARRAY['authenticated', 'service_role']::pg_catalog.text[], 'SELECT, INSERT');
 RESET lock_timeout;
 
--- 1.11 envelope CHECK on the credentials table, NOT VALID (retry; ACCESS EXCLUSIVE)
---   skip when: EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = 'public.pf_credentials'::pg_catalog.regclass AND conname = 'pf_credentials_encrypted_value_envelope_v1')
+-- 1.11 drop the credentials table's older envelope CHECK (retry; ACCESS EXCLUSIVE)
+--   skip when: NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = 'public.pf_credentials'::pg_catalog.regclass AND conname = 'pf_credentials_encrypted_value_envelope_v1')
 SET lock_timeout = '1s';
-ALTER TABLE public.pf_credentials ADD CONSTRAINT pf_credentials_encrypted_value_envelope_v1 CHECK (encrypted_value ~ '^hrc1\.[1-9][0-9]*\.[A-Za-z0-9_-]+$' AND octet_length(split_part(encrypted_value, '.', 3)) >= 38) NOT VALID;
+ALTER TABLE public.pf_credentials DROP CONSTRAINT IF EXISTS pf_credentials_encrypted_value_envelope_v1;
 RESET lock_timeout;
 
--- 1.12 validate the envelope CHECK (wait; SHARE UPDATE EXCLUSIVE)
---   skip when: EXISTS (SELECT 1 FROM public.pf_credentials WHERE NOT (encrypted_value ~ '^hrc1\.[1-9][0-9]*\.[A-Za-z0-9_-]+$' AND octet_length(split_part(encrypted_value, '.', 3)) >= 38))
+-- 1.12 envelope CHECK on the credentials table, NOT VALID (retry; ACCESS EXCLUSIVE)
+--   skip when: EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = 'public.pf_credentials'::pg_catalog.regclass AND conname = 'pf_credentials_encrypted_value_envelope')
+SET lock_timeout = '1s';
+ALTER TABLE public.pf_credentials ADD CONSTRAINT pf_credentials_encrypted_value_envelope CHECK (encrypted_value ~ '^hrc[12][.][1-9][0-9]*[.][A-Za-z0-9_-]+$' AND octet_length(split_part(encrypted_value, '.', 3)) >= 38) NOT VALID;
+RESET lock_timeout;
+
+-- 1.13 validate the envelope CHECK (wait; SHARE UPDATE EXCLUSIVE)
+--   skip when: EXISTS (SELECT 1 FROM public.pf_credentials WHERE NOT (encrypted_value ~ '^hrc[12][.][1-9][0-9]*[.][A-Za-z0-9_-]+$' AND octet_length(split_part(encrypted_value, '.', 3)) >= 38))
 SET lock_timeout = 0;
-ALTER TABLE public.pf_credentials VALIDATE CONSTRAINT pf_credentials_encrypted_value_envelope_v1;
+ALTER TABLE public.pf_credentials VALIDATE CONSTRAINT pf_credentials_encrypted_value_envelope;
 RESET lock_timeout;
 
--- 1.13 rows of the credentials table that are not envelopes (notice; none)
---   skip when: NOT EXISTS (SELECT 1 FROM public.pf_credentials WHERE NOT (encrypted_value ~ '^hrc1\.[1-9][0-9]*\.[A-Za-z0-9_-]+$' AND octet_length(split_part(encrypted_value, '.', 3)) >= 38))
-SELECT (SELECT count(*) FROM public.pf_credentials WHERE NOT (encrypted_value ~ '^hrc1\.[1-9][0-9]*\.[A-Za-z0-9_-]+$' AND octet_length(split_part(encrypted_value, '.', 3)) >= 38))::text || ' rows of public.pf_credentials are not envelopes v1 (plaintext written by the plan''s script?): the envelope CHECK stays NOT VALID (docs/runbook.md, migration 3)';
+-- 1.14 rows of the credentials table that are not envelopes (notice; none)
+--   skip when: NOT EXISTS (SELECT 1 FROM public.pf_credentials WHERE NOT (encrypted_value ~ '^hrc[12][.][1-9][0-9]*[.][A-Za-z0-9_-]+$' AND octet_length(split_part(encrypted_value, '.', 3)) >= 38))
+SELECT (SELECT count(*) FROM public.pf_credentials WHERE NOT (encrypted_value ~ '^hrc[12][.][1-9][0-9]*[.][A-Za-z0-9_-]+$' AND octet_length(split_part(encrypted_value, '.', 3)) >= 38))::text || ' rows of public.pf_credentials are not envelopes v1 (plaintext written by the plan''s script?): the envelope CHECK stays NOT VALID (docs/runbook.md, migration 3)';
 
--- 1.14 drop an INVALID index left by a failed build (retry; ACCESS EXCLUSIVE)
+-- 1.15 drop an INVALID index left by a failed build (retry; ACCESS EXCLUSIVE)
 --   skip when: NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass('public.idx_hr_job_board_integrations_credential_id') AND NOT i.indisvalid)
 SET lock_timeout = '1s';
 DROP INDEX IF EXISTS public.idx_hr_job_board_integrations_credential_id;
 RESET lock_timeout;
 
--- 1.15 drop an INVALID index left by a failed build (retry; ACCESS EXCLUSIVE)
+-- 1.16 drop an INVALID index left by a failed build (retry; ACCESS EXCLUSIVE)
 --   skip when: NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass('public.hr_job_board_integrations_credential_id_key') AND NOT i.indisvalid)
 SET lock_timeout = '1s';
 DROP INDEX IF EXISTS public.hr_job_board_integrations_credential_id_key;
 RESET lock_timeout;
 
--- 1.16 drop an INVALID index left by a failed build (retry; ACCESS EXCLUSIVE)
+-- 1.17 drop an INVALID index left by a failed build (retry; ACCESS EXCLUSIVE)
 --   skip when: NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass('public.pf_credentials_organization_id') AND NOT i.indisvalid)
 SET lock_timeout = '1s';
 DROP INDEX IF EXISTS public.pf_credentials_organization_id;
 RESET lock_timeout;
 
--- 1.17 drop an INVALID index left by a failed build (retry; ACCESS EXCLUSIVE)
+-- 1.18 drop an INVALID index left by a failed build (retry; ACCESS EXCLUSIVE)
 --   skip when: NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass('public.hr_job_board_integrations_organization_id') AND NOT i.indisvalid)
 SET lock_timeout = '1s';
 DROP INDEX IF EXISTS public.hr_job_board_integrations_organization_id;
 RESET lock_timeout;
 
--- 1.18 drop an INVALID index left by a failed build (retry; ACCESS EXCLUSIVE)
+-- 1.19 drop an INVALID index left by a failed build (retry; ACCESS EXCLUSIVE)
 --   skip when: NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass('public.pf_credential_migrations_record') AND NOT i.indisvalid)
 SET lock_timeout = '1s';
 DROP INDEX IF EXISTS public.pf_credential_migrations_record;
 RESET lock_timeout;
 
--- 1.19 index credential_id (top_level; SHARE UPDATE EXCLUSIVE)
+-- 1.20 index credential_id (top_level; SHARE UPDATE EXCLUSIVE)
 --   done when: EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass('public.idx_hr_job_board_integrations_credential_id') AND i.indisvalid)
 CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_hr_job_board_integrations_credential_id ON public.hr_job_board_integrations (credential_id);
 
--- 1.20 unique credential_id: a credential is linked once (top_level; SHARE UPDATE EXCLUSIVE)
+-- 1.21 unique credential_id: a credential is linked once (top_level; SHARE UPDATE EXCLUSIVE)
 --   done when: EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass('public.hr_job_board_integrations_credential_id_key') AND i.indisvalid)
 CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS hr_job_board_integrations_credential_id_key ON public.hr_job_board_integrations (credential_id) WHERE credential_id IS NOT NULL;
 
--- 1.21 index the credentials' organization_id (their policy) (top_level; SHARE UPDATE EXCLUSIVE)
+-- 1.22 index the credentials' organization_id (their policy) (top_level; SHARE UPDATE EXCLUSIVE)
 --   done when: EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass('public.pf_credentials_organization_id') AND i.indisvalid)
 CREATE INDEX CONCURRENTLY IF NOT EXISTS pf_credentials_organization_id ON public.pf_credentials (organization_id);
 
--- 1.22 index organization_id (row isolation) (top_level; SHARE UPDATE EXCLUSIVE)
+-- 1.23 index organization_id (row isolation) (top_level; SHARE UPDATE EXCLUSIVE)
 --   done when: EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass('public.hr_job_board_integrations_organization_id') AND i.indisvalid)
 CREATE INDEX CONCURRENTLY IF NOT EXISTS hr_job_board_integrations_organization_id ON public.hr_job_board_integrations (organization_id);
 
--- 1.23 index the audit log by integration (top_level; SHARE UPDATE EXCLUSIVE)
+-- 1.24 index the audit log by integration (top_level; SHARE UPDATE EXCLUSIVE)
 --   done when: EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass('public.pf_credential_migrations_record') AND i.indisvalid)
 CREATE INDEX CONCURRENTLY IF NOT EXISTS pf_credential_migrations_record ON public.pf_credential_migrations (record_id);
 
