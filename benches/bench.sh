@@ -136,14 +136,14 @@ row "decrypt a 200-byte secret" "$N_SECRETS" "$ours" "pgcrypto pgp_sym_decrypt, 
 # ---------------------------------------------------------------------------
 # A schema of our own (not the tests' fixture), Supabase-style, with the
 # columns the migrations need.
-make_schema() {  # db
-    sql "$1" <<'SQL'
-DO $$ BEGIN
+make_schema() {  # db [extension version]
+    sql "$1" <<SQL
+DO \$\$ BEGIN
   CREATE ROLE anon NOLOGIN; CREATE ROLE authenticated NOLOGIN; CREATE ROLE service_role NOLOGIN BYPASSRLS;
-EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+EXCEPTION WHEN duplicate_object THEN NULL; END \$\$;
 CREATE SCHEMA extensions;
 GRANT USAGE ON SCHEMA public, extensions TO anon, authenticated, service_role;
-CREATE EXTENSION hr_migrations SCHEMA extensions;
+CREATE EXTENSION hr_migrations ${2:+VERSION '$2'} SCHEMA extensions;
 CREATE TABLE pf_organizations (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text NOT NULL);
 CREATE TABLE pf_profiles (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), organization_id uuid REFERENCES pf_organizations);
 CREATE TABLE hr_candidates (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), organization_id uuid REFERENCES pf_organizations,
@@ -302,23 +302,57 @@ printf "%s\n" "$reset" | sql fills >/dev/null 2>&1
 longest=$(sql fills -c "CALL hr_run_backfill('reference_tokens')" 2>&1 | longest_batch)
 row "token backfill" "$N_SESS_A" "$ours" "one UPDATE ... SET hash = hr_hash_token(token)" "$plain" "longest batch $longest ms"
 
-# Credential move backfill longest batch, rewrap and rollback (ours only).
-say "rewrap and rollback"
-psql "$base dbname=postgres" -X -q -c "CREATE DATABASE wrap"
-make_schema wrap
-sql wrap <<SQL
+# Key rotation, reading a secret, resealing and rollback: $N_REWRAP
+# credentials over 1000 organizations. Rotation (a new keyring key, then
+# CALL hr_run_rewrap()): ours rewraps 1000 data keys and no credential;
+# the baseline is 0.2.0's rewrap of the same credentials (envelopes v1,
+# every one opened and sealed again under the new key), run with 0.2.0's
+# own SQL and script on this library (which keeps 0.2.0's C functions).
+say "key rotation, reads, reseal and rollback"
+wrap_world() {  # db [extension version] [script]
+    psql "$base dbname=postgres" -X -q -c "CREATE DATABASE $1"
+    make_schema "$1" "${2:-}"
+    sql "$1" <<SQL
 INSERT INTO hr_job_board_integrations (organization_id, job_board_type, api_key, api_secret, refresh_token)
 SELECT o.id, 'linkedin', 'key_' || md5('k' || g), 'secret_' || md5('s' || g), 'refresh_' || md5('r' || g)
   FROM generate_series(1, $N_REWRAP) g
   JOIN (SELECT id, row_number() OVER (ORDER BY id) AS n FROM pf_organizations) o ON o.n = 1 + g % 1000;
 VACUUM ANALYZE;
 SQL
-sql wrap -f sql/migrations/003_integration_credentials.sql >/dev/null 2>&1
-sql wrap -c "ALTER SYSTEM SET hr_migrations.active_key_version = 2" -c "SELECT pg_reload_conf()" >/dev/null
-sleep 0.5
+    sql "$1" -f "${3:-sql/migrations/003_integration_credentials.sql}" >/dev/null 2>&1
+    # The new keyring key, for this database's new sessions.
+    sql "$1" -c "ALTER DATABASE $1 SET hr_migrations.active_key_version = 2" >/dev/null
+}
+rewrap_ms() { sql "$1" -c "\\timing on" -c "CALL hr_run_rewrap()" 2>&1 | grep -E '^Time: ' | tail -n1 | awk '{print $2}'; }
+wrap_world wrap020 0.2.0 tests/fixtures/v0.2.0/migrations/003_integration_credentials.sql
+wrap_world wrap
+base_=$(rewrap_ms wrap020)
+ours=$(rewrap_ms wrap)
+keys=$(sql wrap -At -c "SELECT count(*) FROM hr_migrations.hr_organization_keys WHERE kek_version = 2")
+row "rotation: a new keyring key, then CALL hr_run_rewrap()" "$N_REWRAP" "$ours" "0.2.0's rewrap (envelopes v1: every credential resealed)" "$base_" \
+    "$keys data keys rewrapped, 0 credentials rewritten"
+
+# Reading a secret as the application does (hr_integration_secret, one
+# call per integration, one session): envelope v2 (the organization's
+# cached data key) against the same credentials as envelopes v1 (the
+# keyring key directly).
+read_all="SELECT count(hr_integration_secret(id)) FROM hr_job_board_integrations;"
+ours=$(time_sql wrap "" "$read_all")
+sql wrap -q <<'SQL' >/dev/null
+UPDATE pf_credentials SET encrypted_value = hr_encrypt_credential(
+         hr_migrations.hr_open_credential(organization_id, encrypted_value, hr_credential_aad(organization_id, id)),
+         hr_credential_aad(organization_id, id));
+VACUUM ANALYZE pf_credentials;
+SQL
+base_=$(time_sql wrap "" "$read_all")
+row "read a secret (hr_integration_secret), envelope v2" "$N_REWRAP" "$ours" "the same read of envelopes v1 (keyring key directly)" "$base_" \
+    "data keys cached per backend"
+
+# Resealing every credential (here: from v1 to each organization's data
+# key, as after the update from 0.2.0), then the rollback (ours only).
 out_rewrap=$(sql wrap -c "\\timing on" -c "CALL hr_run_rewrap()" 2>&1)
 ours=$(echo "$out_rewrap" | grep -E '^Time: ' | tail -n1 | awk '{print $2}')
-row "rewrap under a new key version" "$N_REWRAP" "$ours" "" "" "longest batch $(echo "$out_rewrap" | longest_batch) ms"
+row "reseal every credential (v1 to v2), CALL hr_run_rewrap()" "$N_REWRAP" "$ours" "" "" "longest batch $(echo "$out_rewrap" | longest_batch) ms"
 sql wrap -c "SELECT hr_set_phase('integration_credentials', 'dual')" >/dev/null 2>&1
 out_rb=$(sql wrap -c "\\timing on" -c "CALL hr_run_rollback('integration_credentials')" 2>&1)
 ours=$(echo "$out_rb" | grep -E '^Time: ' | tail -n1 | awk '{print $2}')

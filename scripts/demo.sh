@@ -7,6 +7,7 @@
 # postgres, the migration files applied by the Supabase CLI and every phase,
 # and between the steps what changed: a token verified by the hash path, a
 # secret read back, the same tenant query as two organizations and as anon,
+# an organization crypto-shredded,
 # the preflight and the progress of the batch operations.
 # The cluster keeps running afterwards so you can look around; the last
 # lines say how to connect and how to stop it.
@@ -149,6 +150,17 @@ for m in reference_tokens portal_sessions integration_credentials; do
 done
 request service_role '{}' "SELECT hr_verify_reference_token('$ref', 'still-not-the-token') AS wrong_token_verifies,
                                   hr_integration_secret('$integ') IS NOT NULL AS secret_still_reads;"
+
+say "each organization's credentials are sealed with its own data key, stored wrapped by the keyring key (never the key itself)"
+run -c "SELECT state, kek_version, count(*) AS organizations FROM hr_organization_keys GROUP BY 1, 2"
+say "an organization leaves: postgres crypto-shreds its data keys; its credentials can no longer be read (backups too, once the keyring key is rotated and the old one removed: docs/key-management.md)"
+gone=$(run -At -c "SELECT organization_id FROM pf_credentials GROUP BY 1 ORDER BY organization_id DESC LIMIT 1")
+run -c "SELECT hr_shred_organization('$gone') AS credentials_made_unreadable" 2>&1 | grep -v '^NOTICE' || true
+request service_role '{}' "SELECT hr_integration_secret(id) FROM hr_job_board_integrations
+                            WHERE organization_id = '$gone' AND credential_id IS NOT NULL LIMIT 1;" 2>&1 \
+    | grep -E 'ERROR' || true
+request service_role '{}' "SELECT count(hr_integration_secret(id)) AS other_organizations_still_read
+                             FROM hr_job_board_integrations WHERE organization_id <> '$gone';"
 
 say "final hr_migration_status()"
 run -c "SELECT * FROM hr_migration_status()"

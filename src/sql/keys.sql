@@ -111,10 +111,14 @@ BEGIN
     UPDATE hr_migrations.hr_organization_keys k
        SET wrapped_key = NULL, kek_version = NULL, shredded_at = now()
      WHERE k.organization_id = hr_shred_organization.organization_id AND k.shredded_at IS NULL;
+    -- None yet: a tombstone, so none is made afterwards. A first key made
+    -- at this moment by another session's first credential is shredded too.
     IF NOT EXISTS (SELECT 1 FROM hr_migrations.hr_organization_keys k
                     WHERE k.organization_id = hr_shred_organization.organization_id) THEN
-        INSERT INTO hr_migrations.hr_organization_keys (organization_id, generation, shredded_at)
-        VALUES (hr_shred_organization.organization_id, 1, now());
+        INSERT INTO hr_migrations.hr_organization_keys AS k (organization_id, generation, shredded_at)
+        VALUES (hr_shred_organization.organization_id, 1, now())
+        ON CONFLICT ON CONSTRAINT hr_organization_keys_pkey
+        DO UPDATE SET wrapped_key = NULL, kek_version = NULL, shredded_at = now();
     END IF;
     PERFORM hr_migrations.hr_forget_data_keys();
     RAISE NOTICE 'organization %: data keys shredded; % credentials can no longer be read. Next: rotate the keyring key and remove the old version (docs/key-management.md, "Crypto-shredding")',

@@ -119,12 +119,15 @@ fn the_demo_leaves_no_token_secret_or_key_in_the_log_or_pg_stat_statements() {
         key_needles.push(w.rsplit('.').next().unwrap().to_string());
     }
 
-    // Organizations: the first credential's by id (left alone), one offboarded
+    // Organizations (the demo shredded one already): the first live
+    // credential's by id (left alone), one offboarded
     // (its keys shredded by the admin), one whose wrapped key the superuser
     // replaced with a fourth one's.
     let orgs: Vec<String> = c
         .query(
-            "SELECT organization_id::text FROM public.pf_credentials GROUP BY 1 ORDER BY min(id::text) LIMIT 4",
+            "SELECT organization_id::text FROM public.pf_credentials
+              WHERE hr_migrations.hr_data_key_live(organization_id, encrypted_value)
+              GROUP BY 1 ORDER BY min(id::text) LIMIT 4",
             &[],
         )
         .unwrap()
@@ -154,11 +157,11 @@ fn the_demo_leaves_no_token_secret_or_key_in_the_log_or_pg_stat_statements() {
         // A stored hash that is not one, made of a real token.
         ("22023", "SELECT hr_verify_token('x', translate(encode(decode(md5('ref' || 3) || md5('tok' || 3), 'hex'), 'base64'), '+/=', '-_'))".to_string()),
         // A real credential opened with the wrong associated data, and altered.
-        ("22023", "SELECT hr_migrations.hr_open_credential(organization_id, encrypted_value, 'wrong') FROM public.pf_credentials ORDER BY id LIMIT 1".to_string()),
-        ("22023", "SELECT hr_migrations.hr_open_credential(organization_id, overlay(encrypted_value placing
+        ("22023", format!("SELECT hr_migrations.hr_open_credential(organization_id, encrypted_value, 'wrong') FROM public.pf_credentials WHERE organization_id = '{}' ORDER BY id LIMIT 1", orgs[0])),
+        ("22023", format!("SELECT hr_migrations.hr_open_credential(organization_id, overlay(encrypted_value placing
                           CASE WHEN substr(encrypted_value, 30, 1) = 'A' THEN 'B' ELSE 'A' END from 30 for 1),
                           hr_credential_aad(organization_id, id))
-                     FROM public.pf_credentials ORDER BY id LIMIT 1".to_string()),
+                     FROM public.pf_credentials WHERE organization_id = '{}' ORDER BY id LIMIT 1", orgs[0])),
         // An envelope v2 given to hr_decrypt_credential.
         ("22P02", "SELECT hr_decrypt_credential(encrypted_value, hr_credential_aad(organization_id, id)) FROM public.pf_credentials ORDER BY id LIMIT 1".to_string()),
         // A wrapped data key moved to another organization.
