@@ -390,7 +390,7 @@ fn hr_keyring_versions(
     let active = keystore::active_version()?;
     let versions = keystore::versions()?;
     if !versions.contains(&active) {
-        return Err(Error::UnknownKeyVersion(active).into());
+        return Err(Error::UnknownKeyVersion(active, keystore::setting_in_use()).into());
     }
     // Opening the active key records or checks its check value now.
     keystore::with_key(active, |_| ())?;

@@ -40,10 +40,12 @@ pub enum Error {
     KeyringInvalid(#[from] KeyringError),
     #[error("hr_migrations.active_key_version is not set")]
     NoActiveKeyVersion,
-    #[error("key version {0} is not in the keyring file named by hr_migrations.keyring_file")]
-    UnknownKeyVersion(u32),
-    #[error("key version {0} in the keyring file named by hr_migrations.keyring_file is not the key first used under that version (key check value mismatch)")]
-    KeyMismatch(u32),
+    /// The second field names the setting the keyring came from
+    /// (`keystore::setting_in_use`).
+    #[error("key version {0} is not in the keyring of {1}")]
+    UnknownKeyVersion(u32, &'static str),
+    #[error("key version {0} in the keyring of {1} is not the key first used under that version (key check value mismatch)")]
+    KeyMismatch(u32, &'static str),
 
     /// 22P02: decrypted text that is not a job-board secret.
     #[error(transparent)]
@@ -135,8 +137,8 @@ impl Error {
             | Error::KeyringCommand(_)
             | Error::KeyringInvalid(_)
             | Error::NoActiveKeyVersion
-            | Error::UnknownKeyVersion(_)
-            | Error::KeyMismatch(_) => PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR,
+            | Error::UnknownKeyVersion(..)
+            | Error::KeyMismatch(..) => PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR,
             Error::NotASecret(_) => PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
             Error::SealCheck => PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
             Error::SecretInput => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -177,11 +179,11 @@ impl Error {
             Error::NoActiveKeyVersion => {
                 Some("set hr_migrations.active_key_version to a version in the keyring: ALTER DATABASE <db> SET hr_migrations.active_key_version = N (as a member of hr_migrations_admin), or postgresql.conf (docs/key-management.md)")
             }
-            Error::UnknownKeyVersion(_) => {
-                Some("add that version's key to the keyring file named by hr_migrations.keyring_file and reload")
+            Error::UnknownKeyVersion(..) => {
+                Some("add that version's key to the keyring (the file of hr_migrations.keyring_file, or what hr_migrations.keyring_command prints) and reload; or set hr_migrations.active_key_version to a version it holds")
             }
-            Error::KeyMismatch(_) => Some(
-                "restore the original key for this version in hr_migrations.keyring_file; a new key needs a new version",
+            Error::KeyMismatch(..) => Some(
+                "restore the original key for this version in the keyring; a new key needs a new version",
             ),
             Error::NotASecret(_) => Some(
                 "the credential was not written by hr_migrations; hr_migrations.hr_batch_failures lists such rows by id",

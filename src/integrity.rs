@@ -56,6 +56,10 @@ fn register() {
         pg_sys::SysCacheIdentifier::NAMESPACEOID,
         // A column's type changed (hr_column_type_problem).
         pg_sys::SysCacheIdentifier::ATTNUM,
+        // Extended statistics made or changed (their expressions are
+        // planner-evaluated: hr_integrity_problem, problem 7). Indexes are
+        // pg_class rows: RELOID.
+        pg_sys::SysCacheIdentifier::STATEXTOID,
     ] {
         // SAFETY: a plain function pointer with no argument, registered
         // once per process (the registry of callbacks is per backend and

@@ -50,6 +50,15 @@ thread_local! {
     static KEYSTORE: RefCell<Option<Keystore>> = const { RefCell::new(None) };
 }
 
+/// The setting the keyring comes from now, for messages.
+pub fn setting_in_use() -> &'static str {
+    if gucs::keyring_command().is_some() {
+        "hr_migrations.keyring_command"
+    } else {
+        "hr_migrations.keyring_file"
+    }
+}
+
 /// Where the keyring comes from now: `hr_migrations.keyring_command` when
 /// set, else `hr_migrations.keyring_file`.
 fn source() -> Result<String, Error> {
@@ -73,56 +82,142 @@ fn source_is(cached: &str) -> bool {
 /// How long the keyring command may run.
 const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Runs the keyring command: `/bin/sh -c <command>`, no standard input, its
-/// standard error discarded (it is never logged), at most
-/// [`COMMAND_TIMEOUT`]; its standard output is the keyring. Errors say what
-/// went wrong, never what it printed.
+/// The most a keyring command may print (thousands of versions).
+const COMMAND_OUTPUT_MAX: usize = 64 * 1024;
+
+/// A running keyring command: its process group is killed and the shell
+/// reaped when this is dropped — on success (a descendant left behind
+/// holds nothing of ours), on a timeout, and when the wait is interrupted
+/// by a cancel (an ERROR unwinds through here).
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // SAFETY: signals the process group the child leads (made by
+        // process_group(0)); ESRCH when it is gone is ignored.
+        unsafe { libc::kill(-(self.0.id() as libc::pid_t), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+/// In the child, before exec: every descriptor above stderr (the client's
+/// socket, data files, pipes of the postmaster) is closed at exec.
+///
+/// # Safety
+/// Only async-signal-safe calls, as `pre_exec` requires.
+unsafe fn close_inherited_descriptors() {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 4;
+    if libc::syscall(
+        libc::SYS_close_range,
+        3 as libc::c_uint,
+        libc::c_uint::MAX,
+        CLOSE_RANGE_CLOEXEC,
+    ) == 0
+    {
+        return;
+    }
+    // Kernels before 5.11: one by one.
+    let max = match libc::sysconf(libc::_SC_OPEN_MAX) {
+        n if n > 0 && n <= 65536 => n as libc::c_int,
+        _ => 65536,
+    };
+    for fd in 3..max {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+}
+
+/// Runs the keyring command: `/bin/sh -c <command>` in its own process
+/// group, with no standard input, its standard error discarded (it is never
+/// logged), no descriptor of the backend's but stdout; its standard output
+/// (at most 64 KiB, read as it comes) is the keyring, once it has closed it
+/// and exited 0 within [`COMMAND_TIMEOUT`]. Then, or on any failure, its
+/// process group is killed. Errors say what went wrong, never what it
+/// printed. A cancel or statement timeout interrupts the wait.
 fn run_command(command: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
     use std::io::Read;
+    use std::os::unix::io::AsRawFd;
+    use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
-    let mut child = Command::new("/bin/sh")
-        .arg("-c")
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
         .arg(command)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
+        .process_group(0);
+    // SAFETY: close_inherited_descriptors makes only async-signal-safe calls.
+    unsafe {
+        cmd.pre_exec(|| {
+            close_inherited_descriptors();
+            Ok(())
+        })
+    };
+    let child = cmd
         .spawn()
         .map_err(|e| Error::KeyringCommand(format!("could not be started ({})", e.kind())))?;
-    let started = std::time::Instant::now();
+    let mut running = Running(child);
+    let mut stdout = running.0.stdout.take().expect("stdout is piped");
+    // SAFETY: sets O_NONBLOCK on a pipe descriptor we own.
+    unsafe {
+        let fd = stdout.as_raw_fd();
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    // Capacity for the whole limit up front: the buffer never reallocates,
+    // so no copy of the keyring is left behind in freed memory.
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(COMMAND_OUTPUT_MAX));
+    let mut buf = zeroize::Zeroizing::new([0u8; 4096]);
+    let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
+    let mut closed = false;
     let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() < COMMAND_TIMEOUT => {
-                std::thread::sleep(std::time::Duration::from_millis(5))
-            }
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(Error::KeyringCommand(format!(
-                    "did not finish within {} s (or printed more than a pipe holds)",
-                    COMMAND_TIMEOUT.as_secs()
-                )));
-            }
-            Err(e) => {
-                return Err(Error::KeyringCommand(format!(
-                    "could not be waited for ({})",
-                    e.kind()
-                )))
+        while !closed {
+            match stdout.read(&mut buf[..]) {
+                Ok(0) => closed = true,
+                Ok(n) if out.len() + n > COMMAND_OUTPUT_MAX => {
+                    return Err(Error::KeyringCommand(format!(
+                        "printed more than {} KiB",
+                        COMMAND_OUTPUT_MAX / 1024
+                    )))
+                }
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(Error::KeyringCommand(format!(
+                        "output could not be read ({})",
+                        e.kind()
+                    )))
+                }
             }
         }
+        if closed {
+            match running.0.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(Error::KeyringCommand(format!(
+                        "could not be waited for ({})",
+                        e.kind()
+                    )))
+                }
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::KeyringCommand(format!(
+                "did not finish within {} s",
+                COMMAND_TIMEOUT.as_secs()
+            )));
+        }
+        pgrx::check_for_interrupts!();
+        std::thread::sleep(std::time::Duration::from_millis(2));
     };
-    let mut out = zeroize::Zeroizing::new(Vec::new());
-    if let Some(mut stdout) = child.stdout.take() {
-        stdout.read_to_end(&mut out).map_err(|e| {
-            Error::KeyringCommand(format!("output could not be read ({})", e.kind()))
-        })?;
-    }
     if !status.success() {
         return Err(Error::KeyringCommand(match status.code() {
             Some(code) => format!("failed (exit status {code})"),
             None => "was killed by a signal".to_string(),
         }));
     }
+    drop(running);
     Ok(out)
 }
 
@@ -159,7 +254,7 @@ fn verify_check_value(version: u32, key: &Key) -> Result<(), Error> {
     })
     .map_err(|e| Error::Catalog(format!("could not check key version {version} ({e})")))?;
     match same {
-        Some(false) => Err(Error::KeyMismatch(version)),
+        Some(false) => Err(Error::KeyMismatch(version, setting_in_use())),
         _ => Ok(()),
     }
 }
@@ -188,7 +283,7 @@ pub fn with_key<R>(version: u32, f: impl FnOnce(&Ready) -> R) -> Result<R, Error
         let key = ks
             .keys
             .get(&version)
-            .ok_or(Error::UnknownKeyVersion(version))?;
+            .ok_or(Error::UnknownKeyVersion(version, setting_in_use()))?;
         verify_check_value(version, key)?;
         let ready = Ready {
             cipher: Aes256Gcm::new_from_slice(&key[..]).expect("keys are 32 bytes"),
@@ -205,8 +300,21 @@ pub fn active_version() -> Result<u32, Error> {
     gucs::active_key_version().ok_or(Error::NoActiveKeyVersion)
 }
 
-/// Versions in the keyring, read from the file (or the command) now.
+/// Versions in the keyring: read from the file now; from the command's
+/// output this backend already has (running it again only when it has
+/// none, or the setting changed), so a status or a rewrap batch does not
+/// call the key service each time.
 pub fn versions() -> Result<Vec<u32>, Error> {
-    let ks = load(&source()?)?;
+    let path = source()?;
+    if path.starts_with("command:") {
+        return KEYSTORE.with_borrow_mut(|slot| {
+            if slot.as_ref().is_none_or(|ks| ks.path != path) {
+                *slot = Some(load(&path)?);
+            }
+            let ks = slot.as_ref().expect("keystore was just loaded");
+            Ok(ks.keys.keys().copied().collect())
+        });
+    }
+    let ks = load(&path)?;
     Ok(ks.keys.keys().copied().collect())
 }

@@ -83,6 +83,17 @@ pub fn forget() {
     });
 }
 
+/// Processes the invalidations other sessions' commits sent (a shred, a
+/// rotation): without this, a transaction that already holds its locks
+/// would process them only when it next takes a new one, and could go on
+/// using a destroyed key from the cache. Cheap when there are none (one
+/// shared-memory counter read).
+fn accept_invalidations() {
+    // SAFETY: what PostgreSQL does on every lock acquisition; callbacks
+    // (ours included) run and may clear caches, nothing else.
+    unsafe { pg_sys::AcceptInvalidationMessages() };
+}
+
 /// The keys table's OID (remembered for the invalidation callback).
 fn table() -> Result<pg_sys::Oid, Error> {
     let t = TABLE.get();
@@ -179,11 +190,32 @@ fn remember(org: &[u8; 16], generation: u32, cipher: Aes256Gcm, active: bool) {
     });
 }
 
+/// The keyring version new data keys are wrapped under: the active one,
+/// or a newer one some live data key is already wrapped under. A pooled
+/// backend that still has the setting from before a rotation (it changes
+/// for new sessions only) thus never wraps a new key under the version
+/// being retired, which the operator removes once the status shows no key
+/// under it.
+fn wrapping_version() -> Result<u32, Error> {
+    let active = keystore::active_version()?;
+    let newest = definer::run(|| {
+        Spi::get_one::<i32>(
+            "SELECT pg_catalog.max(k.kek_version) FROM hr_migrations.hr_organization_keys k \
+              WHERE k.wrapped_key IS NOT NULL",
+        )
+    })
+    .map_err(|e| Error::Catalog(format!("could not read hr_organization_keys ({e})")))?;
+    Ok(match newest {
+        Some(n) if n > 0 && n as u32 > active => n as u32,
+        _ => active,
+    })
+}
+
 /// Creates generation `generation` of an organization's data key, wrapped
 /// under the active keyring key; returns the generation the table then
 /// holds as newest (another backend may have created it first).
 fn create(org: pgrx::Uuid, generation: u32) -> Result<(), Error> {
-    let kek_version = keystore::active_version()?;
+    let kek_version = wrapping_version()?;
     let dek = Zeroizing::new(random::bytes::<32>()?);
     let nonce = random::bytes::<{ envelope::NONCE_LEN }>()?;
     let wrapped = keystore::with_key(kek_version, |k| {
@@ -214,6 +246,7 @@ fn create(org: pgrx::Uuid, generation: u32) -> Result<(), Error> {
 /// The organization's active data key: its newest generation, created (as
 /// generation 1) on its first credential. Refused once it was shredded.
 fn active(org: pgrx::Uuid) -> Result<(u32, Aes256Gcm), Error> {
+    accept_invalidations();
     let id = *org.as_bytes();
     let hit = CACHE.with_borrow(|c| {
         c.active
@@ -241,6 +274,7 @@ fn active(org: pgrx::Uuid) -> Result<(u32, Aes256Gcm), Error> {
 
 /// The organization's data key of `generation`.
 fn of_generation(org: pgrx::Uuid, generation: u32) -> Result<Aes256Gcm, Error> {
+    accept_invalidations();
     let id = *org.as_bytes();
     if let Some(k) = CACHE.with_borrow(|c| c.keys.get(&(id, generation)).cloned()) {
         return Ok(k);
@@ -305,20 +339,61 @@ fn hr_forget_data_keys() -> SqlResult<()> {
 #[pg_extern(volatile, strict, schema = "hr_migrations")]
 fn hr_rotate_organization_key(organization_id: pgrx::Uuid) -> SqlResult<i32> {
     integrity::require()?;
-    let next = read(organization_id, None)?.map_or(1, |r| r.generation + 1);
+    lock_organization(organization_id)?;
+    let newest = read(organization_id, None)?.map_or(0, |r| r.generation);
+    if newest >= i32::MAX as u32 {
+        return Err(Error::Catalog(format!(
+            "organization {organization_id} has reached the last data key generation (2147483647)"
+        ))
+        .into());
+    }
+    let next = newest + 1;
     create(organization_id, next)?;
     hr_forget_data_keys()?;
     Ok(crate::keyring::version_sql(next))
 }
 
-/// `hr_rewrap_data_keys(batch_size integer) RETURNS bigint` — VOLATILE
-/// STRICT. The database's admin; what `CALL hr_run_rewrap()` does first
+/// Serializes changes of one organization's keys (a rotation and a shred
+/// of the same organization), until the transaction ends.
+fn lock_organization(org: pgrx::Uuid) -> Result<(), Error> {
+    Spi::run_with_args(
+        "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('hr_organization_keys:' OPERATOR(pg_catalog.||) $1::pg_catalog.text, 0))",
+        &[org.into()],
+    )
+    .map_err(|e| Error::Catalog(format!("could not lock the organization's keys ({e})")))
+}
+
+/// `hr_rewrap_data_keys(batch_size integer, after_organization uuid,
+/// after_generation integer) RETURNS TABLE(rewrapped bigint, failed bigint,
+/// last_organization uuid, last_generation integer)` — VOLATILE. The
+/// database's admin; one batch of what `CALL hr_run_rewrap()` does first
 /// after a new active key version: up to `batch_size` live data keys not
-/// wrapped under the active keyring key are unwrapped and wrapped again
-/// under it (one row each; credentials are not touched). Returns how many;
-/// 0 when none is left. Rows locked elsewhere are skipped.
-#[pg_extern(volatile, strict, schema = "hr_migrations")]
-fn hr_rewrap_data_keys(batch_size: i32) -> SqlResult<i64> {
+/// wrapped under the active keyring key, after the given (organization,
+/// generation) in key order (NULL: from the start), are unwrapped and
+/// wrapped again under it (one row each; credentials are not touched).
+/// A key that does not unwrap (its keyring version missing, or the row
+/// altered) is left as it is, counted as failed and named in a WARNING
+/// (organization and generation, never a key); rows locked by another
+/// session are skipped. `last_*` is the cursor for the next batch, NULL
+/// when there was nothing left.
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile, schema = "hr_migrations")]
+fn hr_rewrap_data_keys(
+    batch_size: i32,
+    after_organization: Option<pgrx::Uuid>,
+    after_generation: Option<i32>,
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(rewrapped, i64),
+            name!(failed, i64),
+            name!(last_organization, Option<pgrx::Uuid>),
+            name!(last_generation, Option<i32>),
+        ),
+    >,
+    pgrx::pg_sys::panic::ErrorReport,
+> {
     integrity::require()?;
     if !(1..=1_000_000).contains(&batch_size) {
         return Err(Error::Catalog("batch_size must be between 1 and 1000000".into()).into());
@@ -332,11 +407,16 @@ fn hr_rewrap_data_keys(batch_size: i32) -> SqlResult<i64> {
                 "SELECT k.organization_id, k.generation, k.kek_version, k.wrapped_key \
                    FROM hr_migrations.hr_organization_keys k \
                   WHERE k.wrapped_key IS NOT NULL AND k.kek_version OPERATOR(pg_catalog.<>) $1 \
+                    AND ($3::pg_catalog.uuid IS NULL \
+                         OR k.organization_id OPERATOR(pg_catalog.>) $3 \
+                         OR (k.organization_id OPERATOR(pg_catalog.=) $3 AND k.generation OPERATOR(pg_catalog.>) $4)) \
                   ORDER BY k.organization_id, k.generation LIMIT $2 FOR UPDATE SKIP LOCKED",
                 None,
                 &[
                     crate::keyring::version_sql(active).into(),
                     batch_size.into(),
+                    after_organization.into(),
+                    after_generation.unwrap_or(0).into(),
                 ],
             )?;
             let mut out = Vec::new();
@@ -353,6 +433,7 @@ fn hr_rewrap_data_keys(batch_size: i32) -> SqlResult<i64> {
         })
     })
     .map_err(|e| Error::Catalog(format!("could not read hr_organization_keys ({e})")))?;
+    let (mut rewrapped, mut failed) = (0i64, 0i64);
     for (org, generation, kek_version, wrapped) in &rows {
         let row = Row {
             generation: *generation,
@@ -360,9 +441,18 @@ fn hr_rewrap_data_keys(batch_size: i32) -> SqlResult<i64> {
             wrapped: Some(wrapped.clone()),
             shredded: false,
         };
-        let dek = unwrap_bytes(*org, &row)?;
+        let dek = match unwrap_bytes(*org, &row) {
+            Ok(dek) => dek,
+            Err(e) => {
+                failed += 1;
+                pgrx::warning!(
+                    "data key generation {generation} of organization {org} was not rewrapped: {e}"
+                );
+                continue;
+            }
+        };
         let nonce = random::bytes::<{ envelope::NONCE_LEN }>()?;
-        let rewrapped = keystore::with_key(active, |k| {
+        let rewrapped_key = keystore::with_key(active, |k| {
             datakey::wrap(
                 &k.cipher,
                 active,
@@ -381,11 +471,18 @@ fn hr_rewrap_data_keys(batch_size: i32) -> SqlResult<i64> {
                     (*org).into(),
                     crate::keyring::version_sql(*generation).into(),
                     crate::keyring::version_sql(active).into(),
-                    rewrapped.as_str().into(),
+                    rewrapped_key.as_str().into(),
                 ],
             )
         })
         .map_err(|e| Error::Catalog(format!("could not update hr_organization_keys ({e})")))?;
+        rewrapped += 1;
     }
-    Ok(rows.len() as i64)
+    let last = rows.last();
+    Ok(TableIterator::once((
+        rewrapped,
+        failed,
+        last.map(|r| r.0),
+        last.map(|r| crate::keyring::version_sql(r.1)),
+    )))
 }

@@ -57,22 +57,41 @@ END
 $$;
 
 -- Credentials are sealed with each organization's data key from 0.3.0 on
--- (envelopes v2): 0.2.0's CHECK on the credentials table accepted envelopes
+-- (envelopes v2): 0.2.0's CHECK on a credentials table accepted envelopes
 -- v1 only, and would refuse every secret the application writes until the
--- migration file runs again. Replaced now by the CHECK of both, NOT VALID
--- (no scan; the file validates it), under the session's lock_timeout.
+-- migration file runs again. For every migration of kind credential_move
+-- (the builtin one and any registered with 0.2.0), its v1-only CHECK is
+-- replaced now by the CHECK of both under the name its registry entry
+-- gives, NOT VALID (no scan; the file validates it), under the session's
+-- lock_timeout.
 DO $$
 DECLARE
-    t pg_catalog.regclass := pg_catalog.to_regclass('public.pf_credentials');
+    r record;
+    c record;
+    check_name text;
 BEGIN
-    IF t IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_constraint c
-                                  WHERE c.conrelid OPERATOR(pg_catalog.=) t
-                                    AND c.conname OPERATOR(pg_catalog.=) 'pf_credentials_encrypted_value_envelope_v1') THEN
-        EXECUTE pg_catalog.format(
-            'ALTER TABLE %s DROP CONSTRAINT pf_credentials_encrypted_value_envelope_v1, '
-            'ADD CONSTRAINT pf_credentials_encrypted_value_envelope CHECK (encrypted_value OPERATOR(pg_catalog.~) ''^hrc[12][.][1-9][0-9]*[.][A-Za-z0-9_-]+$''::pg_catalog.text '
-            'AND pg_catalog.octet_length(pg_catalog.split_part(encrypted_value, ''.''::pg_catalog.text, 3)) OPERATOR(pg_catalog.>=) 38) NOT VALID', t);
-    END IF;
+    FOR r IN SELECT g.migration, g.objects, hr_migrations.hr_credentials_table(g.migration) AS t
+               FROM hr_migrations.hr_migration_registry g
+              WHERE g.kind OPERATOR(pg_catalog.=) 'credential_move' LOOP
+        CONTINUE WHEN r.t IS NULL;
+        check_name := r.objects OPERATOR(pg_catalog.->>) 'envelope_check';
+        FOR c IN SELECT k.conname FROM pg_catalog.pg_constraint k
+                  WHERE k.conrelid OPERATOR(pg_catalog.=) r.t AND k.contype OPERATOR(pg_catalog.=) 'c'
+                    AND (k.conname OPERATOR(pg_catalog.=) check_name
+                         OR k.conname OPERATOR(pg_catalog.=) 'pf_credentials_encrypted_value_envelope_v1'
+                         OR k.conname OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT pg_catalog.jsonb_array_elements_text(
+                                COALESCE(r.objects OPERATOR(pg_catalog.->) 'legacy_checks', '[]'::pg_catalog.jsonb)))))
+                    AND pg_catalog.strpos(pg_catalog.pg_get_constraintdef(k.oid), 'hrc[12]') OPERATOR(pg_catalog.=) 0 LOOP
+            EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', r.t, c.conname);
+        END LOOP;
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
+                        WHERE k.conrelid OPERATOR(pg_catalog.=) r.t AND k.conname OPERATOR(pg_catalog.=) check_name) THEN
+            EXECUTE pg_catalog.format(
+                'ALTER TABLE %s ADD CONSTRAINT %I CHECK (encrypted_value OPERATOR(pg_catalog.~) ''^hrc[12][.][1-9][0-9]*[.][A-Za-z0-9_-]+$''::pg_catalog.text '
+                'AND pg_catalog.octet_length(pg_catalog.split_part(encrypted_value, ''.''::pg_catalog.text, 3)) OPERATOR(pg_catalog.>=) 38) NOT VALID',
+                r.t, check_name);
+        END IF;
+    END LOOP;
 END
 $$;
 

@@ -49,6 +49,19 @@ AS $$
      WHERE r.kind = 'credential_move' AND hr_migrations.hr_credentials_table(r.migration) IS NOT NULL
 $$;
 
+-- The tables hr_shred_organization reads: every credential_move
+-- migration's integrations table and credentials table.
+CREATE FUNCTION hr_migrations.hr_shred_tables() RETURNS SETOF regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT DISTINCT x.t
+      FROM hr_migrations.hr_migration_registry r,
+           LATERAL (VALUES (hr_migrations.hr_migration_table(r.migration)),
+                           (hr_migrations.hr_credentials_table(r.migration))) x(t)
+     WHERE r.kind = 'credential_move' AND x.t IS NOT NULL
+$$;
+
 -- hr_shred_organization(organization_id uuid) RETURNS bigint (DESIGN.md
 -- §4): destroys the organization's data keys (every generation's wrapped
 -- key; a tombstone when it had none, so none is made afterwards) and
@@ -67,6 +80,7 @@ $$;
 CREATE FUNCTION hr_migrations.hr_shred_organization(organization_id uuid) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '1s'
 AS $$
 DECLARE
     t regclass;
@@ -80,6 +94,21 @@ BEGIN
     IF organization_id IS NULL THEN
         RAISE EXCEPTION 'organization_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    -- One change of an organization's keys at a time (hr_rotate_organization_key).
+    PERFORM pg_advisory_xact_lock(hashtextextended('hr_organization_keys:' || organization_id::text, 0));
+    -- The tables read below: no code planted on them (planning a query on
+    -- one could run it as this role), and no writer in flight while they
+    -- are checked (SHARE: writers wait until this transaction ends; the
+    -- function's lock_timeout bounds the wait for those already there).
+    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY(SELECT x FROM hr_migrations.hr_shred_tables() x)::oid[]);
+    BEGIN
+        FOR t IN SELECT x FROM hr_migrations.hr_shred_tables() x LOOP
+            EXECUTE format('LOCK TABLE %s IN SHARE MODE', t);
+        END LOOP;
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE EXCEPTION 'organization %: writers held % for more than 1 s; nothing was shredded', organization_id, t
+            USING ERRCODE = 'lock_not_available', HINT = 'run hr_shred_organization() again';
+    END;
     -- Plaintext of the organization still in an integrations table (the
     -- move before enforced): shredding would leave it readable.
     FOR r IN SELECT g.migration, hr_migrations.hr_migration_table(g.migration) AS t
@@ -97,7 +126,7 @@ BEGIN
     END LOOP;
     FOR t IN SELECT x FROM hr_migrations.hr_all_credentials_tables() x LOOP
         EXECUTE format('SELECT count(*) FILTER (WHERE starts_with(c.encrypted_value, ''hrc1.'')),
-                               count(*) FILTER (WHERE starts_with(c.encrypted_value, ''hrc2.''))
+                               count(*) FILTER (WHERE hr_migrations.hr_data_key_live(c.organization_id, c.encrypted_value))
                           FROM %s c WHERE c.organization_id = $1', t)
            INTO a, b USING organization_id;
         v1 := v1 + a;
@@ -134,13 +163,37 @@ $$;
 CREATE FUNCTION hr_migrations.hr_retire_data_keys() RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '1s'
 AS $$
 DECLARE
     t regclass;
     used text := '';
     n bigint;
+    missing bigint;
 BEGIN
     PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
+    -- Fails closed: a generation is destroyed only when every credentials
+    -- table is known and was searched.
+    SELECT count(*) INTO missing FROM hr_migrations.hr_migration_registry r
+     WHERE r.kind = 'credential_move' AND hr_migrations.hr_credentials_table(r.migration) IS NULL
+       AND hr_migrations.hr_migration_phase(r.migration) <> 'not_applied';
+    IF missing > 0 OR NOT EXISTS (SELECT 1 FROM hr_migrations.hr_all_credentials_tables()) THEN
+        RAISE NOTICE 'data keys: superseded generations kept: a credentials table of the registry cannot be found';
+        RETURN 0;
+    END IF;
+    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY(SELECT x FROM hr_migrations.hr_all_credentials_tables() x)::oid[]);
+    -- Writers in flight may be sealing with a superseded generation (they
+    -- started before the rotation): SHARE waits for them to commit, so the
+    -- search below sees what they wrote. Bounded by lock_timeout: the
+    -- generations are then kept until the next run.
+    BEGIN
+        FOR t IN SELECT x FROM hr_migrations.hr_all_credentials_tables() x LOOP
+            EXECUTE format('LOCK TABLE %s IN SHARE MODE', t);
+        END LOOP;
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE NOTICE 'data keys: superseded generations kept this time: writers held the credentials tables for more than 1 s; CALL hr_migrations.hr_run_rewrap() again to destroy them';
+        RETURN 0;
+    END;
     FOR t IN SELECT x FROM hr_migrations.hr_all_credentials_tables() x LOOP
         used := used || format(' AND NOT EXISTS (SELECT 1 FROM %s c WHERE c.organization_id = k.organization_id
                                                    AND hr_migrations.hr_envelope_generation(c.encrypted_value) = k.generation)', t);
@@ -159,22 +212,32 @@ END
 $$;
 
 -- Drives the rewrap of the data keys to the end, one committed batch at a
--- time (a crash loses nothing: a rewrapped row names the active version).
+-- time, in key order (a crash loses nothing: a rewrapped row names the
+-- active version, and the next run starts over from the first row left).
+-- Keys that did not unwrap (a WARNING names each) and rows another session
+-- held locked are left; a WARNING at the end counts what is not under the
+-- active version, so the operator knows not to remove the old one yet.
 CREATE PROCEDURE hr_migrations.hr_run_data_key_rewrap(batch_size integer DEFAULT 1000)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    n bigint;
-    total bigint;
+    r record;
+    after_org uuid;
+    after_gen integer;
+    total bigint := 0;
+    failed bigint := 0;
+    stale bigint;
 BEGIN
     PERFORM hr_migrations.hr_procedure_step();
-    total := 0;
     LOOP
-        n := hr_migrations.hr_rewrap_data_keys(batch_size);
+        SELECT * INTO r FROM hr_migrations.hr_rewrap_data_keys(batch_size, after_org, after_gen);
         COMMIT;
         PERFORM hr_migrations.hr_procedure_step();
-        EXIT WHEN n = 0;
-        total := total + n;
+        total := total + r.rewrapped;
+        failed := failed + r.failed;
+        EXIT WHEN r.last_organization IS NULL;
+        after_org := r.last_organization;
+        after_gen := r.last_generation;
     END LOOP;
     IF total > 0 THEN
         PERFORM hr_migrations.hr_forget_data_keys();
@@ -182,5 +245,12 @@ BEGIN
         PERFORM hr_migrations.hr_procedure_step();
     END IF;
     RAISE NOTICE 'data keys: finished: % rewrapped under the active key version', total;
+    SELECT count(*) INTO stale FROM hr_migrations.hr_organization_keys k
+     WHERE k.wrapped_key IS NOT NULL AND k.kek_version <> hr_migrations.hr_active_key_version();
+    IF stale > 0 THEN
+        RAISE WARNING 'data keys: % still wrapped under another key version than the active one (% did not unwrap, named above; the others were locked by another session): keep the old key version in the keyring',
+            stale, failed
+            USING HINT = 'CALL hr_migrations.hr_run_rewrap() again; a key that does not unwrap needs its keyring version back, or hr_migrations.hr_organization_keys restored from a backup (docs/key-management.md)';
+    END IF;
 END
 $$;

@@ -154,6 +154,25 @@ AS $$
           FROM hr_migrations.hr_migration_keys() m,
                LATERAL (SELECT hr_migrations.hr_column_type_problem(m) AS p) q
          WHERE q.p IS NOT NULL
+        UNION ALL
+        -- Code the planner runs: it simplifies the expressions of a table's
+        -- indexes (and partial index predicates), extended statistics and,
+        -- with constraint_exclusion on, CHECK constraints whenever it plans
+        -- a query on the table (a constant subexpression is evaluated, an SQL
+        -- function inlined), as whoever plans it — the definer role reading
+        -- a table the migrations touch. Triggers, defaults and rules run on
+        -- writes only: the writers refuse those (hr_refuse_foreign_triggers).
+        SELECT 7, format('%s on %s %s: planning a query on the table would run it as the extension''s definer role; fix: drop it, or recreate it with functions a superuser owns',
+                         p.object, p.table_name,
+                         CASE WHEN p.function_name IS NULL THEN 'is not allowed there'
+                              ELSE format('calls %s, owned by role %s, which is not a superuser', p.function_name, quote_ident(p.function_owner)) END)
+          FROM hr_migrations.hr_planted_code(ARRAY(
+                   SELECT DISTINCT to_regclass(k.table_name)
+                     FROM hr_migrations.hr_migration_keys() m, hr_migrations.hr_kind_columns(m) k
+                    WHERE to_regclass(k.table_name) IS NOT NULL)) p
+         WHERE p.object LIKE 'index %' OR p.object LIKE 'statistics %' OR p.object LIKE 'inheritance child %'
+            OR p.object LIKE 'relation kind %'
+            OR (p.object LIKE 'constraint %' AND p.object NOT LIKE '% of domain %')
     ) x
     ORDER BY x.o, x.problem
     LIMIT 1
@@ -259,7 +278,7 @@ AS $$
            ('hr_batch_failures',   'INSERT, UPDATE, DELETE'),
            ('hr_key_checks',       'INSERT'),
            ('hr_apply_state',      'INSERT, UPDATE, DELETE'),
-           ('hr_organization_keys', 'INSERT')
+           ('hr_organization_keys', 'INSERT, DELETE')
 $$;
 
 CREATE FUNCTION hr_migrations.hr_apply_privileges() RETURNS void

@@ -435,9 +435,9 @@ BEGIN
                               < (SELECT max(k.generation) FROM hr_migrations.hr_organization_keys k
                                   WHERE k.organization_id = t.organization_id AND k.wrapped_key IS NOT NULL)
                             AND hr_migrations.hr_data_key_live(t.organization_id, t.encrypted_value))';
-            migrated := 'starts_with(t.encrypted_value, ''hrc2.'')';
             blocked := 'starts_with(t.encrypted_value, ''hrc2.'')
                         AND NOT hr_migrations.hr_data_key_live(t.organization_id, t.encrypted_value)';
+            migrated := format('starts_with(t.encrypted_value, ''hrc2.'') AND NOT (%s) AND NOT (%s)', pending, blocked);
             action := 'hr_migrations.hr_credential_move_rewrap';
             writes := ARRAY[creds];
             tbl := creds;
@@ -750,7 +750,7 @@ BEGIN
     versions := concat_ws(', ',
         format('%s under their organization''s data key', v2),
         CASE WHEN v1 > 0 THEN format('%s sealed with the keyring directly (envelopes v1): CALL hr_migrations.hr_run_rewrap() seals them with their organization''s data key', v1) END,
-        CASE WHEN shredded > 0 THEN format('%s of shredded organizations (unreadable)', shredded) END,
+        CASE WHEN shredded > 0 THEN format('%s unreadable: their data key was shredded or no longer exists', shredded) END,
         CASE WHEN other > 0 THEN format('%s not envelopes', other) END);
     -- Data keys not wrapped under the active key version (after ALTER
     -- DATABASE ... SET hr_migrations.active_key_version; pooled backends

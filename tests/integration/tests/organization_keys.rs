@@ -233,13 +233,26 @@ fn a_keyring_key_rotation_rewraps_the_data_keys_only() {
     let updates_before = credential_updates(&mut c);
     let rows_before = row_versions(&mut c, None);
 
+    // A row that does not unwrap (another organization's wrapped key,
+    // inserted as a restore could): named and skipped, not a stop.
+    let forged: String = one(
+        &mut c,
+        "INSERT INTO public.pf_organizations (name) VALUES ('forged') RETURNING id::text",
+    );
+    c.batch_execute(&format!(
+        "INSERT INTO hr_migrations.hr_organization_keys (organization_id, generation, kek_version, wrapped_key)
+         SELECT '{forged}', 1, kek_version, wrapped_key FROM hr_migrations.hr_organization_keys LIMIT 1"
+    ))
+    .unwrap();
+
     let both = write_keyring(&[(1, k1), (2, k2)]);
     use_keyring(&cl, &both, 2);
     let mut c = cl.connect("hr");
     let note = status(&mut c, "integration_credentials").note;
     assert!(
         note.contains(&format!(
-            "{orgs} data keys not under the active key version 2"
+            "{} data keys not under the active key version 2",
+            orgs + 1
         )),
         "{note}"
     );
@@ -252,7 +265,17 @@ fn a_keyring_key_rotation_rewraps_the_data_keys_only() {
         "{out}"
     );
     assert!(out.contains("rewrap: finished: 0 rows"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "data key generation 1 of organization {forged} was not rewrapped"
+        )) && out.contains("data keys: 1 still wrapped under another key version"),
+        "{out}"
+    );
     let mut c = cl.connect("hr");
+    c.batch_execute(&format!(
+        "DELETE FROM hr_migrations.hr_organization_keys WHERE organization_id = '{forged}'"
+    ))
+    .unwrap();
     std::thread::sleep(Duration::from_millis(500)); // the rewrap's backend has flushed its counts
     assert_eq!(
         credential_updates(&mut c),
@@ -267,6 +290,28 @@ fn a_keyring_key_rotation_rewraps_the_data_keys_only() {
     assert_eq!(off, 0);
     let note = status(&mut c, "integration_credentials").note;
     assert!(!note.contains("not under the active key version"), "{note}");
+
+    // A backend that still has the old active version (pooled, from before
+    // the rotation) wraps a new organization's key under the newest version
+    // a key uses, never under the one being retired.
+    let mut stale = cl.connect("hr");
+    stale
+        .batch_execute("SET hr_migrations.active_key_version = 1")
+        .unwrap();
+    let newcomer: String = one(
+        &mut stale,
+        "INSERT INTO public.pf_organizations (name) VALUES ('newcomer') RETURNING id::text",
+    );
+    let sealed: String = one(
+        &mut stale,
+        &format!("SELECT hr_migrations.hr_seal_verified('x', 'y', '{newcomer}')"),
+    );
+    assert!(sealed.starts_with("hrc2.1."));
+    let kek: i32 = one(
+        &mut stale,
+        &format!("SELECT kek_version FROM hr_migrations.hr_organization_keys WHERE organization_id = '{newcomer}'"),
+    );
+    assert_eq!(kek, 2);
 
     // Key 1 leaves the keyring: everything still opens, in new backends.
     let only_2 = write_keyring(&[(2, k2)]);
@@ -369,6 +414,70 @@ fn one_organizations_key_rotation_reseals_only_its_credentials() {
     );
     assert_eq!(states, "1 retired true, 2 active false");
     assert_eq!(secrets_differing(&mut c, None), 0);
+
+    // A writer whose snapshot predates the next rotation seals with the
+    // generation it sees (2) while the rewrap runs: the retirement waits
+    // for it (or keeps the generation until the next run), and never
+    // destroys a key a credential committed after its search still uses.
+    let mut writer = cl.connect("hr");
+    writer
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")
+        .unwrap();
+    let generation: i32 = one(
+        &mut c,
+        &format!("SELECT hr_rotate_organization_key('{org}')"),
+    );
+    assert_eq!(generation, 3);
+    // A new integration with plaintext (the migrated phase still accepts
+    // it): the trigger seals it into a new credential, uncommitted.
+    let id2: String = writer
+        .query_one(
+            "INSERT INTO public.hr_job_board_integrations (organization_id, job_board_type, api_key)
+             VALUES ($1::text::uuid, 'linkedin', 'sealed-during-rewrap') RETURNING id::text",
+            &[&org],
+        )
+        .unwrap()
+        .get(0);
+    let sealed_with: String = writer
+        .query_one(
+            "SELECT left(c.encrypted_value, 7) FROM public.pf_credentials c
+               JOIN public.hr_job_board_integrations i ON i.credential_id = c.id WHERE i.id = $1::text::uuid",
+            &[&id2],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        sealed_with, "hrc2.2.",
+        "the writer's snapshot predates generation 3"
+    );
+    let rewrap = {
+        let url = cl.url("hr");
+        std::thread::spawn(move || {
+            let mut c = Client::connect(&url, NoTls).unwrap();
+            c.batch_execute("CALL hr_run_rewrap()").unwrap();
+        })
+    };
+    std::thread::sleep(Duration::from_millis(2500));
+    writer.batch_execute("COMMIT").unwrap();
+    rewrap.join().unwrap();
+    let read_back: String = one(
+        &mut c,
+        &format!("SELECT hr_integration_secret('{id2}') ->> 'api_key'"),
+    );
+    assert_eq!(read_back, "sealed-during-rewrap");
+    // Once resealed by the next run, generation 2 goes.
+    let (ok, out) = cl.psql_c("hr", "CALL hr_run_rewrap()");
+    assert!(ok, "{out}");
+    let states: String = one(
+        &mut c,
+        &format!("SELECT string_agg(generation || ' ' || state, ', ' ORDER BY generation) FROM hr_organization_keys WHERE organization_id = '{org}'"),
+    );
+    assert_eq!(states, "1 retired, 2 retired, 3 active");
+    let read_back: String = one(
+        &mut c,
+        &format!("SELECT hr_integration_secret('{id2}') ->> 'api_key'"),
+    );
+    assert_eq!(read_back, "sealed-during-rewrap");
 }
 
 /// Crypto-shredding: refusals while the organization's secrets are
@@ -448,6 +557,9 @@ fn shredding_an_organization() {
         c.query_one("SELECT hr_integration_secret($1::text::uuid)::text", &[&id])
             .map(|r| r.get::<_, String>(0))
     };
+    // Inside a transaction that holds its locks already: the shred's
+    // invalidation is taken at the next use of a key, not at the next lock.
+    reader.batch_execute("BEGIN").unwrap();
     let secret_before = read(&mut reader, &id_gone).unwrap();
     assert!(secret_before.contains("api_key"));
 
@@ -471,6 +583,7 @@ fn shredding_an_organization() {
         "{text}"
     );
     assert!(!text.contains(&secret_before[10..30]), "{text}");
+    reader.batch_execute("ROLLBACK").unwrap();
     // Every path: the DBA's open, the write of a new secret.
     let env: String = one(
         &mut c,
@@ -490,7 +603,7 @@ fn shredding_an_organization() {
     // Status and preflight count them.
     let note = status(&mut c, "integration_credentials").note;
     assert!(
-        note.contains(&format!("{theirs} of shredded organizations (unreadable)")),
+        note.contains(&format!("{theirs} unreadable: their data key was shredded")),
         "{note}"
     );
     let (st, detail): (String, String) = {

@@ -481,7 +481,7 @@ fn the_admin_role_holds_exactly_its_privileges() {
             "hr_key_checks INSERT",
             "hr_migration_phases DELETE,INSERT,UPDATE",
             "hr_migration_registry DELETE,INSERT,UPDATE",
-            "hr_organization_keys INSERT",
+            "hr_organization_keys DELETE,INSERT",
         ]
     );
     let unreadable: i64 = one(

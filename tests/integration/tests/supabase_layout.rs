@@ -590,7 +590,11 @@ fn finding_3_a_trigger_of_the_tables_owner_does_not_run_as_the_definer() {
             &["k-3"],
         );
         assert!(text.contains(named), "{plant}: {text}");
-        let found = preflight(&mut admin, "foreign triggers");
+        // A trigger, default or rule runs on writes: "foreign triggers";
+        // code the planner runs (constraint, index) stops the extension
+        // as a whole: "integrity".
+        let mut found = preflight(&mut admin, "foreign triggers");
+        found.extend(preflight(&mut admin, "integrity"));
         assert!(
             found
                 .iter()
@@ -1054,11 +1058,15 @@ fn review_planted_views_children_domains_and_definer_owned_functions_are_refused
     )
     .unwrap();
     let mut auth = w.as_role("authenticated", Some(&w.org_a));
-    assert_raises(
+    let text = assert_raises(
         &mut auth,
         "SELECT count(*) FROM public.hr_references",
-        "42809",
+        "55000",
         &[],
+    );
+    assert!(
+        text.contains("relation kind v (not a table) on public.hr_candidates"),
+        "{text}"
     );
     let _ = admin.batch_execute("SELECT * FROM extensions.hr_preflight()");
     pg.batch_execute(
@@ -1320,4 +1328,103 @@ fn review_2_a_renamed_definer_role_is_found_by_what_it_owns() {
         "SELECT status FROM hr_migrations.hr_preflight() WHERE check_name = 'integrity'",
     );
     assert_eq!(ok, "ok");
+}
+
+/// Review of #18, finding 2: the planner runs code it finds in a table's
+/// index expressions and predicates and in its extended statistics (it
+/// simplifies them: a constant subexpression is evaluated) whenever it
+/// plans a query on the table, as whoever plans it. `postgres` owns the
+/// tables: code it plants there must not run as the definer role (status,
+/// the secret read, shredding) or as a superuser (the preflight). The
+/// extension refuses to run until it is gone (integrity, problem 7), and
+/// runs again once it is dropped, in the same backend.
+#[test]
+fn review_3_code_the_planner_runs_never_runs_as_the_definer_or_a_superuser() {
+    let cl = supabase_platform(200, &[]);
+    cl.psql_as_ok(
+        "hr",
+        "postgres",
+        &repo().join("sql/migrations/003_integration_credentials.sql"),
+        &[],
+    );
+    let mut pg = cl.connect_as("hr", "postgres");
+    assert!(status(&mut pg, "integration_credentials").phase == "migrated");
+    let org: String = one(
+        &mut pg,
+        "SELECT organization_id::text FROM public.pf_credentials LIMIT 1",
+    );
+    pg.batch_execute(
+        "CREATE TABLE public.evidence (ran_as text);
+         GRANT ALL ON public.evidence TO PUBLIC;
+         CREATE FUNCTION public.note_caller() RETURNS void LANGUAGE plpgsql VOLATILE
+             AS $$ BEGIN INSERT INTO public.evidence VALUES (current_user); END $$;
+         CREATE FUNCTION public.planted(integer) RETURNS text LANGUAGE plpgsql IMMUTABLE
+             AS $$ BEGIN PERFORM public.note_caller(); RETURN ''; END $$;
+         GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO PUBLIC;
+         CREATE STATISTICS planted_stats ON (organization_id::text || public.planted(1)) FROM public.pf_credentials;
+         CREATE INDEX planted_index ON public.hr_candidates ((id::text || public.planted(2)));",
+    )
+    .unwrap();
+    let others = |c: &mut Client| -> String {
+        c.batch_execute("SELECT 1").unwrap();
+        one(
+            c,
+            "SELECT coalesce(string_agg(DISTINCT ran_as, ','), '') FROM public.evidence WHERE ran_as <> 'postgres'",
+        )
+    };
+    // Every path, each in a new backend (statistics are read at every
+    // planning, index expressions once per backend).
+    let text = assert_raises(
+        &mut cl.connect_as("hr", "postgres"),
+        "SELECT * FROM extensions.hr_migration_status()",
+        "55000",
+        &[],
+    );
+    assert!(
+        text.contains("planted_stats") || text.contains("planted_index"),
+        "{text}"
+    );
+    assert_raises(
+        &mut cl.connect_as("hr", "postgres"),
+        &format!("SELECT extensions.hr_shred_organization('{org}')"),
+        "55000",
+        &[],
+    );
+    let mut sr = cl.connect_as("hr", "authenticator");
+    sr.batch_execute("SET ROLE service_role").unwrap();
+    assert_raises(
+        &mut sr,
+        "SELECT extensions.hr_integration_secret(id) FROM public.hr_job_board_integrations WHERE credential_id IS NOT NULL LIMIT 1",
+        "55000",
+        &[],
+    );
+    let integrity: Vec<(String, String)> = preflight(&mut cl.connect("hr"), "integrity");
+    assert!(
+        integrity
+            .iter()
+            .any(|(s, d)| s == "blocker" && d.contains("planted_")),
+        "{integrity:?}"
+    );
+    assert_eq!(others(&mut pg), "", "planted code ran as another role");
+
+    // The control: the plant is live — a superuser's own query on the
+    // table runs it (PostgreSQL's, not the extension's).
+    cl.connect("hr")
+        .batch_execute(
+            "SELECT count(*) FROM public.pf_credentials WHERE organization_id = gen_random_uuid()",
+        )
+        .unwrap();
+    assert_eq!(others(&mut pg), "supabase_admin");
+
+    // Dropped: the extension runs again, in a backend that saw the refusal.
+    let mut watcher = cl.connect_as("hr", "postgres");
+    assert!(watcher
+        .batch_execute("SELECT * FROM extensions.hr_migration_status()")
+        .is_err());
+    pg.batch_execute("DROP STATISTICS public.planted_stats; DROP INDEX public.planted_index")
+        .unwrap();
+    assert_eq!(
+        status(&mut watcher, "integration_credentials").phase,
+        "migrated"
+    );
 }
