@@ -920,9 +920,15 @@ fn the_keyring_comes_from_a_command() {
         "{text}"
     );
 
-    // One that hangs: F0000 after the timeout, not a hung backend.
+    // One that prints the keyring but leaves a child behind holding its
+    // output (a pipeline gone wrong): F0000 after the timeout, not a hung
+    // backend, and nothing of it left running.
     let slow = dir.join("slow-kms.sh");
-    std::fs::write(&slow, "#!/bin/sh\nexec sleep 60\n").unwrap();
+    std::fs::write(
+        &slow,
+        format!("#!/bin/sh\nsleep 61.25 &\nexec cat '{}'\n", ring.display()),
+    )
+    .unwrap();
     Command::new("chmod")
         .arg("0755")
         .arg(&slow)
@@ -946,6 +952,15 @@ fn the_keyring_comes_from_a_command() {
     );
     assert!(text.contains("did not finish within 10 s"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(30));
+    let left = Command::new("pgrep")
+        .args(["-f", "sleep 61.25"])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "the command's process group was not killed: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
 
     std::thread::sleep(Duration::from_millis(300));
     let log = cl.server_log();
