@@ -30,7 +30,11 @@ build: deps
 install: deps
 	@scripts/install-extension.sh
 
-.PHONY: test # every test layer (unit, pg_test, pg_regress, integration); ends with "N passed, N failed"
+.PHONY: check # the quick tier: unit, #[pg_test], pg_regress and isolation specs (a few minutes); "N passed, N failed"
+check: deps
+	@scripts/test-all.sh unit regress isolation
+
+.PHONY: test # every test layer (unit, pg_test, pg_regress, isolation, integration, lint, bench smoke); ends with "N passed, N failed"
 test: deps
 	@scripts/test-all.sh
 

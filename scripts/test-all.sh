@@ -8,6 +8,7 @@
 # Layers:
 #   unit         cargo pgrx test: pure-Rust #[test]s and #[pg_test]s (own cluster)
 #   regress      pg_regress scenarios in tests/regress against a throwaway cluster
+#   isolation    pg_isolation_regress specs in tests/isolation (two-session claims)
 #   integration  Rust tests in tests/integration, each starting its own cluster
 #   lint         squawk and pgrls (scripts/lint.sh sql): every finding fixed or justified
 #   bench        make bench at SCALE=0.02, once: it must run and print its table
@@ -18,15 +19,16 @@ cd "$(dirname "$0")/.."
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 PGXS=$("$PG_CONFIG" --pkglibdir)/pgxs
 layers=("$@")
-[ ${#layers[@]} -gt 0 ] || layers=(unit regress integration lint bench)
+[ ${#layers[@]} -gt 0 ] || layers=(unit regress isolation integration lint bench)
 
 work=$(mktemp -d /tmp/hrm-test.XXXXXX)
 chmod 755 "$work"
 [ "$(id -u)" = 0 ] && chown postgres: "$work"
-trap 'scripts/pg-cluster.sh stop "$work/regress-cluster" >/dev/null 2>&1; rm -rf "$work"' EXIT
+trap 'for c in regress-cluster isolation-cluster; do scripts/pg-cluster.sh stop "$work/$c" >/dev/null 2>&1; done; rm -rf "$work"' EXIT
 
 passed=0; failed=0
 summary=()
+started=$(date +%s)
 
 # Adds up cargo's "test result: ... N passed; M failed" lines from a log.
 count_cargo() {
@@ -34,6 +36,17 @@ count_cargo() {
     p=$(grep -oE 'test result: [A-Za-z]+\. [0-9]+ passed' "$log" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
     f=$(grep -oE '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
     echo "$p $f"
+}
+
+# Counts pg_regress's "test <name> ... ok" lines as passed and every other
+# "test <name> ..." line (FAILED, a diff that could not run) or "not ok"
+# line as failed.
+count_regress() {
+    local log=$1 p all n
+    p=$(grep -cE '^test .* \.\.\. +ok( |$)' "$log")
+    all=$(grep -cE '^test .* \.\.\. ' "$log")
+    n=$(grep -cE '^not ok ' "$log")
+    echo "$p $((all - p + n))"
 }
 
 record() {  # layer status passed failed
@@ -73,11 +86,7 @@ install_release() {
 run_regress() {
     echo "== regress: pg_regress scenarios"
     local dir=$work/regress-cluster port status
-    # A throwaway keyring for the credentials scenario (docs/key-management.md).
-    mkdir -p "$work/keys"
-    echo "1 $(head -c 32 /dev/urandom | base64)" >"$work/keys/keyring"
-    [ "$(id -u)" = 0 ] && chown -R postgres: "$work/keys"
-    chmod 0400 "$work/keys/keyring"
+    make_keyring  # for the credentials scenario
     port=$(scripts/pg-cluster.sh start "$dir" shared_preload_libraries=hr_migrations \
         hr_migrations.keyring_file="$work/keys/keyring" hr_migrations.active_key_version=1) \
         || { record regress 1 0 0; return; }
@@ -98,8 +107,7 @@ run_regress() {
         [ -f "$work/regress-out/regression.diffs" ] && cat "$work/regress-out/regression.diffs" >>"$work/all.diffs"
     done
     local p f
-    p=$(grep -E '^(test | ?ok )' "$work/regress.log" | grep -vc 'FAILED\|failed')
-    f=$(grep -cE 'FAILED|failed \(' "$work/regress.log")
+    read -r p f < <(count_regress "$work/regress.log")
     # Keep the results where tests/regress/README.md says to look for them.
     rm -rf tests/regress/results && cp -r "$work/regress-out/results" tests/regress/results 2>/dev/null
     rm -f tests/regress/regression.diffs
@@ -108,6 +116,56 @@ run_regress() {
         head -n 200 "$work/all.diffs"
     fi
     record regress "$status" "$p" "$f"
+    scripts/pg-cluster.sh stop "$dir"
+}
+
+# A throwaway keyring in $work/keys (docs/key-management.md's format).
+make_keyring() {
+    [ -f "$work/keys/keyring" ] && return 0
+    mkdir -p "$work/keys"
+    echo "1 $(head -c 32 /dev/urandom | base64)" >"$work/keys/keyring"
+    [ "$(id -u)" = 0 ] && chown -R postgres: "$work/keys"
+    chmod 0400 "$work/keys/keyring"
+}
+
+run_isolation() {
+    echo "== isolation: pg_isolation_regress specs (tests/isolation)"
+    local dir=$work/isolation-cluster port status=0 t db
+    make_keyring
+    port=$(scripts/pg-cluster.sh start "$dir" shared_preload_libraries=hr_migrations \
+        hr_migrations.keyring_file="$work/keys/keyring" hr_migrations.active_key_version=1) \
+        || { record isolation 1 0 0; return; }
+    mkdir -p "$work/isolation-out" && chmod 777 "$work/isolation-out"
+    : >"$work/isolation.log"
+    for t in $(cd tests/isolation/specs && ls *.spec | sed 's/\.spec$//' | sort); do
+        # Each spec gets a database prepared once by prepare/<spec>.sql;
+        # its permutations' setup and teardown reset what they change.
+        db=hr_iso_$t
+        if ! psql -X -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -c "CREATE DATABASE $db" >>"$work/isolation.log" 2>&1 ||
+           ! psql -X -q -h 127.0.0.1 -p "$port" -U postgres -d "$db" -v ON_ERROR_STOP=1 -v hrm_root="$PWD" \
+                -f "tests/isolation/prepare/$t.sql" >>"$work/isolation.log" 2>&1; then
+            echo "not ok prepare $t (see below)" | tee -a "$work/isolation.log"
+            tail -n 20 "$work/isolation.log"
+            status=1
+            continue
+        fi
+        "$PGXS/src/test/isolation/pg_isolation_regress" \
+            --bindir="$("$PG_CONFIG" --bindir)" \
+            --host=127.0.0.1 --port="$port" --user=postgres --use-existing \
+            --inputdir=tests/isolation --outputdir="$work/isolation-out" \
+            --dbname="$db" "$t" 2>&1 | tee -a "$work/isolation.log"
+        [ "${PIPESTATUS[0]}" = 0 ] || status=1
+        [ -f "$work/isolation-out/regression.diffs" ] && cat "$work/isolation-out/regression.diffs" >>"$work/isolation.diffs"
+    done
+    local p f
+    read -r p f < <(count_regress "$work/isolation.log")
+    rm -rf tests/isolation/results && cp -r "$work/isolation-out/results" tests/isolation/results 2>/dev/null
+    rm -f tests/isolation/regression.diffs
+    if [ -f "$work/isolation.diffs" ]; then
+        cp "$work/isolation.diffs" tests/isolation/regression.diffs
+        head -n 200 "$work/isolation.diffs"
+    fi
+    record isolation "$status" "$p" "$f"
     scripts/pg-cluster.sh stop "$dir"
 }
 
@@ -142,6 +200,7 @@ for layer in "${layers[@]}"; do
     case "$layer" in
         unit) run_unit ;;
         regress) install_release && run_regress ;;
+        isolation) install_release && run_isolation ;;
         integration) install_release && run_integration ;;
         lint) install_release && run_lint ;;
         bench) install_release && run_bench ;;
@@ -151,5 +210,7 @@ done
 
 echo
 printf '%s\n' "${summary[@]}"
+took=$(( $(date +%s) - started ))
+printf 'took %dm%02ds (%s)\n' $((took / 60)) $((took % 60)) "${layers[*]}"
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -4,8 +4,9 @@
 //! setting. Tenant isolation policies compare rows with the organization id
 //! read from it, so this parser must fail closed: anything unexpected gives
 //! `None`, and a policy comparing with NULL matches no row. It never errors —
-//! an error inside a policy would turn "no rows" into an HTTP 500 (the plan's
-//! bug 4: `''::json` raises on pooled connections after a `SET LOCAL`).
+//! an error inside a policy would turn "no rows" into an HTTP 500 (`''::json`
+//! raises on a pooled connection where an earlier `SET LOCAL` left the
+//! setting empty).
 //!
 //! Rules:
 //! - the top-level `organization_id`, when present and not JSON `null`,

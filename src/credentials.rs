@@ -171,7 +171,7 @@ fn hr_open_credential(
 }
 
 /// `hr_integration_secret_json(api_key text, api_secret text, refresh_token text) RETURNS text`
-/// — IMMUTABLE PARALLEL SAFE. The job-board secret plaintext (DESIGN.md §3):
+/// — IMMUTABLE PARALLEL SAFE. The job-board secret plaintext (docs/sql-reference.md):
 /// a JSON object with exactly these three keys, `null` where NULL.
 #[pg_extern(immutable, parallel_safe, schema = "hr_migrations")]
 fn hr_integration_secret_json(

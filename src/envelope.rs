@@ -1,4 +1,4 @@
-//! Credential envelope v1 (DESIGN.md §3). Pure Rust, no Postgres.
+//! Credential envelope v1 (docs/key-management.md). Pure Rust, no Postgres.
 //!
 //! `hrc1.<key_version>.<base64url_nopad(nonce[12] || ciphertext || tag[16])>`,
 //! AES-256-GCM with AAD = `"hrc1." || key_version || "." || associated_data`,

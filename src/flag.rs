@@ -1,12 +1,10 @@
 //! The backfill flag: "the extension's own batch code is writing now".
 //!
-//! While it is on, `hr_touch_updated_at()` leaves `updated_at` alone (the
-//! plan's bug 6) and the migration triggers skip work the batch already did.
-//! It used to be a GUC, and a GUC is a placeholder that any role can `SET`
-//! in a backend that has not loaded the library; a trigger trusting it could
-//! be switched off by the application (issue: spoofable backfill flag).
-//!
-//! Now it is backend memory that only [`set`] changes, reached from SQL
+//! While it is on, `hr_touch_updated_at()` leaves `updated_at` alone (a
+//! backfill is not an edit) and the migration triggers skip work the batch already did.
+//! It is not a setting: a setting can exist as a placeholder that any role
+//! can `SET` in a backend that has not loaded the library, and a trigger
+//! trusting it could be switched off by the application. It is backend memory that only [`set`] changes, reached from SQL
 //! through `hr_set_backfill_flag(boolean)`, whose EXECUTE is granted to the
 //! extension's definer role alone. It never outlives the transaction that
 //! set it: a transaction callback clears it at commit and abort, and a
@@ -160,10 +158,37 @@ mod tests {
         .unwrap();
     }
 
-    /// The old GUC is gone: setting it as a placeholder changes nothing.
+    /// 0.1.0's setting still exists (0.1.0's SQL reads it until `ALTER
+    /// EXTENSION UPDATE`) but turns nothing on: set (and the SET checked to
+    /// have taken), the flag stays off and an `updated_at` trigger guarded
+    /// the way the migrations guard theirs still moves `updated_at`; the
+    /// real flag, as a control, does keep it.
     #[pg_test]
-    fn the_old_setting_has_no_effect() {
-        Spi::run("SELECT set_config('hr_migrations.backfill_in_progress', 'on', true)").ok();
+    fn the_deprecated_setting_neither_turns_the_flag_on_nor_keeps_updated_at() {
+        Spi::run("SET LOCAL hr_migrations.backfill_in_progress = on").unwrap();
+        assert_eq!(
+            Spi::get_one::<String>("SELECT current_setting('hr_migrations.backfill_in_progress')"),
+            Ok(Some("on".to_string()))
+        );
         assert!(!on());
+        Spi::run(
+            "CREATE TEMP TABLE touched (id int, updated_at timestamptz NOT NULL DEFAULT '2000-01-01');
+             CREATE TRIGGER touch BEFORE UPDATE ON touched FOR EACH ROW
+               WHEN (NOT hr_migrations.hr_backfill_in_progress())
+               EXECUTE FUNCTION hr_migrations.hr_touch_updated_at();
+             INSERT INTO touched VALUES (1);
+             UPDATE touched SET id = 2",
+        )
+        .unwrap();
+        let moved = "SELECT updated_at > '2001-01-01' FROM touched";
+        assert_eq!(Spi::get_one::<bool>(moved), Ok(Some(true)));
+        // The control: with the flag on, the same update keeps the value.
+        Spi::run(
+            "SELECT hr_migrations.hr_set_backfill_flag(true);
+             UPDATE touched SET id = 3, updated_at = '2000-01-01';
+             SELECT hr_migrations.hr_set_backfill_flag(false)",
+        )
+        .unwrap();
+        assert_eq!(Spi::get_one::<bool>(moved), Ok(Some(false)));
     }
 }

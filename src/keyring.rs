@@ -1,4 +1,4 @@
-//! Keyring file parsing and key check values (DESIGN.md §3). Pure Rust.
+//! Keyring file parsing and key check values (docs/key-management.md). Pure Rust.
 //!
 //! Format (UTF-8): blank lines and lines starting with `#` are ignored; every
 //! other line is `<key_version> <standard base64 of exactly 32 bytes>`.

@@ -4,7 +4,7 @@
 //! asked for or the setting changes), else the file named by
 //! `hr_migrations.keyring_file`; parsed once, with one AES-256-GCM key
 //! schedule per key version kept for the life of the backend (building one
-//! costs about 0.27 µs, DESIGN.md §3).
+//! costs about 0.27 µs).
 //!
 //! The file is read again when the setting names another path, or when a
 //! version is asked for that the cached copy does not hold (a rotation adds

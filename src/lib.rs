@@ -1,6 +1,6 @@
 //! `hr_migrations`: three security migrations for a multi-tenant HR schema,
-//! carried out inside PostgreSQL (see `DESIGN.md` in the shared folder and
-//! `docs/`).
+//! carried out inside PostgreSQL (see `docs/design.md` for
+//! how it is put together).
 //!
 //! Pure modules know nothing of Postgres and carry their own unit tests:
 //! - [`token`]: token hash v1 and generated tokens.

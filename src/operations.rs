@@ -89,60 +89,132 @@ fn hr_library_preloaded() -> bool {
 mod tests {
     use pgrx::prelude::*;
 
-    /// The one place that checks declared function properties (DESIGN.md
-    /// §4 fixes them): volatility, strictness, parallel safety, SECURITY
-    /// DEFINER. Functions without arguments are STRICT as pgrx declares
-    /// them, which changes nothing.
-    #[pg_test]
-    fn every_function_declares_its_properties() {
-        for (name, vol, strict, par, secdef) in [
-            ("hr_generate_token", "v", true, "s", false),
-            ("hr_hash_token", "v", true, "s", false),
-            ("hr_verify_token", "i", true, "s", false),
-            ("hr_token_plaintext_matches", "i", true, "s", false),
-            ("hr_token_verdict", "i", false, "s", false),
-            ("hr_verify_reference_token", "v", false, "u", true),
-            ("hr_issue_reference_token", "v", false, "u", true),
-            ("hr_revoke_reference_token", "v", false, "u", true),
-            ("hr_backfill_reference_token_hashes", "v", false, "u", false),
-            ("hr_references_token_trigger", "v", false, "u", false),
-            ("hr_jwt_organization_id", "s", true, "s", false),
-            ("hr_portal_sessions_org_trigger", "v", false, "u", true),
-            (
-                "hr_backfill_portal_session_organizations",
-                "v",
-                false,
-                "u",
-                false,
-            ),
-            ("hr_encrypt_credential", "v", true, "r", false),
-            ("hr_decrypt_credential", "s", true, "r", false),
-            ("hr_credential_aad", "i", true, "s", false),
-            ("hr_envelope_key_version", "i", true, "s", false),
-            ("hr_migrate_integrations", "v", false, "u", false),
-            ("hr_integration_secret", "s", false, "u", true),
-            ("hr_set_integration_secret", "v", false, "u", true),
-            ("hr_rollback_integrations", "v", false, "u", false),
-            ("hr_rewrap_credentials", "v", false, "u", false),
-            ("hr_job_board_integrations_trigger", "v", false, "u", true),
-            ("hr_migration_status", "s", false, "u", true),
-            ("hr_set_phase", "v", false, "u", false),
-            ("hr_touch_updated_at", "v", false, "u", false),
-            ("hr_backfill_in_progress", "v", true, "r", false),
-            ("hr_set_backfill_flag", "v", true, "u", false),
-            ("hr_engine_batch", "v", false, "u", true),
-        ] {
-            let r = Spi::get_two::<String, bool>(&format!(
-                "SELECT provolatile::text || proisstrict::text || proparallel::text, prosecdef \
-                   FROM pg_proc WHERE proname = '{name}' AND pronamespace = 'hr_migrations'::regnamespace"
-            ))
-            .unwrap();
-            assert_eq!(
-                r,
-                (Some(format!("{vol}{strict}{par}")), Some(secdef)),
-                "{name}"
-            );
+    /// Properties a function is documented with in docs/sql-reference.md
+    /// (the first words after its heading: volatility, STRICT, PARALLEL ...,
+    /// SECURITY DEFINER).
+    struct Documented {
+        name: String,
+        qualified: bool,
+        volatility: char,
+        strict: bool,
+        parallel: Option<char>,
+        definer: bool,
+    }
+
+    fn documented_functions() -> Vec<Documented> {
+        let doc = include_str!("../docs/sql-reference.md");
+        let mut out = vec![];
+        let mut lines = doc.lines();
+        while let Some(line) = lines.next() {
+            let Some(heading) = line.strip_prefix("### `") else {
+                continue;
+            };
+            let Some(first) = lines.next() else { break };
+            // "VOLATILE STRICT PARALLEL SAFE. ...", "STABLE, SECURITY DEFINER. ..."
+            let head = first.split(['.', '(', ';']).next().unwrap_or("");
+            let words: Vec<&str> = head
+                .split(|c: char| c.is_whitespace() || c == ',')
+                .filter(|w| !w.is_empty())
+                .collect();
+            let volatility = match words.first() {
+                Some(&"IMMUTABLE") => 'i',
+                Some(&"STABLE") => 's',
+                Some(&"VOLATILE") => 'v',
+                _ => continue, // a table, view, trigger function or procedure
+            };
+            let full = heading.split('(').next().unwrap();
+            let name = full.trim_start_matches("hr_migrations.").to_string();
+            let qualified = full.len() != name.len();
+            let parallel = words
+                .iter()
+                .position(|w| *w == "PARALLEL")
+                .and_then(|i| words.get(i + 1))
+                .map(|w| match *w {
+                    "SAFE" => 's',
+                    "RESTRICTED" => 'r',
+                    "UNSAFE" => 'u',
+                    other => panic!("{name}: PARALLEL {other}?"),
+                });
+            out.push(Documented {
+                name,
+                qualified,
+                volatility,
+                strict: words.contains(&"STRICT"),
+                parallel,
+                definer: words.windows(2).any(|w| w == ["SECURITY", "DEFINER"]),
+            });
         }
+        out
+    }
+
+    /// The reference tells users each function's volatility, strictness,
+    /// parallel safety and whether it is SECURITY DEFINER; every function
+    /// of the extension documented that way has exactly those properties in
+    /// the catalog (an unstated PARALLEL means UNSAFE; functions without
+    /// arguments are STRICT as pgrx declares them, which changes nothing).
+    /// It fails when the code or the reference changes without the other.
+    #[pg_test]
+    fn every_documented_function_has_its_documented_properties() {
+        let documented = documented_functions();
+        assert!(documented.len() >= 25, "{} parsed", documented.len());
+        let mut wrong = vec![];
+        for d in documented {
+            let rows: Vec<(String, bool, String, bool, i32)> = Spi::connect(|c| {
+                // An unqualified heading is the function in the schema the
+                // extension was created in, `hr_migrations.` one is there.
+                // SECURITY DEFINER is what runs as the definer role: the
+                // function itself, or the hr_migrations function of the same
+                // name an API wrapper calls.
+                c.select(
+                    "SELECT p.provolatile::text, p.proisstrict, p.proparallel::text,
+                            p.prosecdef OR EXISTS (SELECT 1 FROM pg_proc q
+                                                    WHERE q.proname = p.proname AND q.prosecdef
+                                                      AND q.pronamespace = 'hr_migrations'::regnamespace),
+                            p.pronargs::int4
+                       FROM pg_proc p JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                       JOIN pg_extension e ON e.oid = d.refobjid AND d.deptype = 'e'
+                      WHERE e.extname = 'hr_migrations' AND p.proname = $1
+                        AND p.pronamespace = CASE WHEN $2 THEN 'hr_migrations'::regnamespace ELSE e.extnamespace END",
+                    None,
+                    &[d.name.as_str().into(), d.qualified.into()],
+                )
+                .unwrap()
+                .map(|r| {
+                    (
+                        r.get::<String>(1).unwrap().unwrap(),
+                        r.get::<bool>(2).unwrap().unwrap(),
+                        r.get::<String>(3).unwrap().unwrap(),
+                        r.get::<bool>(4).unwrap().unwrap(),
+                        r.get::<i32>(5).unwrap().unwrap(),
+                    )
+                })
+                .collect()
+            });
+            if rows.is_empty() {
+                wrong.push(format!("{}: documented, not in the extension", d.name));
+            }
+            for (vol, strict, par, definer, nargs) in rows {
+                let name = &d.name;
+                let mut check = |what: &str, catalog: String, doc: String| {
+                    if catalog != doc {
+                        wrong.push(format!(
+                            "{name}: {what} is {catalog} in the catalog, {doc} in the reference"
+                        ));
+                    }
+                };
+                check("volatility", vol, d.volatility.to_string());
+                if nargs > 0 {
+                    check("STRICT", strict.to_string(), d.strict.to_string());
+                }
+                check("PARALLEL", par, d.parallel.unwrap_or('u').to_string());
+                check(
+                    "SECURITY DEFINER",
+                    definer.to_string(),
+                    d.definer.to_string(),
+                );
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 
     #[pg_test]

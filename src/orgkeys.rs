@@ -1,4 +1,4 @@
-//! Per-organization data keys in the backend (issue #18): created on an
+//! Per-organization data keys in the backend: created on an
 //! organization's first credential, stored only wrapped by a keyring key in
 //! `hr_migrations.hr_organization_keys` (`src/sql/keys.sql`), unwrapped on
 //! first use and kept per backend with a bound; the formats are

@@ -4,7 +4,7 @@
 //! DDL applied, are its objects in place, how many rows are pending or
 //! blocked, how long it has been enforced) and asks [`check`] whether the
 //! move is allowed; a refusal carries the reason and what to do, and
-//! mentions counts, never values. The rules, in DESIGN.md's order:
+//! mentions counts, never values. The rules (docs/runbook.md explains each phase):
 //!
 //! | to \ from    | not_applied | dual | migrated | enforced | contracted |
 //! |--------------|-------------|------|----------|----------|------------|

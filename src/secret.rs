@@ -1,4 +1,4 @@
-//! Job-board secret plaintext (DESIGN.md §3). Pure Rust, no Postgres.
+//! Job-board secret plaintext (docs/sql-reference.md, `hr_integration_secret`). Pure Rust, no Postgres.
 //!
 //! The plaintext sealed in a `pf_credentials` envelope is the JSON text of
 //! an object with exactly the keys `api_key`, `api_secret` and

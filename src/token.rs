@@ -1,4 +1,4 @@
-//! Token hash v1 and generated tokens (DESIGN.md §3). Pure Rust, no Postgres.
+//! Token hash v1 and generated tokens (docs/sql-reference.md, `hr_hash_token`). Pure Rust, no Postgres.
 //!
 //! A v1 hash is `base64_standard_padded(salt[16] || SHA-256(salt[16] || utf8(token)))`,
 //! always 64 characters. The plan's `hashToken` encoded `salt || token` and so
@@ -199,7 +199,7 @@ mod tests {
 
     #[test]
     fn hash_does_not_contain_the_token() {
-        // The plan's bug: base64(salt || token). Our output must not decode to it.
+        // base64(salt || token) would store the token itself: our output must not decode to it.
         let token = "A".repeat(32);
         let h = hash_with_salt(&token, &[7u8; SALT_LEN]);
         let raw = STANDARD.decode(&h).unwrap();

@@ -1,4 +1,4 @@
--- Per-organization data keys (issue #18; formats: src/datakey.rs and
+-- Per-organization data keys (formats: src/datakey.rs and
 -- docs/key-management.md). Each organization's credentials are sealed with
 -- its own random data key (envelope v2, hrc2); the data key is stored here
 -- only wrapped by a keyring key (hrk1), one row per organization and
@@ -62,8 +62,8 @@ AS $$
      WHERE r.kind = 'credential_move' AND x.t IS NOT NULL
 $$;
 
--- hr_shred_organization(organization_id uuid) RETURNS bigint (DESIGN.md
--- §4): destroys the organization's data keys (every generation's wrapped
+-- hr_shred_organization(organization_id uuid) RETURNS bigint
+-- (docs/key-management.md, "Crypto-shredding"): destroys the organization's data keys (every generation's wrapped
 -- key; a tombstone when it had none, so none is made afterwards) and
 -- returns how many of its credentials that made unreadable. Refused (55000,
 -- nothing changed) while the organization's secrets are readable some

@@ -1,4 +1,4 @@
--- The operations layer shared by every migration (DESIGN.md §4): the
+-- The operations layer shared by every migration (docs/design.md): the
 -- extension's own schema, the definer role, the migration registry, the
 -- batch engine, phases, status and the procedures a DBA CALLs.
 --
@@ -65,7 +65,7 @@ $$;
 COMMENT ON ROLE hr_migrations_definer IS
     'hr_migrations: owner of the extension''s SECURITY DEFINER functions; NOLOGIN, never a superuser';
 
--- The admin role (DESIGN.md §4, 0.3.0): the platform superuser grants it to
+-- The admin role (docs/security.md): the platform superuser grants it to
 -- the database's admin once (GRANT hr_migrations_admin TO postgres); its
 -- members run every DBA operation with no superuser (src/sql/privileges.sql
 -- grants it: docs/security.md, "The allowlist"). A CREATEROLE role can
@@ -899,13 +899,18 @@ $$;
 -- reads was often just filled, and a stale "no row pending" makes the pick
 -- fetch and sort every pending row to keep 1000), and the functions the
 -- row actions join with declare the one row they return (ROWS 1; the
--- default 1000 made each rollback batch hash both tables whole: 69 s for
--- 100k integrations, docs/benchmarks.md). JIT is off: a batch's statements
--- are short, and a high estimate made each one compile for 50 ms.
+-- default 1000 made each rollback batch hash both tables whole). JIT is
+-- off: a batch's statements are short, and a high estimate made each one
+-- compile for 50 ms. Sequential scans are off: a batch reaches at most
+-- batch_size rows by key, and where the planner finds a scan of the whole
+-- table cheaper than that many index probes (a batch that is a tenth of
+-- the table), it is cheaper once but is paid by every batch: a run reads
+-- the table once per batch (engine.rs counts the tuples a rewrap reads).
 CREATE FUNCTION hr_migrations.hr_engine_batch(migration text, operation text, batch_size integer) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET jit = off
+SET enable_seqscan = off
 AS $$
 DECLARE
     spec record;
@@ -1161,7 +1166,7 @@ COMMENT ON VIEW hr_migrations.hr_migration_progress IS
     'hr_migrations: rows done, rate, batch size and duration, ETA and last error of each batch operation';
 
 -- -----------------------------------------------------------------------------
--- Preflight (DESIGN.md §4, 0.2.0): what to know before running a migration
+-- Preflight (docs/sql-reference.md): what to know before running a migration
 -- script on a busy database. status is 'ok', 'warning' or 'blocker'; detail
 -- names objects (tables, indexes, pids, settings, roles), never values; fix
 -- says what to do. The migration scripts call hr_preflight_gate() first and
@@ -1862,8 +1867,8 @@ BEGIN
                 analyzed := true;
             END IF;
             IF adaptive AND ms > 0 THEN
-                -- GitLab's batch optimizer: scale towards the target
-                -- duration, at most x2 / x0.5 per step, within bounds.
+                -- One proportional step towards the target duration,
+                -- at most x2 / x0.5, within bounds.
                 size := greatest(min_size, least(max_size,
                             (size * greatest(0.5, least(2.0, target_ms / ms)))::integer));
             END IF;

@@ -385,7 +385,7 @@ END
 $$;
 
 -- -----------------------------------------------------------------------------
--- The API of DESIGN.md §4 in the schema the extension was created in
+-- The API of docs/sql-reference.md in the schema the extension was created in
 -- (@extschema@, `extensions` on Supabase). Everything the extension runs
 -- lives in schema hr_migrations, which the installing superuser creates and
 -- owns; on Supabase postgres owns @extschema@ and may rename it and plant

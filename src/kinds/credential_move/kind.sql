@@ -2,7 +2,7 @@
 -- credentials moved into AES-256-GCM envelopes in a credentials table. A
 -- table of this kind has `id`, `organization_id`, `job_board_type`,
 -- `created_by` and the plaintext columns `api_key`, `api_secret`,
--- `refresh_token` (the secret format, DESIGN.md §3, fixes those names); its
+-- `refresh_token` (the secret's format, docs/sql-reference.md, fixes those names); its
 -- script adds `credential_id uuid`. The credentials table and the audit log
 -- are named by the registry (pf_credentials, pf_credential_migrations).
 -- Keys never appear here: the envelope functions read the keyring file.
@@ -198,7 +198,7 @@ BEGIN
 END
 $$;
 
--- Dual read of an integration's secret (DESIGN.md §4): from its credential
+-- Dual read of an integration's secret (docs/sql-reference.md): from its credential
 -- when linked (which must belong to the integration's organization), else,
 -- before enforced, from the plaintext columns. NULL when the integration
 -- does not exist or holds no secret. The secret is parsed in Rust
@@ -295,7 +295,7 @@ BEGIN
 END
 $$;
 
--- One batch of the move (DESIGN.md §4), through the engine. migrated: rows
+-- One batch of the move (docs/sql-reference.md), through the engine. migrated: rows
 -- moved by this call (with dry_run, rows the next batch would move; nothing
 -- written); skipped: integrations with neither plaintext nor credential;
 -- remaining: integrations still to move (a count: CALL hr_run_backfill

@@ -53,7 +53,7 @@ BEGIN
 END
 $$;
 
--- One keyset batch of the backfill (DESIGN.md §4), through the engine.
+-- One keyset batch of the backfill (docs/sql-reference.md), through the engine.
 CREATE FUNCTION hr_migrations.hr_backfill_portal_session_organizations(batch_size integer DEFAULT 5000) RETURNS bigint
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp

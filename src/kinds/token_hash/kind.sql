@@ -31,7 +31,7 @@ $$;
 -- Generic updated_at maintenance for every table (replaces the plan's one
 -- function per table). Installed BEFORE UPDATE with
 -- WHEN (NOT hr_backfill_in_progress()), so the extension's own batches
--- leave updated_at alone (the plan's bug 6).
+-- leave updated_at alone: a backfill is not an edit of the row.
 CREATE OR REPLACE FUNCTION hr_migrations.hr_touch_updated_at() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -51,7 +51,7 @@ $$;
 -- The trigger function of this kind, hr_references_token_trigger(), is Rust
 -- (src/tokens.rs): it runs once per written row.
 
--- Dual-path verification by reference id (DESIGN.md §4): the hash first,
+-- Dual-path verification by reference id (docs/sql-reference.md): the hash first,
 -- then (before enforced) the legacy plaintext, compared in constant time;
 -- the decision is src/dual_path.rs (hr_token_verdict). An empty presented
 -- token never verifies. Appends one row to hr_reference_token_validations:
@@ -146,7 +146,7 @@ BEGIN
 END
 $$;
 
--- One keyset batch of the backfill (DESIGN.md §4): hashes up to batch_size
+-- One keyset batch of the backfill (docs/sql-reference.md): hashes up to batch_size
 -- plaintext tokens that have no hash yet, through the batch engine
 -- (hr_engine_batch). Returns rows hashed; 0 = nothing left.
 CREATE FUNCTION hr_migrations.hr_backfill_reference_token_hashes(batch_size integer DEFAULT 5000) RETURNS bigint

@@ -1,4 +1,4 @@
-//! Hostile input through every SQL function of the extension (issue #11):
+//! Hostile input through every SQL function of the extension:
 //! thousands of generated inputs (random text with control characters and
 //! every kind of Unicode, base64 of every length, truncated, altered and
 //! oversized envelopes, wrong versions, odd JSON, 1 MiB strings), on a real

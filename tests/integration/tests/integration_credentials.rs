@@ -401,7 +401,7 @@ fn tampering_moved_envelopes_and_key_problems() {
     assert_eq!(sqlstate(&e), "F0000");
 }
 
-/// DESIGN.md §3, Randomness: four preloaded backends each encrypting 100k
+/// Randomness (docs/key-management.md): four preloaded backends each encrypting 100k
 /// values draw no nonce twice.
 #[test]
 fn nonces_never_repeat_across_preloaded_backends() {

@@ -1,4 +1,4 @@
-//! Leaks (issue #11): the whole demo (`scripts/demo.sh`) with every
+//! Leaks: the whole demo (`scripts/demo.sh`) with every
 //! statement logged (log_statement = all, log_min_duration_statement = 0,
 //! log_min_error_statement = error, verbose errors) and pg_stat_statements
 //! tracking nested statements too, then failing calls whose inputs hold

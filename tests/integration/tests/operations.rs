@@ -3,9 +3,7 @@
 //! from 0.1.0 and 0.2.0 (and the library serving their SQL until then),
 //! and pg_dump/pg_restore of a migrated database.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hr_migrations_it::*;
 
@@ -263,8 +261,12 @@ fn upgrade_from_0_2_0_keeps_every_token_and_secret_and_gets_every_fix() {
     assert_eq!(broken_tokens_and_secrets(&mut c), (0, 0));
 }
 
+/// Every file's DDL gives way to a reader that holds its table longer than
+/// one attempt, and retries until it gets its lock. That a writer arriving
+/// meanwhile is not queued behind the DDL is the isolation spec
+/// `tests/isolation/specs/ddl_retries_instead_of_queueing_writers.spec`.
 #[test]
-fn ddl_waits_for_locks_without_queueing_writers() {
+fn every_file_retries_its_ddl_while_a_reader_holds_the_table() {
     let (cl, _) = keyring_cluster(&[]);
     cl.fixture_db("hr", 2000);
     let mut c = cl.connect("hr");
@@ -297,44 +299,11 @@ fn ddl_waits_for_locks_without_queueing_writers() {
             })
         };
         std::thread::sleep(Duration::from_millis(200));
-        // A writer keeps writing and times every statement.
-        let stop = Arc::new(AtomicBool::new(false));
-        let worst = Arc::new(Mutex::new(Duration::ZERO));
-        let writer = {
-            let (stop, worst, url, table) =
-                (stop.clone(), worst.clone(), cl.url("hr"), table.to_string());
-            std::thread::spawn(move || {
-                let mut w = Client::connect(&url, NoTls).unwrap();
-                let id: String = one(
-                    &mut w,
-                    &format!("SELECT id::text FROM public.{table} ORDER BY id DESC LIMIT 1"),
-                );
-                while !stop.load(Ordering::Relaxed) {
-                    let t = Instant::now();
-                    w.batch_execute(&format!(
-                        "UPDATE public.{table} SET created_at = created_at WHERE id = '{id}'"
-                    ))
-                    .unwrap();
-                    let d = t.elapsed();
-                    let mut m = worst.lock().unwrap();
-                    *m = (*m).max(d);
-                    drop(m);
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            })
-        };
         let out = cl.migrate("hr", script, &[]);
-        stop.store(true, Ordering::Relaxed);
-        writer.join().unwrap();
         holder.join().unwrap();
         assert!(
             out.contains("lock not available after 300 ms"),
             "{script}: no retry was needed?\n{out}"
-        );
-        let worst = *worst.lock().unwrap();
-        assert!(
-            worst < Duration::from_millis(300 + 500),
-            "{script}: a writer waited {worst:?}, more than one 300 ms attempt"
         );
     }
     assert_all_migrated(&mut c);

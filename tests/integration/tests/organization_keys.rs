@@ -1,4 +1,4 @@
-//! Per-organization data keys (issue #18) on real servers: one key per
+//! Per-organization data keys on real servers: one key per
 //! organization, opened by an independent implementation (Python's
 //! `cryptography`); a keyring key rotation that rewraps the data keys and
 //! rewrites no credential; one organization's key rotated and its
@@ -415,69 +415,8 @@ fn one_organizations_key_rotation_reseals_only_its_credentials() {
     assert_eq!(states, "1 retired true, 2 active false");
     assert_eq!(secrets_differing(&mut c, None), 0);
 
-    // A writer whose snapshot predates the next rotation seals with the
-    // generation it sees (2) while the rewrap runs: the retirement waits
-    // for it (or keeps the generation until the next run), and never
-    // destroys a key a credential committed after its search still uses.
-    let mut writer = cl.connect("hr");
-    writer
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")
-        .unwrap();
-    let generation: i32 = one(
-        &mut c,
-        &format!("SELECT hr_rotate_organization_key('{org}')"),
-    );
-    assert_eq!(generation, 3);
-    // A new integration with plaintext (the migrated phase still accepts
-    // it): the trigger seals it into a new credential, uncommitted.
-    let id2: String = writer
-        .query_one(
-            "INSERT INTO public.hr_job_board_integrations (organization_id, job_board_type, api_key)
-             VALUES ($1::text::uuid, 'linkedin', 'sealed-during-rewrap') RETURNING id::text",
-            &[&org],
-        )
-        .unwrap()
-        .get(0);
-    let sealed_with: String = writer
-        .query_one(
-            "SELECT left(c.encrypted_value, 7) FROM public.pf_credentials c
-               JOIN public.hr_job_board_integrations i ON i.credential_id = c.id WHERE i.id = $1::text::uuid",
-            &[&id2],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(
-        sealed_with, "hrc2.2.",
-        "the writer's snapshot predates generation 3"
-    );
-    let rewrap = {
-        let url = cl.url("hr");
-        std::thread::spawn(move || {
-            let mut c = Client::connect(&url, NoTls).unwrap();
-            c.batch_execute("CALL hr_run_rewrap()").unwrap();
-        })
-    };
-    std::thread::sleep(Duration::from_millis(2500));
-    writer.batch_execute("COMMIT").unwrap();
-    rewrap.join().unwrap();
-    let read_back: String = one(
-        &mut c,
-        &format!("SELECT hr_integration_secret('{id2}') ->> 'api_key'"),
-    );
-    assert_eq!(read_back, "sealed-during-rewrap");
-    // Once resealed by the next run, generation 2 goes.
-    let (ok, out) = cl.psql_c("hr", "CALL hr_run_rewrap()");
-    assert!(ok, "{out}");
-    let states: String = one(
-        &mut c,
-        &format!("SELECT string_agg(generation || ' ' || state, ', ' ORDER BY generation) FROM hr_organization_keys WHERE organization_id = '{org}'"),
-    );
-    assert_eq!(states, "1 retired, 2 retired, 3 active");
-    let read_back: String = one(
-        &mut c,
-        &format!("SELECT hr_integration_secret('{id2}') ->> 'api_key'"),
-    );
-    assert_eq!(read_back, "sealed-during-rewrap");
+    // A writer that seals with a generation being retired while the rewrap
+    // runs: tests/isolation/specs/key_retirement_waits_for_writers.spec.
 }
 
 /// Crypto-shredding: refusals while the organization's secrets are
@@ -943,7 +882,6 @@ fn the_keyring_comes_from_a_command() {
     admin.batch_execute("SELECT pg_reload_conf()").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let mut fresh = cl.connect("hr");
-    let started = Instant::now();
     let text = assert_raises(
         &mut fresh,
         "SELECT * FROM hr_keyring_versions()",
@@ -951,7 +889,6 @@ fn the_keyring_comes_from_a_command() {
         &[],
     );
     assert!(text.contains("did not finish within 10 s"), "{text}");
-    assert!(started.elapsed() < Duration::from_secs(30));
     let left = Command::new("pgrep")
         .args(["-f", "sleep 61.25"])
         .output()

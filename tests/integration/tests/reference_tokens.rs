@@ -379,7 +379,7 @@ fn backfill_killed_midway_resumes() {
     assert_eq!(ok, n_tokens);
 }
 
-/// DESIGN.md §3, Randomness: with the library preloaded (and its CSPRNG
+/// Randomness (docs/key-management.md): with the library preloaded (and its CSPRNG
 /// seeded in the postmaster by _PG_init), forked backends must still draw
 /// different salts.
 #[test]

@@ -1,4 +1,4 @@
-//! Reliability (issue #11): crashes in the middle of every batch operation,
+//! Reliability: crashes in the middle of every batch operation,
 //! a streaming standby promoted after the migrations, migrators and
 //! application writers at once, and pgbench traffic while everything
 //! applies and enforces. Hostile input and leaks are in hostile.rs and

@@ -1024,63 +1024,6 @@ fn finding_09_empty_tokens_never_verify() {
 }
 
 #[test]
-fn finding_10_enforce_waits_for_writers_in_flight() {
-    let w = World::new(LAYOUTS[0], 100);
-    let mut dba = w.dba();
-    let iid: String = one(&mut dba, "SELECT id::text FROM public.hr_job_board_integrations WHERE credential_id IS NOT NULL LIMIT 1");
-    // A writer in flight: plaintext written in dual, not yet committed.
-    let mut writer = w.as_role("service_role", None);
-    writer
-        .batch_execute(&format!(
-            "BEGIN; UPDATE public.hr_job_board_integrations SET api_key = 'in-flight-key' WHERE id = '{iid}'"
-        ))
-        .unwrap();
-    let url = w.cl.url("hr");
-    let enforcer = std::thread::spawn(move || {
-        let mut c = Client::connect(&url, NoTls).unwrap();
-        c.batch_execute("SET lock_timeout = '10s'").unwrap();
-        c.batch_execute("CALL hr_run_phase('integration_credentials', 'enforced')")
-            .map_err(|e| error_text(&e))
-    });
-    std::thread::sleep(Duration::from_millis(700));
-    assert!(
-        !enforcer.is_finished(),
-        "enforcing did not wait for the writer in flight"
-    );
-    writer.batch_execute("COMMIT").unwrap();
-    enforcer.join().unwrap().unwrap();
-    let left: i64 = one(
-        &mut dba,
-        "SELECT count(*) FROM public.hr_job_board_integrations WHERE api_key IS NOT NULL OR api_secret IS NOT NULL OR refresh_token IS NOT NULL",
-    );
-    assert_eq!(left, 0, "plaintext escaped the clearing");
-    let s = status(&mut dba, "integration_credentials");
-    assert_eq!((s.phase.as_str(), s.pending, s.blocked), ("enforced", 0, 0));
-    let key: String = one(
-        &mut dba,
-        &format!("SELECT hr_integration_secret('{iid}') ->> 'api_key'"),
-    );
-    assert_eq!(key, "in-flight-key");
-    // A writer that stays longer than lock_timeout: the move is refused, nothing changes.
-    dba.batch_execute("SELECT hr_set_phase('integration_credentials', 'dual')")
-        .unwrap();
-    writer
-        .batch_execute(&format!(
-            "BEGIN; UPDATE public.hr_job_board_integrations SET api_key = 'second-key' WHERE id = '{iid}'"
-        ))
-        .unwrap();
-    dba.batch_execute("SET lock_timeout = '300ms'").unwrap();
-    assert_raises(
-        &mut dba,
-        "SELECT hr_set_phase('integration_credentials', 'enforced')",
-        "55P03",
-        &[],
-    );
-    writer.batch_execute("COMMIT").unwrap();
-    assert_eq!(status(&mut dba, "integration_credentials").phase, "dual");
-}
-
-#[test]
 fn finding_11_rollback_never_loses_a_credential() {
     let w = World::new(LAYOUTS[0], 100);
     let mut dba = w.dba();

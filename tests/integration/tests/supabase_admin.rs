@@ -1,4 +1,4 @@
-//! Supabase-native operation (issue #16): after the platform's one-time step
+//! Supabase-native operation: after the platform's one-time step
 //! (`CREATE EXTENSION hr_migrations SCHEMA extensions; GRANT
 //! hr_migrations_admin TO postgres;`, keyring placed, library preloaded),
 //! `postgres` — NOT a superuser, on the role layout of Supabase's image

@@ -1,4 +1,4 @@
-//! The migration files as runners send them (issue #16): the Supabase CLI
+//! The migration files as runners send them: the Supabase CLI
 //! (`supabase migration up`, pinned 2.117.0) applying a project's
 //! `supabase/migrations/` as `postgres` on Supabase's role layout, psql,
 //! and a runner that sends one statement at a time. Plain SQL, idempotent,
