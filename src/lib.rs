@@ -12,6 +12,7 @@
 //!   credential envelope v2 sealed with them.
 //! - [`secret`]: the job-board secret inside an envelope, parsed strictly.
 //! - [`phase`]: the phase rules of every migration.
+//! - [`batch_size`]: the batch size of a run that names none.
 //! - [`kinds`]: the plan of each kind of migration (its DDL steps, as data),
 //!   one folder per kind, and the files rendered from them.
 //!
@@ -38,6 +39,7 @@
 
 use pgrx::prelude::*;
 
+pub mod batch_size;
 pub mod claims;
 mod context;
 mod credentials;

@@ -84,6 +84,24 @@ fn hr_library_preloaded() -> bool {
     crate::PRELOADED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// `hr_next_batch_size(size integer, ms double precision, target_ms double
+/// precision, average double precision, min_size integer, max_size integer)
+/// RETURNS double precision[]` — IMMUTABLE PARALLEL SAFE. Internal: the
+/// batch loop's size after a batch (`src/batch_size.rs`): `{next size, new
+/// moving average}`; `average` is NULL before the first batch.
+#[pg_extern(immutable, parallel_safe, schema = "hr_migrations")]
+fn hr_next_batch_size(
+    size: i32,
+    ms: f64,
+    target_ms: f64,
+    average: Option<f64>,
+    min_size: i32,
+    max_size: i32,
+) -> Vec<Option<f64>> {
+    let (next, average) = crate::batch_size::next(size, ms, target_ms, average, min_size, max_size);
+    vec![Some(f64::from(next)), average]
+}
+
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {

@@ -36,7 +36,11 @@
 --    1: validate the hash format CHECK                       SHARE UPDATE EXCLUSIVE; waits; blocks no reads or writes
 --    1: drop an INVALID index left by a failed build         ACCESS EXCLUSIVE; brief, retried
 --    1: drop an INVALID index left by a failed build         ACCESS EXCLUSIVE; brief, retried
+--    1: drop an INVALID index left by a failed build         ACCESS EXCLUSIVE; brief, retried
+--    1: drop an INVALID index left by a failed build         ACCESS EXCLUSIVE; brief, retried
 --    1: index the validation log by reference                SHARE UPDATE EXCLUSIVE; top level; blocks no reads or writes
+--    1: index created_by (its foreign key)                   SHARE UPDATE EXCLUSIVE; top level; blocks no reads or writes
+--    1: index updated_by (its foreign key)                   SHARE UPDATE EXCLUSIVE; top level; blocks no reads or writes
 --    1: index candidate_id (row isolation)                   SHARE UPDATE EXCLUSIVE; top level; blocks no reads or writes
 --    2: close the table to planted code; the definer role's rights SHARE UPDATE EXCLUSIVE; brief, retried
 --    2: the definer role reads hr_candidates                 none; brief, retried
@@ -51,5 +55,7 @@
 -- =============================================================================
 CALL hr_migrations.hr_apply('reference_tokens', 1);
 CREATE INDEX CONCURRENTLY IF NOT EXISTS hr_reference_token_validations_reference ON public.hr_reference_token_validations (reference_id, validated_at);
+CREATE INDEX CONCURRENTLY IF NOT EXISTS hr_references_created_by ON public.hr_references (created_by);
+CREATE INDEX CONCURRENTLY IF NOT EXISTS hr_references_updated_by ON public.hr_references (updated_by);
 CREATE INDEX CONCURRENTLY IF NOT EXISTS hr_references_candidate_id ON public.hr_references (candidate_id);
 CALL hr_migrations.hr_apply('reference_tokens', 2);

@@ -44,11 +44,13 @@
 --    1: drop an INVALID index left by a failed build         ACCESS EXCLUSIVE; brief, retried
 --    1: drop an INVALID index left by a failed build         ACCESS EXCLUSIVE; brief, retried
 --    1: drop an INVALID index left by a failed build         ACCESS EXCLUSIVE; brief, retried
+--    1: drop an INVALID index left by a failed build         ACCESS EXCLUSIVE; brief, retried
 --    1: index credential_id                                  SHARE UPDATE EXCLUSIVE; top level; blocks no reads or writes
 --    1: unique credential_id: a credential is linked once    SHARE UPDATE EXCLUSIVE; top level; blocks no reads or writes
 --    1: index the credentials' organization_id (their policy) SHARE UPDATE EXCLUSIVE; top level; blocks no reads or writes
 --    1: index organization_id (row isolation)                SHARE UPDATE EXCLUSIVE; top level; blocks no reads or writes
 --    1: index the audit log by integration                   SHARE UPDATE EXCLUSIVE; top level; blocks no reads or writes
+--    1: index the audit log's migrated_by (its foreign key)  SHARE UPDATE EXCLUSIVE; top level; blocks no reads or writes
 --    2: close the table to planted code; the definer role's rights SHARE UPDATE EXCLUSIVE; brief, retried
 --    2: close the credentials table to planted code; the definer role's rights SHARE UPDATE EXCLUSIVE; brief, retried
 --    2: close the credentials table: RLS, the organization's reads, no API writes, nothing for anon ACCESS EXCLUSIVE; brief, retried
@@ -67,4 +69,5 @@ CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS hr_job_board_integrations_credent
 CREATE INDEX CONCURRENTLY IF NOT EXISTS pf_credentials_organization_id ON public.pf_credentials (organization_id);
 CREATE INDEX CONCURRENTLY IF NOT EXISTS hr_job_board_integrations_organization_id ON public.hr_job_board_integrations (organization_id);
 CREATE INDEX CONCURRENTLY IF NOT EXISTS pf_credential_migrations_record ON public.pf_credential_migrations (record_id);
+CREATE INDEX CONCURRENTLY IF NOT EXISTS pf_credential_migrations_migrated_by ON public.pf_credential_migrations (migrated_by);
 CALL hr_migrations.hr_apply('integration_credentials', 2);

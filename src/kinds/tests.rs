@@ -205,8 +205,8 @@ fn each_group_of_top_level_indexes_first_drops_their_invalid_leftovers() {
     let steps = plan(&e, Script::Migrate).unwrap();
     let first_top = steps.iter().position(|s| s.run == Run::TopLevel).unwrap();
     let tops: Vec<&Step> = steps.iter().filter(|s| s.run == Run::TopLevel).collect();
-    assert_eq!(tops.len(), 5);
-    // The drops of all five come right before the group, one per index.
+    assert_eq!(tops.len(), 6);
+    // The drops of all six come right before the group, one per index.
     let drops = &steps[first_top - tops.len()..first_top];
     for (d, t) in drops.iter().zip(&tops) {
         assert!(d.sql.starts_with("DROP INDEX IF EXISTS "), "{}", d.sql);

@@ -1765,6 +1765,8 @@ DECLARE
     analyzed boolean;
     t regclass;
     old_lock_timeout text;
+    sized double precision[];
+    efficiency double precision;
 BEGIN
     PERFORM hr_migrations.hr_procedure_step();
     entry := hr_migrations.hr_migration_entry(migration);
@@ -1867,10 +1869,11 @@ BEGIN
                 analyzed := true;
             END IF;
             IF adaptive AND ms > 0 THEN
-                -- One proportional step towards the target duration,
-                -- at most x2 / x0.5, within bounds.
-                size := greatest(min_size, least(max_size,
-                            (size * greatest(0.5, least(2.0, target_ms / ms)))::integer));
+                -- A moving average of the batches' durations against the
+                -- target, at most x1.2 up per batch (src/batch_size.rs).
+                sized := hr_migrations.hr_next_batch_size(size, ms, target_ms, efficiency, min_size, max_size);
+                size := sized[1]::integer;
+                efficiency := sized[2];
             END IF;
             IF max_batches IS NOT NULL AND batches >= max_batches THEN
                 RAISE NOTICE '%: %: stopped after % batches as asked; CALL again to resume', migration, operation, batches;

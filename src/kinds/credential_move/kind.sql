@@ -353,6 +353,15 @@ BEGIN
     PERFORM hr_migrations.hr_procedure_step();
     CALL hr_migrations.hr_run_data_key_rewrap(coalesce(batch_size, 1000));
     PERFORM hr_migrations.hr_procedure_step();
+    -- A keyring key rotation leaves every credential as it is: unless an
+    -- organization has a superseded generation or an envelope v1 remains,
+    -- the credentials are not visited (the pending predicate costs a few
+    -- microseconds a credential; this check, one pass of starts_with).
+    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY(SELECT x FROM hr_migrations.hr_all_credentials_tables() x)::oid[]);
+    IF NOT hr_migrations.hr_reseal_needed() THEN
+        RAISE NOTICE 'integration_credentials: rewrap: finished: 0 rows (every credential is sealed with its organization''s newest data key)';
+        RETURN;
+    END IF;
     CALL hr_migrations.hr_run_batches('integration_credentials', 'rewrap', batch_size);
     PERFORM hr_migrations.hr_procedure_step();
     retired := hr_migrations.hr_retire_data_keys();
@@ -361,6 +370,36 @@ BEGIN
     IF retired > 0 THEN
         RAISE NOTICE 'data keys: % superseded generations destroyed (no credential used them any more)', retired;
     END IF;
+END
+$$;
+
+-- Whether any credential may need resealing: an organization has a data key
+-- generation older than its newest that is still wrapped (superseded), or
+-- a credentials table still holds an envelope v1. False means the rewrap's
+-- pending predicate holds for no credential: a generation older than the
+-- newest is either superseded (then this is true) or gone (its credentials
+-- are blocked, not pending).
+CREATE FUNCTION hr_migrations.hr_reseal_needed() RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass;
+    found boolean;
+BEGIN
+    IF EXISTS (SELECT 1 FROM hr_migrations.hr_organization_keys k
+                WHERE k.wrapped_key IS NOT NULL
+                  AND k.generation < (SELECT max(x.generation) FROM hr_migrations.hr_organization_keys x
+                                       WHERE x.organization_id = k.organization_id)) THEN
+        RETURN true;
+    END IF;
+    FOR t IN SELECT x FROM hr_migrations.hr_all_credentials_tables() x LOOP
+        EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s c WHERE starts_with(c.encrypted_value, %L))', t, 'hrc1.') INTO found;
+        IF found THEN
+            RETURN true;
+        END IF;
+    END LOOP;
+    RETURN false;
 END
 $$;
 

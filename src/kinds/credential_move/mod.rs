@@ -131,8 +131,14 @@ impl Kind for CredentialMove {
 
     fn optional_objects(&self) -> &'static [&'static str] {
         // log_index: named <log_table>_record when absent (entries
-        // registered before 0.3.0 have none).
-        &["log_index", "legacy_triggers", "legacy_checks"]
+        // registered before 0.3.0 have none); log_migrated_by_index:
+        // <log_table>_migrated_by.
+        &[
+            "log_index",
+            "log_migrated_by_index",
+            "legacy_triggers",
+            "legacy_checks",
+        ]
     }
 
     fn columns(&self) -> &'static [Column] {
@@ -337,6 +343,21 @@ impl Kind for CredentialMove {
                 predicate: None,
             }
             .step("index the audit log by integration", n),
+        );
+        // Its foreign key to the profiles: a profile deleted would scan the
+        // log without it.
+        s.push(
+            Index {
+                name: n.raw_or(
+                    "log_migrated_by_index",
+                    format!("{}_migrated_by", n.raw("log_table")),
+                ),
+                table: log.clone(),
+                columns: "migrated_by",
+                unique: false,
+                predicate: None,
+            }
+            .step("index the audit log's migrated_by (its foreign key)", n),
         );
 
         // Rights before the triggers that run as the definer role.

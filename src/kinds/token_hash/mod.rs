@@ -81,10 +81,13 @@ impl Kind for TokenHash {
 
     fn optional_objects(&self) -> &'static [&'static str] {
         // log_index: named <log_table>_reference when absent (entries
-        // registered before 0.3.0 have none).
+        // registered before 0.3.0 have none); created_by_index and
+        // updated_by_index: <table>_created_by and <table>_updated_by.
         &[
             "created_by_fk",
             "updated_by_fk",
+            "created_by_index",
+            "updated_by_index",
             "log_index",
             "legacy_triggers",
         ]
@@ -230,6 +233,26 @@ impl Kind for TokenHash {
             }
             .step("index the validation log by reference", n),
         );
+        // A foreign key without an index makes every delete of a profile
+        // scan the table for rows that reference it (Supabase's advisor:
+        // unindexed_foreign_keys).
+        if n.has("created_by_fk") && n.has("updated_by_fk") {
+            for (key, column) in [
+                ("created_by_index", "created_by"),
+                ("updated_by_index", "updated_by"),
+            ] {
+                s.push(
+                    Index {
+                        name: n.raw_or(key, format!("{}_{column}", n.entry.table_name)),
+                        table: t.clone(),
+                        columns: column,
+                        unique: false,
+                        predicate: None,
+                    }
+                    .step(&format!("index {column} (its foreign key)"), n),
+                );
+            }
+        }
         // The row isolation of migrated filters by candidate_id.
         s.push(
             Index {

@@ -616,3 +616,43 @@ fn the_library_serves_the_sql_of_every_earlier_release() {
     }
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+/// Supabase's advisor (`unindexed_foreign_keys`): a foreign key without an
+/// index on its columns makes every delete or key update of the referenced
+/// row scan the referencing table. Every foreign key the migrations add has
+/// an index whose leading columns are its columns, built concurrently by
+/// the files.
+#[test]
+fn every_foreign_key_the_migrations_add_has_an_index() {
+    let (cl, _) = keyring_cluster(&[]);
+    cl.fixture_db("hr", 300);
+    let mut c = cl.connect("hr");
+    drop_unresolvable_sessions(&mut c);
+    let foreign_keys = "SELECT conrelid::regclass::text || ' ' || conname || ' (' ||
+                (SELECT string_agg(attname, ', ' ORDER BY k.n) FROM unnest(conkey) WITH ORDINALITY k(a, n)
+                   JOIN pg_attribute ON attrelid = conrelid AND attnum = k.a) || ')' AS fk,
+                EXISTS (SELECT 1 FROM pg_index i
+                         WHERE i.indrelid = conrelid AND i.indisvalid
+                           AND (i.indkey::int2[])[0:cardinality(conkey) - 1] = conkey) AS indexed
+           FROM pg_constraint WHERE contype = 'f' ORDER BY 1";
+    let before: Vec<String> = c
+        .query(foreign_keys, &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    cl.migrate_all("hr");
+    let added: Vec<(String, bool)> = c
+        .query(foreign_keys, &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, bool>(1)))
+        .filter(|(fk, _)| !before.contains(fk))
+        .collect();
+    assert!(added.len() >= 4, "{added:?}");
+    let unindexed: Vec<&String> = added.iter().filter(|(_, i)| !i).map(|(fk, _)| fk).collect();
+    assert!(
+        unindexed.is_empty(),
+        "foreign keys without an index: {unindexed:?}"
+    );
+}

@@ -106,25 +106,35 @@ SET lock_timeout = '1s';
 DROP INDEX IF EXISTS public.pf_credential_migrations_record;
 RESET lock_timeout;
 
--- 1.20 index credential_id (top_level; SHARE UPDATE EXCLUSIVE)
+-- 1.20 drop an INVALID index left by a failed build (retry; ACCESS EXCLUSIVE)
+--   skip when: NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass('public.pf_credential_migrations_migrated_by') AND NOT i.indisvalid)
+SET lock_timeout = '1s';
+DROP INDEX IF EXISTS public.pf_credential_migrations_migrated_by;
+RESET lock_timeout;
+
+-- 1.21 index credential_id (top_level; SHARE UPDATE EXCLUSIVE)
 --   done when: EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass('public.idx_hr_job_board_integrations_credential_id') AND i.indisvalid)
 CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_hr_job_board_integrations_credential_id ON public.hr_job_board_integrations (credential_id);
 
--- 1.21 unique credential_id: a credential is linked once (top_level; SHARE UPDATE EXCLUSIVE)
+-- 1.22 unique credential_id: a credential is linked once (top_level; SHARE UPDATE EXCLUSIVE)
 --   done when: EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass('public.hr_job_board_integrations_credential_id_key') AND i.indisvalid)
 CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS hr_job_board_integrations_credential_id_key ON public.hr_job_board_integrations (credential_id) WHERE credential_id IS NOT NULL;
 
--- 1.22 index the credentials' organization_id (their policy) (top_level; SHARE UPDATE EXCLUSIVE)
+-- 1.23 index the credentials' organization_id (their policy) (top_level; SHARE UPDATE EXCLUSIVE)
 --   done when: EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass('public.pf_credentials_organization_id') AND i.indisvalid)
 CREATE INDEX CONCURRENTLY IF NOT EXISTS pf_credentials_organization_id ON public.pf_credentials (organization_id);
 
--- 1.23 index organization_id (row isolation) (top_level; SHARE UPDATE EXCLUSIVE)
+-- 1.24 index organization_id (row isolation) (top_level; SHARE UPDATE EXCLUSIVE)
 --   done when: EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass('public.hr_job_board_integrations_organization_id') AND i.indisvalid)
 CREATE INDEX CONCURRENTLY IF NOT EXISTS hr_job_board_integrations_organization_id ON public.hr_job_board_integrations (organization_id);
 
--- 1.24 index the audit log by integration (top_level; SHARE UPDATE EXCLUSIVE)
+-- 1.25 index the audit log by integration (top_level; SHARE UPDATE EXCLUSIVE)
 --   done when: EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass('public.pf_credential_migrations_record') AND i.indisvalid)
 CREATE INDEX CONCURRENTLY IF NOT EXISTS pf_credential_migrations_record ON public.pf_credential_migrations (record_id);
+
+-- 1.26 index the audit log's migrated_by (its foreign key) (top_level; SHARE UPDATE EXCLUSIVE)
+--   done when: EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass('public.pf_credential_migrations_migrated_by') AND i.indisvalid)
+CREATE INDEX CONCURRENTLY IF NOT EXISTS pf_credential_migrations_migrated_by ON public.pf_credential_migrations (migrated_by);
 
 -- 2.1 close the table to planted code; the definer role's rights (retry; SHARE UPDATE EXCLUSIVE)
 SET lock_timeout = '1s';

@@ -78,16 +78,36 @@ DROP INDEX IF EXISTS public.hr_reference_token_validations_reference;
 RESET lock_timeout;
 
 -- 1.15 drop an INVALID index left by a failed build (retry; ACCESS EXCLUSIVE)
+--   skip when: NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass('public.hr_references_created_by') AND NOT i.indisvalid)
+SET lock_timeout = '1s';
+DROP INDEX IF EXISTS public.hr_references_created_by;
+RESET lock_timeout;
+
+-- 1.16 drop an INVALID index left by a failed build (retry; ACCESS EXCLUSIVE)
+--   skip when: NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass('public.hr_references_updated_by') AND NOT i.indisvalid)
+SET lock_timeout = '1s';
+DROP INDEX IF EXISTS public.hr_references_updated_by;
+RESET lock_timeout;
+
+-- 1.17 drop an INVALID index left by a failed build (retry; ACCESS EXCLUSIVE)
 --   skip when: NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass('public.hr_references_candidate_id') AND NOT i.indisvalid)
 SET lock_timeout = '1s';
 DROP INDEX IF EXISTS public.hr_references_candidate_id;
 RESET lock_timeout;
 
--- 1.16 index the validation log by reference (top_level; SHARE UPDATE EXCLUSIVE)
+-- 1.18 index the validation log by reference (top_level; SHARE UPDATE EXCLUSIVE)
 --   done when: EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass('public.hr_reference_token_validations_reference') AND i.indisvalid)
 CREATE INDEX CONCURRENTLY IF NOT EXISTS hr_reference_token_validations_reference ON public.hr_reference_token_validations (reference_id, validated_at);
 
--- 1.17 index candidate_id (row isolation) (top_level; SHARE UPDATE EXCLUSIVE)
+-- 1.19 index created_by (its foreign key) (top_level; SHARE UPDATE EXCLUSIVE)
+--   done when: EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass('public.hr_references_created_by') AND i.indisvalid)
+CREATE INDEX CONCURRENTLY IF NOT EXISTS hr_references_created_by ON public.hr_references (created_by);
+
+-- 1.20 index updated_by (its foreign key) (top_level; SHARE UPDATE EXCLUSIVE)
+--   done when: EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass('public.hr_references_updated_by') AND i.indisvalid)
+CREATE INDEX CONCURRENTLY IF NOT EXISTS hr_references_updated_by ON public.hr_references (updated_by);
+
+-- 1.21 index candidate_id (row isolation) (top_level; SHARE UPDATE EXCLUSIVE)
 --   done when: EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass('public.hr_references_candidate_id') AND i.indisvalid)
 CREATE INDEX CONCURRENTLY IF NOT EXISTS hr_references_candidate_id ON public.hr_references (candidate_id);
 
