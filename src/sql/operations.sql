@@ -1035,16 +1035,26 @@ DECLARE
 BEGIN
     PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
     SELECT * INTO spec FROM hr_migrations.hr_operation_spec(migration, operation);
+    -- One query per count, each predicate in a WHERE clause: there the
+    -- planner turns a predicate's EXISTS into a semi- or anti-join (a hash
+    -- join over the whole table), where a FILTER clause would run it as a
+    -- subquery per row (0.9 s instead of 0.14 s for 200k sessions).
+    EXECUTE format('SELECT count(*), count(*) FILTER (WHERE %s) FROM %s t', spec.migrated, spec.tbl)
+      INTO total, migrated;
     EXECUTE format(
-        'SELECT count(*),
-                count(*) FILTER (WHERE %s),
-                count(*) FILTER (WHERE (%s) AND NOT failed),
-                count(*) FILTER (WHERE (%s) OR ((%s) AND failed))
-           FROM (SELECT t.*, EXISTS (SELECT 1 FROM %s.hr_batch_failures f
-                                      WHERE f.migration = $1 AND f.operation = $2 AND f.row_id = t.id) AS failed
-                   FROM %s t) t',
-        spec.migrated, spec.pending, spec.blocked, spec.pending, 'hr_migrations', spec.tbl)
-      INTO total, migrated, pending, blocked USING migration, operation;
+        'SELECT count(*) FROM %s t
+          WHERE (%s)
+            AND NOT EXISTS (SELECT 1 FROM %s.hr_batch_failures f
+                             WHERE f.migration = $1 AND f.operation = $2 AND f.row_id = t.id)',
+        spec.tbl, spec.pending, 'hr_migrations')
+      INTO pending USING migration, operation;
+    EXECUTE format(
+        'SELECT (SELECT count(*) FROM %s t WHERE %s)
+              + (SELECT count(*) FROM %s t JOIN %s.hr_batch_failures f
+                   ON f.migration = $1 AND f.operation = $2 AND f.row_id = t.id
+                 WHERE (%s) AND (%s) IS NOT TRUE)',
+        spec.tbl, spec.blocked, spec.tbl, 'hr_migrations', spec.pending, spec.blocked)
+      INTO blocked USING migration, operation;
 END
 $$;
 
