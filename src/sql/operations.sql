@@ -1229,7 +1229,7 @@ BEGIN
         status := 'ok'; detail := 'shared_preload_libraries includes hr_migrations'; fix := NULL;
     ELSE
         status := 'warning';
-        detail := 'shared_preload_libraries does not include hr_migrations: each backend loads it on first use (the first query of every new connection that calls a function of ours, a tenant policy included, pays about 1-2 ms for it), and until it does, every role can read hr_migrations.keyring_file (the path, never a key)';
+        detail := 'shared_preload_libraries does not include hr_migrations: each backend loads it on first use (the first query of every new connection that calls a function of ours, a tenant policy included, pays about 1 ms for it), and until it does, every role can read hr_migrations.keyring_file (the path, never a key)';
         fix := 'add hr_migrations to shared_preload_libraries in postgresql.conf and restart at your next window';
     END IF;
     RETURN NEXT;
