@@ -378,15 +378,18 @@ $$;
 -- a credentials table still holds an envelope v1. False means the rewrap's
 -- pending predicate holds for no credential: a generation older than the
 -- newest is either superseded (then this is true) or gone (its credentials
--- are blocked, not pending).
+-- are blocked, not pending). SECURITY DEFINER after the integrity check,
+-- like hr_operation_counts: the credentials tables belong to the admin, and
+-- a superuser calling hr_run_rewrap must not query them as itself.
 CREATE FUNCTION hr_migrations.hr_reseal_needed() RETURNS boolean
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t regclass;
     found boolean;
 BEGIN
+    PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
     IF EXISTS (SELECT 1 FROM hr_migrations.hr_organization_keys k
                 WHERE k.wrapped_key IS NOT NULL
                   AND k.generation < (SELECT max(x.generation) FROM hr_migrations.hr_organization_keys x
