@@ -82,6 +82,33 @@ fn use_keyring(cl: &Cluster, path: &Path, active: u32) {
     }
 }
 
+/// Points the server at another keyring command; waits until a new backend
+/// sees it.
+fn use_keyring_command(cl: &Cluster, path: &Path) {
+    let mut c = cl.connect("postgres");
+    c.batch_execute(&format!(
+        "ALTER SYSTEM SET hr_migrations.keyring_command = '{}'",
+        path.display()
+    ))
+    .unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen: String = one(
+            &mut cl.connect("postgres"),
+            "SELECT current_setting('hr_migrations.keyring_command')",
+        );
+        if seen == path.display().to_string() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reload did not arrive: {seen}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// n_tup_upd of pf_credentials, with every other backend's counts flushed
 /// (they flush when they exit; psql runs have exited).
 fn credential_updates(c: &mut Client) -> i64 {
@@ -839,14 +866,7 @@ fn the_keyring_comes_from_a_command() {
     assert_eq!(sqlstate(&e), "55P02", "{}", error_text(&e));
 
     // A failing command: F0000 in new backends, nothing of its output.
-    admin
-        .batch_execute(&format!(
-            "ALTER SYSTEM SET hr_migrations.keyring_command = '{}'",
-            bad.display()
-        ))
-        .unwrap();
-    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    use_keyring_command(&cl, &bad);
     let mut fresh = cl.connect("hr");
     let text = assert_raises(
         &mut fresh,
@@ -873,14 +893,7 @@ fn the_keyring_comes_from_a_command() {
         .arg(&slow)
         .status()
         .unwrap();
-    admin
-        .batch_execute(&format!(
-            "ALTER SYSTEM SET hr_migrations.keyring_command = '{}'",
-            slow.display()
-        ))
-        .unwrap();
-    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    use_keyring_command(&cl, &slow);
     let mut fresh = cl.connect("hr");
     let text = assert_raises(
         &mut fresh,
