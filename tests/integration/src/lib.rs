@@ -218,6 +218,40 @@ impl Cluster {
         )
     }
 
+    /// `pg_dump -Fc` of database `db` as the superuser into `path`; panics
+    /// with pg_dump's stderr when it fails.
+    pub fn dump(&self, db: &str, path: &Path) {
+        let out = Command::new("pg_dump")
+            .arg(self.url(db))
+            .args(["-Fc", "-f"])
+            .arg(path)
+            .output()
+            .expect("run pg_dump");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `pg_restore --exit-on-error` of `path` into database `db`, created
+    /// here; panics with pg_restore's stderr when it fails.
+    pub fn restore(&self, db: &str, path: &Path) {
+        self.connect("postgres")
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .unwrap();
+        let out = Command::new("pg_restore")
+            .args(["-d", &self.url(db), "--exit-on-error"])
+            .arg(path)
+            .output()
+            .expect("run pg_restore");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The data directory's postmaster pid file says the server is up and
     /// accepts connections again (after a crash), within `secs`.
     pub fn wait_until_up(&self, db: &str, secs: u64) -> Client {

@@ -477,30 +477,9 @@ fn dump_and_restore_keeps_rows_secrets_tokens_and_phases() {
     };
     let before = fingerprint(&mut c);
     let dump = std::env::temp_dir().join(format!("hrm-dump-{}.dump", std::process::id()));
-    let out = std::process::Command::new("pg_dump")
-        .arg(cl.url("hr"))
-        .args(["-Fc", "-f"])
-        .arg(&dump)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut admin = cl.connect("postgres");
-    admin.batch_execute("CREATE DATABASE restored").unwrap();
-    let out = std::process::Command::new("pg_restore")
-        .args(["-d", &cl.url("restored"), "--exit-on-error"])
-        .arg(&dump)
-        .output()
-        .unwrap();
+    cl.dump("hr", &dump);
+    cl.restore("restored", &dump);
     let _ = std::fs::remove_file(&dump);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let mut r = cl.connect("restored");
     r.batch_execute("SET search_path = public, extensions")
         .unwrap();

@@ -693,17 +693,7 @@ fn a_dump_taken_before_the_shred_is_unreadable_once_the_old_key_is_gone() {
         "SELECT organization_id::text FROM public.pf_credentials GROUP BY 1 ORDER BY count(*) DESC LIMIT 1",
     );
     let dump = cl.dir().join("before.dump");
-    let out = Command::new("pg_dump")
-        .arg(cl.url("hr"))
-        .args(["-Fc", "-f"])
-        .arg(&dump)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cl.dump("hr", &dump);
 
     // The erasure: shred, a new keyring key, rewrap, the old key removed.
     let n: i64 = one(&mut c, &format!("SELECT hr_shred_organization('{gone}')"));
@@ -721,19 +711,7 @@ fn a_dump_taken_before_the_shred_is_unreadable_once_the_old_key_is_gone() {
 
     // The old dump, restored with the new keyring.
     let restore = |db: &str| {
-        cl.connect("postgres")
-            .batch_execute(&format!("CREATE DATABASE {db}"))
-            .unwrap();
-        let out = Command::new("pg_restore")
-            .args(["-d", &cl.url(db), "--exit-on-error"])
-            .arg(&dump)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        cl.restore(db, &dump);
         let mut r = cl.connect(db);
         r.batch_execute("SET search_path = public, extensions")
             .unwrap();
