@@ -64,7 +64,7 @@ AS $$ SELECT hr_migrations.hr_require_integrity(); SELECT hr_migrations.hr_engin
 -- the candidate is missing or has none (never guessed, never looped over).
 CREATE FUNCTION hr_migrations.hr_tenant_column_spec(migration text, operation text,
     OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
-    OUT action text, OUT writes regclass[])
+    OUT action text, OUT writes regclass[], OUT range_action text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -82,6 +82,7 @@ BEGIN
     blocked := 't.organization_id IS NULL AND NOT ' || resolvable;
     migrated := 't.organization_id IS NOT NULL';
     action := 'hr_migrations.hr_tenant_column_backfill';
+    range_action := 'hr_migrations.hr_tenant_column_backfill_range';
     writes := ARRAY[t];
 END
 $$;
@@ -105,6 +106,39 @@ BEGIN
                                                WHERE c.id = t.candidate_id)
                      WHERE t.id = ANY ($1)', hr_migrations.hr_migration_table(migration))
       USING ids;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Range action of the backfill (hr_engine_batch walks the table in
+-- physical order): the pending rows of the heap blocks [lo, hi) in one
+-- UPDATE, each row's organization looked up once by the candidate's primary
+-- key as the range is read in order (a nested loop: hashing hr_candidates
+-- whole for every range would cost more than the range). Rows recorded as
+-- failed are left out when there are any. The engine bounds its wait for
+-- rows other transactions hold, and does the range row by row if this fails.
+CREATE FUNCTION hr_migrations.hr_tenant_column_backfill_range(migration text, lo tid, hi tid, skip_failed boolean)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format('UPDATE %s t
+                       SET organization_id = c.organization_id
+                      FROM public.hr_candidates c
+                     WHERE t.ctid >= $1 AND t.ctid < $2
+                       AND t.organization_id IS NULL
+                       AND c.id = t.candidate_id AND c.organization_id IS NOT NULL%s',
+                   hr_migrations.hr_migration_table(migration),
+                   CASE WHEN skip_failed THEN '
+                       AND NOT EXISTS (SELECT 1 FROM hr_migrations.hr_batch_failures f
+                                        WHERE f.migration = $3 AND f.operation = ''backfill'' AND f.row_id = t.id)' ELSE '' END)
+      USING lo, hi, migration;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END

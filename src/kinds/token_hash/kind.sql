@@ -161,7 +161,7 @@ AS $$ SELECT hr_migrations.hr_require_integrity(); SELECT hr_migrations.hr_engin
 -- are counted in the note.
 CREATE FUNCTION hr_migrations.hr_token_hash_spec(migration text, operation text,
     OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
-    OUT action text, OUT writes regclass[])
+    OUT action text, OUT writes regclass[], OUT range_action text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -181,6 +181,9 @@ BEGIN
                 THEN 't.access_token IS NOT NULL AND t.access_token <> '''' AND t.access_token_hash IS NULL'
                 ELSE 'false' END;
             action := 'hr_migrations.hr_token_hash_backfill';
+            -- Without the plaintext column nothing is pending: the keyset
+            -- pick finds that at once, a walk would read the whole table.
+            range_action := CASE WHEN has_plaintext THEN 'hr_migrations.hr_token_hash_backfill_range' END;
         WHEN 'erase' THEN
             pending := CASE WHEN has_plaintext THEN 't.access_token IS NOT NULL' ELSE 'false' END;
             action := 'hr_migrations.hr_token_hash_erase';
@@ -212,6 +215,32 @@ BEGIN
     EXECUTE format('UPDATE %s t SET access_token_hash = %s.hr_hash_token(t.access_token) WHERE t.id = ANY ($1)',
                    hr_migrations.hr_migration_table(migration), 'hr_migrations')
       USING ids;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Range action of the backfill (hr_engine_batch walks the table in
+-- physical order): the pending rows of the tuple ids [lo, hi) in one
+-- UPDATE; rows recorded as failed are left out when there are any. The
+-- engine bounds its wait for rows other transactions hold, and does the
+-- range row by row if this fails.
+CREATE FUNCTION hr_migrations.hr_token_hash_backfill_range(migration text, lo tid, hi tid, skip_failed boolean)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format('UPDATE %s t SET access_token_hash = %s.hr_hash_token(t.access_token)
+                     WHERE t.ctid >= $1 AND t.ctid < $2
+                       AND t.access_token IS NOT NULL AND t.access_token <> '''' AND t.access_token_hash IS NULL%s',
+                   hr_migrations.hr_migration_table(migration), 'hr_migrations',
+                   CASE WHEN skip_failed THEN '
+                       AND NOT EXISTS (SELECT 1 FROM hr_migrations.hr_batch_failures f
+                                        WHERE f.migration = $3 AND f.operation = ''backfill'' AND f.row_id = t.id)' ELSE '' END)
+      USING lo, hi, migration;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END

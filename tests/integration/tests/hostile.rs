@@ -375,6 +375,7 @@ fn default_arg(ty: &str) -> Option<&'static str> {
         "regclass" => "'public.hr_references'::regclass",
         "regclass[]" => "ARRAY['public.hr_references'::regclass]",
         "oid" => "0",
+        "tid" => "'(0,1)'::tid",
         "oid[]" => "ARRAY[]::oid[]",
         "text[]" => "ARRAY['service_role']",
         "aclitem[]" => "NULL::aclitem[]",

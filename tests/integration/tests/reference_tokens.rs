@@ -343,7 +343,7 @@ fn backfill_killed_midway_resumes() {
     );
     let cursor: Option<String> = one(
         &mut c,
-        "SELECT last_id::text FROM hr_migrations.hr_batch_progress WHERE migration = 'reference_tokens' AND operation = 'backfill'",
+        "SELECT coalesce(last_tid::text, last_id::text) FROM hr_migrations.hr_batch_progress WHERE migration = 'reference_tokens' AND operation = 'backfill'",
     );
     assert!(
         cursor.is_some(),
