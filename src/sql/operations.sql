@@ -997,6 +997,10 @@ BEGIN
             -- ctid, so the only plan is a TID range scan, in block order.
             EXECUTE format('SELECT t.ctid FROM %s t WHERE t.ctid >= $1 OFFSET $2 LIMIT 1', spec.tbl)
                INTO hi USING lo, batch_size;
+            IF hi <= lo THEN  -- cannot happen (batch_size >= 1): never loop on one range
+                RAISE EXCEPTION 'hr_engine_batch: the walk of % did not advance at %', spec.tbl, lo
+                    USING ERRCODE = 'internal_error';
+            END IF;
             BEGIN
                 PERFORM pg_catalog.set_config('lock_timeout', lock_wait, true);
                 EXECUTE format('SELECT %s($1, $2, $3, $4)', spec.range_action) INTO n
