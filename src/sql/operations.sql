@@ -395,17 +395,19 @@ $$;
 -- that acts on one batch of ids, every table that function writes, and
 -- optionally a function that does the pending rows of a range of tuple
 -- ids in one statement (range_action: the engine then walks the table in
--- physical order, see hr_engine_batch).
+-- physical order, see hr_engine_batch) with a predicate that reads only
+-- the row and holds for every pending row (range_pending: a walk's batch
+-- is batch_size rows that match it).
 -- Predicates are SQL over the alias t; NULL table = not an operation of this kind.
 CREATE FUNCTION hr_migrations.hr_operation_spec(migration text, operation text,
     OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
-    OUT action text, OUT writes regclass[], OUT range_action text)
+    OUT action text, OUT writes regclass[], OUT range_action text, OUT range_pending text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     EXECUTE format('SELECT * FROM %s($1, $2)', hr_migrations.hr_kind_function(migration, 'spec'))
-       INTO tbl, pending, blocked, migrated, action, writes, range_action
+       INTO tbl, pending, blocked, migrated, action, writes, range_action, range_pending
       USING migration, operation;
     IF tbl IS NULL THEN
         RAISE EXCEPTION '% has no such operation (or its table does not exist)', migration
@@ -908,9 +910,10 @@ $$;
 --
 -- Operations whose kind gives a range action (hr_operation_spec) walk the
 -- heap in physical order instead (step 3 and 4): a batch is the range of
--- tuple ids from the cursor that holds batch_size live rows (found by a TID
--- range scan that stops there, so dense and empty stretches of the table
--- make batches of the same size), the cursor is the tuple id after it, and
+-- tuple ids from the cursor that holds batch_size rows that may be pending
+-- (found by a TID range scan that stops there, so dense and empty, done
+-- and not done stretches of the table make batches of the same size), the
+-- cursor is the tuple id after it, and
 -- the range action does the range's pending rows in one statement (a TID
 -- range scan: each page read once, in order, where an id order visits a
 -- random page per row). That statement waits
@@ -992,10 +995,13 @@ BEGIN
     END IF;
     LOOP
         IF physical THEN
-            -- The range: up to the (batch_size + 1)th live row from the
-            -- cursor, or to the end of the table. The only predicate is on
-            -- ctid, so the only plan is a TID range scan, in block order.
-            EXECUTE format('SELECT t.ctid FROM %s t WHERE t.ctid >= $1 OFFSET $2 LIMIT 1', spec.tbl)
+            -- The range: up to the (batch_size + 1)th row that may be
+            -- pending (range_pending reads only the row) from the cursor,
+            -- or to the end of the table. IS TRUE keeps any index off the
+            -- predicate, so the only plan is a TID range scan, in block
+            -- order, that stops there.
+            EXECUTE format('SELECT t.ctid FROM %s t WHERE t.ctid >= $1 AND (%s) IS TRUE OFFSET $2 LIMIT 1',
+                           spec.tbl, spec.range_pending)
                INTO hi USING lo, batch_size;
             IF hi <= lo THEN  -- cannot happen (batch_size >= 1): never loop on one range
                 RAISE EXCEPTION 'hr_engine_batch: the walk of % did not advance at %', spec.tbl, lo

@@ -413,7 +413,7 @@ $$;
 --   rewrap    credentials (of the credentials table) under another key version.
 CREATE FUNCTION hr_migrations.hr_credential_move_spec(migration text, operation text,
     OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
-    OUT action text, OUT writes regclass[], OUT range_action text)
+    OUT action text, OUT writes regclass[], OUT range_action text, OUT range_pending text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$

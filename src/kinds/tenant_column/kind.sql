@@ -64,7 +64,7 @@ AS $$ SELECT hr_migrations.hr_require_integrity(); SELECT hr_migrations.hr_engin
 -- the candidate is missing or has none (never guessed, never looped over).
 CREATE FUNCTION hr_migrations.hr_tenant_column_spec(migration text, operation text,
     OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
-    OUT action text, OUT writes regclass[], OUT range_action text)
+    OUT action text, OUT writes regclass[], OUT range_action text, OUT range_pending text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -83,6 +83,7 @@ BEGIN
     migrated := 't.organization_id IS NOT NULL';
     action := 'hr_migrations.hr_tenant_column_backfill';
     range_action := 'hr_migrations.hr_tenant_column_backfill_range';
+    range_pending := 't.organization_id IS NULL';
     writes := ARRAY[t];
 END
 $$;

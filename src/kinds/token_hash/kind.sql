@@ -161,7 +161,7 @@ AS $$ SELECT hr_migrations.hr_require_integrity(); SELECT hr_migrations.hr_engin
 -- are counted in the note.
 CREATE FUNCTION hr_migrations.hr_token_hash_spec(migration text, operation text,
     OUT tbl regclass, OUT pending text, OUT blocked text, OUT migrated text,
-    OUT action text, OUT writes regclass[], OUT range_action text)
+    OUT action text, OUT writes regclass[], OUT range_action text, OUT range_pending text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -184,6 +184,7 @@ BEGIN
             -- Without the plaintext column nothing is pending: the keyset
             -- pick finds that at once, a walk would read the whole table.
             range_action := CASE WHEN has_plaintext THEN 'hr_migrations.hr_token_hash_backfill_range' END;
+            range_pending := pending;
         WHEN 'erase' THEN
             pending := CASE WHEN has_plaintext THEN 't.access_token IS NOT NULL' ELSE 'false' END;
             action := 'hr_migrations.hr_token_hash_erase';
