@@ -11,6 +11,9 @@
 #                                 sessions); SCALE=0.02 runs in about a minute
 #                                 and is the smoke test make test runs.
 #   REPS=n                        runs per figure (default 5; the median is shown)
+#   BENCH_SESSIONS=n              the session backfill at n sessions too (the
+#                                 issue's 3M: BENCH_SESSIONS=3000000, about
+#                                 10 more minutes; one run of each side)
 #
 # It starts its own cluster under .bench/ (127.0.0.1, fsync off like every
 # throwaway cluster here: commit-heavy baselines gain the most from that)
@@ -272,24 +275,41 @@ SQL
 for f in 001_reference_tokens 002_portal_sessions; do
     sql fills -f "sql/migrations/$f.sql" -o /dev/null 2>/dev/null
 done
-sess_bench() {  # n
-    local count=$1 reset ours plain longest
+sess_bench() {  # n [db] [reps]
+    local count=$1 db=${2:-fills} r=${3:-3} reset ours plain longest
     reset="BEGIN; SET LOCAL session_replication_role = replica;
 UPDATE hr_candidate_portal_sessions SET organization_id = NULL
  WHERE id IN (SELECT id FROM hr_candidate_portal_sessions ORDER BY id LIMIT $count);
 DELETE FROM hr_migrations.hr_batch_progress; COMMIT; VACUUM ANALYZE hr_candidate_portal_sessions;"
-    ours=$(time_sql fills "$reset" "CALL hr_run_backfill('portal_sessions');" 3)
+    ours=$(time_sql "$db" "$reset" "CALL hr_run_backfill('portal_sessions');" "$r")
     # The plan's UPDATE with the plan's foreign key checked, without our triggers.
-    plain=$(time_sql fills "$reset" "BEGIN; ALTER TABLE hr_candidate_portal_sessions DISABLE TRIGGER USER;
+    plain=$(time_sql "$db" "$reset" "BEGIN; ALTER TABLE hr_candidate_portal_sessions DISABLE TRIGGER USER;
 UPDATE hr_candidate_portal_sessions s SET organization_id = c.organization_id
   FROM hr_candidates c WHERE s.candidate_id = c.id AND s.organization_id IS NULL;
-ALTER TABLE hr_candidate_portal_sessions ENABLE TRIGGER USER; COMMIT;" 3)
-    printf "%s\n" "$reset" | sql fills >/dev/null 2>&1
-    longest=$(sql fills -c "CALL hr_run_backfill('portal_sessions')" 2>&1 | longest_batch)
+ALTER TABLE hr_candidate_portal_sessions ENABLE TRIGGER USER; COMMIT;" "$r")
+    printf "%s\n" "$reset" | sql "$db" >/dev/null 2>&1
+    longest=$(sql "$db" -c "CALL hr_run_backfill('portal_sessions')" 2>&1 | longest_batch)
     row "session backfill" "$count" "$ours" "the plan's single UPDATE ... FROM" "$plain" "longest batch $longest ms" 0.8
 }
 sess_bench "$N_SESS_A"
 sess_bench "$N_SESS_B"
+# BENCH_SESSIONS=3000000: the session backfill at that size too, in a
+# database of its own (one run of each: a reset alone rewrites the table).
+if [ "${BENCH_SESSIONS:-0}" -gt 0 ]; then
+    say "session backfill at $BENCH_SESSIONS sessions"
+    psql "$base dbname=postgres" -X -q -c "CREATE DATABASE fills_big"
+    make_schema fills_big
+    sql fills_big <<SQL
+INSERT INTO hr_candidates (organization_id)
+SELECT o.id FROM generate_series(1, $BENCH_SESSIONS) g
+  JOIN (SELECT id, row_number() OVER (ORDER BY id) AS n FROM pf_organizations) o ON o.n = 1 + g % 1000;
+INSERT INTO hr_candidate_portal_sessions (candidate_id, session_token) SELECT id, md5(id::text) FROM hr_candidates;
+VACUUM ANALYZE;
+SQL
+    sql fills_big -f sql/migrations/002_portal_sessions.sql -o /dev/null 2>/dev/null
+    sess_bench "$BENCH_SESSIONS" fills_big 1
+    psql "$base dbname=postgres" -X -q -c "DROP DATABASE fills_big"
+fi
 reset="BEGIN; SET LOCAL session_replication_role = replica;
 UPDATE hr_references SET access_token_hash = NULL; DELETE FROM hr_migrations.hr_batch_progress; COMMIT;
 VACUUM ANALYZE hr_references;"
