@@ -1065,7 +1065,7 @@ BEGIN
 
         IF ids IS NOT NULL THEN
             SELECT a.done, a.failed INTO n, n_failed
-              FROM hr_migrations.hr_engine_act(migration, operation, spec.action, ids) a;
+              FROM hr_migrations.hr_engine_act(migration, operation, ids) a;
             done := done + n;
             failed := failed + n_failed;
         END IF;
@@ -1092,16 +1092,17 @@ BEGIN
 END
 $$;
 
--- Step 4 of a batch: the operation's action on all the picked ids in a
--- subtransaction; if it fails, on each id in its own subtransaction, and
--- the ids that fail are recorded (id, SQLSTATE, reason). Runs as the
--- engine's caller (the definer role).
-CREATE FUNCTION hr_migrations.hr_engine_act(migration text, operation text, action text, ids uuid[],
+-- Step 4 of a batch: the operation's row action (from its kind) on all the
+-- picked ids in a subtransaction; if it fails, on each id in its own
+-- subtransaction, and the ids that fail are recorded (id, SQLSTATE,
+-- reason). Runs as the engine's caller (the definer role).
+CREATE FUNCTION hr_migrations.hr_engine_act(migration text, operation text, ids uuid[],
     OUT done bigint, OUT failed bigint)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    action text := (hr_migrations.hr_operation_spec(migration, operation)).action;
     n bigint;
     one uuid;
     st text;
