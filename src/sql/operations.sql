@@ -888,6 +888,28 @@ BEGIN
 END
 $$;
 
+-- After a definer function locked the tables it checked (by id): the
+-- operation's tables are still the ones the names lead to, and the
+-- extension's integrity still holds (both could change while it waited for
+-- the locks). 55000 otherwise, nothing done.
+CREATE FUNCTION hr_migrations.hr_require_same_tables(migration text, operation text, tbl regclass, writes regclass[])
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    now_spec record;
+BEGIN
+    SELECT * INTO now_spec FROM hr_migrations.hr_operation_spec(migration, operation);
+    IF now_spec.tbl IS DISTINCT FROM tbl OR now_spec.writes IS DISTINCT FROM writes THEN
+        RAISE EXCEPTION '%: the tables of % changed while it waited for their locks: nothing done', migration, operation
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'a table was renamed, dropped or replaced during the batch; run it again';
+    END IF;
+    PERFORM hr_migrations.hr_require_integrity();
+END
+$$;
+
 -- -----------------------------------------------------------------------------
 -- The batch engine: one batch of one operation of one migration.
 --
@@ -939,13 +961,24 @@ $$;
 -- batch_size rows by key, and where the planner finds a scan of the whole
 -- table cheaper than that many index probes (a batch that is a tenth of
 -- the table), it is cheaper once but is paid by every batch: a run reads
--- the table once per batch (engine.rs counts what a rewrap reads).
+-- the table once per batch (engine.rs counts what a rewrap reads). No
+-- parallel plans: a walk's range end relies on the TID range scan's block
+-- order.
+--
+-- The tables are found by name (the registry) when the batch starts and
+-- again by every statement; they are locked by id only once the checks
+-- ran. hr_require_same_tables, after the locks, refuses a batch whose names
+-- now lead to other tables (renamed and replaced while the batch waited
+-- for its locks: the checks would have seen the old ones) and checks the
+-- integrity again (code planted while the batch waited: an index whose
+-- expression the planner would run as the definer role).
 CREATE FUNCTION hr_migrations.hr_engine_batch(migration text, operation text, batch_size integer,
                                               wrap boolean DEFAULT true) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET jit = off
 SET enable_seqscan = off
+SET max_parallel_workers_per_gather = 0
 AS $$
 DECLARE
     spec record;
@@ -975,6 +1008,8 @@ BEGIN
     -- between this check and the batch (hr_refuse_foreign_triggers, Rust).
     PERFORM hr_migrations.hr_lock_tables(spec.writes);
     PERFORM hr_migrations.hr_refuse_foreign_triggers(spec.writes::oid[]);
+    -- What may have changed while the locks were awaited.
+    PERFORM hr_migrations.hr_require_same_tables(migration, operation, spec.tbl, spec.writes);
 
     INSERT INTO hr_migrations.hr_batch_progress AS p (migration, operation)
     VALUES (hr_engine_batch.migration, hr_engine_batch.operation)
@@ -1208,6 +1243,10 @@ DECLARE
 BEGIN
     PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
     SELECT * INTO spec FROM hr_migrations.hr_operation_spec(migration, operation);
+    -- Locked and checked again before the planner reads the table.
+    PERFORM hr_migrations.hr_lock_tables(ARRAY[spec.tbl]);
+    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY[spec.tbl::oid]);
+    PERFORM hr_migrations.hr_require_same_tables(migration, operation, spec.tbl, spec.writes);
     EXECUTE format('EXPLAIN (FORMAT JSON) SELECT 1 FROM %s t WHERE %s', spec.tbl, spec.pending) INTO plan;
     RETURN greatest(round((plan -> 0 -> 'Plan' ->> 'Plan Rows')::numeric), 0)::bigint;
 END

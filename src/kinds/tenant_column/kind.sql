@@ -129,6 +129,17 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
+    -- One candidate per id, or the join would pick any one's organization
+    -- (the row action's scalar lookup raises instead, and the engine
+    -- records the row): without a unique index on hr_candidates (id) the
+    -- engine does the range row by row.
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                     JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                    WHERE i.indrelid = 'public.hr_candidates'::regclass AND i.indisunique AND i.indisvalid
+                      AND i.indnkeyatts = 1 AND i.indpred IS NULL AND i.indexprs IS NULL AND a.attname = 'id') THEN
+        RAISE EXCEPTION 'public.hr_candidates has no unique index on id: the range is done row by row'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
     EXECUTE format('UPDATE %s t
                        SET organization_id = c.organization_id
                       FROM public.hr_candidates c
