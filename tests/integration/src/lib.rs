@@ -258,7 +258,13 @@ impl Cluster {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
         loop {
             match Client::connect(&self.url(db), NoTls) {
-                Ok(c) => return c,
+                // Accepted and able to answer (not a connection the
+                // postmaster is about to end after a crash).
+                Ok(mut c) if c.simple_query("SELECT 1").is_ok() => return c,
+                Ok(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                Ok(_) => panic!("server did not come back: connections are ended"),
                 Err(e) if std::time::Instant::now() < deadline => {
                     let _ = e;
                     std::thread::sleep(std::time::Duration::from_millis(200));

@@ -298,6 +298,13 @@ fn enforce_clears_in_committed_batches_and_resumes_after_a_crash() {
         .unwrap()
         .success());
     let _ = psql.wait();
+    // The postmaster ends every backend after the crash, this connection's
+    // too: a connection made before it did so would be ended with them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.simple_query("SELECT 1").is_ok() {
+        assert!(Instant::now() < deadline, "the server did not restart after kill -9");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 
     let mut c = cl.wait_until_up("hr", 60);
     // Each committed batch is one transaction: the rows cleared so far carry
