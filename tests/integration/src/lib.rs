@@ -260,11 +260,16 @@ impl Cluster {
             match Client::connect(&self.url(db), NoTls) {
                 // Accepted and able to answer (not a connection the
                 // postmaster is about to end after a crash).
-                Ok(mut c) if c.simple_query("SELECT 1").is_ok() => return c,
-                Ok(_) if std::time::Instant::now() < deadline => {
+                Ok(mut c) => {
+                    if c.simple_query("SELECT 1").is_ok() {
+                        return c;
+                    }
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "server did not come back: connections are ended"
+                    );
                     std::thread::sleep(std::time::Duration::from_millis(200));
                 }
-                Ok(_) => panic!("server did not come back: connections are ended"),
                 Err(e) if std::time::Instant::now() < deadline => {
                     let _ = e;
                     std::thread::sleep(std::time::Duration::from_millis(200));
