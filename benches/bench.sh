@@ -261,20 +261,25 @@ move_bench move_c "$N_MOVE_A" "$N_OTHER_CREDS"
 # The backfills against one UPDATE each (the plan's for sessions; the
 # nearest one-statement equivalent for tokens), longest batch reported.
 say "backfills"
-psql "$base dbname=postgres" -X -q -c "CREATE DATABASE fills"
-make_schema fills
-sql fills <<SQL
+# A database of n candidates in 1000 organizations, a session each,
+# references with tokens for the first n_references, migrations 001 and 002 applied.
+fills_db() {  # db n_sessions n_references
+    psql "$base dbname=postgres" -X -q -c "CREATE DATABASE $1"
+    make_schema "$1"
+    sql "$1" <<SQL
 INSERT INTO hr_candidates (organization_id)
-SELECT o.id FROM generate_series(1, $N_SESS_B) g
+SELECT o.id FROM generate_series(1, $2) g
   JOIN (SELECT id, row_number() OVER (ORDER BY id) AS n FROM pf_organizations) o ON o.n = 1 + g % 1000;
 INSERT INTO hr_candidate_portal_sessions (candidate_id, session_token) SELECT id, md5(id::text) FROM hr_candidates;
 INSERT INTO hr_references (candidate_id, access_token)
-SELECT id, translate(encode(sha256(random()::text::bytea), 'base64'), E'+/=\n', '-_') FROM hr_candidates LIMIT $N_SESS_A;
+SELECT id, translate(encode(sha256(random()::text::bytea), 'base64'), E'+/=\n', '-_') FROM hr_candidates LIMIT $3;
 VACUUM ANALYZE;
 SQL
-for f in 001_reference_tokens 002_portal_sessions; do
-    sql fills -f "sql/migrations/$f.sql" -o /dev/null 2>/dev/null
-done
+    for f in 001_reference_tokens 002_portal_sessions; do
+        sql "$1" -f "sql/migrations/$f.sql" -o /dev/null 2>/dev/null
+    done
+}
+fills_db fills "$N_SESS_B" "$N_SESS_A"
 sess_bench() {  # n [db] [reps]
     local count=$1 db=${2:-fills} r=${3:-3} reset ours plain longest
     reset="BEGIN; SET LOCAL session_replication_role = replica;
@@ -297,16 +302,7 @@ sess_bench "$N_SESS_B"
 # database of its own (one run of each: a reset alone rewrites the table).
 if [ "${BENCH_SESSIONS:-0}" -gt 0 ]; then
     say "session backfill at $BENCH_SESSIONS sessions"
-    psql "$base dbname=postgres" -X -q -c "CREATE DATABASE fills_big"
-    make_schema fills_big
-    sql fills_big <<SQL
-INSERT INTO hr_candidates (organization_id)
-SELECT o.id FROM generate_series(1, $BENCH_SESSIONS) g
-  JOIN (SELECT id, row_number() OVER (ORDER BY id) AS n FROM pf_organizations) o ON o.n = 1 + g % 1000;
-INSERT INTO hr_candidate_portal_sessions (candidate_id, session_token) SELECT id, md5(id::text) FROM hr_candidates;
-VACUUM ANALYZE;
-SQL
-    sql fills_big -f sql/migrations/002_portal_sessions.sql -o /dev/null 2>/dev/null
+    fills_db fills_big "$BENCH_SESSIONS" 0
     sess_bench "$BENCH_SESSIONS" fills_big 1
     psql "$base dbname=postgres" -X -q -c "DROP DATABASE fills_big"
 fi

@@ -888,11 +888,14 @@ BEGIN
 END
 $$;
 
--- After a definer function locked the tables it checked (by id): the
--- operation's tables are still the ones the names lead to, and the
--- extension's integrity still holds (both could change while it waited for
--- the locks). 55000 otherwise, nothing done.
-CREATE FUNCTION hr_migrations.hr_require_same_tables(migration text, operation text, tbl regclass, writes regclass[])
+-- A definer function's locks on the tables of an operation it found by
+-- name: ROW EXCLUSIVE on each (it conflicts with CREATE TRIGGER, CREATE
+-- INDEX and the DDL that adds code to a table), planted code refused
+-- (hr_refuse_foreign_triggers, Rust, which also locks by id), then, since
+-- both could change while the locks were awaited, the operation's tables
+-- are still the ones the names lead to and the extension's integrity still
+-- holds. 55000 otherwise, nothing done.
+CREATE FUNCTION hr_migrations.hr_lock_operation_tables(migration text, operation text, tbl regclass, writes regclass[])
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -900,6 +903,8 @@ AS $$
 DECLARE
     now_spec record;
 BEGIN
+    PERFORM hr_migrations.hr_lock_tables(writes);
+    PERFORM hr_migrations.hr_refuse_foreign_triggers(writes::oid[]);
     SELECT * INTO now_spec FROM hr_migrations.hr_operation_spec(migration, operation);
     IF now_spec.tbl IS DISTINCT FROM tbl OR now_spec.writes IS DISTINCT FROM writes THEN
         RAISE EXCEPTION '%: the tables of % changed while it waited for their locks: nothing done', migration, operation
@@ -908,6 +913,18 @@ BEGIN
     END IF;
     PERFORM hr_migrations.hr_require_integrity();
 END
+$$;
+
+-- The predicate a batch's pick adds so rows recorded as failed are left
+-- out, over the alias t, with the migration and operation as the given
+-- parameters ('$3', '$4').
+CREATE FUNCTION hr_migrations.hr_not_failed(migration_param text, operation_param text) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('NOT EXISTS (SELECT 1 FROM hr_migrations.hr_batch_failures f
+                                WHERE f.migration = %s AND f.operation = %s AND f.row_id = t.id)',
+                  migration_param, operation_param)
 $$;
 
 -- -----------------------------------------------------------------------------
@@ -967,7 +984,7 @@ $$;
 --
 -- The tables are found by name (the registry) when the batch starts and
 -- again by every statement; they are locked by id only once the checks
--- ran. hr_require_same_tables, after the locks, refuses a batch whose names
+-- ran. hr_lock_operation_tables, after the locks, refuses a batch whose names
 -- now lead to other tables (renamed and replaced while the batch waited
 -- for its locks: the checks would have seen the old ones) and checks the
 -- integrity again (code planted while the batch waited: an index whose
@@ -992,6 +1009,7 @@ DECLARE
     wrapped boolean := false;
     physical boolean;
     lo tid;
+    lo_block bigint;
     hi tid;
     cap tid;
     from_start boolean;
@@ -1006,11 +1024,8 @@ BEGIN
     SELECT * INTO spec FROM hr_migrations.hr_operation_spec(migration, operation);
     physical := spec.range_action IS NOT NULL;
     -- ROW EXCLUSIVE conflicts with CREATE TRIGGER: no trigger can appear
-    -- between this check and the batch (hr_refuse_foreign_triggers, Rust).
-    PERFORM hr_migrations.hr_lock_tables(spec.writes);
-    PERFORM hr_migrations.hr_refuse_foreign_triggers(spec.writes::oid[]);
-    -- What may have changed while the locks were awaited.
-    PERFORM hr_migrations.hr_require_same_tables(migration, operation, spec.tbl, spec.writes);
+    -- between this check and the batch.
+    PERFORM hr_migrations.hr_lock_operation_tables(migration, operation, spec.tbl, spec.writes);
 
     INSERT INTO hr_migrations.hr_batch_progress AS p (migration, operation)
     VALUES (hr_engine_batch.migration, hr_engine_batch.operation)
@@ -1038,12 +1053,12 @@ BEGIN
             -- or to the end of the table. IS TRUE keeps any index off the
             -- predicate, so the only plan is a TID range scan, in block
             -- order, that stops there.
-            cap := format('(%s,0)', least((lo::text::point)[0]::bigint + 4096, 4294967295))::tid;
+            lo_block := (lo::text::point)[0]::bigint;
+            cap := format('(%s,0)', least(lo_block + 4096, 4294967295))::tid;
             EXECUTE format('SELECT t.ctid FROM %s t WHERE t.ctid >= $1 AND t.ctid < $3 AND (%s) IS TRUE OFFSET $2 LIMIT 1',
                            spec.tbl, spec.range_pending)
                INTO hi USING lo, batch_size, cap;
-            IF hi IS NULL AND (lo::text::point)[0]::bigint + 4096
-                              < pg_catalog.pg_relation_size(spec.tbl) / current_setting('block_size')::bigint THEN
+            IF hi IS NULL AND lo_block + 4096 < pg_catalog.pg_relation_size(spec.tbl) / current_setting('block_size')::bigint THEN
                 hi := cap;
             END IF;
             IF hi <= lo THEN  -- cannot happen (batch_size >= 1): never loop on one range
@@ -1066,10 +1081,9 @@ BEGIN
                          SELECT t.id FROM %s t
                           WHERE t.ctid >= $1 AND t.ctid < $2
                             AND (%s)
-                            AND NOT EXISTS (SELECT 1 FROM %s.hr_batch_failures f
-                                             WHERE f.migration = $3 AND f.operation = $4 AND f.row_id = t.id)
+                            AND %s
                             FOR UPDATE OF t SKIP LOCKED) s',
-                    spec.tbl, spec.pending, 'hr_migrations')
+                    spec.tbl, spec.pending, hr_migrations.hr_not_failed('$3', '$4'))
                   INTO ids USING lo, coalesce(hi, '(4294967295,0)'), migration, operation;
             END;
             IF hi IS NULL AND ids IS NULL AND done = 0 THEN
@@ -1087,12 +1101,11 @@ BEGIN
                      SELECT t.id FROM %s t
                       WHERE ($1 IS NULL OR t.id > $1)
                         AND (%s)
-                        AND NOT EXISTS (SELECT 1 FROM %s.hr_batch_failures f
-                                         WHERE f.migration = $3 AND f.operation = $4 AND f.row_id = t.id)
+                        AND %s
                       ORDER BY t.id
                       LIMIT $2
                         FOR UPDATE OF t SKIP LOCKED) s',
-                spec.tbl, spec.pending, 'hr_migrations')
+                spec.tbl, spec.pending, hr_migrations.hr_not_failed('$3', '$4'))
               INTO ids USING after_id, batch_size, migration, operation;
 
             IF ids IS NULL THEN
@@ -1256,9 +1269,7 @@ BEGIN
     PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
     SELECT * INTO spec FROM hr_migrations.hr_operation_spec(migration, operation);
     -- Locked and checked again before the planner reads the table.
-    PERFORM hr_migrations.hr_lock_tables(ARRAY[spec.tbl]);
-    PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY[spec.tbl::oid]);
-    PERFORM hr_migrations.hr_require_same_tables(migration, operation, spec.tbl, spec.writes);
+    PERFORM hr_migrations.hr_lock_operation_tables(migration, operation, spec.tbl, spec.writes);
     EXECUTE format('EXPLAIN (FORMAT JSON) SELECT 1 FROM %s t WHERE %s', spec.tbl, spec.pending) INTO plan;
     RETURN greatest(round((plan -> 0 -> 'Plan' ->> 'Plan Rows')::numeric), 0)::bigint;
 END

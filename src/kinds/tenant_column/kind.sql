@@ -147,9 +147,7 @@ BEGIN
                        AND t.organization_id IS NULL
                        AND c.id = t.candidate_id AND c.organization_id IS NOT NULL%s',
                    hr_migrations.hr_migration_table(migration),
-                   CASE WHEN skip_failed THEN '
-                       AND NOT EXISTS (SELECT 1 FROM hr_migrations.hr_batch_failures f
-                                        WHERE f.migration = $3 AND f.operation = ''backfill'' AND f.row_id = t.id)' ELSE '' END)
+                   CASE WHEN skip_failed THEN ' AND ' || hr_migrations.hr_not_failed('$3', '''backfill''') ELSE '' END)
       USING lo, hi, migration;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;

@@ -238,9 +238,7 @@ BEGIN
                      WHERE t.ctid >= $1 AND t.ctid < $2
                        AND t.access_token IS NOT NULL AND t.access_token <> '''' AND t.access_token_hash IS NULL%s',
                    hr_migrations.hr_migration_table(migration), 'hr_migrations',
-                   CASE WHEN skip_failed THEN '
-                       AND NOT EXISTS (SELECT 1 FROM hr_migrations.hr_batch_failures f
-                                        WHERE f.migration = $3 AND f.operation = ''backfill'' AND f.row_id = t.id)' ELSE '' END)
+                   CASE WHEN skip_failed THEN ' AND ' || hr_migrations.hr_not_failed('$3', '''backfill''') ELSE '' END)
       USING lo, hi, migration;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
