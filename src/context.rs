@@ -114,23 +114,34 @@ pub fn clear_checks() {
     CHECKED.with_borrow_mut(Vec::clear);
 }
 
-/// Raises 55000 naming the first code planted on `relid` that would run as
-/// the definer role (a trigger, default, constraint, index expression,
-/// domain check or rule calling a function a non-superuser owns:
-/// `hr_migrations.hr_planted_code()`, the one definition the preflight and the engine
-/// read too). Checked once per statement and table, so a trigger
-/// function can call it for every row.
-pub fn refuse_foreign_triggers(relid: pg_sys::Oid) -> Result<(), Error> {
+/// Raises 55000 naming the first code planted on one of `relids` that
+/// would run as the definer role (a trigger, default, constraint, index
+/// expression, domain check or rule calling a function a non-superuser
+/// owns: `hr_migrations.hr_planted_code()`, the one definition the
+/// preflight and the engine read too). Checked once per statement and
+/// table, so a trigger function can call it for every row; the tables not
+/// yet checked in this statement are checked by one query (a batch that
+/// writes three tables asked three times: 7 ms of each batch).
+pub fn refuse_foreign_triggers(relids: &[pg_sys::Oid]) -> Result<(), Error> {
     let now = statement();
-    if CHECKED.with_borrow(|c| c.iter().any(|e| e.relid == relid && e.statement == now)) {
-        return Ok(());
-    }
     // ROW EXCLUSIVE, what the write takes anyway, taken before the check:
     // it conflicts with every DDL that could add code to the table
     // (CREATE TRIGGER, CREATE RULE, CREATE INDEX, ALTER TABLE, ALTER DOMAIN
     // ADD CONSTRAINT), so nothing appears between the check and the write.
-    // SAFETY: a lock on a relation id; held until the transaction ends.
-    unsafe { pg_sys::LockRelationOid(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) };
+    let mut unchecked: Vec<pg_sys::Oid> = Vec::new();
+    for &relid in relids {
+        if unchecked.contains(&relid)
+            || CHECKED.with_borrow(|c| c.iter().any(|e| e.relid == relid && e.statement == now))
+        {
+            continue;
+        }
+        // SAFETY: a lock on a relation id; held until the transaction ends.
+        unsafe { pg_sys::LockRelationOid(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) };
+        unchecked.push(relid);
+    }
+    if unchecked.is_empty() {
+        return Ok(());
+    }
     let schema = definer::own_schema()?;
     let query = if schema != "hr_migrations" {
         // Extension SQL of 0.2.0 (the library was replaced, ALTER EXTENSION
@@ -138,7 +149,7 @@ pub fn refuse_foreign_triggers(relid: pg_sys::Oid) -> Result<(), Error> {
         format!(
             "SELECT pg_catalog.format('refusing to write %s: trigger %s runs function %s owned by role %s, which is neither a superuser nor the table''s owner', \
                     f.table_name, pg_catalog.quote_ident(f.trigger_name), f.function_name, pg_catalog.quote_ident(f.function_owner)) \
-               FROM {schema}.hr_foreign_triggers(ARRAY[$1::pg_catalog.oid::pg_catalog.regclass]) f LIMIT 1"
+               FROM {schema}.hr_foreign_triggers($1::pg_catalog.oid[]::pg_catalog.regclass[]) f LIMIT 1"
         )
     } else {
         format!(
@@ -146,11 +157,11 @@ pub fn refuse_foreign_triggers(relid: pg_sys::Oid) -> Result<(), Error> {
                      THEN pg_catalog.format('refusing to write %s: %s would run as the extension''s definer role', f.table_name, f.object) \
                      ELSE pg_catalog.format('refusing to write %s: %s runs function %s owned by role %s, which is not a superuser: it would run as the extension''s definer role', \
                               f.table_name, f.object, f.function_name, pg_catalog.quote_ident(f.function_owner)) END \
-           FROM {schema}.hr_planted_code(ARRAY[$1::pg_catalog.oid::pg_catalog.regclass]) f LIMIT 1"
+           FROM {schema}.hr_planted_code($1::pg_catalog.oid[]::pg_catalog.regclass[]) f LIMIT 1"
         )
     };
     let found = Spi::connect(|client| {
-        let mut rows = client.select(&query, Some(1), &[relid.into()])?;
+        let mut rows = client.select(&query, Some(1), &[unchecked.clone().into()])?;
         Ok::<_, pgrx::spi::SpiError>(match rows.next() {
             Some(r) => r.get::<String>(1)?,
             None => None,
@@ -162,10 +173,10 @@ pub fn refuse_foreign_triggers(relid: pg_sys::Oid) -> Result<(), Error> {
     }
     CHECKED.with_borrow_mut(|c| {
         c.retain(|e| e.statement == now);
-        c.push(Checked {
+        c.extend(unchecked.iter().map(|&relid| Checked {
             relid,
             statement: now,
-        });
+        }));
     });
     Ok(())
 }
@@ -177,6 +188,7 @@ pub fn refuse_foreign_triggers(relid: pg_sys::Oid) -> Result<(), Error> {
 /// NULL) is refused with 42P01 before anything is written.
 #[pg_extern(volatile, strict, parallel_unsafe, schema = "hr_migrations")]
 fn hr_refuse_foreign_triggers(tables: Vec<Option<pg_sys::Oid>>) {
+    let mut relids = Vec::with_capacity(tables.len());
     for t in tables {
         let Some(t) = t else {
             pgrx::ereport!(
@@ -186,6 +198,7 @@ fn hr_refuse_foreign_triggers(tables: Vec<Option<pg_sys::Oid>>) {
                 "hr_migrations.hr_migration_registry names it; was it renamed or dropped?"
             );
         };
-        refuse_foreign_triggers(t).unwrap_or_else(|e| e.raise());
+        relids.push(t);
     }
+    refuse_foreign_triggers(&relids).unwrap_or_else(|e| e.raise());
 }

@@ -166,7 +166,10 @@ fn session_backfill_reads_the_heap_once_in_order_and_goes_past_a_failing_row() {
     .unwrap();
     c.batch_execute("VACUUM ANALYZE public.hr_candidate_portal_sessions")
         .unwrap();
-    let total: i64 = one(&mut c, "SELECT count(*) FROM public.hr_candidate_portal_sessions");
+    let total: i64 = one(
+        &mut c,
+        "SELECT count(*) FROM public.hr_candidate_portal_sessions",
+    );
     assert!(total >= 15_000, "{total}");
     let poisoned: String = one(
         &mut c,
@@ -193,7 +196,10 @@ fn session_backfill_reads_the_heap_once_in_order_and_goes_past_a_failing_row() {
     let (ok, out) = cl.psql_c("hr", "CALL hr_run_backfill('portal_sessions', 1000)");
     assert!(ok, "{out}");
     assert_eq!(rows_finished(&out), Some(total - 1), "{out}");
-    let batches = batch_timings(&out).iter().filter(|(rows, _)| *rows > 0).count() as i64;
+    let batches = batch_timings(&out)
+        .iter()
+        .filter(|(rows, _)| *rows > 0)
+        .count() as i64;
     assert!(batches >= 15, "{batches} batches:\n{out}");
     let deadline = Instant::now() + Duration::from_secs(10);
     let after = loop {
@@ -203,7 +209,8 @@ fn session_backfill_reads_the_heap_once_in_order_and_goes_past_a_failing_row() {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let (seq_scans, tuples_read, fetched) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
+    let (seq_scans, tuples_read, fetched) =
+        (after.0 - before.0, after.1 - before.1, after.2 - before.2);
     eprintln!(
         "session backfill of {total} rows in {batches} batches: {tuples_read} tuples read by scans, \
          {seq_scans} sequential scans, {fetched} index fetches"
@@ -220,10 +227,16 @@ fn session_backfill_reads_the_heap_once_in_order_and_goes_past_a_failing_row() {
         walked <= 2 * total + 2 * batches + 2 * 1000,
         "{walked} tuples read by the walk for {total} rows in {batches} batches: not one pass in order"
     );
-    assert!(seq_scans < batches, "{seq_scans} sequential scans in {batches} batches");
+    assert!(
+        seq_scans < batches,
+        "{seq_scans} sequential scans in {batches} batches"
+    );
     // Rows are reached by position, not through the primary key (a keyset
     // batch fetches each row two or three times by id).
-    assert!(fetched < total / 10, "{fetched} index fetches for {total} rows");
+    assert!(
+        fetched < total / 10,
+        "{fetched} index fetches for {total} rows"
+    );
 
     let f: String = one(
         &mut c,
@@ -302,7 +315,10 @@ fn enforce_clears_in_committed_batches_and_resumes_after_a_crash() {
     // too: a connection made before it did so would be ended with them.
     let deadline = Instant::now() + Duration::from_secs(30);
     while c.simple_query("SELECT 1").is_ok() {
-        assert!(Instant::now() < deadline, "the server did not restart after kill -9");
+        assert!(
+            Instant::now() < deadline,
+            "the server did not restart after kill -9"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 
