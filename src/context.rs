@@ -114,6 +114,60 @@ pub fn clear_checks() {
     CHECKED.with_borrow_mut(Vec::clear);
 }
 
+/// The first column of the first row of `query` as text (None: no row or
+/// NULL), read with a snapshot taken now. A check that follows a lock must
+/// see what committed while the lock was awaited, and the statement's
+/// snapshot (a read-only SPI call runs in it) or, under REPEATABLE READ,
+/// the transaction's predates that wait, while the executor and the planner
+/// read the catalogs as they are now: a check in the older snapshot would
+/// pass a trigger committed during the wait and the write would then fire
+/// it. `args`: (type, value) pairs, none NULL.
+pub(crate) fn first_text_now(
+    query: &str,
+    args: &[(pg_sys::Oid, pg_sys::Datum)],
+) -> Result<Option<String>, String> {
+    let cmd = std::ffi::CString::new(query).map_err(|_| "a query with a NUL byte".to_string())?;
+    let mut types: Vec<pg_sys::Oid> = args.iter().map(|a| a.0).collect();
+    let mut values: Vec<pg_sys::Datum> = args.iter().map(|a| a.1).collect();
+    let nulls: Vec<std::ffi::c_char> = vec![b' ' as std::ffi::c_char; args.len()];
+    Spi::connect(|_client| {
+        // SAFETY: SPI is connected for the closure (Spi::connect); the
+        // arrays hold args.len() elements; the snapshot pushed here is
+        // popped below, or with the (sub)transaction if the query raises;
+        // the result is copied out before SPI_finish frees it.
+        unsafe {
+            pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
+            // read_only: the query runs in the active snapshot, the one above.
+            let rc = pg_sys::SPI_execute_with_args(
+                cmd.as_ptr(),
+                args.len() as std::ffi::c_int,
+                types.as_mut_ptr(),
+                values.as_mut_ptr(),
+                nulls.as_ptr(),
+                true,
+                1,
+            );
+            pg_sys::PopActiveSnapshot();
+            if rc != pg_sys::SPI_OK_SELECT as std::ffi::c_int {
+                return Err(format!("SPI_execute_with_args returned {rc}"));
+            }
+            let table = pg_sys::SPI_tuptable;
+            if table.is_null() || pg_sys::SPI_processed == 0 {
+                return Ok(None);
+            }
+            let value = pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, 1);
+            if value.is_null() {
+                return Ok(None);
+            }
+            Ok(Some(
+                std::ffi::CStr::from_ptr(value)
+                    .to_string_lossy()
+                    .into_owned(),
+            ))
+        }
+    })
+}
+
 /// Raises 55000 naming the first code planted on one of `relids` that
 /// would run as the definer role (a trigger, default, constraint, index
 /// expression, domain check or rule calling a function a non-superuser
@@ -160,14 +214,13 @@ pub fn refuse_foreign_triggers(relids: &[pg_sys::Oid]) -> Result<(), Error> {
            FROM {schema}.hr_planted_code($1::pg_catalog.oid[]::pg_catalog.regclass[]) f LIMIT 1"
         )
     };
-    let found = Spi::connect(|client| {
-        let mut rows = client.select(&query, Some(1), &[unchecked.clone().into()])?;
-        Ok::<_, pgrx::spi::SpiError>(match rows.next() {
-            Some(r) => r.get::<String>(1)?,
-            None => None,
-        })
-    })
-    .map_err(|e| Error::Catalog(format!("could not read the table's triggers ({e})")))?;
+    // In a snapshot taken after the locks above (first_text_now).
+    let tables = unchecked
+        .clone()
+        .into_datum()
+        .ok_or_else(|| Error::Catalog("could not pass the tables to the check".into()))?;
+    let found = first_text_now(&query, &[(pg_sys::OIDARRAYOID, tables)])
+        .map_err(|e| Error::Catalog(format!("could not read the table's triggers ({e})")))?;
     if let Some(message) = found {
         return Err(Error::ForeignTrigger(message));
     }

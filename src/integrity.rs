@@ -29,6 +29,7 @@ use std::cell::{Cell, RefCell};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use crate::context::first_text_now;
 use crate::definer;
 use crate::error::Error;
 
@@ -89,18 +90,23 @@ fn problem() -> Result<Option<String>, Error> {
     // one (and take it) and create another of that name, which the check
     // below would then run as. (NULL: an older version of the extension's
     // SQL, before ALTER EXTENSION UPDATE.)
-    let owner_is_named = Spi::get_one::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r                          WHERE r.oid OPERATOR(pg_catalog.=) p.proowner                            AND r.rolname OPERATOR(pg_catalog.=) 'hr_migrations_definer')            FROM pg_catalog.pg_proc p           WHERE p.oid OPERATOR(pg_catalog.=) pg_catalog.to_regprocedure('hr_migrations.hr_migration_status()')",
+    // Both read in a snapshot taken now (context::first_text_now): under
+    // REPEATABLE READ the transaction's snapshot would not show a change
+    // committed since it began, which the function about to run would
+    // already carry.
+    let owner_is_named = first_text_now(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r                          WHERE r.oid OPERATOR(pg_catalog.=) p.proowner                            AND r.rolname OPERATOR(pg_catalog.=) 'hr_migrations_definer')::pg_catalog.text            FROM pg_catalog.pg_proc p           WHERE p.oid OPERATOR(pg_catalog.=) pg_catalog.to_regprocedure('hr_migrations.hr_migration_status()')",
+        &[],
     )
     .map_err(|e| Error::Catalog(format!("could not check the extension's integrity ({e})")))?;
-    if owner_is_named == Some(false) {
+    if owner_is_named.as_deref() == Some("false") {
         return Ok(Some(
             "the extension's SECURITY DEFINER functions are not owned by the role named hr_migrations_definer (it was renamed, or another role took its name); fix: give the role back its name and drop the other, or reinstall the extension"
                 .into(),
         ));
     }
     definer::run(|| {
-        Spi::get_one::<String>("SELECT hr_migrations.hr_integrity_problem()")
+        first_text_now("SELECT hr_migrations.hr_integrity_problem()", &[])
             .map_err(|e| Error::Catalog(format!("could not check the extension's integrity ({e})")))
     })
 }

@@ -1,0 +1,19 @@
+-- token and session migrations applied; a trigger function owned by a role
+-- that is not a superuser (code the admin could plant), which records who
+-- ran it.
+\i :hrm_root/tests/isolation/prepare/common.sql
+\o /dev/null
+\i :hrm_root/sql/migrations/001_reference_tokens.sql
+\i :hrm_root/sql/migrations/002_portal_sessions.sql
+\o
+DO $$ BEGIN
+  CREATE ROLE iso_planter NOLOGIN NOSUPERUSER;
+EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+CREATE TABLE public.planted_runs (who name);
+GRANT INSERT ON public.planted_runs TO PUBLIC;
+CREATE FUNCTION public.planted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.planted_runs VALUES (current_user);
+    RETURN NEW;
+END $$;
+ALTER FUNCTION public.planted() OWNER TO iso_planter;
