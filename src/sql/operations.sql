@@ -1061,7 +1061,7 @@ BEGIN
             -- order, that stops there.
             lo_block := (lo::text::point)[0]::bigint;
             cap := format('(%s,0)', least(lo_block + 4096, 4294967295))::tid;
-            EXECUTE format('SELECT t.ctid FROM %s t WHERE t.ctid >= $1 AND t.ctid < $3 AND (%s) IS TRUE OFFSET $2 LIMIT 1',
+            EXECUTE format('SELECT t.ctid FROM ONLY %s t WHERE t.ctid >= $1 AND t.ctid < $3 AND (%s) IS TRUE OFFSET $2 LIMIT 1',
                            spec.tbl, spec.range_pending)
                INTO hi USING lo, batch_size, cap;
             IF hi IS NULL AND lo_block + 4096 < pg_catalog.pg_relation_size(spec.tbl) / current_setting('block_size')::bigint THEN
@@ -1084,7 +1084,7 @@ BEGIN
                 -- subtransaction's lock_timeout is gone with it.
                 EXECUTE format(
                     'SELECT array_agg(s.id ORDER BY s.id) FROM (
-                         SELECT t.id FROM %s t
+                         SELECT t.id FROM ONLY %s t
                           WHERE t.ctid >= $1 AND t.ctid < $2
                             AND (%s)
                             AND %s
@@ -1104,7 +1104,7 @@ BEGIN
         ELSE
             EXECUTE format(
                 'SELECT array_agg(s.id ORDER BY s.id) FROM (
-                     SELECT t.id FROM %s t
+                     SELECT t.id FROM ONLY %s t
                       WHERE ($1 IS NULL OR t.id > $1)
                         AND (%s)
                         AND %s

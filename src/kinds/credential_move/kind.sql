@@ -111,7 +111,7 @@ BEGIN
                 'job_board_' || job_board_type, note;
         RETURN cid;
     END IF;
-    EXECUTE format('SELECT c.organization_id, c.encrypted_value FROM %s c WHERE c.id = $1 FOR UPDATE', creds)
+    EXECUTE format('SELECT c.organization_id, c.encrypted_value FROM ONLY %s c WHERE c.id = $1 FOR UPDATE', creds)
        INTO corg, envelope USING cid;
     PERFORM hr_migrations.hr_require_same_organization(organization_id, corg);
     BEGIN
@@ -122,7 +122,7 @@ BEGIN
         same := false;  -- an envelope that no longer opens is replaced
     END;
     IF NOT same THEN
-        EXECUTE format('UPDATE %s c SET encrypted_value = $2, updated_at = now() WHERE c.id = $1', creds)
+        EXECUTE format('UPDATE ONLY %s c SET encrypted_value = $2, updated_at = now() WHERE c.id = $1', creds)
           USING cid, hr_migrations.hr_seal_verified(secret, hr_migrations.hr_credential_aad(corg, cid), corg);
     END IF;
     RETURN cid;
@@ -187,7 +187,7 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         IF NEW.credential_id IS NULL THEN
             PERFORM hr_migrations.hr_set_backfill_flag(true);  -- our own write: the triggers skip it
-            EXECUTE format('UPDATE %s i SET credential_id = $1 WHERE i.id = $2', TG_RELID::regclass)
+            EXECUTE format('UPDATE ONLY %s i SET credential_id = $1 WHERE i.id = $2', TG_RELID::regclass)
               USING cid, NEW.id;
             PERFORM hr_migrations.hr_set_backfill_flag(false);
         END IF;
@@ -266,7 +266,7 @@ BEGIN
     END IF;
     SELECT * INTO s FROM hr_migrations.hr_parse_secret(secret);
     SELECT x.id, x.organization_id, x.job_board_type, x.created_by, x.credential_id INTO i
-      FROM public.hr_job_board_integrations x WHERE x.id = integration_id FOR UPDATE;
+      FROM ONLY public.hr_job_board_integrations x WHERE x.id = integration_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no integration with that id' USING ERRCODE = 'no_data_found';
     END IF;
@@ -276,17 +276,17 @@ BEGIN
         'hr_migrations: secret set with hr_set_integration_secret()');
     PERFORM hr_migrations.hr_set_backfill_flag(true);  -- our own write: the triggers skip it
     IF hr_migrations.hr_phase_accepts_plaintext(phase) THEN
-        UPDATE public.hr_job_board_integrations x
+        UPDATE ONLY public.hr_job_board_integrations x
            SET credential_id = cid, api_key = s.api_key, api_secret = s.api_secret,
                refresh_token = s.refresh_token, updated_at = now()
          WHERE x.id = integration_id;
     ELSIF phase = 'contracted' THEN  -- the plaintext columns are gone
-        UPDATE public.hr_job_board_integrations x SET credential_id = cid, updated_at = now()
+        UPDATE ONLY public.hr_job_board_integrations x SET credential_id = cid, updated_at = now()
          WHERE x.id = integration_id;
     ELSE
         -- Plaintext the clearing has not reached yet would otherwise keep
         -- the old secret and block the row (it no longer matches).
-        UPDATE public.hr_job_board_integrations x
+        UPDATE ONLY public.hr_job_board_integrations x
            SET credential_id = cid, api_key = NULL, api_secret = NULL, refresh_token = NULL, updated_at = now()
          WHERE x.id = integration_id;
     END IF;
@@ -514,7 +514,7 @@ BEGIN
         WITH src AS MATERIALIZED (
             SELECT i.id, i.organization_id, i.job_board_type, i.created_by, gen_random_uuid() AS cid,
                    %1$s.hr_integration_secret_json(i.api_key, i.api_secret, i.refresh_token) AS secret
-              FROM %2$s i WHERE i.id = ANY ($1)
+              FROM ONLY %2$s i WHERE i.id = ANY ($1)
         ), sealed AS MATERIALIZED (
             SELECT s.id, s.organization_id, s.job_board_type, s.created_by, s.cid,
                    %1$s.hr_seal_verified(s.secret, %1$s.hr_credential_aad(s.organization_id, s.cid), s.organization_id) AS envelope
@@ -530,7 +530,7 @@ BEGIN
                    'hr_migrations: plaintext credentials moved to pf_credentials'
               FROM sealed s
         )
-        UPDATE %2$s i SET credential_id = s.cid FROM sealed s WHERE i.id = s.id$q$,
+        UPDATE ONLY %2$s i SET credential_id = s.cid FROM sealed s WHERE i.id = s.id$q$,
         'hr_migrations', hr_migrations.hr_migration_table(migration), hr_migrations.hr_credentials_table(migration),
         hr_migrations.hr_credential_log_table(migration), (hr_migrations.hr_migration_entry(migration)).table_name)
       USING ids;
@@ -577,7 +577,7 @@ BEGIN
         PERFORM hr_migrations.hr_credential_move_backfill(migration, unlinked);
     END IF;
     EXECUTE format($q$
-        UPDATE %2$s i SET api_key = NULL, api_secret = NULL, refresh_token = NULL
+        UPDATE ONLY %2$s i SET api_key = NULL, api_secret = NULL, refresh_token = NULL
           FROM %3$s c
          WHERE i.id = ANY ($1) AND c.id = i.credential_id
            AND %1$s.hr_require_secret_matches(c.encrypted_value, c.id, c.organization_id, i.organization_id,
@@ -611,13 +611,13 @@ BEGIN
              WHERE i.id = ANY ($1)
                AND %1$s.hr_require_same_organization(i.organization_id, c.organization_id)
         ), restored AS (
-            UPDATE %2$s i
+            UPDATE ONLY %2$s i
                SET api_key = s.api_key, api_secret = s.api_secret, refresh_token = s.refresh_token,
                    credential_id = NULL
               FROM src s WHERE i.id = s.id
             RETURNING i.id
         ), deleted AS (
-            DELETE FROM %3$s c USING src s
+            DELETE FROM ONLY %3$s c USING src s
              WHERE c.id = s.cid
                AND NOT EXISTS (SELECT 1 FROM %2$s o WHERE o.credential_id = s.cid AND o.id <> ALL ($1))
         ), logged AS (
@@ -649,7 +649,7 @@ DECLARE
     n bigint;
 BEGIN
     EXECUTE format($q$
-        DELETE FROM %2$s c
+        DELETE FROM ONLY %2$s c
          WHERE c.id = ANY ($1)
            AND starts_with(c.credential_type, 'job_board_')
            AND NOT EXISTS (SELECT 1 FROM %1$s i WHERE i.credential_id = c.id)$q$,
@@ -668,7 +668,7 @@ DECLARE
     n bigint;
 BEGIN
     EXECUTE format($q$
-        UPDATE %3$s c
+        UPDATE ONLY %3$s c
            SET encrypted_value = %1$s.hr_seal_verified(
                    %1$s.hr_open_credential(c.organization_id, c.encrypted_value, %1$s.hr_credential_aad(c.organization_id, c.id)),
                    %1$s.hr_credential_aad(c.organization_id, c.id), c.organization_id),

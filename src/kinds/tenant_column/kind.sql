@@ -102,7 +102,7 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
-    EXECUTE format('UPDATE %s t
+    EXECUTE format('UPDATE ONLY %s t
                        SET organization_id = (SELECT c.organization_id FROM public.hr_candidates c
                                                WHERE c.id = t.candidate_id)
                      WHERE t.id = ANY ($1)', hr_migrations.hr_migration_table(migration))
@@ -140,7 +140,7 @@ BEGIN
         RAISE EXCEPTION 'public.hr_candidates has no unique index on id: the range is done row by row'
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    EXECUTE format('UPDATE %s t
+    EXECUTE format('UPDATE ONLY %s t
                        SET organization_id = c.organization_id
                       FROM public.hr_candidates c
                      WHERE t.ctid >= $1 AND t.ctid < $2

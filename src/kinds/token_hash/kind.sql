@@ -109,10 +109,10 @@ BEGIN
     END IF;
     PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
     IF phase = 'contracted' THEN
-        UPDATE public.hr_references r SET access_token_hash = hr_migrations.hr_hash_token(tok)
+        UPDATE ONLY public.hr_references r SET access_token_hash = hr_migrations.hr_hash_token(tok)
          WHERE r.id = reference_id;
     ELSE
-        UPDATE public.hr_references r
+        UPDATE ONLY public.hr_references r
            SET access_token = NULL, access_token_hash = hr_migrations.hr_hash_token(tok)
          WHERE r.id = reference_id;
     END IF;
@@ -136,10 +136,10 @@ BEGIN
     PERFORM hr_migrations.hr_require_integrity();  -- before anything runs as the definer role (src/integrity.rs)
     PERFORM hr_migrations.hr_refuse_foreign_triggers(ARRAY['public.hr_references'::regclass]::oid[]);
     IF phase = 'contracted' THEN
-        UPDATE public.hr_references r SET access_token_hash = NULL
+        UPDATE ONLY public.hr_references r SET access_token_hash = NULL
          WHERE r.id = reference_id AND r.access_token_hash IS NOT NULL;
     ELSE
-        UPDATE public.hr_references r SET access_token = NULL, access_token_hash = NULL
+        UPDATE ONLY public.hr_references r SET access_token = NULL, access_token_hash = NULL
          WHERE r.id = reference_id AND (r.access_token IS NOT NULL OR r.access_token_hash IS NOT NULL);
     END IF;
     RETURN FOUND;
@@ -213,7 +213,7 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
-    EXECUTE format('UPDATE %s t SET access_token_hash = %s.hr_hash_token(t.access_token) WHERE t.id = ANY ($1)',
+    EXECUTE format('UPDATE ONLY %s t SET access_token_hash = %s.hr_hash_token(t.access_token) WHERE t.id = ANY ($1)',
                    hr_migrations.hr_migration_table(migration), 'hr_migrations')
       USING ids;
     GET DIAGNOSTICS n = ROW_COUNT;
@@ -234,7 +234,7 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
-    EXECUTE format('UPDATE %s t SET access_token_hash = %s.hr_hash_token(t.access_token)
+    EXECUTE format('UPDATE ONLY %s t SET access_token_hash = %s.hr_hash_token(t.access_token)
                      WHERE t.ctid >= $1 AND t.ctid < $2
                        AND t.access_token IS NOT NULL AND t.access_token <> '''' AND t.access_token_hash IS NULL%s',
                    hr_migrations.hr_migration_table(migration), 'hr_migrations',
@@ -254,7 +254,7 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
-    EXECUTE format('UPDATE %s t SET access_token = NULL WHERE t.id = ANY ($1)', hr_migrations.hr_migration_table(migration))
+    EXECUTE format('UPDATE ONLY %s t SET access_token = NULL WHERE t.id = ANY ($1)', hr_migrations.hr_migration_table(migration))
       USING ids;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;

@@ -17,3 +17,11 @@ BEGIN
     RETURN NEW;
 END $$;
 ALTER FUNCTION public.planted() OWNER TO iso_planter;
+-- A table shaped like the sessions, with the planted trigger and one
+-- session without an organization: what the admin could attach as an
+-- inheritance child while a batch waits.
+CREATE TABLE public.sessions_child (LIKE public.hr_candidate_portal_sessions INCLUDING DEFAULTS);
+INSERT INTO public.sessions_child (id, candidate_id, session_token)
+SELECT gen_random_uuid(), c.id, 'child' FROM public.hr_candidates c WHERE c.organization_id IS NOT NULL LIMIT 1;
+CREATE TRIGGER planted BEFORE UPDATE ON public.sessions_child FOR EACH ROW EXECUTE FUNCTION public.planted();
+GRANT SELECT, UPDATE ON public.sessions_child TO hr_migrations_definer;
