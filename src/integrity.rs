@@ -38,11 +38,15 @@ thread_local! {
     /// `Some(None)`: intact. `Some(Some(problem))`: refused, and why.
     static VERDICT: RefCell<Option<Option<String>>> = const { RefCell::new(None) };
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
+    /// Bumped by every invalidation: a verdict computed while one arrived
+    /// (its query's first locks accept invalidations) is not kept.
+    static GENERATION: Cell<u64> = const { Cell::new(0) };
 }
 
 #[pg_guard]
 unsafe extern "C-unwind" fn forget(_arg: pg_sys::Datum, _cache: std::ffi::c_int, _hash: u32) {
     VERDICT.with_borrow_mut(|v| *v = None);
+    GENERATION.set(GENERATION.get().wrapping_add(1));
 }
 
 fn register() {
@@ -118,8 +122,13 @@ pub fn require() -> Result<(), Error> {
     let verdict = match cached {
         Some(v) => v,
         None => {
+            let generation = GENERATION.get();
             let v = problem()?;
-            VERDICT.with_borrow_mut(|c| *c = Some(v.clone()));
+            // A catalog changed while the check ran: the answer stands for
+            // this call, and the next call checks again.
+            if GENERATION.get() == generation {
+                VERDICT.with_borrow_mut(|c| *c = Some(v.clone()));
+            }
             v
         }
     };

@@ -1029,7 +1029,8 @@ fn credentials_orphaned_by_a_deleted_integration_are_counted_and_purged_in_batch
 /// table's place or beside it so that its code runs as the definer role or
 /// the superuser: a view named like the table (functions in a view run as
 /// its reader), an inheritance child with its own trigger (a write without
-/// ONLY reaches it), a domain two levels down, a SECURITY DEFINER function
+/// ONLY reaches it), a partitioned table (a partition attached after the
+/// check would receive the definer's INSERT), a domain two levels down, a SECURITY DEFINER function
 /// made as the definer role while a member and kept after the REVOKE.
 #[test]
 fn review_planted_views_children_domains_and_definer_owned_functions_are_refused() {
@@ -1085,6 +1086,32 @@ fn review_planted_views_children_domains_and_definer_owned_functions_are_refused
     pg.batch_execute("DROP TABLE public.hr_references_more")
         .unwrap();
     sr.batch_execute(&revoke).unwrap();
+
+    // A partitioned table in the place of one the definer inserts into (the
+    // logs are CREATE TABLE IF NOT EXISTS: the admin can make them before the
+    // migration; the superuser swaps it in here): a partition attached after
+    // the check, which a writer's lock does not block, would receive the row
+    // and run its own code.
+    admin.batch_execute(
+        "ALTER TABLE public.hr_reference_token_validations RENAME TO validations_t;
+         CREATE TABLE public.hr_reference_token_validations (LIKE public.validations_t INCLUDING DEFAULTS)
+             PARTITION BY LIST (success);",
+    )
+    .unwrap();
+    let verify = format!(
+        "SELECT extensions.hr_verify_reference_token('{reference}'::uuid, 'not-the-token')"
+    );
+    let text = assert_raises(&mut sr, &verify, "55000", &[]);
+    assert!(
+        text.contains("relation kind p (not a table) on public.hr_reference_token_validations"),
+        "{text}"
+    );
+    admin
+        .batch_execute(
+            "DROP TABLE public.hr_reference_token_validations;
+         ALTER TABLE public.validations_t RENAME TO hr_reference_token_validations;",
+        )
+        .unwrap();
 
     // A CHECK two domains down, on a column of pf_credentials.
     pg.batch_execute(
