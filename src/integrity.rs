@@ -139,12 +139,14 @@ pub fn require() -> Result<(), Error> {
 }
 
 /// `hr_migrations.hr_require_integrity() RETURNS void` — VOLATILE PARALLEL
-/// RESTRICTED. Raises 55000, saying what to fix, while the definer role has
+/// UNSAFE. Raises 55000, saying what to fix, while the definer role has
 /// a member, can log in or is a superuser, or while an object of the
 /// extension differs from what the install created. Cached per backend;
 /// recomputed after any change to roles, memberships, functions, relations
-/// or schemas.
-#[pg_extern(volatile, parallel_restricted, schema = "hr_migrations")]
+/// or schemas. Unsafe rather than restricted: the check takes a fresh
+/// snapshot (`context::first_text_now`), which a leader in parallel mode
+/// may not.
+#[pg_extern(volatile, parallel_unsafe, schema = "hr_migrations")]
 fn hr_require_integrity() {
     require().unwrap_or_else(|e| e.raise());
 }
