@@ -245,8 +245,8 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF rel IS NOT NULL AND (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = rel) <> 'r' THEN
-        RAISE EXCEPTION '% is not a plain table (a view, a partitioned table or another kind of relation): refusing to read or write it', rel
+    IF rel IS NOT NULL AND (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = rel) NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table (a view or another kind of relation): refusing to read or write it', rel
             USING ERRCODE = 'wrong_object_type',
                   HINT = 'the migrations work on plain tables only; a view in a table''s place would run its code as the reader (docs/security.md)';
     END IF;
