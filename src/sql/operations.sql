@@ -654,7 +654,9 @@ $$;
 -- actions run as the writer. The table's owner is NOT trusted: on Supabase
 -- it is postgres, which is not a superuser. One row per object.
 -- PL/pgSQL for its cached plan: every batch and every definer write asks
--- (planning the query was 1 ms of each 3 ms check). Nested loops only:
+-- (planning the query was 1 ms of each 3 ms check), and a generic one:
+-- left to choose, the plan cache kept planning it for each array of
+-- tables (1.8 ms a check, 0.7 ms with the generic plan). Nested loops only:
 -- every join here reaches a few catalog rows by an index, where a hash or
 -- merge join read pg_type and pg_depend whole (3.6 ms a check, 2.1 ms
 -- without).
@@ -664,6 +666,7 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 SET enable_mergejoin = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 BEGIN
@@ -1980,6 +1983,22 @@ BEGIN
 END
 $$;
 
+-- " (a, b)": the columns of tbl that a predicate's text names (a word of
+-- it, or a quoted identifier), for ANALYZE; '' (every column) when it
+-- names none or the table was never analyzed. Extra words that happen to
+-- be column names only add a column.
+CREATE FUNCTION hr_migrations.hr_predicate_columns(tbl regclass, predicate text) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(' (' || string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) || ')', '')
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped
+       AND (SELECT k.reltuples >= 0 FROM pg_catalog.pg_class k WHERE k.oid = tbl)
+       AND a.attname IN (SELECT coalesce(replace(m[1], '""', '"'), lower(m[2]))
+                           FROM regexp_matches(predicate, '"((?:[^"]|"")+)"|([[:alpha:]_][[:alnum:]_$]*)', 'g') m)
+$$;
+
 -- Runs one operation of a migration to the end: one batch per
 -- transaction, a NOTICE per batch, resumable after a crash or cancel (the
 -- cursor is committed with each batch). With batch_size NULL the size
@@ -2060,7 +2079,11 @@ BEGIN
     -- table is busy: ANALYZE waiting behind another session's CREATE INDEX
     -- CONCURRENTLY, which waits for this transaction, is a deadlock.
     -- Only when stale, as autovacuum would judge it (a tenth of the rows
-    -- changed since the last ANALYZE, or never analyzed).
+    -- changed since the last ANALYZE, or never analyzed). Only the columns
+    -- the predicates name, when the table has statistics at all: the wide
+    -- ones the run does not filter on (a secret's histogram) cost the most
+    -- to sort and tell the batches' plans nothing (0.11 s against 0.075 s
+    -- for 30k integrations).
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_class k
                  LEFT JOIN pg_catalog.pg_stat_all_tables st ON st.relid = k.oid
                 WHERE k.oid = spec.tbl
@@ -2068,7 +2091,8 @@ BEGIN
         old_lock_timeout := current_setting('lock_timeout');
         BEGIN
             PERFORM set_config('lock_timeout', '100ms', true);
-            EXECUTE format('ANALYZE %s', spec.tbl);
+            EXECUTE format('ANALYZE %s%s', spec.tbl,
+                           hr_migrations.hr_predicate_columns(spec.tbl, concat_ws(' ', spec.pending, spec.blocked)));
         EXCEPTION WHEN lock_not_available THEN
             RAISE NOTICE '%: %: statistics of % not refreshed: the table is locked by DDL', migration, operation, spec.tbl;
         END;

@@ -634,9 +634,6 @@ BEGIN
 END
 $$;
 
--- Row action of the rewrap: each credential opened with the AAD rebuilt
--- from its row and sealed again under the active version; refused (42501)
--- when an integration of another organization links to it.
 -- One batch of the purge: deletes the given orphaned credentials, each only
 -- if still orphaned (an integration linked meanwhile keeps it: the batch
 -- holds the rows locked, so a concurrent link either committed first and is
@@ -652,7 +649,7 @@ BEGIN
         DELETE FROM ONLY %2$s c
          WHERE c.id = ANY ($1)
            AND starts_with(c.credential_type, 'job_board_')
-           AND NOT EXISTS (SELECT 1 FROM %1$s i WHERE i.credential_id = c.id)$q$,
+           AND NOT EXISTS (SELECT 1 FROM %1$s i WHERE i.credential_id = c.id AND i.credential_id = ANY ($1))$q$,
         hr_migrations.hr_migration_table(migration), hr_migrations.hr_credentials_table(migration))
       USING ids;
     GET DIAGNOSTICS n = ROW_COUNT;
@@ -660,6 +657,15 @@ BEGIN
 END
 $$;
 
+-- Row action of the rewrap: each credential opened with the AAD rebuilt
+-- from its row and sealed again under the active version; refused (42501)
+-- when an integration of another organization links to it.
+-- The integrations are looked up by the batch's ids (here and in the purge:
+-- i.credential_id = ANY ($1), implied by the join): with the join's
+-- condition alone the planner merged the batch with an index scan of
+-- every integration from the smallest credential id up, so each call cost
+-- more than the one before (96,001 index entries for a batch of 2,000 at
+-- the end of 100k credentials; 2,001 at the start).
 CREATE FUNCTION hr_migrations.hr_credential_move_rewrap(migration text, ids uuid[]) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -675,7 +681,7 @@ BEGIN
                updated_at = now()
          WHERE c.id = ANY ($1)
            AND NOT EXISTS (SELECT 1 FROM %2$s i
-                            WHERE i.credential_id = c.id
+                            WHERE i.credential_id = c.id AND i.credential_id = ANY ($1)
                               AND NOT %1$s.hr_require_same_organization(i.organization_id, c.organization_id))$q$,
         'hr_migrations', hr_migrations.hr_migration_table(migration), hr_migrations.hr_credentials_table(migration))
       USING ids;
