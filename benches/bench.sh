@@ -489,7 +489,7 @@ awk -F'\t' 'BEGIN {
             # A time goal (at most T times the time of the baseline) is written
             # 1/T and compared exactly: 1.299x the time meets 1.3x.
             least = $7
-            if (split($7, q, "/") == 2) least = q[1] / q[2]
+            if (split($7, q, "/") == 2 && q[2] + 0 > 0) least = q[1] / q[2]
             ok = ($5 != "" && $3 > 0 && $5 / $3 >= least)
             goal = sprintf(">=%sx %s", $7, ok ? "\342\234\223" : "\342\234\227")
             if (ok) met++; else missed++

@@ -728,18 +728,42 @@ BEGIN
 END
 $$;
 
--- Closing DDL. contracted: drop the sync triggers (they served the
--- transition) and the three plaintext columns.
+-- Closing work, once nothing is left pending or blocked. enforced: the
+-- plaintext columns are empty, but their statistics still hold what
+-- ANALYZE sampled of them (up to 100 secrets per column in pg_statistic,
+-- which the table's owner and every BYPASSRLS role can read in pg_stats,
+-- and backups keep): they are gathered again, now all NULL. contracted:
+-- drop the sync triggers (they served the transition) and the three
+-- plaintext columns (dropping a column drops its statistics).
 CREATE PROCEDURE hr_migrations.hr_credential_move_finish(migration text, phase text)
 LANGUAGE plpgsql
 AS $$
 DECLARE
     t regclass;
     left_over bigint;
+    old_lock_timeout text;
 BEGIN
     PERFORM hr_migrations.hr_procedure_step();
     t := hr_migrations.hr_migration_table(migration);
-    IF phase <> 'contracted' OR NOT hr_migrations.hr_column_exists(t, 'api_key') THEN
+    IF NOT hr_migrations.hr_column_exists(t, 'api_key') THEN
+        RETURN;
+    END IF;
+    IF phase = 'enforced' THEN
+        -- Waits at most 100 ms: ANALYZE behind another session's CREATE
+        -- INDEX CONCURRENTLY, which waits for this transaction, would be a
+        -- deadlock.
+        old_lock_timeout := current_setting('lock_timeout');
+        BEGIN
+            PERFORM set_config('lock_timeout', '100ms', true);
+            EXECUTE format('ANALYZE %s (api_key, api_secret, refresh_token)', t);
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE WARNING '%: the statistics of the cleared plaintext columns were not refreshed (the table is locked by DDL): they may still hold sampled secrets', migration
+                USING HINT = format('ANALYZE %s (api_key, api_secret, refresh_token)', t);
+        END;
+        PERFORM set_config('lock_timeout', old_lock_timeout, true);
+        RETURN;
+    END IF;
+    IF phase <> 'contracted' THEN
         RETURN;
     END IF;
     EXECUTE format('SELECT count(*) FROM %s t WHERE t.api_key IS NOT NULL OR t.api_secret IS NOT NULL OR t.refresh_token IS NOT NULL', t)

@@ -87,6 +87,12 @@ SELECT count(*) AS shredded_keys FROM hr_organization_keys WHERE state = 'shredd
 CALL hr_run_phase('integration_credentials', 'enforced');
 SELECT count(*) FILTER (WHERE api_key IS NOT NULL OR api_secret IS NOT NULL OR refresh_token IS NOT NULL) AS with_plaintext
   FROM hr_job_board_integrations;
+-- The statistics of the cleared columns are gathered again: no sampled
+-- secret stays in pg_statistic (the migration file analyzed them while
+-- they held plaintext).
+SELECT attname, null_frac, most_common_vals IS NULL AND histogram_bounds IS NULL AS no_sampled_values
+  FROM pg_stats WHERE schemaname = 'public' AND tablename = 'hr_job_board_integrations'
+   AND attname IN ('api_key', 'api_secret', 'refresh_token') ORDER BY attname;
 \set VERBOSITY terse
 UPDATE hr_job_board_integrations SET refresh_token = 'new-refresh-token'
  WHERE id = (SELECT id FROM old_integrations ORDER BY id LIMIT 1);
@@ -125,3 +131,19 @@ SELECT count(*) AS credentials_left FROM pf_credentials;
 -- and recorded with their SQLSTATE.
 SELECT operation, sqlstate, count(*) FROM hr_migrations.hr_batch_failures GROUP BY 1, 2;
 SELECT phase, pending FROM hr_migration_status() WHERE migration = 'integration_credentials';
+
+-- Which columns a run's ANALYZE gathers when its table's statistics are
+-- stale (hr_predicate_columns): the words and quoted identifiers of the
+-- predicate that are columns, folded as PostgreSQL folds identifiers;
+-- every column ('') when it names none, when the table was never
+-- analyzed, or when it has extended statistics.
+CREATE TABLE pc ("Odd ""Name""" int, plain int, "UPPER" int, d$ollar int, gone int, "Äb" int);
+ALTER TABLE pc DROP COLUMN gone;
+SELECT hr_migrations.hr_predicate_columns('pc', 't.plain IS NULL') AS never_analyzed;
+ANALYZE pc;
+SELECT hr_migrations.hr_predicate_columns('pc', 't."Odd ""Name""" = 1 AND t.PLAIN IS NULL AND t."UPPER" > 0 AND d$ollar < 2 AND gone = 3') AS named;
+SELECT hr_migrations.hr_predicate_columns('pc', 'UPPER IS NULL AND "Äb" = 1 AND äb = 2') AS folded;
+SELECT hr_migrations.hr_predicate_columns('pc', 'x = y') AS names_none;
+CREATE STATISTICS pc_s ON plain, d$ollar FROM pc;
+SELECT hr_migrations.hr_predicate_columns('pc', 't.plain IS NULL') AS extended_statistics;
+DROP TABLE pc;
