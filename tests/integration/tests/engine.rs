@@ -64,7 +64,7 @@ fn rewrap_reads_each_credential_a_bounded_number_of_times_and_goes_past_a_poison
     // batch's ids, about one index entry per credential in all; merged
     // with an index scan from the smallest credential id up, as the
     // planner chose before the lookup named the batch's ids, each batch
-    // read every entry up to its own (1.2M for 110k credentials).
+    // read every entry up to its own (1.15M for 104k credentials).
     let reads = |c: &mut Client| -> (i64, i64, i64, i64) {
         c.batch_execute("SELECT pg_stat_clear_snapshot()").unwrap();
         let r = c
