@@ -2007,6 +2007,27 @@ AS $$
                            FROM regexp_matches(predicate, '"((?:[^"]|"")+)"|([[:alpha:]_][[:alnum:]_$]*)', 'g') m)
 $$;
 
+-- ANALYZE tbl (columns: '' for all, or " (a, b)"), waiting at most 100 ms
+-- for its lock: ANALYZE behind another session's CREATE INDEX
+-- CONCURRENTLY, which waits for the caller's transaction, is a deadlock.
+-- NULL when done; else why not (the table is locked by DDL, or a column
+-- of the list was dropped or renamed meanwhile), for the caller to say.
+CREATE FUNCTION hr_migrations.hr_analyze_briefly(tbl regclass, columns text DEFAULT '') RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '100ms'
+AS $$
+BEGIN
+    EXECUTE format('ANALYZE %s%s', tbl, columns);
+    RETURN NULL;
+EXCEPTION
+    WHEN lock_not_available THEN
+        RETURN 'the table is locked by DDL';
+    WHEN undefined_column THEN
+        RETURN 'a column changed meanwhile';
+END
+$$;
+
 -- Runs one operation of a migration to the end: one batch per
 -- transaction, a NOTICE per batch, resumable after a crash or cancel (the
 -- cursor is committed with each batch). With batch_size NULL the size
@@ -2047,7 +2068,7 @@ DECLARE
     analyzed boolean;
     expected bigint;
     t regclass;
-    old_lock_timeout text;
+    why_not text;
     sized double precision[];
     efficiency double precision;
 BEGIN
@@ -2099,20 +2120,12 @@ BEGIN
                  LEFT JOIN pg_catalog.pg_stat_all_tables st ON st.relid = k.oid
                 WHERE k.oid = spec.tbl
                   AND (k.reltuples < 0 OR coalesce(st.n_mod_since_analyze, 0) > 0.1 * k.reltuples)) THEN
-        old_lock_timeout := current_setting('lock_timeout');
-        BEGIN
-            PERFORM set_config('lock_timeout', '100ms', true);
-            -- The key the batches pick by, and what the predicates name.
-            EXECUTE format('ANALYZE %s%s', spec.tbl,
-                           hr_migrations.hr_predicate_columns(spec.tbl, concat_ws(' ', 'id', spec.pending, spec.blocked)));
-        EXCEPTION
-            WHEN lock_not_available THEN
-                RAISE NOTICE '%: %: statistics of % not refreshed: the table is locked by DDL', migration, operation, spec.tbl;
-            WHEN undefined_column THEN
-                -- A column dropped or renamed since the list was made.
-                RAISE NOTICE '%: %: statistics of % not refreshed: a column changed meanwhile', migration, operation, spec.tbl;
-        END;
-        PERFORM set_config('lock_timeout', old_lock_timeout, true);
+        -- The key the batches pick by, and what the predicates name.
+        why_not := hr_migrations.hr_analyze_briefly(spec.tbl,
+                       hr_migrations.hr_predicate_columns(spec.tbl, concat_ws(' ', 'id', spec.pending, spec.blocked)));
+        IF why_not IS NOT NULL THEN
+            RAISE NOTICE '%: %: statistics of % not refreshed: %', migration, operation, spec.tbl, why_not;
+        END IF;
     END IF;
     -- What the run expects to do, for the ETA of hr_migration_progress: the
     -- planner's estimate of the pending rows (statistics just refreshed

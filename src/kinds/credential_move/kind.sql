@@ -741,7 +741,7 @@ AS $$
 DECLARE
     t regclass;
     left_over bigint;
-    old_lock_timeout text;
+    why_not text;
 BEGIN
     PERFORM hr_migrations.hr_procedure_step();
     t := hr_migrations.hr_migration_table(migration);
@@ -749,18 +749,11 @@ BEGIN
         RETURN;
     END IF;
     IF phase = 'enforced' THEN
-        -- Waits at most 100 ms: ANALYZE behind another session's CREATE
-        -- INDEX CONCURRENTLY, which waits for this transaction, would be a
-        -- deadlock.
-        old_lock_timeout := current_setting('lock_timeout');
-        BEGIN
-            PERFORM set_config('lock_timeout', '100ms', true);
-            EXECUTE format('ANALYZE %s (api_key, api_secret, refresh_token)', t);
-        EXCEPTION WHEN lock_not_available THEN
-            RAISE WARNING '%: the statistics of the cleared plaintext columns were not refreshed (the table is locked by DDL): they may still hold sampled secrets', migration
+        why_not := hr_migrations.hr_analyze_briefly(t, ' (api_key, api_secret, refresh_token)');
+        IF why_not IS NOT NULL THEN
+            RAISE WARNING '%: the statistics of the cleared plaintext columns were not refreshed (%): they may still hold sampled secrets', migration, why_not
                 USING HINT = format('ANALYZE %s (api_key, api_secret, refresh_token)', t);
-        END;
-        PERFORM set_config('lock_timeout', old_lock_timeout, true);
+        END IF;
         RETURN;
     END IF;
     IF phase <> 'contracted' THEN
